@@ -1,0 +1,59 @@
+"""Model keys clients ask for, and the provider deployments that serve them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from sidecar.credentials import Credential
+from sidecar.errors import ModelNotFound, WrongModelCategory
+
+LLM_CATEGORY = "llm"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds; `first_byte` and `idle` bound provider silences, `total` the whole exchange."""
+
+    connect: float = 10.0
+    first_byte: float = 120.0
+    idle: float = 120.0
+    total: float = 900.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One provider endpoint serving a model (OpenAI-compatible, Azure OpenAI or Anthropic)."""
+
+    name: str
+    provider: str  # "openai" | "azure" | "anthropic"
+    base_url: str
+    upstream_model: str
+    credential: Credential = field(default_factory=Credential)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    api_version: str | None = None  # Azure
+    default_max_tokens: int = 4096  # Anthropic requires max_tokens
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    key: str
+    category: str
+    deployments: tuple[Deployment, ...]
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    routes: Mapping[str, ModelRoute]
+
+    def resolve_llm(self, key: str) -> ModelRoute:
+        route = self.routes.get(key)
+        if route is None:
+            raise ModelNotFound(f"The model '{key}' does not exist", param="model")
+        if route.category != LLM_CATEGORY:
+            raise WrongModelCategory(
+                f"The model '{key}' is a '{route.category}' model, not a chat model (category 'llm')",
+                param="model",
+            )
+        return route

@@ -1,0 +1,86 @@
+"""The one small interface every provider module implements.
+
+A provider module is pure translation: it turns the client's OpenAI-format request into the
+provider's wire request, and the provider's answers back into OpenAI-format dicts. All I/O
+(pooled HTTP client, timeouts, SSE framing, relaying to the client) lives in `sidecar.forwarding`,
+so adding a provider touches one module here plus the policy schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+from sidecar.errors import ProviderError
+
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """What to send to the provider: an HTTP POST."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    """One server-sent event as received from the provider (`event:` name, joined `data:` lines)."""
+
+    data: str
+    event: str | None = None
+
+
+class StreamTranslator(Protocol):
+    """Turns one provider stream into OpenAI `chat.completion.chunk` dicts, event by event.
+
+    Chunks carry no `model`/`id` rewriting: the forwarding path stamps those. A chunk with
+    a `usage` key and empty `choices` is the usage chunk (OpenAI's `include_usage` shape).
+    """
+
+    def feed(self, event: SSEEvent) -> list[JSONDict]:
+        """Translate one event; raise ProviderError for an error event from the provider."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once the provider signalled the end of the stream (`[DONE]`, `message_stop`)."""
+        ...
+
+
+class Provider(Protocol):
+    """One provider deployment's translation between OpenAI's format and the provider's."""
+
+    def build_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        """`body` is the client's OpenAI chat request after policy edits (masking, stream options).
+
+        The provider sets its own upstream model name; `request_id` is sent as X-Request-Id.
+        """
+        ...
+
+    def translate_response(self, payload: JSONDict) -> JSONDict:
+        """A non-streamed provider response -> an OpenAI `chat.completion` dict (with `usage`)."""
+        ...
+
+    def translate_error(self, status: int, payload: bytes) -> ProviderError:
+        """A provider error response -> the OpenAI-style error to relay (message kept, status mapped)."""
+        ...
+
+    def stream_translator(self) -> StreamTranslator:
+        """A fresh translator for one streamed response."""
+        ...
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage of one completion, in OpenAI's field names."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

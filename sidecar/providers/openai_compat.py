@@ -1,0 +1,92 @@
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, Groq, Together, the demo provider)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from sidecar.errors import ProviderError
+from sidecar.models import Deployment
+from sidecar.providers.base import JSONDict, SSEEvent, UpstreamRequest
+
+
+class OpenAICompatible:
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self._url = deployment.base_url.rstrip("/") + "/chat/completions"
+
+    def build_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        body["model"] = self.deployment.upstream_model
+        return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(body))
+
+    def _headers(self, request_id: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id, **self.deployment.headers}
+        key = self.deployment.credential.value()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def translate_response(self, payload: JSONDict) -> JSONDict:
+        return payload
+
+    def translate_error(self, status: int, payload: bytes) -> ProviderError:
+        return error_from_openai_payload(status, payload)
+
+    def stream_translator(self) -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator()
+
+
+class OpenAIStreamTranslator:
+    """OpenAI chunks need no translation; this parses them and notices `[DONE]` and error events."""
+
+    def __init__(self) -> None:
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: SSEEvent) -> list[JSONDict]:
+        if event.data == "[DONE]":
+            self._done = True
+            return []
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream") from exc
+        if not isinstance(chunk, dict):
+            raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream")
+        if "error" in chunk:
+            raise error_from_openai_payload(502, event.data.encode())
+        return [chunk]
+
+
+def error_from_openai_payload(status: int, payload: bytes) -> ProviderError:
+    """Keep the provider's message and type; map its status so clients see a sensible one."""
+    message, error_type, code, param = _error_fields(payload)
+    mapped = status if 400 <= status < 500 else 502
+    return ProviderError(
+        message or f"Provider returned HTTP {status}",
+        status=mapped,
+        error_type=error_type or ("provider_error" if mapped >= 500 else "invalid_request_error"),
+        code=code,
+        param=param,
+        retryable=status >= 500 or status == 429,
+    )
+
+
+def _error_fields(payload: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    try:
+        parsed: Any = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None, None, None, None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        return None, None, None, None
+
+    def text(key: str) -> str | None:
+        value = error.get(key)
+        return value if isinstance(value, str) else None
+
+    return text("message"), text("type"), text("code"), text("param")
