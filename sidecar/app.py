@@ -1,0 +1,48 @@
+"""The sidecar's app factory: everything is built here from one loaded policy snapshot."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.appkeys import HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
+from sidecar.authz import AUTHZ_PREFIX, handle_check
+from sidecar.decision import DecisionPipeline
+from sidecar.forwarding import handle_forward
+from sidecar.policy.loader import load_policy
+from sidecar.policy.store import PolicyStore
+from sidecar.settings import Settings
+
+CHAT_PATH = "/api/client/v1/chat/completions"
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    # One pooled client for all providers; per-request timeouts come from each deployment.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+        app[HTTP_CLIENT] = session
+        yield
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    policy = request.app[POLICY_STORE].current
+    return web.json_response({"status": "ready", "policy_version": policy.version})
+
+
+def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes + 1024)
+    app[SETTINGS] = settings
+    app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
+    app[PIPELINE] = DecisionPipeline()
+    app.cleanup_ctx.append(_http_client)
+    app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)
+    app.router.add_post(CHAT_PATH, handle_forward)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    return app

@@ -1,0 +1,14 @@
+"""Typed keys for what the app factory puts on the aiohttp application."""
+
+from __future__ import annotations
+
+from aiohttp import ClientSession, web
+
+from sidecar.decision import DecisionPipeline
+from sidecar.policy.store import PolicyStore
+from sidecar.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POLICY_STORE = web.AppKey("policy_store", PolicyStore)
+PIPELINE = web.AppKey("pipeline", DecisionPipeline)
+HTTP_CLIENT = web.AppKey("http_client", ClientSession)

@@ -1,0 +1,149 @@
+"""`python -m sidecar …`: serve, run the whole stack, check policies, mint tokens."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from sidecar.envoy_config import render
+from sidecar.logs import setup_logging
+from sidecar.policy.loader import load_policy
+from sidecar.policy.reader import PolicyError
+from sidecar.settings import Settings
+from sidecar.tokens import hash_token, mint_token
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sidecar.app import init_app
+
+    settings = Settings.from_env()
+    setup_logging()
+    try:
+        app = init_app(settings)
+    except PolicyError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
+    # the provider request instead of letting it generate into the void.
+    web.run_app(app, host="127.0.0.1", port=settings.sidecar_port, print=None,
+                handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds)
+    return 0
+
+
+def cmd_demo_provider(args: argparse.Namespace) -> int:
+    from sidecar.demo_provider import init_demo_provider
+
+    web.run_app(init_demo_provider(args.stream_delay), host="127.0.0.1", port=args.port, print=None,
+                access_log=None)
+    return 0
+
+
+def cmd_envoy_config(args: argparse.Namespace) -> int:
+    text = render(Settings.from_env())
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    folder = Path(args.dir) if args.dir else settings.policies_dir
+    try:
+        policy = load_policy(folder)
+    except PolicyError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        print(f"{len(exc.errors)} error(s) in {folder}", file=sys.stderr)
+        return 1
+    envoy_ok = _validate_envoy(settings)
+    print(f"{folder}: OK, version {policy.version}: {len(policy.tokens.by_hash)} token(s), "
+          f"{len(policy.models.routes)} model(s); envoy config {'OK' if envoy_ok else 'INVALID'}")
+    return 0 if envoy_ok else 1
+
+
+def _validate_envoy(settings: Settings) -> bool:
+    from sidecar.launcher import envoy_binary
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
+        config.write(render(settings))
+        config.flush()
+        result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", config.name],
+                                capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stdout[-4000:] + result.stderr[-4000:], file=sys.stderr)
+    return result.returncode == 0
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    token = mint_token()
+    print(f"token (give it to the client; it is not stored anywhere): {token}\n")
+    print("paste under `tokens:` in a policy file:")
+    print(f"  {args.name}:\n    sha256: {hash_token(token)}")
+    if args.team:
+        print(f"    team: {args.team}")
+    if args.models:
+        print(f"    models: [{', '.join(args.models.split(','))}]")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sidecar.launcher import Stack
+
+    settings = Settings.from_env()
+    policy = load_policy(settings.policies_dir)
+    stack = Stack(settings, Path(tempfile.mkdtemp(prefix="gateway-run-")))
+    try:
+        stack.start()
+        print(f"\nLLM gateway listening on {stack.base_url}/api/client/v1/chat/completions")
+        print(f"  policies: {settings.policies_dir} (version {policy.version})")
+        print(f"  models:   {', '.join(sorted(policy.models.routes))}")
+        if hash_token(args.demo_token) in policy.tokens.by_hash:
+            print(f"  demo token: {args.demo_token}")
+        print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
+        print("Ctrl-C stops everything.\n", flush=True)
+        while all(p.poll() is None for p in stack.processes.values()):
+            time.sleep(0.5)
+        print("a gateway process exited; stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+DEMO_TOKEN = "cgt_demo_Jm3kQ8vYx2LrT9pWn4HsZ6bC1dF7gK0a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sidecar")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the sidecar (settings from GATEWAY_* variables)").set_defaults(func=cmd_serve)
+    demo = sub.add_parser("demo-provider", help="run the local OpenAI-compatible demo provider")
+    demo.add_argument("--port", type=int, default=Settings().demo_provider_port)
+    demo.add_argument("--stream-delay", type=float, default=0.0, help="seconds between streamed words")
+    demo.set_defaults(func=cmd_demo_provider)
+    envoy = sub.add_parser("envoy-config", help="print the Envoy config for the current settings")
+    envoy.add_argument("-o", "--output")
+    envoy.set_defaults(func=cmd_envoy_config)
+    check = sub.add_parser("check", help="validate a policy folder and the Envoy config")
+    check.add_argument("dir", nargs="?")
+    check.set_defaults(func=cmd_check)
+    run = sub.add_parser("run", help="start demo provider, sidecar and Envoy (make run)")
+    run.add_argument("--demo-token", default=DEMO_TOKEN, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+    token = sub.add_parser("token", help="token tools").add_subparsers(dest="token_command", required=True)
+    new = token.add_parser("new", help="mint a token and print the policy line for it")
+    new.add_argument("--name", required=True)
+    new.add_argument("--team")
+    new.add_argument("--models", help="comma-separated model keys this token may use")
+    new.set_defaults(func=cmd_token_new)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

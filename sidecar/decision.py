@@ -1,0 +1,110 @@
+"""The callout's policy decision: one pass over the request, a pipeline of stages.
+
+Token, body validation and model resolution always run; the app factory appends the stages
+that need runtime state (guardrails, breaker, quotas). A stage reads and annotates the `Check`
+and raises a GatewayError to deny. The same pipeline serves the live callout and `explain`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence
+
+from sidecar.chat_request import ChatRequest, is_valid_request_id, parse_chat_request
+from sidecar.errors import GatewayError
+from sidecar.handoff import Decision
+from sidecar.models import ModelRoute
+from sidecar.policy.snapshot import Policy
+from sidecar.tokens import TokenRecord, TokenStore
+
+
+@dataclass
+class Check:
+    """Working state of one callout; stages fill it in order."""
+
+    policy: Policy
+    raw_body: bytes
+    authorization: str | None
+    request_id: str
+    token: TokenRecord | None = None
+    request: ChatRequest | None = None
+    route: ModelRoute | None = None
+    deployments: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Headers for the client on allowed requests too (e.g. x-ratelimit-*).
+    client_headers: dict[str, str] = field(default_factory=dict)
+
+    def decision(self) -> Decision:
+        assert self.token is not None and self.request is not None and self.route is not None
+        return Decision(
+            request_id=self.request_id,
+            token_name=self.token.name,
+            team=self.token.team,
+            model_key=self.route.key,
+            deployments=self.deployments,
+            stream=self.request.stream,
+            client_wants_usage=self.request.include_usage,
+            policy_version=self.policy.version,
+            extra=self.extra,
+        )
+
+
+class Denied(Exception):
+    """A GatewayError together with the request id and headers known when it was raised."""
+
+    def __init__(self, error: GatewayError, check: Check) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.check = check
+
+
+Stage = Callable[[Check], Awaitable[None]]
+
+
+async def authenticate(check: Check) -> None:
+    check.token = check.policy.tokens.authenticate(check.authorization)
+
+
+async def parse_body(check: Check) -> None:
+    check.request = parse_chat_request(check.raw_body)
+    if check.request.request_id is not None:
+        check.request_id = check.request.request_id
+
+
+async def resolve_model(check: Check) -> None:
+    assert check.request is not None and check.token is not None
+    route = check.policy.models.resolve_llm(check.request.model)
+    TokenStore.check_model(check.token, route.key)
+    check.route = route
+    check.deployments = tuple(d.name for d in route.deployments)
+
+
+CORE_STAGES: tuple[Stage, ...] = (authenticate, parse_body, resolve_model)
+
+
+class DecisionPipeline:
+    def __init__(self, extra_stages: Sequence[Stage] = ()) -> None:
+        self.stages: tuple[Stage, ...] = CORE_STAGES + tuple(extra_stages)
+
+    async def decide(self, policy: Policy, raw_body: bytes, authorization: str | None,
+                     header_request_id: str | None) -> Check:
+        """Returns the finished Check (call `.decision()`), or raises Denied."""
+        check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id))
+        try:
+            for stage in self.stages:
+                await stage(check)
+        except GatewayError as error:
+            raise Denied(error, check) from None
+        return check
+
+
+def resolve_request_id(header_value: str | None) -> str:
+    """Envoy already put the client's X-Request-Id or a fresh `req_…` here; never trust it blindly."""
+    if header_value and is_valid_request_id(header_value):
+        return header_value
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)

@@ -1,0 +1,97 @@
+"""A local provider speaking OpenAI's wire format, for `make run`, the tests and the benchmark.
+
+It answers with a short deterministic reply built from the last user message (so output-side
+features can be exercised on purpose), streams it word by word, and reports `usage`. The
+sidecar treats it like any other OpenAI-compatible provider. `GET /_requests` lists what it
+received, so tests can check exactly what reached the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+RECEIVED = web.AppKey("received", list)
+STREAM_DELAY = web.AppKey("stream_delay", float)
+_KEEP_RECEIVED = 200
+
+
+def reply_text(body: dict[str, Any]) -> str:
+    last_user = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
+    content = last_user.get("content", "")
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    text = str(content)
+    if text.startswith("echo:"):
+        return text[len("echo:"):].strip()
+    return f"Hello from the demo provider. You said: {text[:200]}"
+
+
+def count_tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(count_tokens(str(m.get("content", ""))) + 3 for m in body.get("messages", []))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = orjson.loads(await request.read())
+    received = request.app[RECEIVED]
+    received.append({"headers": dict(request.headers), "body": body})
+    del received[:-_KEEP_RECEIVED]
+    text = reply_text(body)
+    usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": count_tokens(text)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+    if body.get("stream"):
+        return await _stream(request, body, text, usage, completion_id)
+    return web.json_response({
+        "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": usage,
+    })
+
+
+async def _stream(request: web.Request, body: dict[str, Any], text: str, usage: dict[str, int],
+                  completion_id: str) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body.get("model")}
+    delay = request.app[STREAM_DELAY]
+
+    async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+        await response.write(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
+
+    await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    words = text.split(" ")
+    for index, word in enumerate(words):
+        if delay:
+            await asyncio.sleep(delay)
+        piece = word if index == 0 else " " + word
+        await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+    await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await send([], usage=usage)
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def list_received(request: web.Request) -> web.Response:
+    return web.json_response(request.app[RECEIVED])
+
+
+def init_demo_provider(stream_delay: float = 0.0) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[RECEIVED] = []
+    app[STREAM_DELAY] = stream_delay
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/_requests", list_received)
+    return app

@@ -1,0 +1,60 @@
+"""The callout's decision, handed to the forwarding path in one signed header.
+
+Envoy copies `x-cgt-decision` from the callout's 200 answer onto the routed request (and strips
+any client-sent `x-cgt-*` before the callout). A header, unlike in-process state, reaches the
+forwarding path whichever sidecar worker process serves it; the HMAC makes sure only the
+callout could have written it, so the forwarding path trusts it and repeats no policy work.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+DECISION_HEADER = "x-cgt-decision"
+_VERSION = "v1"
+
+
+class InvalidDecision(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Decision:
+    request_id: str
+    token_name: str
+    team: str | None
+    model_key: str
+    deployments: tuple[str, ...]  # names, in the order to try them
+    stream: bool
+    client_wants_usage: bool
+    policy_version: str
+    # Filled by later stages (guardrail masks, quota reservations) without changing the wire.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(decision: Decision, key: bytes) -> str:
+    payload = base64.urlsafe_b64encode(orjson.dumps(asdict(decision))).rstrip(b"=")
+    return f"{_VERSION}.{payload.decode()}.{_sign(payload, key)}"
+
+
+def decode(header: str | None, key: bytes) -> Decision:
+    if not header:
+        raise InvalidDecision("missing decision")
+    version, _, rest = header.partition(".")
+    payload, _, signature = rest.partition(".")
+    if version != _VERSION or not hmac.compare_digest(signature, _sign(payload.encode(), key)):
+        raise InvalidDecision("bad decision signature")
+    data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data["deployments"] = tuple(data["deployments"])
+    return Decision(**data)
+
+
+def _sign(payload: bytes, key: bytes) -> str:
+    digest = hmac.new(key, payload, hashlib.sha256).digest()[:18]
+    return base64.urlsafe_b64encode(digest).decode()

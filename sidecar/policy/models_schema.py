@@ -1,0 +1,159 @@
+"""`providers:` and `models:` sections: where each model key is served from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.credentials import Credential
+from sidecar.models import Deployment, ModelRegistry, ModelRoute, Timeouts
+from sidecar.policy.reader import Located
+from sidecar.providers.registry import PROVIDER_TYPES
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str
+    credential: Credential
+    headers: dict[str, str]
+    api_version: str | None
+    timeouts: Timeouts
+
+
+def parse_providers(section: Located) -> dict[str, ProviderConfig]:
+    providers: dict[str, ProviderConfig] = {}
+    mapping = section.mapping()
+    if mapping is None:
+        return providers
+    for name, where in mapping.named():
+        config = _parse_provider(name, where)
+        if config is not None:
+            providers[name] = config
+    return providers
+
+
+def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
+    fields = where.mapping()
+    if fields is None:
+        return None
+    type_at = fields.require("type")
+    provider_type = type_at.as_choice(tuple(sorted(PROVIDER_TYPES))) if type_at else None
+    url_at = fields.require("base_url")
+    base_url = url_at.as_str() if url_at else None
+    if url_at is not None and base_url is not None and not base_url.startswith(("http://", "https://")):
+        url_at.error("must start with http:// or https://")
+        base_url = None
+    api_key_at = fields.get("api_key")
+    credential = _credential(api_key_at) if api_key_at else Credential()
+    headers_at = fields.get("headers")
+    headers = _headers(headers_at) if headers_at else {}
+    api_version = fields.read("api_version", Located.as_str, None)
+    if provider_type == "azure" and api_version is None:
+        where.error("azure providers need api_version")
+    timeouts_at = fields.get("timeouts")
+    timeouts = _timeouts(timeouts_at) if timeouts_at else Timeouts()
+    fields.finish()
+    if provider_type is None or base_url is None:
+        return None
+    return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts)
+
+
+def _credential(where: Located) -> Credential:
+    fields = where.mapping()
+    if fields is None:
+        return Credential()
+    env = fields.read("env", Located.as_str, None)
+    file = fields.read("file", Located.as_str, None)
+    fields.finish()
+    if (env is None) == (file is None):
+        where.error("give exactly one of env (a variable name) or file (a mounted secret's path)")
+        return Credential()
+    return Credential(env=env, file=Path(file) if file else None)
+
+
+def _headers(where: Located) -> dict[str, str]:
+    fields = where.mapping()
+    if fields is None:
+        return {}
+    headers = {}
+    for name, value_at in fields.named():
+        value = value_at.as_str()
+        if value is not None:
+            headers[name] = value
+    return headers
+
+
+def _timeouts(where: Located) -> Timeouts:
+    fields = where.mapping()
+    if fields is None:
+        return Timeouts()
+    default = Timeouts()
+    timeouts = Timeouts(
+        connect=fields.read("connect", Located.as_duration, default.connect),
+        first_byte=fields.read("first_byte", Located.as_duration, default.first_byte),
+        idle=fields.read("idle", Located.as_duration, default.idle),
+        total=fields.read("total", Located.as_duration, default.total),
+    )
+    fields.finish()
+    return timeouts
+
+
+def parse_models(section: Located, providers: dict[str, ProviderConfig]) -> ModelRegistry:
+    routes: dict[str, ModelRoute] = {}
+    mapping = section.mapping()
+    if mapping is None:
+        return ModelRegistry(routes)
+    for key, where in mapping.named():
+        route = _parse_model(key, where, providers)
+        if route is not None:
+            routes[key] = route
+    return ModelRegistry(routes)
+
+
+def _parse_model(key: str, where: Located, providers: dict[str, ProviderConfig]) -> ModelRoute | None:
+    fields = where.mapping()
+    if fields is None:
+        return None
+    category = fields.read("category", Located.as_str, "llm")
+    deployments_at = fields.require("deployments")
+    deployments = [] if deployments_at is None else [
+        d for d in (_parse_deployment(item, providers) for item in deployments_at.items()) if d is not None
+    ]
+    fields.finish()
+    if deployments_at is not None and isinstance(deployments_at.scalar(), type(None)):
+        deployments_at.error("must list at least one deployment")
+    if not deployments:
+        return None
+    return ModelRoute(key=key, category=category, deployments=tuple(deployments))
+
+
+def _parse_deployment(where: Located, providers: dict[str, ProviderConfig]) -> Deployment | None:
+    fields = where.mapping()
+    if fields is None:
+        return None
+    provider_at = fields.require("provider")
+    provider_name = provider_at.as_str() if provider_at else None
+    upstream_model = fields.read("model", Located.as_str, None)
+    if fields.get("model") is None:
+        fields.require("model")
+    default_max_tokens = fields.read("default_max_tokens", lambda w: w.as_int(minimum=1), 4096)
+    fields.finish()
+    if provider_at is not None and provider_name is not None and provider_name not in providers:
+        provider_at.error(f"unknown provider '{provider_name}' (defined: {', '.join(sorted(providers)) or 'none'})")
+        return None
+    if provider_name is None or upstream_model is None:
+        return None
+    provider = providers[provider_name]
+    return Deployment(
+        name=f"{provider_name}/{upstream_model}",
+        provider=provider.type,
+        base_url=provider.base_url,
+        upstream_model=upstream_model,
+        credential=provider.credential,
+        headers=provider.headers,
+        api_version=provider.api_version,
+        default_max_tokens=default_max_tokens,
+        timeouts=provider.timeouts,
+    )

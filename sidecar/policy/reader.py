@@ -1,0 +1,202 @@
+"""Typed, line-aware reading of policy YAML.
+
+Policies are read from PyYAML's node tree rather than plain dicts, so every error can name
+`FILE:LINE: key.path: message`, duplicate keys (which PyYAML would silently collapse) are
+caught, and all errors of a run are collected instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class PolicyError(Exception):
+    """Every problem found in a policy folder, each as `FILE:LINE: key.path: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class ErrorLog:
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, file: str, node: yaml.Node | None, path: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        self.errors.append(f"{file}:{line}: {path}: {message}")
+
+
+@dataclass
+class Located:
+    """A node with the file it came from and its dotted key path, for error messages."""
+
+    file: str
+    node: yaml.Node
+    path: str
+    log: ErrorLog
+
+    def error(self, message: str) -> None:
+        self.log.add(self.file, self.node, self.path, message)
+
+    def child(self, node: yaml.Node, key: str | int) -> Located:
+        path = f"{self.path}[{key}]" if isinstance(key, int) else (f"{self.path}.{key}" if self.path else key)
+        return Located(self.file, node, path, self.log)
+
+    # ---- scalars -------------------------------------------------------------------------
+    def scalar(self) -> object:
+        if not isinstance(self.node, yaml.ScalarNode):
+            return _NOT_SCALAR
+        value: object = yaml.SafeLoader(  # type: ignore[no-untyped-call]
+            ""
+        ).construct_object(self.node, deep=True)
+        return value
+
+    def as_str(self) -> str | None:
+        value = self.scalar()
+        if not isinstance(value, str) or value == "":
+            self.error("must be a non-empty string")
+            return None
+        return _expand_env(value)
+
+    def as_int(self, minimum: int | None = None) -> int | None:
+        value = self.scalar()
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error("must be an integer")
+            return None
+        if minimum is not None and value < minimum:
+            self.error(f"must be at least {minimum}")
+            return None
+        return value
+
+    def as_number(self, minimum: float | None = None, maximum: float | None = None) -> float | None:
+        value = self.scalar()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.error("must be a number")
+            return None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            self.error(f"must be between {minimum} and {maximum}")
+            return None
+        return float(value)
+
+    def as_bool(self) -> bool | None:
+        value = self.scalar()
+        if not isinstance(value, bool):
+            self.error("must be true or false")
+            return None
+        return value
+
+    def as_duration(self) -> float | None:
+        """Seconds, from `250ms`, `30s`, `5m`, `1h` (a bare number means seconds)."""
+        value = self.scalar()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if match is None:
+            self.error("must be a duration such as 250ms, 30s, 5m or 1h")
+            return None
+        return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+    def as_choice(self, choices: tuple[str, ...]) -> str | None:
+        value = self.scalar()
+        if value not in choices:
+            self.error(f"must be one of {', '.join(choices)}")
+            return None
+        return str(value)
+
+    # ---- collections ---------------------------------------------------------------------
+    def items(self) -> Iterator[Located]:
+        if not isinstance(self.node, yaml.SequenceNode):
+            self.error("must be a list")
+            return
+        for index, node in enumerate(self.node.value):
+            yield self.child(node, index)
+
+    def str_list(self) -> tuple[str, ...] | None:
+        values = [item.as_str() for item in self.items()]
+        if not isinstance(self.node, yaml.SequenceNode) or any(v is None for v in values):
+            return None
+        return tuple(v for v in values if v is not None)
+
+    def mapping(self) -> Mapping | None:
+        if not isinstance(self.node, yaml.MappingNode):
+            self.error("must be a mapping")
+            return None
+        return Mapping(self)
+
+
+class _NotScalar:
+    pass
+
+
+_NOT_SCALAR = _NotScalar()
+
+
+class Mapping:
+    """A YAML mapping read key by key; `finish()` reports the keys nobody asked for."""
+
+    def __init__(self, where: Located) -> None:
+        self.where = where
+        self.entries: dict[str, Located] = {}
+        self._read: set[str] = set()
+        assert isinstance(where.node, yaml.MappingNode)
+        for key_node, value_node in where.node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                where.log.add(where.file, key_node, where.path or "(top)", "keys must be strings")
+                continue
+            child = where.child(value_node, key)
+            if key in self.entries:
+                where.log.add(where.file, key_node, child.path, "duplicate key (an earlier one is on line "
+                              f"{self.entries[key].node.start_mark.line + 1})")
+                continue
+            self.entries[key] = child
+
+    def get(self, key: str) -> Located | None:
+        self._read.add(key)
+        return self.entries.get(key)
+
+    def require(self, key: str) -> Located | None:
+        found = self.get(key)
+        if found is None:
+            self.where.log.add(self.where.file, self.where.node, _join(self.where.path, key), "is required")
+        return found
+
+    def read(self, key: str, reader: Callable[[Located], T | None], default: T) -> T:
+        found = self.get(key)
+        if found is None:
+            return default
+        value = reader(found)
+        return default if value is None else value
+
+    def named(self) -> Iterator[tuple[str, Located]]:
+        """All entries, for mappings whose keys are names chosen by the policy author."""
+        self._read.update(self.entries)
+        yield from self.entries.items()
+
+    def finish(self) -> None:
+        for key, where in self.entries.items():
+            if key not in self._read:
+                where.log.add(where.file, where.node, where.path, "unknown key")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _expand_env(value: str) -> str:
+    """`${VAR}` and `${VAR:-default}` in strings, so one policy serves dev ports and prod URLs."""
+    if "${" not in value:
+        return value
+    return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)

@@ -1,0 +1,16 @@
+"""One loaded, validated, immutable policy: what every request is decided on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar.models import ModelRegistry
+from sidecar.tokens import TokenStore
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str  # content hash of the policy files: logs and metrics say which policy decided
+    source: str  # the folder it was loaded from
+    tokens: TokenStore
+    models: ModelRegistry

@@ -1,0 +1,33 @@
+"""Holds the current policy snapshot; a reload swaps it in one assignment.
+
+Recent snapshots stay reachable by version, so a request decided on one snapshot is forwarded
+on that same snapshot even if a reload lands between the callout and the forwarding call.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from sidecar.policy.snapshot import Policy
+
+_KEEP_VERSIONS = 8
+
+
+class PolicyStore:
+    def __init__(self, initial: Policy) -> None:
+        self._current = initial
+        self._recent: OrderedDict[str, Policy] = OrderedDict({initial.version: initial})
+
+    @property
+    def current(self) -> Policy:
+        return self._current
+
+    def swap(self, policy: Policy) -> None:
+        self._recent[policy.version] = policy
+        self._recent.move_to_end(policy.version)
+        while len(self._recent) > _KEEP_VERSIONS:
+            self._recent.popitem(last=False)
+        self._current = policy
+
+    def get(self, version: str) -> Policy:
+        return self._recent.get(version, self._current)

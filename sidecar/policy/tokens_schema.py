@@ -1,0 +1,62 @@
+"""`tokens:` section: name -> {sha256, team, models, expires}."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+
+from sidecar.policy.reader import Located
+from sidecar.tokens import TokenRecord, TokenStore
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_tokens(section: Located) -> TokenStore:
+    records: dict[str, TokenRecord] = {}
+    mapping = section.mapping()
+    if mapping is None:
+        return TokenStore({})
+    for name, where in mapping.named():
+        record = _parse_token(name, where)
+        if record is None:
+            continue
+        if record.sha256 in records:
+            where.error(f"same sha256 as token '{records[record.sha256].name}'")
+            continue
+        records[record.sha256] = record
+    return TokenStore(records)
+
+
+def _parse_token(name: str, where: Located) -> TokenRecord | None:
+    fields = where.mapping()
+    if fields is None:
+        return None
+    digest_at = fields.require("sha256")
+    digest = digest_at.as_str() if digest_at else None
+    if digest_at is not None and digest is not None and not _SHA256_HEX.match(digest):
+        digest_at.error("must be 64 lowercase hex characters (python -m sidecar token new prints it)")
+        digest = None
+    team = fields.read("team", Located.as_str, None)
+    models = fields.read("models", Located.str_list, None)
+    expires_at = fields.get("expires")
+    expires = _expiry(expires_at) if expires_at else None
+    fields.finish()
+    if digest is None:
+        return None
+    return TokenRecord(
+        name=name,
+        sha256=digest,
+        team=team,
+        models=frozenset(models) if models is not None else None,
+        expires=expires,
+    )
+
+
+def _expiry(where: Located) -> datetime | None:
+    value = where.scalar()
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    where.error("must be a date or timestamp such as 2027-01-31 or 2027-01-31T12:00:00Z")
+    return None

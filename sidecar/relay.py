@@ -1,0 +1,199 @@
+"""Relaying the provider's answer to the client: whole completions and SSE streams.
+
+Both paths stamp the client's model key and the request id, collect usage, and always end
+cleanly: a failure before the first byte becomes a JSON error with its status; a failure after
+it becomes an error event followed by `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from sidecar.errors import GatewayError, ProviderError, UpstreamTimeout, UpstreamUnreachable
+from sidecar.handoff import Decision
+from sidecar.models import Deployment
+from sidecar.providers.base import JSONDict, Provider, Usage
+from sidecar.responses import JSON_CONTENT_TYPE, error_response
+from sidecar.sse import DONE_EVENT, data_event, error_event, read_events
+
+access_log = logging.getLogger("sidecar.access")
+DEPLOYMENT_HEADER = "x-gateway-deployment"
+_KEEPALIVE_SECONDS = 15.0
+
+
+@dataclass
+class Exchange:
+    """One forwarded request: what it was, how it went. Logged once at the end."""
+
+    decision: Decision
+    deployment: Deployment
+    provider: Provider
+    started: float
+    status: int = 0
+    first_byte: float | None = None
+    usage: Usage | None = None
+    error: str | None = None
+
+    def log_access(self) -> None:
+        now = time.monotonic()
+        access_log.info("request", extra={"fields": {
+            "request_id": self.decision.request_id,
+            "token": self.decision.token_name,
+            "team": self.decision.team,
+            "model": self.decision.model_key,
+            "deployment": self.deployment.name,
+            "stream": self.decision.stream,
+            "status": self.status,
+            "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
+            "completion_tokens": self.usage.completion_tokens if self.usage else None,
+            "latency_ms": round((now - self.started) * 1000, 1),
+            "ttfb_ms": round((self.first_byte - self.started) * 1000, 1) if self.first_byte else None,
+            "error": self.error,
+        }})
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Request-Id": self.decision.request_id, DEPLOYMENT_HEADER: self.deployment.name}
+
+    def fail(self, error: GatewayError) -> web.Response:
+        self.status, self.error = error.status, error.code or error.error_type
+        response = error_response(error, self.decision.request_id)
+        response.headers[DEPLOYMENT_HEADER] = self.deployment.name
+        return response
+
+
+async def relay_completion(
+    send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
+) -> web.Response:
+    try:
+        async with send as upstream:
+            payload = await upstream.read()
+            exchange.first_byte = time.monotonic()
+            if upstream.status != 200:
+                raise exchange.provider.translate_error(upstream.status, payload)
+            completion = exchange.provider.translate_response(_json_object(payload))
+    except GatewayError as error:
+        return exchange.fail(error)
+    except TimeoutError:
+        return exchange.fail(UpstreamTimeout())
+    except aiohttp.ClientError:
+        return exchange.fail(UpstreamUnreachable("Provider connection failed"))
+    completion["model"] = exchange.decision.model_key
+    completion["request_id"] = exchange.decision.request_id
+    exchange.usage = usage_of(completion.get("usage"))
+    exchange.status = 200
+    return web.Response(body=orjson.dumps(completion), content_type=JSON_CONTENT_TYPE, headers=exchange.headers())
+
+
+async def relay_stream(
+    request: web.Request, send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
+) -> web.StreamResponse:
+    try:
+        async with send as upstream:
+            if upstream.status != 200:
+                raise exchange.provider.translate_error(upstream.status, await upstream.read())
+            response = EventSourceResponse(
+                headers=exchange.headers(), sep="\n", ping_interval=_KEEPALIVE_SECONDS, allow_all_methods=True
+            )
+            await response.prepare(request)
+            exchange.status = 200
+            await _pump(upstream, response, exchange)
+            return response
+    except GatewayError as error:
+        return exchange.fail(error)
+    except TimeoutError:
+        return exchange.fail(UpstreamTimeout())
+    except aiohttp.ClientError:
+        return exchange.fail(UpstreamUnreachable("Provider connection failed"))
+
+
+async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse, exchange: Exchange) -> None:
+    """Relays events until the provider ends; any failure from here on ends the stream in-band."""
+    relay = _ChunkStamper(exchange)
+    translator = exchange.provider.stream_translator()
+    try:
+        async for event in read_events(upstream.content):
+            for chunk in translator.feed(event):
+                for out in relay.stamp(chunk):
+                    await response.write(data_event(out))
+            if translator.done:
+                break
+        if not translator.done:
+            raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
+    except (GatewayError, TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        error = exc if isinstance(exc, GatewayError) else (
+            UpstreamTimeout("Provider stalled mid-stream") if isinstance(exc, TimeoutError)
+            else ProviderError("Provider connection broke mid-stream", code="stream_broken"))
+        exchange.error = error.code or error.error_type
+        await response.write(error_event(error))
+    except asyncio.CancelledError:
+        exchange.error = "client_disconnected"
+        raise
+    finally:
+        exchange.usage = relay.usage
+    await response.write(DONE_EVENT)
+    response.stop_streaming()
+
+
+class _ChunkStamper:
+    """Gives chunks the client's model key, sends the role delta first, strips unasked usage."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._model = exchange.decision.model_key
+        self._wants_usage = exchange.decision.client_wants_usage
+        self._sent_role = False
+        self.usage: Usage | None = None
+
+    def stamp(self, chunk: JSONDict) -> list[JSONDict]:
+        chunk["model"] = self._model
+        chunk.setdefault("object", "chat.completion.chunk")
+        if chunk.get("usage"):
+            self.usage = usage_of(chunk["usage"])
+            if not self._wants_usage:
+                if not chunk.get("choices"):
+                    return []
+                del chunk["usage"]
+        elif "usage" in chunk and not self._wants_usage:
+            del chunk["usage"]
+        out = []
+        if not self._sent_role and chunk.get("choices"):
+            self._sent_role = True
+            if "role" not in chunk["choices"][0].get("delta", {}):
+                out.append(self._role_chunk(chunk))
+        out.append(chunk)
+        return out
+
+    def _role_chunk(self, like: JSONDict) -> JSONDict:
+        return {
+            "id": like.get("id"), "object": "chat.completion.chunk", "created": like.get("created"),
+            "model": self._model,
+            "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
+        }
+
+
+def usage_of(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _json_object(payload: bytes) -> JSONDict:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise ProviderError("Provider returned a response that is not JSON", code="bad_provider_response") from None
+    if not isinstance(value, dict):
+        raise ProviderError("Provider returned a response that is not a JSON object", code="bad_provider_response")
+    return value

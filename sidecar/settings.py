@@ -1,0 +1,69 @@
+"""Runtime settings: the one place ports, addresses and limits are defined.
+
+Values come from environment variables (`GATEWAY_*`), so `make run`, the tests, the benchmark
+and the Kubernetes manifests all start the same programs the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_LISTEN_PORT = 8080
+DEFAULT_SIDECAR_PORT = 8081
+DEFAULT_ADMIN_PORT = 9901
+DEFAULT_DEMO_PROVIDER_PORT = 8090
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# A callout denial with this status is turned back into a 503 by Envoy's local_reply_config:
+# Envoy treats a 5xx from the callout as a failure of the callout itself.
+SENTINEL_503 = 460
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_address: str = "127.0.0.1"
+    listen_port: int = DEFAULT_LISTEN_PORT
+    sidecar_port: int = DEFAULT_SIDECAR_PORT
+    admin_port: int = DEFAULT_ADMIN_PORT
+    demo_provider_port: int = DEFAULT_DEMO_PROVIDER_PORT
+    policies_dir: Path = Path("policies")
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    authz_timeout_seconds: float = 10.0
+    drain_seconds: int = 20
+    # Signs the decision the callout hands to the forwarding path; shared by all sidecar workers.
+    decision_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        base = cls()
+        key = env.get("GATEWAY_DECISION_KEY")
+        return replace(
+            base,
+            listen_address=env.get("GATEWAY_LISTEN_ADDRESS", base.listen_address),
+            listen_port=int(env.get("GATEWAY_PORT", base.listen_port)),
+            sidecar_port=int(env.get("GATEWAY_SIDECAR_PORT", base.sidecar_port)),
+            admin_port=int(env.get("GATEWAY_ADMIN_PORT", base.admin_port)),
+            demo_provider_port=int(env.get("GATEWAY_DEMO_PROVIDER_PORT", base.demo_provider_port)),
+            policies_dir=Path(env.get("GATEWAY_POLICIES", str(base.policies_dir))),
+            max_body_bytes=int(env.get("GATEWAY_MAX_BODY_BYTES", base.max_body_bytes)),
+            drain_seconds=int(env.get("GATEWAY_DRAIN_SECONDS", base.drain_seconds)),
+            decision_key=bytes.fromhex(key) if key else base.decision_key,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {
+            "GATEWAY_LISTEN_ADDRESS": self.listen_address,
+            "GATEWAY_PORT": str(self.listen_port),
+            "GATEWAY_SIDECAR_PORT": str(self.sidecar_port),
+            "GATEWAY_ADMIN_PORT": str(self.admin_port),
+            "GATEWAY_DEMO_PROVIDER_PORT": str(self.demo_provider_port),
+            "GATEWAY_POLICIES": str(self.policies_dir),
+            "GATEWAY_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "GATEWAY_DRAIN_SECONDS": str(self.drain_seconds),
+            "GATEWAY_DECISION_KEY": self.decision_key.hex(),
+        }
