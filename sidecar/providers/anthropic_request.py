@@ -28,7 +28,9 @@ _SYSTEM_JOINER = "\n\n"
 
 def invalid(message: str, param: str | None = None) -> ProviderError:
     """A request this provider cannot express: the client's fault, so a 400 that is not retried."""
-    return ProviderError(message, status=400, error_type="invalid_request_error", code="unsupported_for_provider", param=param)
+    return ProviderError(
+        message, status=400, error_type="invalid_request_error", code="unsupported_for_provider", param=param
+    )
 
 
 def build_body(body: JSONDict, *, model: str, default_max_tokens: int) -> JSONDict:
@@ -228,5 +230,7 @@ def _tool_result_block(message: JSONDict) -> JSONDict:
     if not isinstance(message.get("tool_call_id"), str):
         raise invalid("A tool message needs a tool_call_id", param="messages")
     content = message.get("content")
-    result: Any = content if isinstance(content, str) else [{"type": "text", "text": text} for text in _texts(content) if text]
+    result: Any = content
+    if not isinstance(content, str):
+        result = [{"type": "text", "text": text} for text in _texts(content) if text]
     return {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": result}

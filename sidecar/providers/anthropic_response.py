@@ -63,7 +63,7 @@ def tool_call(block: JSONDict) -> JSONDict:
 def completion(payload: JSONDict, *, created: int) -> JSONDict:
     """A non-streamed Anthropic message -> an OpenAI `chat.completion`."""
     blocks = [block for block in payload.get("content") or [] if isinstance(block, dict)]
-    text = "".join(block["text"] for block in blocks if block.get("type") == "text" and isinstance(block.get("text"), str))
+    text = "".join(str(block.get("text") or "") for block in blocks if block.get("type") == "text")
     tool_calls = [tool_call(block) for block in blocks if block.get("type") == "tool_use"]
     # OpenAI sends content null (not "") when the assistant only calls tools; thinking blocks
     # have no OpenAI counterpart and are dropped.

@@ -74,7 +74,8 @@ class AnthropicStreamTranslator:
         if block.get("type") != "tool_use":
             return []
         tool_index = self._tool_index[index] = len(self._tool_index)
-        call = {"index": tool_index, "id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": ""}}
+        function = {"name": block.get("name"), "arguments": ""}
+        call = {"index": tool_index, "id": block.get("id"), "type": "function", "function": function}
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, index: Any, delta: Any) -> list[JSONDict]:
