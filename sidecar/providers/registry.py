@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Callable
 
 from sidecar.models import Deployment
+from sidecar.providers.anthropic import AnthropicProvider
+from sidecar.providers.azure import AzureOpenAI
 from sidecar.providers.base import Provider
 from sidecar.providers.openai_compat import OpenAICompatible
 
 PROVIDER_TYPES: dict[str, Callable[[Deployment], Provider]] = {
     "openai": OpenAICompatible,
+    "azure": AzureOpenAI,
+    "anthropic": AnthropicProvider,
 }
 
 

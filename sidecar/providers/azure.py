@@ -1,0 +1,92 @@
+"""Azure OpenAI (`{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...`).
+
+Azure speaks OpenAI's wire format, so only the URL, the auth header and a few error and stream
+details differ from `openai_compat`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import orjson
+
+from sidecar.errors import ProviderError
+from sidecar.models import Deployment
+from sidecar.providers.base import JSONDict, SSEEvent, UpstreamRequest
+from sidecar.providers.openai_compat import (
+    OpenAIStreamTranslator,
+    error_from_openai_payload,
+)
+
+# Statuses that, coming from Azure, describe the gateway's deployment (key, RBAC, deployment name)
+# rather than the client's request; relayed as 401/403/404 they would look like the client's fault.
+_GATEWAY_SIDE_STATUSES = (401, 403, 404)
+
+
+class AzureOpenAI:
+    def __init__(self, deployment: Deployment) -> None:
+        if not deployment.api_version:
+            # Azure rejects every call without api-version; failing here names the real cause.
+            raise ProviderError(
+                f"Azure deployment '{deployment.name}' has no api_version configured",
+                code="provider_misconfigured",
+                retryable=True,
+            )
+        self.deployment = deployment
+        self._url = (
+            f"{deployment.base_url.rstrip('/')}/openai/deployments/{quote(deployment.upstream_model, safe='')}"
+            f"/chat/completions?api-version={quote(deployment.api_version, safe='')}"
+        )
+
+    def build_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        # The deployment in the URL selects the model; a copy keeps the client's body intact for
+        # a fallback deployment that needs `model`.
+        azure_body = {key: value for key, value in body.items() if key != "model"}
+        return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(azure_body))
+
+    def _headers(self, request_id: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id, **self.deployment.headers}
+        key = self.deployment.credential.value()
+        if key:
+            headers["api-key"] = key
+        return headers
+
+    def translate_response(self, payload: JSONDict) -> JSONDict:
+        # Already a chat.completion; Azure's extra content_filter_results keys are harmless.
+        return payload
+
+    def translate_error(self, status: int, payload: bytes) -> ProviderError:
+        # Content-filter rejections (400, code "content_filter") keep Azure's message and code
+        # through the OpenAI mapping, so the client learns why it was refused.
+        error = error_from_openai_payload(status, payload)
+        if status in _GATEWAY_SIDE_STATUSES:
+            return ProviderError(
+                f"The provider rejected the gateway's deployment configuration (not your API key): {error.message}",
+                status=502,
+                error_type="provider_error",
+                code=error.code,
+                retryable=True,
+            )
+        return error
+
+    def stream_translator(self) -> AzureStreamTranslator:
+        return AzureStreamTranslator()
+
+
+class AzureStreamTranslator:
+    """OpenAI's translator, minus Azure's prompt-filter preamble chunk.
+
+    With content filtering on, Azure opens the stream with `{"choices": [], "prompt_filter_results":
+    [...], "id": "", "model": "", "object": ""}`: not a well-formed chunk, and with empty choices
+    and no usage a client would mistake it for the usage chunk.
+    """
+
+    def __init__(self) -> None:
+        self._inner = OpenAIStreamTranslator()
+
+    @property
+    def done(self) -> bool:
+        return self._inner.done
+
+    def feed(self, event: SSEEvent) -> list[JSONDict]:
+        return [chunk for chunk in self._inner.feed(event) if chunk.get("choices") or "usage" in chunk]

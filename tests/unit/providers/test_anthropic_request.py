@@ -1,0 +1,305 @@
+"""OpenAI chat request -> Anthropic Messages request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from sidecar.credentials import Credential
+from sidecar.errors import ProviderError
+from sidecar.models import Deployment
+from sidecar.providers.anthropic import AnthropicProvider
+from sidecar.providers.anthropic_request import build_body
+from tests.unit.providers.support import fixed_clock, fixture_json
+
+MODEL = "claude-sonnet-4-20250514"
+
+
+def translate(body: dict[str, Any], default_max_tokens: int = 4096) -> dict[str, Any]:
+    return build_body(body, model=MODEL, default_max_tokens=default_max_tokens)
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "text", "text": text}]}
+
+
+def test_request_url_headers_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
+    deployment = Deployment(
+        name="claude-main",
+        provider="anthropic",
+        base_url="https://api.anthropic.com/",
+        upstream_model=MODEL,
+        credential=Credential(env="TEST_ANTHROPIC_KEY"),
+        headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    provider = AnthropicProvider(deployment, clock=fixed_clock)
+    request = provider.build_request({"model": "claude", "messages": [{"role": "user", "content": "Hi"}]}, request_id="req-1")
+    assert request.url == "https://api.anthropic.com/v1/messages"
+    assert dict(request.headers) == {
+        "content-type": "application/json",
+        "anthropic-version": "2023-06-01",
+        "X-Request-Id": "req-1",
+        "anthropic-beta": "prompt-caching-2024-07-31",
+        "x-api-key": "sk-ant-test",
+    }
+    assert orjson.loads(request.body) == {"model": MODEL, "max_tokens": 4096, "messages": [user("Hi")]}
+
+
+def test_no_key_header_without_a_credential() -> None:
+    deployment = Deployment(name="d", provider="anthropic", base_url="http://localhost:8080", upstream_model=MODEL)
+    request = AnthropicProvider(deployment).build_request({"messages": []}, request_id="r")
+    assert "x-api-key" not in request.headers
+
+
+def test_client_body_is_not_mutated() -> None:
+    body = fixture_json("openai_request_tool_conversation.json")
+    before = orjson.dumps(body)
+    translate(body)
+    assert orjson.dumps(body) == before
+
+
+def test_full_tool_conversation_fixture() -> None:
+    assert translate(fixture_json("openai_request_tool_conversation.json")) == {
+        "model": MODEL,
+        "max_tokens": 4096,
+        "system": "You are a weather bot.",
+        "stream": True,
+        "messages": [
+            user("Weather in Paris and Oslo?"),
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "name": "get_weather", "input": {"location": "Paris"}},
+                    {"type": "tool_use", "id": "toolu_01NRLabsLyVHZPKxbKvkfSMn", "name": "get_weather", "input": {"location": "Oslo"}},
+                ],
+            },
+            {
+                # Both tool results and the following user turn form one user message.
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "content": "18C, sunny"},
+                    {"type": "tool_result", "tool_use_id": "toolu_01NRLabsLyVHZPKxbKvkfSMn", "content": [{"type": "text", "text": "4C, rain"}]},
+                    {"type": "text", "text": "Thanks, which is warmer?"},
+                ],
+            },
+        ],
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "Current weather for a city",
+                "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+            }
+        ],
+        "tool_choice": {"type": "auto"},
+    }
+
+
+def test_system_messages_anywhere_are_joined() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}, {"type": "text", "text": "No emoji."}]},
+            {"role": "assistant", "content": "Bonjour"},
+            {"role": "system", "content": ""},
+        ]
+    }
+    assert translate(body) == {
+        "model": MODEL,
+        "max_tokens": 4096,
+        "system": "Be brief.\n\nAnswer in French.\n\nNo emoji.",
+        "messages": [user("Hi"), {"role": "assistant", "content": [{"type": "text", "text": "Bonjour"}]}],
+    }
+
+
+def test_consecutive_same_role_messages_are_merged() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "one"},
+            {"role": "user", "content": [{"type": "text", "text": "two"}]},
+            {"role": "assistant", "content": "three"},
+            {"role": "assistant", "content": "four"},
+            {"role": "user", "content": "five"},
+        ]
+    }
+    assert translate(body)["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "three"}, {"type": "text", "text": "four"}]},
+        user("five"),
+    ]
+
+
+def test_multi_part_content_with_images() -> None:
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Compare these"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    {"type": "text", "text": ""},
+                ],
+            }
+        ]
+    }
+    assert translate(body)["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare these"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+            ],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    ],
+)
+def test_unsupported_parts_are_a_client_error(part: dict[str, Any]) -> None:
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": [{"role": "user", "content": [part]}]})
+    assert (caught.value.status, caught.value.error_type, caught.value.param, caught.value.retryable) == (
+        400,
+        "invalid_request_error",
+        "messages",
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, 4096),
+        ({"max_tokens": 300}, 300),
+        ({"max_completion_tokens": 200}, 200),
+        ({"max_tokens": 300, "max_completion_tokens": 200}, 200),
+    ],
+)
+def test_max_tokens(fields: dict[str, Any], expected: int) -> None:
+    assert translate({"messages": [], **fields})["max_tokens"] == expected
+
+
+def test_max_tokens_defaults_to_the_deployment_setting() -> None:
+    assert translate({"messages": []}, default_max_tokens=1024)["max_tokens"] == 1024
+
+
+def test_sampling_fields_stop_and_user() -> None:
+    body = {"messages": [], "temperature": 0.7, "top_p": 0.9, "stop": "END", "user": "user-42"}
+    assert translate(body) == {
+        "model": MODEL,
+        "max_tokens": 4096,
+        "messages": [],
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "user-42"},
+    }
+
+
+@pytest.mark.parametrize(("given", "sent"), [(1.5, 1.0), (2, 1.0), (0, 0.0), (-1, 0.0), (1, 1.0)])
+def test_temperature_is_clamped_to_anthropics_range(given: float, sent: float) -> None:
+    assert translate({"messages": [], "temperature": given})["temperature"] == sent
+
+
+@pytest.mark.parametrize(("stop", "expected"), [(["a", "b"], ["a", "b"]), ([], None), (None, None)])
+def test_stop_lists(stop: Any, expected: list[str] | None) -> None:
+    assert translate({"messages": [], "stop": stop}).get("stop_sequences") == expected
+
+
+def test_openai_only_fields_are_not_sent() -> None:
+    body = {
+        "messages": [],
+        "stream": False,
+        "stream_options": {"include_usage": True},
+        "n": 1,
+        "request_id": "r",
+        "frequency_penalty": 1,
+        "presence_penalty": 1,
+        "logprobs": True,
+        "seed": 7,
+        "response_format": {"type": "json_object"},
+    }
+    assert translate(body) == {"model": MODEL, "max_tokens": 4096, "messages": []}
+
+
+def test_n_greater_than_one_is_refused() -> None:
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": [], "n": 2})
+    assert (caught.value.status, caught.value.param) == (400, "n")
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
+    ],
+)
+def test_tool_choice_variants(tool_choice: Any, expected: dict[str, Any]) -> None:
+    out = translate({"messages": [], "tools": [WEATHER_TOOL], "tool_choice": tool_choice})
+    assert out["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    assert out["tool_choice"] == expected
+
+
+def test_parallel_tool_calls_false_disables_parallel_use() -> None:
+    out = translate({"messages": [], "tools": [WEATHER_TOOL], "parallel_tool_calls": False})
+    assert out["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    out = translate({"messages": [], "tools": [WEATHER_TOOL], "tool_choice": "required", "parallel_tool_calls": False})
+    assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+
+
+def test_tool_without_parameters_gets_an_empty_schema() -> None:
+    out = translate({"messages": [], "tools": [{"type": "function", "function": {"name": "now", "description": "Time"}}]})
+    assert out["tools"] == [{"name": "now", "description": "Time", "input_schema": {"type": "object", "properties": {}}}]
+    assert "tool_choice" not in out
+
+
+def test_tool_choice_without_tools_is_dropped() -> None:
+    assert "tool_choice" not in translate({"messages": [], "tool_choice": "auto"})
+
+
+def test_assistant_text_and_tool_calls_become_one_message() -> None:
+    body = {
+        "messages": [
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "now", "arguments": ""}}],
+            }
+        ]
+    }
+    assert translate(body)["messages"] == [
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "call_1", "name": "now", "input": {}}],
+        }
+    ]
+
+
+@pytest.mark.parametrize("arguments", ["{not json", "[1, 2]"])
+def test_malformed_tool_arguments_are_a_client_error(arguments: str) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": [{"role": "assistant", "tool_calls": [call]}]})
+    assert caught.value.status == 400
+
+
+def test_unknown_role_is_a_client_error() -> None:
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": [{"role": "function", "name": "f", "content": "x"}]})
+    assert caught.value.status == 400
