@@ -8,8 +8,9 @@ and raises a GatewayError to deny. The same pipeline serves the live callout and
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from sidecar.chat_request import ChatRequest, is_valid_request_id, parse_chat_request
 from sidecar.errors import GatewayError

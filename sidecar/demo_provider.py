@@ -21,14 +21,20 @@ STREAM_DELAY = web.AppKey("stream_delay", float)
 _KEEP_RECEIVED = 200
 
 
-def reply_text(body: dict[str, Any]) -> str:
-    last_user = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
+def _last_user_text(body: dict[str, Any]) -> str:
+    last_user: dict[str, Any] = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {})
     content = last_user.get("content", "")
     if isinstance(content, list):
         content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    text = str(content)
-    if text.startswith("echo:"):
-        return text[len("echo:"):].strip()
+    return str(content)
+
+
+def reply_text(body: dict[str, Any]) -> str:
+    """`echo: X` (or `slow: X`, streamed slowly) answers X verbatim; anything else gets a greeting."""
+    text = _last_user_text(body)
+    for prefix in ("echo:", "slow:"):
+        if text.startswith(prefix):
+            return text[len(prefix):].strip()
     return f"Hello from the demo provider. You said: {text[:200]}"
 
 
@@ -43,14 +49,22 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = orjson.loads(await request.read())
     received = request.app[RECEIVED]
-    received.append({"headers": dict(request.headers), "body": body})
+    entry: dict[str, Any] = {"headers": dict(request.headers), "body": body, "outcome": "started"}
+    received.append(entry)
     del received[:-_KEEP_RECEIVED]
     text = reply_text(body)
     usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": count_tokens(text)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
     if body.get("stream"):
-        return await _stream(request, body, text, usage, completion_id)
+        try:
+            response = await _stream(request, body, text, usage, completion_id)
+        except (ConnectionResetError, asyncio.CancelledError):
+            entry["outcome"] = "disconnected"
+            raise
+        entry["outcome"] = "completed"
+        return response
+    entry["outcome"] = "completed"
     return web.json_response({
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
@@ -65,6 +79,8 @@ async def _stream(request: web.Request, body: dict[str, Any], text: str, usage: 
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
             "model": body.get("model")}
     delay = request.app[STREAM_DELAY]
+    if _last_user_text(body).startswith("slow:"):
+        delay = max(delay, 0.2)  # lets tests disconnect mid-stream on purpose
 
     async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
         await response.write(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")

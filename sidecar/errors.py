@@ -6,7 +6,8 @@ chooses its status, type and code, and may add fields (the guardrail block adds 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 

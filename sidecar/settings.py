@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 DEFAULT_LISTEN_PORT = 8080
 DEFAULT_SIDECAR_PORT = 8081

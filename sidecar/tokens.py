@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 from sidecar.errors import AuthenticationFailed, PermissionDenied
 
@@ -38,7 +38,7 @@ class TokenStore:
         # the constant-time compare keeps the final check free of early exits as well.
         if record is None or not hmac.compare_digest(record.sha256, digest):
             raise AuthenticationFailed("Invalid API token")
-        if record.expires is not None and (now or datetime.now(timezone.utc)) >= record.expires:
+        if record.expires is not None and (now or datetime.now(UTC)) >= record.expires:
             raise AuthenticationFailed("API token has expired", code="token_expired")
         return record
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import yaml
 
@@ -58,9 +59,7 @@ class Located:
     def scalar(self) -> object:
         if not isinstance(self.node, yaml.ScalarNode):
             return _NOT_SCALAR
-        value: object = yaml.SafeLoader(  # type: ignore[no-untyped-call]
-            ""
-        ).construct_object(self.node, deep=True)
+        value: object = yaml.SafeLoader("").construct_object(self.node, deep=True)
         return value
 
     def as_str(self) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sidecar.policy.reader import Located
 from sidecar.tokens import TokenRecord, TokenStore
@@ -55,8 +55,8 @@ def _parse_token(name: str, where: Located) -> TokenRecord | None:
 def _expiry(where: Located) -> datetime | None:
     value = where.scalar()
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
     where.error("must be a date or timestamp such as 2027-01-31 or 2027-01-31T12:00:00Z")
     return None

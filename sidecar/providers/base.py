@@ -8,8 +8,9 @@ so adding a provider touches one module here plus the policy schema.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from sidecar.errors import ProviderError
 

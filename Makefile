@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+POLICIES ?= policies
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint typecheck bench install clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall when the package metadata changes.
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	GATEWAY_PORT=$(PORT) GATEWAY_POLICIES=$(POLICIES) $(PY) -m sidecar run
+
+test: $(STAMP)
+	@command -v redis-server >/dev/null || echo "note: redis-server missing; the Redis-backed tests need it (apt-get install redis-server)"
+	$(PY) -m ruff check sidecar tests
+	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider
+
+check: $(STAMP)
+	GATEWAY_POLICIES=$(POLICIES) $(PY) -m sidecar check $(POLICIES)
+
+lint: $(STAMP)
+	$(PY) -m ruff check sidecar tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
