@@ -49,7 +49,8 @@ def prompt_tokens(body: dict[str, Any]) -> int:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = orjson.loads(await request.read())
     received = request.app[RECEIVED]
-    entry: dict[str, Any] = {"headers": dict(request.headers), "body": body, "outcome": "started"}
+    entry: dict[str, Any] = {"headers": {k.lower(): v for k, v in request.headers.items()}, "body": body,
+                             "outcome": "started"}
     received.append(entry)
     del received[:-_KEEP_RECEIVED]
     text = reply_text(body)

@@ -6,6 +6,7 @@ the answer. It repeats no policy work: the signed decision says what was decided
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from typing import Any
@@ -30,6 +31,7 @@ from sidecar.relay import Exchange, relay_completion, relay_stream
 from sidecar.responses import error_response
 
 log = logging.getLogger("sidecar.forwarding")
+_STREAM_BODY_OVER = 1024 * 1024
 
 
 async def handle_forward(request: web.Request) -> web.StreamResponse:
@@ -90,8 +92,11 @@ class _send:
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         try:
+            body = self._upstream.body
             self._response = await self._session.post(
-                self._upstream.url, data=self._upstream.body, headers=dict(self._upstream.headers),
+                # Large bodies go as a stream, so the event loop is not blocked writing them.
+                self._upstream.url, data=io.BytesIO(body) if len(body) > _STREAM_BODY_OVER else body,
+                headers=dict(self._upstream.headers),
                 timeout=self._timeout,
             )
         except TimeoutError as exc:

@@ -122,3 +122,5 @@ class Stack:
         # Envoy first, so no new traffic reaches a sidecar that is going away.
         for name in ("envoy", "sidecar", "demo-provider"):
             self.stop_process(name)
+        if self.log is not None:
+            self.log.close()

@@ -1,0 +1,72 @@
+"""End-to-end fixtures: the real Envoy, the real sidecar and the demo provider, on free ports."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.launcher import Stack, free_port
+from sidecar.settings import Settings
+from sidecar.tokens import hash_token
+from tests.e2e.support import DEMO_TOKEN, EXPIRED_TOKEN, RESTRICTED_TOKEN
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stack_settings(policies: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "listen_port": free_port(), "sidecar_port": free_port(), "admin_port": free_port(),
+        "demo_provider_port": free_port(), "policies_dir": policies, "max_body_bytes": 8 * 1024 * 1024,
+        "drain_seconds": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def write_test_policies(folder: Path) -> Path:
+    """The demo policies, plus tokens that exercise expiry and model allow-lists."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "policies" / "models.yaml", folder / "models.yaml")
+    (folder / "tokens.yaml").write_text(f"""
+tokens:
+  demo:
+    sha256: {hash_token(DEMO_TOKEN)}
+    team: demo-team
+  expired:
+    sha256: {hash_token(EXPIRED_TOKEN)}
+    expires: 2020-01-01T00:00:00Z
+  restricted:
+    sha256: {hash_token(RESTRICTED_TOKEN)}
+    models: [text-embedding-3-small]
+""", encoding="utf-8")
+    return folder
+
+
+def start_stack(workdir: Path, settings: Settings) -> Stack:
+    stack = Stack(settings, workdir, log=(workdir / "stack.log").open("wb"))
+    try:
+        stack.start()
+    except Exception:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    stack = start_stack(workdir, stack_settings(write_test_policies(workdir / "policies")))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack exactly as `make run` starts it: the repository's own demo policies."""
+    workdir = tmp_path_factory.mktemp("demo")
+    stack = start_stack(workdir, stack_settings(REPO / "policies"))
+    yield stack
+    stack.stop()
