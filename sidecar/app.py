@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sidecar.appkeys import HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
+from sidecar.appkeys import EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
 from sidecar.authz import AUTHZ_PREFIX, handle_check
 from sidecar.decision import DecisionPipeline
+from sidecar.extensions import Extensions
 from sidecar.forwarding import handle_forward
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
@@ -39,7 +40,10 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     app = web.Application(client_max_size=settings.max_body_bytes + 1024)
     app[SETTINGS] = settings
     app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
-    app[PIPELINE] = DecisionPipeline()
+    extensions = Extensions()
+    # Features install themselves here, in the order their callout stages should run.
+    app[EXTENSIONS] = extensions
+    app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)
     app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)
     app.router.add_post(CHAT_PATH, handle_forward)

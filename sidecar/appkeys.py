@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import ClientSession, web
 
 from sidecar.decision import DecisionPipeline
+from sidecar.extensions import Extensions
 from sidecar.policy.store import PolicyStore
 from sidecar.settings import Settings
 
@@ -12,3 +13,4 @@ SETTINGS = web.AppKey("settings", Settings)
 POLICY_STORE = web.AppKey("policy_store", PolicyStore)
 PIPELINE = web.AppKey("pipeline", DecisionPipeline)
 HTTP_CLIENT = web.AppKey("http_client", ClientSession)
+EXTENSIONS = web.AppKey("extensions", Extensions)

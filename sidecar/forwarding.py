@@ -6,6 +6,7 @@ the answer. It repeats no policy work: the signed decision says what was decided
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -15,7 +16,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from sidecar.appkeys import HTTP_CLIENT, POLICY_STORE, SETTINGS
+from sidecar.appkeys import EXTENSIONS, HTTP_CLIENT, POLICY_STORE, SETTINGS
 from sidecar.errors import (
     GatewayError,
     PermissionDenied,
@@ -23,8 +24,10 @@ from sidecar.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from sidecar.extensions import Finisher
 from sidecar.handoff import DECISION_HEADER, Decision, InvalidDecision, decode
 from sidecar.models import Deployment
+from sidecar.policy.snapshot import Policy
 from sidecar.providers.base import UpstreamRequest
 from sidecar.providers.registry import provider_for
 from sidecar.relay import Exchange, relay_completion, relay_stream
@@ -42,24 +45,41 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id", "")
         return error_response(PermissionDenied("Requests must pass the gateway's policy check",
                                                code="missing_decision"), rid)
+    extensions = app[EXTENSIONS]
+    policy = app[POLICY_STORE].get(decision.policy_version)
+    started = time.monotonic()
     try:
-        deployment = _deployment(request, decision)
+        deployment = _deployment(policy, decision)
         body = _edited_body(await request.read(), decision)
+        for edit in extensions.request_editors:
+            edit(body, decision, policy)
+        provider = provider_for(deployment)
+        upstream = provider.build_request(body, request_id=decision.request_id)
     except GatewayError as error:
         return error_response(error, decision.request_id)
-    provider = provider_for(deployment)
-    upstream = provider.build_request(body, request_id=decision.request_id)
-    exchange = Exchange(decision=decision, deployment=deployment, provider=provider, started=time.monotonic())
+    guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None]
+    exchange = Exchange(decision=decision, policy=policy, deployment=deployment, provider=provider,
+                        started=started, guards=guards)
     try:
         if decision.stream:
             return await relay_stream(request, _send(request, upstream, deployment), exchange)
         return await relay_completion(_send(request, upstream, deployment), exchange)
     finally:
-        exchange.log_access()
+        # Shielded: a client disconnect cancels this handler, but usage and breaker bookkeeping
+        # must still happen.
+        await asyncio.shield(_finish(exchange, extensions.finishers))
 
 
-def _deployment(request: web.Request, decision: Decision) -> Deployment:
-    policy = request.app[POLICY_STORE].get(decision.policy_version)
+async def _finish(exchange: Exchange, finishers: list[Finisher]) -> None:
+    for finisher in finishers:
+        try:
+            await finisher(exchange)
+        except Exception:  # one broken finisher must not skip the others or the access log
+            log.exception("finisher failed", extra={"fields": {"request_id": exchange.decision.request_id}})
+    exchange.log_access()
+
+
+def _deployment(policy: Policy, decision: Decision) -> Deployment:
     route = policy.models.routes.get(decision.model_key)
     by_name = {d.name: d for d in route.deployments} if route else {}
     for name in decision.deployments:

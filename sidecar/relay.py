@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -20,8 +20,10 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from sidecar.errors import GatewayError, ProviderError, UpstreamTimeout, UpstreamUnreachable
+from sidecar.extensions import OutputGuard
 from sidecar.handoff import Decision
 from sidecar.models import Deployment
+from sidecar.policy.snapshot import Policy
 from sidecar.providers.base import JSONDict, Provider, Usage
 from sidecar.responses import JSON_CONTENT_TYPE, error_response
 from sidecar.sse import DONE_EVENT, data_event, error_event, read_events
@@ -36,12 +38,16 @@ class Exchange:
     """One forwarded request: what it was, how it went. Logged once at the end."""
 
     decision: Decision
+    policy: Policy
     deployment: Deployment
     provider: Provider
     started: float
+    guards: list[OutputGuard] = field(default_factory=list)
     status: int = 0
     first_byte: float | None = None
     usage: Usage | None = None
+    # Characters of completion text relayed, for estimating usage when a stream is cut short.
+    completion_chars: int = 0
     error: str | None = None
 
     def log_access(self) -> None:
@@ -81,6 +87,9 @@ async def relay_completion(
             if upstream.status != 200:
                 raise exchange.provider.translate_error(upstream.status, payload)
             completion = exchange.provider.translate_response(_json_object(payload))
+        exchange.usage = usage_of(completion.get("usage"))
+        for guard in exchange.guards:
+            guard.on_completion(completion)
     except GatewayError as error:
         return exchange.fail(error)
     except TimeoutError:
@@ -89,7 +98,6 @@ async def relay_completion(
         return exchange.fail(UpstreamUnreachable("Provider connection failed"))
     completion["model"] = exchange.decision.model_key
     completion["request_id"] = exchange.decision.request_id
-    exchange.usage = usage_of(completion.get("usage"))
     exchange.status = 200
     return web.Response(body=orjson.dumps(completion), content_type=JSON_CONTENT_TYPE, headers=exchange.headers())
 
@@ -123,12 +131,14 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
     try:
         async for event in read_events(upstream.content):
             for chunk in translator.feed(event):
-                for out in relay.stamp(chunk):
+                for out in _guarded(exchange.guards, relay.stamp(chunk)):
                     await response.write(data_event(out))
             if translator.done:
                 break
         if not translator.done:
             raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
+        for out in _flushed(exchange.guards):
+            await response.write(data_event(out))
     except (GatewayError, TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         error = exc if isinstance(exc, GatewayError) else (
             UpstreamTimeout("Provider stalled mid-stream") if isinstance(exc, TimeoutError)
@@ -140,6 +150,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         raise
     finally:
         exchange.usage = relay.usage
+        exchange.completion_chars = relay.completion_chars
     await response.write(DONE_EVENT)
     response.stop_streaming()
 
@@ -152,6 +163,7 @@ class _ChunkStamper:
         self._wants_usage = exchange.decision.client_wants_usage
         self._sent_role = False
         self.usage: Usage | None = None
+        self.completion_chars = 0
 
     def stamp(self, chunk: JSONDict) -> list[JSONDict]:
         chunk["model"] = self._model
@@ -165,6 +177,9 @@ class _ChunkStamper:
         elif "usage" in chunk and not self._wants_usage:
             del chunk["usage"]
         out = []
+        for choice in chunk.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content")
+            self.completion_chars += len(content) if isinstance(content, str) else 0
         if not self._sent_role and chunk.get("choices"):
             self._sent_role = True
             if "role" not in chunk["choices"][0].get("delta", {}):
@@ -178,6 +193,20 @@ class _ChunkStamper:
             "model": self._model,
             "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
         }
+
+
+def _guarded(guards: list[OutputGuard], chunks: list[JSONDict]) -> list[JSONDict]:
+    for guard in guards:
+        chunks = [out for chunk in chunks for out in guard.on_chunk(chunk)]
+    return chunks
+
+
+def _flushed(guards: list[OutputGuard]) -> list[JSONDict]:
+    """At the end each guard first sees what the guards before it released, then releases its own."""
+    pending: list[JSONDict] = []
+    for guard in guards:
+        pending = [out for chunk in pending for out in guard.on_chunk(chunk)] + guard.on_end()
+    return pending
 
 
 def usage_of(value: Any) -> Usage | None:

@@ -1,0 +1,56 @@
+"""Where guardrails, quotas, the breaker and metrics plug into the request path.
+
+The app factory builds one `Extensions` and each feature's `install()` appends to it, so a
+feature adds behaviour without rewiring the callout or the forwarding path:
+
+- `stages` run in the callout after token, body and model checks (deny by raising GatewayError);
+- `request_editors` change the provider-bound body on the forwarding path (masking, rewrites);
+- `output_guards` see the answer before the client does (whole completions and stream chunks);
+- `finishers` run exactly once when a forwarded exchange ends, however it ended (usage
+  settlement, breaker bookkeeping, metrics): success, provider error, timeout or disconnect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from sidecar.decision import Stage
+from sidecar.handoff import Decision
+from sidecar.policy.snapshot import Policy
+from sidecar.providers.base import JSONDict
+
+if TYPE_CHECKING:
+    from sidecar.relay import Exchange
+
+RequestEditor = Callable[[JSONDict, Decision, Policy], None]
+
+
+class OutputGuard(Protocol):
+    """Per-exchange output check. Raising GatewayError blocks: a JSON error for a whole
+    completion, an error event plus `data: [DONE]` for a stream."""
+
+    def on_completion(self, completion: JSONDict) -> None:
+        """Inspect (and possibly edit in place) a whole `chat.completion`."""
+        ...
+
+    def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
+        """A stamped `chat.completion.chunk` in; the chunks to send now out (may hold text back)."""
+        ...
+
+    def on_end(self) -> list[JSONDict]:
+        """The provider finished: release whatever was held back."""
+        ...
+
+
+OutputGuardFactory = Callable[[Decision, Policy], "OutputGuard | None"]
+Finisher = Callable[["Exchange"], Awaitable[None]]
+
+
+@dataclass
+class Extensions:
+    stages: list[Stage] = field(default_factory=list)
+    request_editors: list[RequestEditor] = field(default_factory=list)
+    output_guards: list[OutputGuardFactory] = field(default_factory=list)
+    finishers: list[Finisher] = field(default_factory=list)
