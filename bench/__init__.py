@@ -1,0 +1,1 @@
+"""The `make bench` tooling (see bench/run.py)."""
