@@ -22,7 +22,9 @@ CHAT_PATH = "/api/client/v1/chat/completions"
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     # One pooled client for all providers; per-request timeouts come from each deployment.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+    # No cookie jar: provider cookies must not be shared across clients, and skipping it saves work.
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
         app[HTTP_CLIENT] = session
         yield
 

@@ -177,8 +177,11 @@ def _request_id(body: dict[str, Any]) -> str | None:
 
 def is_valid_request_id(value: object) -> bool:
     """Printable ASCII without spaces, so it is safe as an HTTP header value and in logs."""
+    # Printable ASCII (33-126) is ASCII, printable and not a space; str methods check that in C.
     return (
         isinstance(value, str)
         and 0 < len(value) <= _MAX_REQUEST_ID_LENGTH
-        and all(33 <= ord(ch) <= 126 for ch in value)
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
     )

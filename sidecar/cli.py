@@ -17,6 +17,7 @@ from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.settings import Settings
 from sidecar.tokens import hash_token, mint_token
+from sidecar.workers import die_with_parent, is_child, serve_workers, worker_count
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -29,10 +30,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 1
-    # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
-    # the provider request instead of letting it generate into the void.
-    web.run_app(app, host="127.0.0.1", port=settings.sidecar_port, print=None,
-                handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds)
+    if is_child():
+        die_with_parent()
+
+    def serve(reuse_port: bool) -> None:
+        # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
+        # the provider request instead of letting it generate into the void.
+        web.run_app(app, host="127.0.0.1", port=settings.sidecar_port, print=None, reuse_port=reuse_port or None,
+                    handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds)
+
+    serve_workers(worker_count(), serve, settings.drain_seconds + 5.0)
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -39,7 +39,8 @@ class Decision:
 
 
 def encode(decision: Decision, key: bytes) -> str:
-    payload = base64.urlsafe_b64encode(orjson.dumps(asdict(decision))).rstrip(b"=")
+    # orjson serializes the dataclass itself, many times faster than dumps(asdict(...)).
+    payload = base64.urlsafe_b64encode(orjson.dumps(decision)).rstrip(b"=")
     return f"{_VERSION}.{payload.decode()}.{_sign(payload, key)}"
 
 
@@ -56,5 +57,5 @@ def decode(header: str | None, key: bytes) -> Decision:
 
 
 def _sign(payload: bytes, key: bytes) -> str:
-    digest = hmac.new(key, payload, hashlib.sha256).digest()[:18]
+    digest = hmac.digest(key, payload, hashlib.sha256)[:18]  # one-shot: OpenSSL's HMAC, no Python object
     return base64.urlsafe_b64encode(digest).decode()

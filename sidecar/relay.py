@@ -26,7 +26,7 @@ from sidecar.models import Deployment
 from sidecar.policy.snapshot import Policy
 from sidecar.providers.base import JSONDict, Provider, Usage
 from sidecar.responses import JSON_CONTENT_TYPE, error_response
-from sidecar.sse import DONE_EVENT, data_event, error_event, read_events
+from sidecar.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
 
 access_log = logging.getLogger("sidecar.access")
 DEPLOYMENT_HEADER = "x-gateway-deployment"
@@ -129,7 +129,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
     relay = _ChunkStamper(exchange)
     translator = exchange.provider.stream_translator()
     try:
-        async for event in read_events(upstream.content):
+        async for event in read_events(BufferedLines(upstream.content)):
             for chunk in translator.feed(event):
                 for out in _guarded(exchange.guards, relay.stamp(chunk)):
                     await response.write(data_event(out))

@@ -1,0 +1,63 @@
+"""Several sidecar worker processes sharing one port (SO_REUSEPORT), when cores allow.
+
+`GATEWAY_SIDECAR_WORKERS=N` (default 1): the process Envoy's launcher started serves as worker
+0 and starts N-1 more `python -m sidecar serve` processes; the kernel spreads Envoy's
+connections over all of them. This works because the callout hands its decision to the
+forwarding path in a signed header (the key comes from GATEWAY_DECISION_KEY, shared by all),
+so any worker can forward what any other decided. State that must be exact across requests
+(quotas) then needs a shared backend such as Redis: each worker keeps its own memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+
+WORKERS_ENV = "GATEWAY_SIDECAR_WORKERS"
+_CHILD_ENV = "GATEWAY_SIDECAR_WORKER_CHILD"
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_count(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    if env.get(_CHILD_ENV):
+        return 1
+    return max(1, int(env.get(WORKERS_ENV, "1") or "1"))
+
+
+def is_child(env: Mapping[str, str] | None = None) -> bool:
+    return bool((os.environ if env is None else env).get(_CHILD_ENV))
+
+
+def die_with_parent() -> None:
+    """A worker must not outlive the process that started it (Linux: PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's finally still stops workers
+        return
+
+
+def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float) -> None:
+    """Runs `serve(reuse_port)` here and in count-1 child processes; stops the children after."""
+    if count <= 1 and not is_child():
+        serve(False)
+        return
+    children = [
+        subprocess.Popen([sys.executable, "-m", "sidecar", "serve"], env={**os.environ, _CHILD_ENV: "1"})
+        for _ in range(count - 1)
+    ]
+    try:
+        serve(True)
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(stop_timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
