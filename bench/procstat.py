@@ -16,10 +16,14 @@ _PROC = Path("/proc")
 
 def _stat_fields(pid: int) -> list[str] | None:
     try:
-        raw = (_PROC / str(pid) / "stat").read_text()
+        return stat_tail((_PROC / str(pid) / "stat").read_text())
     except OSError:
         return None
-    # The command name (field 2) may contain spaces; everything after its ')' is space-separated.
+
+
+def stat_tail(raw: str) -> list[str]:
+    """Fields 3… of a /proc/PID/stat line (the tail starts with the state)."""
+    # The command name (field 2) may contain spaces and ')'; everything after its last ')' is plain.
     return raw[raw.rindex(")") + 2:].split()
 
 

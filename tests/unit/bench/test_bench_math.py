@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.payload import BODY_BYTES, chat_body
-from bench.procstat import parse_cpu_seconds, parse_rss_mb
+from bench.procstat import parse_cpu_seconds, parse_rss_mb, stat_tail
 from bench.report import Scenario, scenario_table, verdicts
 from bench.stats import RoundResult, Sample, Verdict, growth, median, parse_wrk_output, percentile, ratio
 from bench.wrk import lua_script
@@ -95,7 +95,9 @@ def test_growth_ignores_warm_up_and_fits_a_slope() -> None:
 
 
 def test_proc_parsers() -> None:
-    tail = "S 1 1 1 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0".split()
+    line = "4242 (python -m (x)) S 1 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 99 1000 10\n"
+    tail = stat_tail(line)
+    assert tail[0] == "S" and tail[1] == "1"  # state, then the parent pid
     assert parse_cpu_seconds(tail) == pytest.approx(3.0)  # (250 + 50) ticks at 100 Hz
     assert parse_rss_mb("Name:\tx\nVmRSS:\t  10240 kB\n") == 10.0
 
