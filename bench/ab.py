@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,10 +33,19 @@ def _stack(checkout: Path, workdir: Path, policies: Path, provider_port: int, wi
     workdir.mkdir(parents=True, exist_ok=True)
     settings = Settings(listen_port=free_port(), sidecar_port=free_port(), admin_port=free_port(),
                         demo_provider_port=provider_port, policies_dir=policies, drain_seconds=1)
-    stack = Stack(settings, workdir, with_demo_provider=with_provider, log=(workdir / "log").open("wb"),
+    stack = Stack(settings, workdir.resolve(), with_demo_provider=with_provider, log=(workdir / "log").open("wb"),
                   extra_env={"PYTHONPATH": str(checkout.resolve()), **env})
     stack.start()
     return stack
+
+
+def _print_open_streams(name: str, stack: Stack, count: int) -> None:
+    watcher = Watcher({"sidecar": stack.processes["sidecar"].pid})
+    idle = watcher.rss_mb()["sidecar"]
+    held = asyncio.run(aioclient.hold_streams(stack.base_url + CHAT_PATH, payload.slow_stream_body(300),
+                                              payload.headers(), count, 60.0, watcher.rss_mb))
+    print(f"{name}: sidecar RSS idle {idle:.1f} MB, with {held.opened}/{count} streams open "
+          f"{held.measured['sidecar']:.1f} MB ({held.failed} failed: {held.failures})")
 
 
 def _env_pairs(values: list[str]) -> dict[str, str]:
@@ -49,19 +59,28 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--stream", action="store_true", help="streamed requests (asyncio client), not wrk")
+    parser.add_argument("--open-streams", type=int, default=0, help="instead: sidecar RSS with N open streams")
     parser.add_argument("--a-env", action="append", default=[], help="VAR=VALUE for A's processes")
     parser.add_argument("--b-env", action="append", default=[], help="VAR=VALUE for B's processes")
     args = parser.parse_args()
     wrk = ensure_wrk()
     if wrk is None:
         return 1
+    checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
     workdir = Path(tempfile.mkdtemp(prefix="gateway-ab-"))
+    # `python -m sidecar` puts the working directory first on sys.path: it must not hold a
+    # checkout, or both gateways would run that one instead of their PYTHONPATH's.
+    os.chdir(workdir)
     policies = build_policies(workdir / "policies").folder
     provider_port = free_port()
     stacks: dict[str, Stack] = {}
     try:
-        stacks["A"] = _stack(args.a, workdir / "a", policies, provider_port, True, _env_pairs(args.a_env))
-        stacks["B"] = _stack(args.b, workdir / "b", policies, provider_port, False, _env_pairs(args.b_env))
+        stacks["A"] = _stack(checkouts["A"], workdir / "a", policies, provider_port, True, _env_pairs(args.a_env))
+        stacks["B"] = _stack(checkouts["B"], workdir / "b", policies, provider_port, False, _env_pairs(args.b_env))
+        if args.open_streams:
+            for name in ("A", "B"):
+                _print_open_streams(name, stacks[name], args.open_streams)
+            return 0
         runner = WrkRunner(wrk, workdir, payload.chat_body(), payload.DEMO_TOKEN)
         stream_body = payload.chat_body(stream=True)
         results: dict[tuple[str, int], Sample] = {}

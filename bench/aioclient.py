@@ -81,6 +81,7 @@ class HeldStreams:
     failed: int
     seconds_to_open: float
     measured: dict[str, float]
+    failures: dict[str, int] = field(default_factory=dict)  # reason -> count
 
 
 async def hold_streams(url: str, body: bytes, headers: dict[str, str], count: int, open_timeout: float,
@@ -90,6 +91,7 @@ async def hold_streams(url: str, body: bytes, headers: dict[str, str], count: in
     _check_local(url)
     opened = asyncio.Event()
     state = {"open": 0, "failed": 0}
+    reasons: dict[str, int] = {}
     release = asyncio.Event()
 
     async def one(session: aiohttp.ClientSession) -> None:
@@ -97,13 +99,15 @@ async def hold_streams(url: str, body: bytes, headers: dict[str, str], count: in
             async with session.post(url, data=body, headers=headers) as response:
                 if response.status != 200 or not await response.content.readany():
                     state["failed"] += 1
+                    reasons[f"HTTP {response.status}"] = reasons.get(f"HTTP {response.status}", 0) + 1
                     return
                 state["open"] += 1
                 if state["open"] + state["failed"] >= count:
                     opened.set()
                 await release.wait()
-        except (aiohttp.ClientError, TimeoutError):
+        except (aiohttp.ClientError, TimeoutError) as exc:
             state["failed"] += 1
+            reasons[type(exc).__name__] = reasons.get(type(exc).__name__, 0) + 1
         finally:
             if state["open"] + state["failed"] >= count:
                 opened.set()
@@ -124,4 +128,4 @@ async def hold_streams(url: str, body: bytes, headers: dict[str, str], count: in
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return HeldStreams(open_now, state["failed"], took, measured)
+    return HeldStreams(open_now, state["failed"], took, measured, reasons)

@@ -115,7 +115,8 @@ class Bench:
         held = run_async(aioclient.hold_streams(gateway.url, body, self.headers, count, 60.0, watcher.rss_mb))
         time.sleep(2.0)
         after = watcher.rss_mb()
-        print(f"  {held.opened} of {count} streams open ({held.failed} failed) after {held.seconds_to_open:.1f}s")
+        print(f"  {held.opened} of {count} streams open ({held.failed} failed {held.failures or ''}) "
+              f"after {held.seconds_to_open:.1f}s")
         for name in watcher.roots:
             print(f"  {name:<8} RSS idle {idle[name]:6.1f} MB   with the streams open {held.measured[name]:6.1f} MB"
                   f"   2 s after closing {after[name]:6.1f} MB")

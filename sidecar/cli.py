@@ -19,6 +19,8 @@ from sidecar.settings import Settings
 from sidecar.tokens import hash_token, mint_token
 from sidecar.workers import die_with_parent, is_child, serve_workers, worker_count
 
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sidecar.app import init_app
@@ -36,8 +38,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def serve(reuse_port: bool) -> None:
         # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
         # the provider request instead of letting it generate into the void.
+        # backlog: a burst of new streams makes Envoy open hundreds of connections at once; with
+        # aiohttp's default of 128 the kernel drops the excess SYNs and Envoy's callout fails (503).
         web.run_app(app, host="127.0.0.1", port=settings.sidecar_port, print=None, reuse_port=reuse_port or None,
-                    handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds)
+                    handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds,
+                    backlog=LISTEN_BACKLOG)
 
     serve_workers(worker_count(), serve, settings.drain_seconds + 5.0)
     return 0
@@ -47,7 +52,7 @@ def cmd_demo_provider(args: argparse.Namespace) -> int:
     from sidecar.demo_provider import init_demo_provider
 
     web.run_app(init_demo_provider(args.stream_delay), host="127.0.0.1", port=args.port, print=None,
-                access_log=None)
+                access_log=None, backlog=LISTEN_BACKLOG)
     return 0
 
 

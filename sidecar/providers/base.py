@@ -25,6 +25,12 @@ class UpstreamRequest:
     headers: Mapping[str, str]
     body: bytes
 
+    def __post_init__(self) -> None:
+        # orjson.dumps returns bytes with kilobytes of spare capacity (4 KB for a tiny body, 8 KB
+        # for 1 KB); this body lives as long as the exchange, a whole stream, so keep an exact-size
+        # copy. `make bench` measured the sidecar's RSS with 1,000 open streams before and after.
+        object.__setattr__(self, "body", bytes(memoryview(self.body)))
+
 
 @dataclass(frozen=True)
 class SSEEvent:
