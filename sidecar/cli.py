@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from sidecar.envoy_config import render
@@ -38,11 +39,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def serve(reuse_port: bool) -> None:
         # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
         # the provider request instead of letting it generate into the void.
-        # backlog: a burst of new streams makes Envoy open hundreds of connections at once; with
-        # aiohttp's default of 128 the kernel drops the excess SYNs and Envoy's callout fails (503).
+        # uvloop: the event loop and socket work in C; `make bench` measured 7-17% less sidecar CPU
+        # per request (more for streams). backlog: a burst of new streams makes Envoy open hundreds
+        # of connections at once; with aiohttp's default of 128 the kernel drops the excess SYNs
+        # and Envoy's callout fails (503).
         web.run_app(app, host="127.0.0.1", port=settings.sidecar_port, print=None, reuse_port=reuse_port or None,
                     handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds,
-                    backlog=LISTEN_BACKLOG)
+                    backlog=LISTEN_BACKLOG, loop=uvloop.new_event_loop())
 
     serve_workers(worker_count(), serve, settings.drain_seconds + 5.0)
     return 0
