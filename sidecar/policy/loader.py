@@ -10,6 +10,7 @@ import yaml
 from sidecar.models import ModelRegistry
 from sidecar.policy.models_schema import parse_models, parse_providers
 from sidecar.policy.reader import ErrorLog, Located, PolicyError
+from sidecar.policy.references import check_token_models, defined_names
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
 from sidecar.tokens import TokenStore
@@ -31,13 +32,17 @@ def load_policy(folder: Path) -> Policy:
     log = ErrorLog()
     sections: dict[str, Located] = {}
     digest = hashlib.sha256()
-    for path in policy_files(folder):
+    files = policy_files(folder)
+    if not files:
+        # An emptied ConfigMap must not hot-reload into a gateway that knows no tokens or models.
+        raise PolicyError([f"{folder}: no policy files (*.yaml, *.yml)"])
+    for path in files:
         text = path.read_bytes()
         digest.update(path.name.encode() + b"\0" + text + b"\0")
         _collect_sections(path, text, sections, log)
     policy = _build(folder, sections, digest.hexdigest()[:12], log)
     if log.errors:
-        raise PolicyError(log.errors)
+        raise PolicyError(sorted(log.errors, key=_position))
     return policy
 
 
@@ -48,9 +53,15 @@ def _collect_sections(path: Path, text: bytes, sections: dict[str, Located], log
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        log.errors.append(f"{name}:{line}: (file): not valid YAML: {getattr(exc, 'problem', exc)}")
+        if isinstance(exc, UnicodeDecodeError):
+            line = text[:exc.start].count(b"\n") + 1
+        problem = getattr(exc, "problem", None) or exc
+        if isinstance(exc, yaml.composer.ComposerError):  # e.g. a second `---` document
+            problem = f"{exc.context}, {problem}"
+        log.errors.append(f"{name}:{line}: (file): not valid YAML: {problem}")
         return
     if root is None:
+        log.errors.append(f"{name}:1: (file): empty file; a policy file holds at least one section")
         return
     top = Located(name, root, "", log).mapping()
     if top is None:
@@ -67,17 +78,15 @@ def _collect_sections(path: Path, text: bytes, sections: dict[str, Located], log
 
 def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorLog) -> Policy:
     providers = parse_providers(sections["providers"]) if "providers" in sections else {}
-    models = parse_models(sections["models"], providers) if "models" in sections else ModelRegistry({})
+    models = (parse_models(sections["models"], providers, defined_names(sections.get("providers")))
+              if "models" in sections else ModelRegistry({}))
     tokens = parse_tokens(sections["tokens"]) if "tokens" in sections else TokenStore({})
-    _check_token_models(sections.get("tokens"), tokens, models)
+    check_token_models(sections.get("tokens"), sections.get("models"))
     return Policy(version=version, source=str(folder), tokens=tokens, models=models)
 
 
-def _check_token_models(where: Located | None, tokens: TokenStore, models: ModelRegistry) -> None:
-    if where is None:
-        return
-    for record in tokens.by_hash.values():
-        for key in sorted(record.models or ()):
-            if key not in models.routes:
-                where.log.add(where.file, where.node, f"tokens.{record.name}.models",
-                              f"unknown model '{key}'")
+def _position(error: str) -> tuple[str, int]:
+    """Errors sorted by file, then line, so the report reads top to bottom."""
+    file, _, rest = error.partition(":")
+    line = rest.partition(":")[0]
+    return file, int(line) if line.isdigit() else 0
