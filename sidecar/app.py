@@ -12,8 +12,10 @@ from sidecar.authz import AUTHZ_PREFIX, handle_check
 from sidecar.decision import DecisionPipeline
 from sidecar.extensions import Extensions
 from sidecar.forwarding import handle_forward
+from sidecar.observability import install_observability
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
+from sidecar.policy.watcher import install_watcher
 from sidecar.settings import Settings
 
 CHAT_PATH = "/api/client/v1/chat/completions"
@@ -41,6 +43,8 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     app[SETTINGS] = settings
     app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
     extensions = Extensions()
+    metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
+    install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
     # Features install themselves here, in the order their callout stages should run.
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)

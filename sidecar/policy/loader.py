@@ -26,21 +26,41 @@ def policy_files(folder: Path) -> list[Path]:
     )
 
 
+def read_files(folder: Path) -> tuple[list[tuple[Path, bytes]], str]:
+    """The policy files' contents and their version: a content hash, so the same files give the
+    same version on every sidecar, and a touched-but-unchanged file is no change at all."""
+    digest = hashlib.sha256()
+    files = []
+    for path in policy_files(folder):
+        try:
+            text = path.read_bytes()
+        except OSError as exc:  # e.g. removed by a ConfigMap swap between listing and reading
+            text = f"\0unreadable: {exc.strerror}".encode()
+        digest.update(path.name.encode() + b"\0" + text + b"\0")
+        files.append((path, text))
+    return files, digest.hexdigest()[:12]
+
+
+def folder_version(folder: Path) -> str:
+    """What `load_policy(folder).version` would be, without parsing; "absent" for a missing folder."""
+    try:
+        return read_files(folder)[1]
+    except OSError:
+        return "absent"
+
+
 def load_policy(folder: Path) -> Policy:
     if not folder.is_dir():
         raise PolicyError([f"{folder}: not a directory"])
     log = ErrorLog()
     sections: dict[str, Located] = {}
-    digest = hashlib.sha256()
-    files = policy_files(folder)
+    files, version = read_files(folder)
     if not files:
         # An emptied ConfigMap must not hot-reload into a gateway that knows no tokens or models.
         raise PolicyError([f"{folder}: no policy files (*.yaml, *.yml)"])
-    for path in files:
-        text = path.read_bytes()
-        digest.update(path.name.encode() + b"\0" + text + b"\0")
+    for path, text in files:
         _collect_sections(path, text, sections, log)
-    policy = _build(folder, sections, digest.hexdigest()[:12], log)
+    policy = _build(folder, sections, version, log)
     if log.errors:
         raise PolicyError(sorted(log.errors, key=_position))
     return policy
