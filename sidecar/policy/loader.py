@@ -62,7 +62,7 @@ def load_policy(folder: Path) -> Policy:
         _collect_sections(path, text, sections, log)
     policy = _build(folder, sections, version, log)
     if log.errors:
-        raise PolicyError(sorted(log.errors, key=_position))
+        raise PolicyError(log.errors)
     return policy
 
 
@@ -103,10 +103,3 @@ def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorL
     tokens = parse_tokens(sections["tokens"]) if "tokens" in sections else TokenStore({})
     check_token_models(sections.get("tokens"), sections.get("models"))
     return Policy(version=version, source=str(folder), tokens=tokens, models=models)
-
-
-def _position(error: str) -> tuple[str, int]:
-    """Errors sorted by file, then line, so the report reads top to bottom."""
-    file, _, rest = error.partition(":")
-    line = rest.partition(":")[0]
-    return file, int(line) if line.isdigit() else 0
