@@ -65,7 +65,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("\n".join(exc.errors), file=sys.stderr)
         print(f"{folder}: {len(exc.errors)} error{'s' if len(exc.errors) > 1 else ''}", file=sys.stderr)
         return 1
-    envoy = "envoy config not validated (no envoy binary)" if args.skip_envoy else _validate_envoy(settings)
+    envoy = "envoy config not validated (--skip-envoy)" if args.skip_envoy else _validate_envoy(settings)
     print(f"{summarize(policy)}; {envoy}")
     return 1 if envoy == "envoy config INVALID" else 0
 
