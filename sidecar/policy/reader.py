@@ -34,6 +34,8 @@ class PolicyError(Exception):
 @dataclass
 class ErrorLog:
     errors: list[str] = field(default_factory=list)
+    # One constructor per load turns scalar nodes into values (a fresh loader per scalar costs more).
+    constructor: yaml.constructor.SafeConstructor = field(default_factory=yaml.constructor.SafeConstructor)
 
     def add(self, file: str, node: yaml.Node | None, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -60,7 +62,7 @@ class Located:
     def scalar(self) -> object:
         if not isinstance(self.node, yaml.ScalarNode):
             return _NOT_SCALAR
-        value: object = yaml.SafeLoader("").construct_object(self.node, deep=True)
+        value: object = self.log.constructor.construct_object(self.node, deep=True)
         return value
 
     def as_str(self) -> str | None:
