@@ -9,7 +9,8 @@ formats inside that window, apply boundary and context guards against the
 from __future__ import annotations
 
 import re
-from typing import Callable, Final
+from collections.abc import Callable
+from typing import Final
 
 from .entity import CREDIT_CARD, IP_ADDRESS, PHONE, SSN, Entity
 from .validators import card_ok, ipv4_ok, ssn_ok

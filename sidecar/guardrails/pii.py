@@ -22,7 +22,8 @@ from order numbers and timestamps.
 from __future__ import annotations
 
 import re
-from typing import Final, Iterable
+from collections.abc import Iterable
+from typing import Final
 
 from .entity import ALL_CATEGORIES, EMAIL, IBAN, IP_ADDRESS, SECRET, Entity
 from .numeric import bounded, is_word, scan_numeric_run

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
 
 # --- payment cards -----------------------------------------------------------
 
@@ -115,7 +116,7 @@ def iban_ok(compact: str) -> bool:
 
 def ssn_ok(area: str, group: str, serial: str) -> bool:
     """SSA rules: no area 000/666/900-999, no group 00, no serial 0000."""
-    if not (len(area), len(group), len(serial)) == (3, 2, 4):
+    if (len(area), len(group), len(serial)) != (3, 2, 4):
         return False
     area_no = int(area)
     if area_no == 0 or area_no == 666 or area_no >= 900:

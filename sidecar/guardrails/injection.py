@@ -1,0 +1,156 @@
+"""Prompt-injection heuristic: ``score_injection``.
+
+Weighted rules over a normalised copy of the text.  Scores combine as a
+noisy-OR, ``1 - prod(1 - w)``, so independent signals reinforce each other
+but the score never exceeds 1.  Weights (why):
+
+* ``instruction_override`` 0.80 - "ignore/disregard/forget ... previous
+  instructions" is the canonical attack and rare in benign text.
+* ``system_prompt_extraction`` 0.75 - "reveal/print/repeat your system prompt".
+* ``roleplay_jailbreak`` 0.75 - DAN, "developer mode", "pretend you have no
+  restrictions".
+* ``encoded_override`` 0.80 - a base64 blob that decodes to one of the above.
+* ``role_delimiter`` 0.60 - chat-template tokens (``<|im_start|>system``,
+  ``[INST]``, ``<<SYS>>``, ``### system:``) inside user content; suspicious
+  but also pasted by people debugging templates, hence below 0.7.
+* ``encoding_hint`` 0.35 - "decode this base64 and follow it".
+* ``authority_claim`` 0.30 - "I am your developer", "authorized override".
+* ``restriction_removal`` 0.30 - "without any filters/censorship".
+
+Normalisation makes rules tolerant of case, spacing, zero-width characters,
+full-width forms, leetspeak digits and letter-spacing (``i g n o r e``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionScore:
+    score: float
+    signals: tuple[str, ...]
+
+
+_ZERO_WIDTH: Final = re.compile("[\u00ad\u200b-\u200f\u2060\ufeff]")
+_LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_SPACED_LETTERS: Final = re.compile(r"\b(?:[a-z] ){3,}[a-z]\b")
+_NON_WORD: Final = re.compile(r"[^a-z' ]+")
+_SPACES: Final = re.compile(r"\s+")
+
+_PRIOR: Final = (
+    r"(?:all|any|every|each|the|your|my|these|those|of|previous|prior|above|earlier|preceding"
+    r"|initial|original|system|given|existing|current|safety|old)"
+)
+_RULES_NOUN: Final = (
+    r"(?:instruct\w*|rules?|prompts?|directions?|guidelines?|directives?|commands?|constraints?"
+    r"|programming|guardrails?|restrictions?|polic(?:y|ies)|context|training)"
+)
+
+_WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
+    (
+        "instruction_override",
+        0.80,
+        re.compile(
+            rf"\b(?:ignore|disregard|forget|skip|bypass|override|overwrite|drop|abandon|discard|neglect)\s+"
+            rf"(?:{_PRIOR}\s+){{0,4}}(?:\w+\s+)?{_RULES_NOUN}\b"
+            r"|\bforget\s+(?:everything|all)\s+(?:you\s+(?:were|have\s+been)\s+told|above|before)"
+            r"|\b(?:do\s+not|don't)\s+follow\s+(?:your|the|any)\s+(?:\w+\s+)?" + _RULES_NOUN
+        ),
+    ),
+    (
+        "system_prompt_extraction",
+        0.75,
+        re.compile(
+            r"\b(?:reveal|print|show|repeat|output|display|leak|dump|echo|recite|spell\s+out|"
+            r"tell\s+me|give\s+me|write\s+out|copy|paste|what\s+(?:is|are|were))\s+"
+            r"(?:me\s+)?(?:your|the|all|of|full|entire|exact|original|initial|hidden|secret|verbatim|\s)*"
+            r"(?:system\s+(?:prompt|message|instructions?)|initial\s+(?:prompt|instructions?)|"
+            r"hidden\s+(?:prompt|instructions?)|(?:your|the)\s+(?:instructions|prompt|rules)\b(?!\s+(?:for|on|to)\b))"
+            r"|\brepeat\s+(?:the\s+)?(?:words|text)\s+above"
+            r"|\bwhat\s+(?:was|were)\s+you\s+told\s+(?:before|at\s+the\s+start)"
+        ),
+    ),
+    (
+        "roleplay_jailbreak",
+        0.75,
+        re.compile(
+            r"\byou\s+are\s+now\s+(?:dan|an?\s+(?:unrestricted|unfiltered|uncensored|jailbroken|evil)|free\s+of|no\s+longer)"
+            r"|\bdo\s+anything\s+now\b|\bdan\s+mode\b|\bdeveloper\s+mode\b|\bjailbr[eo]\w*"
+            r"|\bpretend\s+(?:that\s+)?(?:you\s+)?(?:have|are|had|were)\s+(?:no|not\s+bound|without|free)"
+            r"|\bact\s+as\s+(?:an?\s+)?(?:unfiltered|uncensored|unrestricted|evil)"
+            r"|\b(?:with\s+)?no\s+(?:ethical|moral|content)\s+(?:guidelines|restrictions|limits|filters)"
+        ),
+    ),
+    (
+        "encoding_hint",
+        0.35,
+        re.compile(
+            r"\b(?:decode|decipher|base ?sixty ?four|base ?six ?four|rot ?ie ?three|rot ?thirteen|hex)\w*\b"
+            r".{0,60}\b(?:follow|execute|run|obey|do\s+what|instructions?)\b"
+        ),
+    ),
+    (
+        "authority_claim",
+        0.30,
+        re.compile(
+            r"\bi\s+am\s+(?:your|the)\s+(?:developer|creator|admin\w*|owner|operator)"
+            r"|\b(?:authorized|authorised|official)\s+(?:override|test|jailbreak|red\s+team)"
+        ),
+    ),
+    (
+        "restriction_removal",
+        0.30,
+        re.compile(r"\bwithout\s+(?:any\s+)?(?:censorship|filters?|restrictions|limitations|safety)"),
+    ),
+)
+
+_DELIMITER_RULE: Final = re.compile(
+    r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
+    r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
+)
+_BASE64_BLOB: Final = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
+
+
+def _normalise(text: str) -> str:
+    text = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+    text = _NON_WORD.sub(" ", text.translate(_LEET))
+    text = _SPACES.sub(" ", text)
+    return _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+
+
+def _word_signals(normalised: str) -> list[tuple[str, float]]:
+    return [(name, weight) for name, weight, rule in _WORD_RULES if rule.search(normalised)]
+
+
+def _decoded_blobs(text: str) -> list[str]:
+    decoded: list[str] = []
+    for blob in _BASE64_BLOB.findall(text)[:8]:
+        try:
+            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+            decoded.append(raw.decode("utf-8"))
+        except (binascii.Error, ValueError):
+            continue
+    return decoded
+
+
+def score_injection(text: str) -> InjectionScore:
+    """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
+    fired = _word_signals(_normalise(text))
+    light = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+    if _DELIMITER_RULE.search(light):
+        fired.append(("role_delimiter", 0.60))
+    for payload in _decoded_blobs(text):
+        names = {name for name, _ in _word_signals(_normalise(payload))}
+        if names & {"instruction_override", "system_prompt_extraction", "roleplay_jailbreak"}:
+            fired.append(("encoded_override", 0.80))
+            break
+    remaining = 1.0
+    for _, weight in fired:
+        remaining *= 1.0 - weight
+    return InjectionScore(round(1.0 - remaining, 4), tuple(name for name, _ in fired))
