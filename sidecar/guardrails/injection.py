@@ -13,7 +13,8 @@ but the score never exceeds 1.  Weights (why):
 * ``role_delimiter`` 0.60 - chat-template tokens (``<|im_start|>system``,
   ``[INST]``, ``<<SYS>>``, ``### system:``) inside user content; suspicious
   but also pasted by people debugging templates, hence below 0.7.
-* ``encoding_hint`` 0.35 - "decode this base64 and follow it".
+* ``encoding_hint`` 0.50 - "decode this (base64/hex) and follow/execute it".
+* ``developer_mode`` 0.45 - jailbreak staple, but also a real phone setting.
 * ``authority_claim`` 0.30 - "I am your developer", "authorized override".
 * ``restriction_removal`` 0.30 - "without any filters/censorship".
 
@@ -71,7 +72,7 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
             r"tell\s+me|give\s+me|write\s+out|copy|paste|what\s+(?:is|are|were))\s+"
             r"(?:me\s+)?(?:your|the|all|of|full|entire|exact|original|initial|hidden|secret|verbatim|\s)*"
             r"(?:system\s+(?:prompt|message|instructions?)|initial\s+(?:prompt|instructions?)|"
-            r"hidden\s+(?:prompt|instructions?)|(?:your|the)\s+(?:instructions|prompt|rules)\b(?!\s+(?:for|on|to)\b))"
+            r"hidden\s+(?:prompt|instructions?)|your\s+(?:instructions|prompt|rules)\b(?!\s+(?:for|on|to|of|about)\b))"
             r"|\brepeat\s+(?:the\s+)?(?:words|text)\s+above"
             r"|\bwhat\s+(?:was|were)\s+you\s+told\s+(?:before|at\s+the\s+start)"
         ),
@@ -81,18 +82,25 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
         0.75,
         re.compile(
             r"\byou\s+are\s+now\s+(?:dan|an?\s+(?:unrestricted|unfiltered|uncensored|jailbroken|evil)|free\s+of|no\s+longer)"
-            r"|\bdo\s+anything\s+now\b|\bdan\s+mode\b|\bdeveloper\s+mode\b|\bjailbr[eo]\w*"
+            r"|\bdo\s+anything\s+now\b|\bdan\s+mode\b|\bjailbr[eo]\w*"
             r"|\bpretend\s+(?:that\s+)?(?:you\s+)?(?:have|are|had|were)\s+(?:no|not\s+bound|without|free)"
             r"|\bact\s+as\s+(?:an?\s+)?(?:unfiltered|uncensored|unrestricted|evil)"
             r"|\b(?:with\s+)?no\s+(?:ethical|moral|content)\s+(?:guidelines|restrictions|limits|filters)"
         ),
     ),
     (
+        # Alone it is ambiguous (Android has a real "developer mode"), so it
+        # only crosses 0.5 together with another signal.
+        "developer_mode",
+        0.45,
+        re.compile(r"\bdeveloper\s+mode\b"),
+    ),
+    (
         "encoding_hint",
-        0.35,
+        0.50,
         re.compile(
-            r"\b(?:decode|decipher|base ?sixty ?four|base ?six ?four|rot ?ie ?three|rot ?thirteen|hex)\w*\b"
-            r".{0,60}\b(?:follow|execute|run|obey|do\s+what|instructions?)\b"
+            r"\b(?:decod|decipher|base ?sixty ?four|base ?six ?four|rot ?ie ?three|rot ?thirteen|hex)\w*\b"
+            r".{0,60}\b(?:follow|execute|obey|do\s+what|instructions?)\b"
         ),
     ),
     (
@@ -106,7 +114,10 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
     (
         "restriction_removal",
         0.30,
-        re.compile(r"\bwithout\s+(?:any\s+)?(?:censorship|filters?|restrictions|limitations|safety)"),
+        re.compile(
+            r"\bwithout\s+(?:any\s+)?(?:censorship|filters?|restrictions|limitations|safety)"
+            r"|\b(?:can|will|must)\s+(?:say|generate|write)\s+anything\b"
+        ),
     ),
 )
 
@@ -114,18 +125,30 @@ _DELIMITER_RULE: Final = re.compile(
     r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
     r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
 )
+_SQUASHED_OVERRIDE: Final = re.compile(
+    r"(?:ignore|disregard|forget)(?:all|any|the|your)*(?:previous|prior|above|earlier)"
+    r"(?:instructions?|rules|prompts?|directions)"
+)
 _BASE64_BLOB: Final = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 
 
 def _normalise(text: str) -> str:
     text = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
     text = _NON_WORD.sub(" ", text.translate(_LEET))
-    text = _SPACES.sub(" ", text)
-    return _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
+    # between letter-spaced words still separate them.
+    text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    return _SPACES.sub(" ", text)
 
 
 def _word_signals(normalised: str) -> list[tuple[str, float]]:
-    return [(name, weight) for name, weight, rule in _WORD_RULES if rule.search(normalised)]
+    fired = [(name, weight) for name, weight, rule in _WORD_RULES if rule.search(normalised)]
+    if not any(name == "instruction_override" for name, _ in fired) and _SQUASHED_OVERRIDE.search(
+        normalised.replace(" ", "")
+    ):
+        # Letter-spaced with single spaces everywhere collapses into one blob.
+        fired.append(("instruction_override", 0.80))
+    return fired
 
 
 def _decoded_blobs(text: str) -> list[str]:

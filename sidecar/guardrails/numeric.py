@@ -39,7 +39,8 @@ _ID_CONTEXT_RE: Final = re.compile(
     r"(?:\s*(?:no\.?|number|num|#|:))?\s*[#:.]?\s*|#\s*|[$€£¥]\s*|订单号?\s*[:：]?\s*)$"
 )
 _VERSION_CONTEXT_RE: Final = re.compile(
-    r"(?i)(?:\bv|\bversion\s*|\bver\.?\s*|\brelease\s*|\bbuild\s*|\boid\s*|版本\s*)$"
+    r"(?i)(?:\bv|\bversion\s*|\bver\.?\s*|\brelease\s*|\bbuild\s*|\boid\s*|\bsection\s*|\bchapter\s*|"
+    r"\bclause\s*|§\s*|版本\s*)$"
 )
 _PHONE_CONTEXT_RE: Final = re.compile(
     r"(?i)(?:phone|tel|mobile|cell|call|sms|whatsapp|fax|电话|手机|联系|致电|電話)"
@@ -59,9 +60,11 @@ def bounded(text: str, start: int, end: int) -> bool:
     after = text[end] if end < len(text) else ""
     if is_word(before) or is_word(after):
         return False
+    # A trailing "/" is fine (URL paths, CIDR "10.0.0.0/8"); a leading one
+    # glued to a word is a product token ("Chrome/120.0.0.0").
     if before in ".-/" and start > 1 and is_word(text[start - 2]):
         return False
-    return not (after in ".-/" and end + 1 < len(text) and is_word(text[end + 1]))
+    return not (after in ".-" and end + 1 < len(text) and is_word(text[end + 1]))
 
 
 def _left_context(text: str, start: int) -> str:

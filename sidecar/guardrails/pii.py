@@ -37,9 +37,12 @@ _PREFILTER: Final = re.compile(
     r"(?:"
     # Digit run with >= 4 digits, joined by up to 3 separator chars.
     r"(?<=[0-9])(?P<num>(?=(?:[ .\-()/]{0,3}[0-9]){3})(?:[0-9]+|[ .\-()/]{1,3}(?=[0-9]))*)"
-    r"|(?<=@)(?P<email>[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+)"
-    r"|(?<=:)(?P<colon>[0-9A-Fa-f:.]+)"
-    r"|(?<=[A-Z])(?P<upper>[A-Z][0-9]{2}(?: ?[A-Z0-9]){8,34}|KIA[A-Z0-9]{16}|SIA[A-Z0-9]{16})"
+    # The next three only *look ahead* (capturing inside the lookahead): they
+    # must not consume characters, or "Phone:415-555-0132" would lose its
+    # digits to the IPv6 branch and "user@10.0.0.1" its IP to the e-mail one.
+    r"|(?<=@)(?=(?P<email>[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+))"
+    r"|(?<=:)(?=(?P<colon>[0-9A-Fa-f:.]+))"
+    r"|(?<=[A-Z])(?=(?P<upper>[A-Z][0-9]{2}(?: ?[A-Z0-9]){8,34}|KIA[A-Z0-9]{16}|SIA[A-Z0-9]{16}))"
     r"|(?<=-)(?P<pem>----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----)"
     r")"
 )
@@ -52,7 +55,7 @@ _TOKEN_PREFIXES: Final = (
 )  # fmt: skip
 _IPV6_CHARS: Final = frozenset("0123456789abcdefABCDEF:.")
 _PEM_END_RE: Final = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----")
-_PEM_BODY_RE: Final = re.compile(r"[A-Za-z0-9+/=\s:,\-]*")
+_PEM_BODY_RE: Final = re.compile(r"[A-Za-z0-9+/=\s]*")
 # Longest PEM block we will span (an 8192-bit RSA key is ~6.5 KB).
 _PEM_MAX: Final = 16384
 _PEM_MIN_BODY: Final = 64
@@ -82,7 +85,7 @@ def _email(text: str, match: re.Match[str], out: list[Entity]) -> None:
 
 def _ipv6(text: str, match: re.Match[str], out: list[Entity]) -> None:
     start = _expand_left(text, match.start(), _IPV6_CHARS, 45)
-    end = match.end()
+    end = match.end("colon")
     # Sentence punctuation: "... at fe80::1." or "host 2001:db8::1: down".
     while end - start > 2 and text[end - 1] == ".":
         end -= 1
@@ -104,7 +107,7 @@ def _upper(text: str, match: re.Match[str], out: list[Entity]) -> None:
     pos = start
     # Consume exactly the country's length, allowing single spaces between
     # groups of four (the printed form) or no spaces at all.
-    while len(chars) < expected and pos < match.end():
+    while len(chars) < expected and pos < match.end("upper"):
         char = text[pos]
         if char == " ":
             if len(chars) % 4 != 0:
@@ -137,22 +140,30 @@ def _vendor_tokens(text: str, out: list[Entity]) -> None:
 
 def _pem(text: str, match: re.Match[str], out: list[Entity]) -> None:
     start = match.start()
-    body_end = _PEM_BODY_RE.match(text, match.end(), start + _PEM_MAX)
-    end_marker = _PEM_END_RE.match(text, body_end.end()) if body_end else None
-    body = text[match.end() : body_end.end()] if body_end else ""
-    if len(re.sub(r"\s", "", body)) < _PEM_MIN_BODY or "..." in body:
+    limit = start + _PEM_MAX
+    end_marker = _PEM_END_RE.search(text, match.end(), limit)
+    if end_marker is not None:
+        body_end, end = end_marker.start(), end_marker.end()
+    else:
+        # An unterminated block (truncated paste, or a stream still arriving)
+        # is still a private key: cover it through the end of its base64 body.
+        run = _PEM_BODY_RE.match(text, match.end(), limit)
+        body_end = run.end() if run else match.end()
+        end = match.end() + len(text[match.end() : body_end].rstrip())
+    body = text[match.end() : body_end]
+    # Encrypted PEMs carry "Proc-Type:"/"DEK-Info:" header lines; drop them
+    # before judging whether a real base64 body is present.
+    payload = "".join(line for line in body.split() if ":" not in line and "," not in line)
+    if len(payload) < _PEM_MIN_BODY or "..." in body:
         return
-    # An unterminated block (truncated paste, or a stream still arriving) is
-    # still a private key: mask through the end of its base64 body.
-    end = end_marker.end() if end_marker else match.end() + len(body.rstrip())
     out.append(Entity(SECRET, start, end))
 
 
 def _numeric(text: str, match: re.Match[str], out: list[Entity]) -> None:
     run = match.group()
     # Cheap exit for years, prices, counts: every digit-based format needs
-    # >= 8 digits except IPv4, which needs three dots.
-    if len(run) < 8 or (sum(char.isdigit() for char in run) < 8 and run.count(".") < 3):
+    # >= 8 digits except IPv4, which needs three dots (>= 7 chars).
+    if len(run) < 7 or (sum(char.isdigit() for char in run) < 8 and run.count(".") < 3):
         return
     lo = match.start()
     # "+1 ..." and "(415) ..." start one char before the first digit.

@@ -143,9 +143,13 @@ def ipv6_ok(candidate: str) -> bool:
     except ValueError:
         return False
     groups = [part for part in re.split(r"[:.]", candidate) if part]
-    # "::1" is the one very short form people really paste; otherwise insist
-    # on at least three groups so "a::b" or "de::ad" in code is not flagged.
-    return candidate == "::1" or len(groups) >= 3
+    # "::1" and "fe80::1" style short forms are real; "a::b", "de::ad" or
+    # "dead::beef" in code are not, so two-group forms need a digit and a
+    # group of 3+ characters.
+    if candidate == "::1" or len(groups) >= 3:
+        return True
+    has_digit = any(char.isdigit() for char in candidate)
+    return len(groups) == 2 and has_digit and max(len(group) for group in groups) >= 3
 
 
 # --- e-mail --------------------------------------------------------------------
