@@ -58,10 +58,15 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
         "instruction_override",
         0.80,
         re.compile(
-            rf"\b(?:ignore|disregard|forget|skip|bypass|override|overwrite|drop|abandon|discard|neglect)\s+"
+            rf"\b(?:ignore|disregard|forget|abandon|discard|neglect|set\s+aside|put\s+aside|throw\s+out)\s+"
             rf"(?:{_PRIOR}\s+){{0,4}}(?:\w+\s+)?{_RULES_NOUN}\b"
-            r"|\bforget\s+(?:everything|all)\s+(?:you\s+(?:were|have\s+been)\s+told|above|before)"
-            r"|\b(?:do\s+not|don't)\s+follow\s+(?:your|the|any)\s+(?:\w+\s+)?" + _RULES_NOUN
+            # Weaker verbs ("override the CSS rules") need an AI-directed object.
+            rf"|\b(?:skip|bypass|override|overwrite|drop)\s+(?:the\s+)?(?:all|your|any|previous|prior|system|safety)"
+            rf"\s+(?:{_PRIOR}\s+){{0,3}}{_RULES_NOUN}\b"
+            r"|\b(?:forget|ignore|disregard)\s+(?:everything|all)\s+(?:you\s+(?:were|have\s+been)\s+told|above|before|prior)"
+            r"|\b(?:ignore|disregard|forget)\s+(?:what|everything|anything)\s+(?:\w+\s+){0,3}(?:told|instructed)\s+you"
+            r"|\b(?:do\s+not|don't|stop|quit|cease)\s+(?:follow|following|obeying|obey)\s+(?:your|the|any)\s+(?:\w+\s+)?"
+            + _RULES_NOUN
         ),
     ),
     (
@@ -71,9 +76,13 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
             r"\b(?:reveal|print|show|repeat|output|display|leak|dump|echo|recite|spell\s+out|"
             r"tell\s+me|give\s+me|write\s+out|copy|paste|what\s+(?:is|are|were))\s+"
             r"(?:me\s+)?(?:your|the|all|of|full|entire|exact|original|initial|hidden|secret|verbatim|\s)*"
+            r"(?:contents\s+of\s+)?(?:your\s+)?"
             r"(?:system\s+(?:prompt|message|instructions?)|initial\s+(?:prompt|instructions?)|"
-            r"hidden\s+(?:prompt|instructions?)|your\s+(?:instructions|prompt|rules)\b(?!\s+(?:for|on|to|of|about)\b))"
-            r"|\brepeat\s+(?:the\s+)?(?:words|text)\s+above"
+            r"hidden\s+(?:prompt|instructions?)|your\s+(?:instructions|prompt|rules)\b(?!\s+(?:for|on|to|of|about)\b)"
+            r"|what\s+instructions\s+you\s+(?:were|have\s+been)\s+given)"
+            r"|\b(?:print|show|reveal|output|display|dump|leak)\s+(?:\w+\s+){0,4}(?:your|the)\s+system\s+(?:prompt|message)"
+            r"|\brepeat\s+(?:the\s+words|the\s+text|words|text|everything|all)\s+(?:\w+\s+)?(?:above|before)"
+            r"|\bwhat'?s?\s+(?:is\s+)?in\s+your\s+(?:system\s+)?(?:prompt|instructions)"
             r"|\bwhat\s+(?:was|were)\s+you\s+told\s+(?:before|at\s+the\s+start)"
         ),
     ),
@@ -81,9 +90,14 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
         "roleplay_jailbreak",
         0.75,
         re.compile(
-            r"\byou\s+are\s+now\s+(?:dan|an?\s+(?:unrestricted|unfiltered|uncensored|jailbroken|evil)|free\s+of|no\s+longer)"
+            r"\byou\s+are\s+dan\b|\bbroken\s+free\s+of|\byou\s+are\s+now\s+(?:dan|an?\s+(?:unrestricted|unfiltered|uncensored|jailbroken|evil)|free\s+of|no\s+longer)"
             r"|\bdo\s+anything\s+now\b|\bdan\s+mode\b|\bjailbr[eo]\w*"
             r"|\bpretend\s+(?:that\s+)?(?:you\s+)?(?:have|are|had|were)\s+(?:no|not\s+bound|without|free)"
+            r"|\b(?:pretend|imagine|suppose|roleplay|role\s+play)\b.{0,40}\b(?:no|zero|without|free\s+of|not\s+bound\s+by)"
+            r"\s+(?:any\s+)?(?:restrictions|rules|limits|filters|guidelines|policies|ethics)"
+            r"|\b(?:if|suppose|imagine|pretend|hypothetically)\b.{0,30}\byou\s+(?:had|have|were|are)\s+"
+            r"(?:no|without|zero|free\s+of)\s+(?:\w+\s+)?(?:restrictions|rules|limits|filters|guidelines|polic(?:y|ies)"
+            r"|ethics|censorship)"
             r"|\bact\s+as\s+(?:an?\s+)?(?:unfiltered|uncensored|unrestricted|evil)"
             r"|\b(?:with\s+)?no\s+(?:ethical|moral|content)\s+(?:guidelines|restrictions|limits|filters)"
         ),
@@ -99,7 +113,8 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
         "encoding_hint",
         0.50,
         re.compile(
-            r"\b(?:decod|decipher|base ?sixty ?four|base ?six ?four|rot ?ie ?three|rot ?thirteen|hex)\w*\b"
+            # Digits were leet-mapped: "base64" reads "base6a", "rot13" reads "rotie".
+            r"\b(?:decod|decipher|base ?6a|rot ?ie|hex)\w*\b"
             r".{0,60}\b(?:follow|execute|obey|do\s+what|instructions?)\b"
         ),
     ),
