@@ -12,6 +12,7 @@ from sidecar.authz import AUTHZ_PREFIX, handle_check
 from sidecar.decision import DecisionPipeline
 from sidecar.extensions import Extensions
 from sidecar.forwarding import handle_forward
+from sidecar.guardrails import install as guardrails
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
 from sidecar.settings import Settings
@@ -43,6 +44,7 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     extensions = Extensions()
     # Features install themselves here, in the order their callout stages should run.
     app[EXTENSIONS] = extensions
+    guardrails.install(extensions)
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)
     app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)

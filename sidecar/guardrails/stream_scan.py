@@ -8,6 +8,8 @@ not by the length of the whole response.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 from .entity import Entity
@@ -37,8 +39,12 @@ class StreamScanner:
         *,
         mask: bool = False,
         numbering: MaskNumbering | None = None,
+        finder: Callable[[str], list[Entity]] | None = None,
     ) -> None:
-        find_entities("", categories)  # validates category names up front
+        if finder is None:
+            find_entities("", categories)  # validates category names up front
+        # Another detector (a pattern guardrail's matcher) can reuse the same windowing.
+        self._find = finder if finder is not None else partial(find_entities, categories=categories)
         self.categories = categories
         self.hold_back = max(hold_back, MIN_HOLD_BACK)
         self.mask = mask
@@ -82,7 +88,7 @@ class StreamScanner:
         # Entities starting inside the already-emitted context were either
         # reported before or are beyond repair; ignoring them also keeps a
         # late-validating token from pinning ``cut`` at 0 forever.
-        entities = [e for e in find_entities(window, self.categories) if e.start >= offset]
+        entities = [e for e in self._find(window) if e.start >= offset]
         for entity in reversed(entities):
             # Never split an entity: release up to its start instead.
             if entity.start < offset + cut < entity.end:
