@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,7 +27,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr(credentials.time, "monotonic", fake)
+    # Only the module's view of the clock: the real time.monotonic stays untouched for everything else.
+    monkeypatch.setattr(credentials, "time", SimpleNamespace(monotonic=fake))
     return fake
 
 

@@ -80,7 +80,7 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
 
 def decision_header(client: TestClient[Any, Any], *, stream: bool = False, wants_usage: bool = False,
                     request_id: str = "req_unit_1", key: bytes = KEY) -> str:
-    version = client.app[POLICY_STORE].current.version  # type: ignore[index]
+    version = client.app[POLICY_STORE].current.version
     decision = Decision(request_id=request_id, token_name="t", team="blue", model_key="gpt-4",
                         deployments=(DEPLOYMENT,), stream=stream, client_wants_usage=wants_usage,
                         policy_version=version)
@@ -319,7 +319,7 @@ async def test_forged_decision_header_is_403(client: TestClient[Any, Any], provi
 
 
 async def test_unknown_deployment_is_503(client: TestClient[Any, Any], provider: aioresponses) -> None:
-    version = client.app[POLICY_STORE].current.version  # type: ignore[index]
+    version = client.app[POLICY_STORE].current.version
     decision = Decision(request_id="req_unit_1", token_name="t", team=None, model_key="gpt-4",
                         deployments=("gone/model",), stream=False, client_wants_usage=False, policy_version=version)
     error = await error_of(await post(client, chat_body(), encode(decision, KEY)), 503)

@@ -42,6 +42,7 @@ def test_encoded_form_is_header_safe() -> None:
     header = encode(DECISION, KEY)
     version, payload, signature = parts(header)
     assert version == "v1"
+    assert len(signature) == 24  # 18 bytes of HMAC-SHA256, base64
     assert "=" not in payload
     assert header.isascii() and " " not in header
     padded = payload + "=" * (-len(payload) % 4)

@@ -166,7 +166,7 @@ def test_exchange_fail_builds_the_error_response() -> None:
     assert response.status == 502
     assert response.headers["X-Request-Id"] == "req_1"
     assert response.headers[DEPLOYMENT_HEADER] == "p/up"
-    assert response.body is not None
+    assert isinstance(response.body, bytes)
     assert orjson.loads(response.body) == {"error": {"message": "Upstream broke", "type": "provider_error",
                                                      "code": "x_code", "param": None}}
     assert (ex.status, ex.error) == (502, "x_code")
