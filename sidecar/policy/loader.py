@@ -70,21 +70,10 @@ def _collect_sections(path: Path, text: bytes, sections: dict[str, Located], log
 def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorLog) -> Policy:
     providers = parse_providers(sections["providers"]) if "providers" in sections else {}
     models = parse_models(sections["models"], providers) if "models" in sections else ModelRegistry({})
-    tokens = parse_tokens(sections["tokens"]) if "tokens" in sections else TokenStore({})
+    tokens = parse_tokens(sections["tokens"], models.routes.keys()) if "tokens" in sections else TokenStore({})
     guardrails = parse_guardrails(sections["guardrails"]) if "guardrails" in sections else GuardrailSet()
-    _check_token_models(sections.get("tokens"), tokens, models)
     _check_guardrail_scopes(sections.get("guardrails"), guardrails, tokens, models)
     return Policy(version=version, source=str(folder), tokens=tokens, models=models, guardrails=guardrails)
-
-
-def _check_token_models(where: Located | None, tokens: TokenStore, models: ModelRegistry) -> None:
-    if where is None:
-        return
-    for record in tokens.by_hash.values():
-        for key in sorted(record.models or ()):
-            if key not in models.routes:
-                where.log.add(where.file, where.node, f"tokens.{record.name}.models",
-                              f"unknown model '{key}'")
 
 
 def _check_guardrail_scopes(where: Located | None, guardrails: GuardrailSet, tokens: TokenStore,

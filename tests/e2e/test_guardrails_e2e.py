@@ -138,7 +138,8 @@ async def test_log_lets_the_request_through_unchanged(guarded: Stack) -> None:
     assert status == 200
     assert received(guarded, "log-1")["body"]["messages"][0]["content"] == "reach me at kim@example.org"
     log = (guarded.workdir / "stack.log").read_text()
-    line = next(json.loads(l) for l in log.splitlines() if '"log-1"' in l and "guardrail finding" in l)
+    line = next(json.loads(entry) for entry in log.splitlines()
+                if '"log-1"' in entry and "guardrail finding" in entry)
     assert line["guardrail"] == "pii-logger" and line["action"] == "log"
     assert "kim@example.org" not in log
 

@@ -80,9 +80,9 @@ def test_policy_files_skip_hidden_and_other_suffixes(tmp_path: Path) -> None:
 # ---- one folder per failure mode -------------------------------------------------------------
 
 def test_unknown_top_level_section() -> None:
-    assert errors_of("unknown_section") == [
-        f"{at('unknown_section')}:6: quotas: unknown section (known: tokens, providers, models)",
-    ]
+    (error,) = errors_of("unknown_section")
+    # The list of known sections grows with features; the message must name the basics.
+    assert error.startswith(f"{at('unknown_section')}:6: bogus_section: unknown section (known: tokens, providers, models")
 
 
 def test_unknown_keys_in_token_provider_and_model_all_reported() -> None:
@@ -158,8 +158,6 @@ def test_token_models_naming_an_unknown_model() -> None:
     assert error.endswith(": tokens.t.models: unknown model 'ghost'")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the unknown-model error carries the line of the whole `tokens:` "
-                                       "mapping (its first token), not of the offending token's `models:` entry")
 def test_token_unknown_model_error_points_at_the_models_line() -> None:
     assert errors_of("token_unknown_model") == [
         f"{at('token_unknown_model')}:15: tokens.t.models: unknown model 'ghost'",
@@ -172,8 +170,6 @@ def test_invalid_yaml_syntax() -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `deployments: []` is accepted without an error and the model is "
-                                       "silently dropped from the registry")
 def test_empty_deployment_list_is_an_error() -> None:
     assert errors_of("empty_deployments") == [
         f"{at('empty_deployments')}:7: models.m.deployments: must list at least one deployment",
@@ -254,8 +250,6 @@ tokens:
     assert (token.team, token.models) == ("blue", frozenset({"gpt-4o"}))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an unquoted Azure api_version such as 2024-06-01 is read by YAML "
-                                       "as a date and rejected with 'must be a non-empty string'")
 def test_azure_api_version_written_as_a_bare_date_loads(tmp_path: Path) -> None:
     (tmp_path / "az.yaml").write_text(
         "providers:\n  az:\n    type: azure\n    base_url: https://az.test/openai\n    api_version: 2024-06-01\n"

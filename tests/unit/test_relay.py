@@ -11,17 +11,20 @@ import pytest
 
 from sidecar.errors import ProviderError
 from sidecar.handoff import Decision
-from sidecar.models import Deployment
+from sidecar.models import Deployment, ModelRegistry
+from sidecar.policy.snapshot import Policy
 from sidecar.providers.base import Usage
 from sidecar.providers.openai_compat import OpenAICompatible
 from sidecar.relay import DEPLOYMENT_HEADER, Exchange, _ChunkStamper, _json_object, usage_of
+from sidecar.tokens import TokenStore
 
 
 def exchange(wants_usage: bool = False, model_key: str = "gpt-4") -> Exchange:
     decision = Decision(request_id="req_1", token_name="t", team=None, model_key=model_key,
                         deployments=("p/up",), stream=True, client_wants_usage=wants_usage, policy_version="v")
     deployment = Deployment(name="p/up", provider="openai", base_url="http://provider.test/v1", upstream_model="up")
-    return Exchange(decision=decision, deployment=deployment, provider=OpenAICompatible(deployment),
+    policy = Policy(version="v", source="test", tokens=TokenStore({}), models=ModelRegistry({}))
+    return Exchange(decision=decision, policy=policy, deployment=deployment, provider=OpenAICompatible(deployment),
                     started=time.monotonic())
 
 

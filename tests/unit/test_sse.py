@@ -88,9 +88,6 @@ async def test_empty_stream() -> None:
     assert await events() == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: aiohttp 3.14's StreamReader.readline raises LineTooLong (not a "
-                                       "ValueError) for an over-long line, so read_events lets it escape instead of "
-                                       "raising ProviderError bad_provider_stream")
 async def test_oversized_line_is_a_provider_error() -> None:
     with pytest.raises(ProviderError) as caught:
         await events(b"data: " + b"x" * 200 + b"\n\n", limit=16)
