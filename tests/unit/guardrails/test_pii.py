@@ -7,7 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from sidecar.guardrails.pii import ALL_CATEGORIES, Entity, find_entities, resolve_overlaps
+from sidecar.guardrails.entity import ALL_CATEGORIES, Entity
+from sidecar.guardrails.pii import find_entities, resolve_overlaps
 
 
 def found(text: str, categories: frozenset[str] = ALL_CATEGORIES) -> list[tuple[str, str]]:

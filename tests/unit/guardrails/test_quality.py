@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from sidecar.guardrails.entity import ALL_CATEGORIES
-from sidecar.guardrails.quality import OVERALL, evaluate, evaluate_injection, make_score, mismatches
+from sidecar.guardrails.quality import OVERALL, evaluate, evaluate_injection, make_score
+from sidecar.guardrails.quality import mismatches as explain
 
 CORPUS = Path(__file__).resolve().parents[2] / "guardrails_corpus"
 
@@ -39,8 +40,8 @@ def test_corpus_shape(cases: list[dict[str, Any]], injection_cases: list[dict[st
 
 def test_overall_and_per_category_quality(cases: list[dict[str, Any]]) -> None:
     scores = evaluate(cases)
-    assert scores[OVERALL].recall >= 0.95, mismatches(cases)
-    assert scores[OVERALL].precision >= 0.97, mismatches(cases)
+    assert scores[OVERALL].recall >= 0.95, explain(cases)
+    assert scores[OVERALL].precision >= 0.97, explain(cases)
     for category in ALL_CATEGORIES:
         assert scores[category].recall >= 0.9, (category, scores[category])
         assert scores[category].precision >= 0.9, (category, scores[category])
