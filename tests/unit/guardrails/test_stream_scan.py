@@ -6,7 +6,7 @@ import pytest
 
 from sidecar.guardrails.masking import MaskNumbering, mask_text
 from sidecar.guardrails.pii import ALL_CATEGORIES, Entity, find_entities
-from sidecar.guardrails.stream_scan import MIN_HOLD_BACK, StreamScanner
+from sidecar.guardrails.stream_scan import MAX_HOLD, MIN_HOLD_BACK, StreamScanner
 
 TEXT = (
     "Hello! Contact me at john.doe@example.com or call (415) 555-0132. "
@@ -123,3 +123,20 @@ def test_work_per_feed_is_bounded() -> None:
     for _ in range(5000):
         scanner.feed("lorem ipsum ")
         assert len(scanner._pending) <= scanner.hold_back + 12
+
+
+def test_cjk_prose_without_spaces_streams_promptly() -> None:
+    text = "今天天气很好我们去公园散步吧" * 40 + "请联系john@example.com谢谢" + "再见" * 50
+    scanner = StreamScanner(ALL_CATEGORIES, mask=True)
+    emitted = ""
+    for index, char in enumerate(text):
+        emitted += scanner.feed(char)
+        assert len(emitted) >= index + 1 - scanner.hold_back - len("john@example.com")
+    assert emitted + scanner.finish() == text.replace("john@example.com", "[EMAIL_1]")
+
+
+def test_runaway_token_is_released_after_max_hold() -> None:
+    scanner = StreamScanner(ALL_CATEGORIES)
+    emitted = "".join(scanner.feed("a" * 1000) for _ in range(40))
+    assert len(emitted) >= 40_000 - MAX_HOLD - 1000
+    assert emitted + scanner.finish() == "a" * 40_000
