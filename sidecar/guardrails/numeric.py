@@ -35,6 +35,7 @@ _E164_RE: Final = re.compile(r"\+[1-9][0-9]{0,3}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]
 _E164_TAIL: Final = re.compile(r"[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})$")
 _BARE_DIGITS_RE: Final = re.compile(r"[0-9]{9,11}(?![0-9])")
 _IPV4_RE: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![0-9])")
+_TOKEN_START_RE: Final = re.compile(r"[+(]|(?<![0-9])[0-9]")
 _CN_MOBILE_RE: Final = re.compile(r"1[3-9][0-9]{9}")
 _NANP_BARE_RE: Final = re.compile(r"[2-9][0-9]{2}[2-9][0-9]{6}")
 
@@ -79,12 +80,8 @@ def _left_context(text: str, start: int) -> str:
 
 def _token_starts(text: str, lo: int, hi: int) -> list[int]:
     """Positions where a number can begin: ``+``, ``(`` or a digit after a non-digit."""
-    starts: list[int] = []
-    for pos in range(lo, hi):
-        char = text[pos]
-        if char in "+(" or ("0" <= char <= "9" and (pos == 0 or not "0" <= text[pos - 1] <= "9")):
-            starts.append(pos)
-    return starts
+    # The lookbehind sees text before ``lo`` too (re's pos does not hide it).
+    return [match.start() for match in _TOKEN_START_RE.finditer(text, lo, hi)]
 
 
 def _cards(text: str, start: int, hi: int, out: list[Entity]) -> None:

@@ -46,6 +46,7 @@ _PREFILTER: Final = re.compile(
     r"|(?<=-)(?P<pem>----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----)"
     r")"
 )
+_SEPARATOR_RE: Final = re.compile(r"[^0-9]+")
 _EMAIL_LOCAL_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-'"
 )
@@ -163,7 +164,7 @@ def _numeric(text: str, match: re.Match[str], out: list[Entity]) -> None:
     run = match.group()
     # Cheap exit for years, prices, counts: every digit-based format needs
     # >= 8 digits except IPv4, which needs three dots (>= 7 chars).
-    if len(run) < 7 or (sum(char.isdigit() for char in run) < 8 and run.count(".") < 3):
+    if len(run) < 7 or (len(_SEPARATOR_RE.sub("", run)) < 8 and run.count(".") < 3):
         return
     lo = match.start()
     # "+1 ..." and "(415) ..." start one char before the first digit.
