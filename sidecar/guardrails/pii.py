@@ -75,6 +75,8 @@ def _email(text: str, match: re.Match[str], out: list[Entity]) -> None:
     start = _expand_left(text, at, _EMAIL_LOCAL_CHARS, 64)
     while start < at and text[start] in ".'":
         start += 1
+    if start > 0 and text[start - 1] == "@":
+        return  # "a@b.com@c.org": a second "@" is not a new mailbox
     end = match.end("email")
     domain = match.group("email")
     # "git@github.com:owner/repo" is an SSH remote, not a mailbox.

@@ -140,3 +140,17 @@ def test_runaway_token_is_released_after_max_hold() -> None:
     emitted = "".join(scanner.feed("a" * 1000) for _ in range(40))
     assert len(emitted) >= 40_000 - MAX_HOLD - 1000
     assert emitted + scanner.finish() == "a" * 40_000
+
+
+def test_random_compositions_stream_equals_batch() -> None:
+    pieces = [
+        "john@example.com", "(415) 555-0132", "4111 1111 1111 1111", "10.0.0.1", "123-45-6789",
+        "AKIAQ3EGQW2T7OXKR5ZM", "fe80::1", "DE89 3704 0044 0532 0130 00", "+44 20 7946 0958", "电话",
+        "13800138000", "ssn", " ", ":", ".", "-", "@", "+", "(", "a", "1", "\n", "eyJ", "sk-", "x" * 70,
+    ]  # fmt: skip
+    rng = random.Random(11)
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        scanner = StreamScanner(ALL_CATEGORIES)
+        assert run(scanner, text, (1, 8), seed=rng.randint(0, 10**6)) == text
+        assert scanner.findings == find_entities(text, ALL_CATEGORIES), text
