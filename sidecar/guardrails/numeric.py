@@ -1,9 +1,13 @@
 """Detectors for digit-based entities: cards, phones, SSNs, IPv4.
 
 ``pii.py`` hands over the span of one digit run (digits joined by small
-separators) found by its pre-filter; these functions look for the concrete
-formats inside that window, apply boundary and context guards against the
-*whole* text, and validate.  Windows are short, so per-run work is tiny.
+separators) found by its pre-filter.  A run can hold several values
+("card 4111 1111 1111 1111 (415) 555-0132"), so every format is tried
+*anchored* at every token start inside the run rather than with
+``finditer`` (whose leftmost, non-overlapping matches would let a wrong
+overlong match hide the right one).  All shapes end in ``(?![0-9])`` so a
+shape never matches the prefix of a longer digit group.  Boundary and
+context guards look at the *whole* text.  Runs are short, so this is cheap.
 """
 
 from __future__ import annotations
@@ -16,19 +20,22 @@ from .entity import CREDIT_CARD, IP_ADDRESS, PHONE, SSN, Entity
 from .validators import card_ok, ipv4_ok, ssn_ok
 
 _CARD_RES: Final = (
-    re.compile(r"[0-9]{12,19}"),
-    # 4-4-4-4(-3) with one consistent separator (Visa/MC/Discover/JCB/...).
-    re.compile(r"[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{4}(?:\1[0-9]{3})?"),
+    re.compile(r"[0-9]{12,19}(?![0-9])"),
+    # 4-4-4-4-3 and 4-4-4-4 with one consistent separator (Visa/MC/...).
+    re.compile(r"[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{4}\1[0-9]{3}(?![0-9])"),
+    re.compile(r"[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{4}(?![0-9])"),
     # 4-6-5 (Amex) and 4-6-4 (Diners).
-    re.compile(r"[0-9]{4}([ -])[0-9]{6}\1[0-9]{4,5}"),
+    re.compile(r"[0-9]{4}([ -])[0-9]{6}\1[0-9]{4,5}(?![0-9])"),
 )
-_SSN_RE: Final = re.compile(r"([0-9]{3})-([0-9]{2})-([0-9]{4})")
+_SSN_RE: Final = re.compile(r"([0-9]{3})-([0-9]{2})-([0-9]{4})(?![0-9])")
 _NANP_RE: Final = re.compile(
-    r"(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
+    r"(?:\+?1[ .-]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}(?![0-9])"
 )
-_E164_RE: Final = re.compile(r"\+[1-9][0-9]{0,3}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5}))+")
-_BARE_DIGITS_RE: Final = re.compile(r"[0-9]{9,11}")
-_IPV4_RE: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+_E164_RE: Final = re.compile(r"\+[1-9][0-9]{0,3}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5}))+(?![0-9])")
+_E164_TAIL: Final = re.compile(r"[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})$")
+_BARE_DIGITS_RE: Final = re.compile(r"[0-9]{9,11}(?![0-9])")
+_IPV4_RE: Final = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![0-9])")
+_TOKEN_START_RE: Final = re.compile(r"[+(]|(?<![0-9])[0-9]")
 _CN_MOBILE_RE: Final = re.compile(r"1[3-9][0-9]{9}")
 _NANP_BARE_RE: Final = re.compile(r"[2-9][0-9]{2}[2-9][0-9]{6}")
 
@@ -71,27 +78,31 @@ def _left_context(text: str, start: int) -> str:
     return text[max(0, start - _CONTEXT_WINDOW) : start]
 
 
-def _cards(text: str, lo: int, hi: int, out: list[Entity]) -> None:
+def _token_starts(text: str, lo: int, hi: int) -> list[int]:
+    """Positions where a number can begin: ``+``, ``(`` or a digit after a non-digit."""
+    # The lookbehind sees text before ``lo`` too (re's pos does not hide it).
+    return [match.start() for match in _TOKEN_START_RE.finditer(text, lo, hi)]
+
+
+def _cards(text: str, start: int, hi: int, out: list[Entity]) -> None:
     for regex in _CARD_RES:
-        for match in regex.finditer(text, lo, hi):
-            digits = re.sub(r"[ -]", "", match.group())
-            if card_ok(digits) and bounded(text, match.start(), match.end()):
-                out.append(Entity(CREDIT_CARD, match.start(), match.end()))
+        match = regex.match(text, start, hi)
+        if match and card_ok(re.sub(r"[ -]", "", match.group())) and bounded(text, start, match.end()):
+            out.append(Entity(CREDIT_CARD, start, match.end()))
+            return
 
 
-def _ssns(text: str, lo: int, hi: int, out: list[Entity]) -> None:
-    for match in _SSN_RE.finditer(text, lo, hi):
-        if ssn_ok(*match.groups()) and bounded(text, match.start(), match.end()):
-            out.append(Entity(SSN, match.start(), match.end()))
-    for match in _BARE_DIGITS_RE.finditer(text, lo, hi):
-        raw = match.group()
-        # Unformatted SSNs are just 9 digits: only trust them next to a cue.
-        if len(raw) != 9 or not bounded(text, match.start(), match.end()):
-            continue
-        if ssn_ok(raw[:3], raw[3:5], raw[5:]) and _SSN_CONTEXT_RE.search(
-            _left_context(text, match.start())
-        ):
-            out.append(Entity(SSN, match.start(), match.end()))
+def _ssns(text: str, start: int, hi: int, out: list[Entity]) -> None:
+    match = _SSN_RE.match(text, start, hi)
+    if match and ssn_ok(*match.groups()) and bounded(text, start, match.end()):
+        out.append(Entity(SSN, start, match.end()))
+        return
+    bare = _BARE_DIGITS_RE.match(text, start, hi)
+    # Unformatted SSNs are just 9 digits: only trust them next to a cue.
+    if bare is None or len(raw := bare.group()) != 9 or not bounded(text, start, bare.end()):
+        return
+    if ssn_ok(raw[:3], raw[3:5], raw[5:]) and _SSN_CONTEXT_RE.search(_left_context(text, start)):
+        out.append(Entity(SSN, start, bare.end()))
 
 
 def _phone_allowed(text: str, start: int, end: int) -> bool:
@@ -108,34 +119,47 @@ def _e164_ok(raw: str) -> bool:
     return True
 
 
-def _phones(text: str, lo: int, hi: int, out: list[Entity]) -> None:
-    for match in _NANP_RE.finditer(text, lo, hi):
-        if _phone_allowed(text, match.start(), match.end()):
-            out.append(Entity(PHONE, match.start(), match.end()))
-    for match in _E164_RE.finditer(text, lo, hi):
-        if _e164_ok(match.group()) and _phone_allowed(text, match.start(), match.end()):
-            out.append(Entity(PHONE, match.start(), match.end()))
-    for match in _BARE_DIGITS_RE.finditer(text, lo, hi):
-        raw = match.group()
-        # Bare 10/11-digit runs are usually IDs or timestamps; only a phone
-        # cue ("tel", "电话", ...) right before makes them phones.
-        shaped = _NANP_BARE_RE.fullmatch(raw) or _CN_MOBILE_RE.fullmatch(raw)
-        if not shaped or not _phone_allowed(text, match.start(), match.end()):
-            continue
-        if _PHONE_CONTEXT_RE.search(_left_context(text, match.start())):
-            out.append(Entity(PHONE, match.start(), match.end()))
+def _e164(text: str, start: int, hi: int) -> int:
+    """End of the longest valid E.164 number at ``start`` (0 if none).
+
+    The greedy shape can run on into a following number ("+44 20 7946 0958
+    4111 ..."), so trailing groups are dropped until the number validates.
+    """
+    match = _E164_RE.match(text, start, hi)
+    raw = match.group() if match else ""
+    while raw:
+        end = start + len(raw)
+        if _e164_ok(raw) and _phone_allowed(text, start, end):
+            return end
+        trimmed = _E164_TAIL.sub("", raw)
+        raw = trimmed if trimmed != raw and len(trimmed) > 2 else ""
+    return 0
 
 
-def _ipv4s(text: str, lo: int, hi: int, out: list[Entity]) -> None:
-    for match in _IPV4_RE.finditer(text, lo, hi):
-        start, end = match.start(), match.end()
-        if not bounded(text, start, end) or not ipv4_ok(match.group()):
-            continue
-        if start > 0 and text[start - 1] in ".-":
-            continue
-        if _VERSION_CONTEXT_RE.search(_left_context(text, start)):
-            continue
-        out.append(Entity(IP_ADDRESS, start, end))
+def _phones(text: str, start: int, hi: int, out: list[Entity]) -> None:
+    nanp = _NANP_RE.match(text, start, hi)
+    if nanp and _phone_allowed(text, start, nanp.end()):
+        out.append(Entity(PHONE, start, nanp.end()))
+    if text[start] == "+" and (end := _e164(text, start, hi)):
+        out.append(Entity(PHONE, start, end))
+    bare = _BARE_DIGITS_RE.match(text, start, hi)
+    if bare is None:
+        return
+    # Bare 10/11-digit runs are usually IDs or timestamps; only a phone cue
+    # ("tel", "电话", ...) right before makes them phones.
+    shaped = _NANP_BARE_RE.fullmatch(bare.group()) or _CN_MOBILE_RE.fullmatch(bare.group())
+    if shaped and _phone_allowed(text, start, bare.end()) and _PHONE_CONTEXT_RE.search(_left_context(text, start)):
+        out.append(Entity(PHONE, start, bare.end()))
+
+
+def _ipv4s(text: str, start: int, hi: int, out: list[Entity]) -> None:
+    match = _IPV4_RE.match(text, start, hi)
+    if match is None or not bounded(text, start, match.end()) or not ipv4_ok(match.group()):
+        return
+    if start > 0 and text[start - 1] in ".-":
+        return
+    if not _VERSION_CONTEXT_RE.search(_left_context(text, start)):
+        out.append(Entity(IP_ADDRESS, start, match.end()))
 
 
 _DETECTORS: Final[tuple[Callable[[str, int, int, list[Entity]], None], ...]] = (
@@ -147,6 +171,11 @@ _DETECTORS: Final[tuple[Callable[[str, int, int, list[Entity]], None], ...]] = (
 
 
 def scan_numeric_run(text: str, lo: int, hi: int, out: list[Entity]) -> None:
-    """Append every validated digit-based entity inside ``text[lo:hi]``."""
-    for detector in _DETECTORS:
-        detector(text, lo, hi, out)
+    """Append every validated digit-based entity starting inside ``text[lo:hi]``.
+
+    Candidates may overlap (a phone inside a card-shaped run); the caller's
+    overlap resolution keeps the longest.
+    """
+    for start in _token_starts(text, lo, hi):
+        for detector in _DETECTORS:
+            detector(text, start, hi, out)

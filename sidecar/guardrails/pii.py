@@ -46,6 +46,7 @@ _PREFILTER: Final = re.compile(
     r"|(?<=-)(?P<pem>----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----)"
     r")"
 )
+_SEPARATOR_RE: Final = re.compile(r"[^0-9]+")
 _EMAIL_LOCAL_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-'"
 )
@@ -74,6 +75,8 @@ def _email(text: str, match: re.Match[str], out: list[Entity]) -> None:
     start = _expand_left(text, at, _EMAIL_LOCAL_CHARS, 64)
     while start < at and text[start] in ".'":
         start += 1
+    if start > 0 and text[start - 1] == "@":
+        return  # "a@b.com@c.org": a second "@" is not a new mailbox
     end = match.end("email")
     domain = match.group("email")
     # "git@github.com:owner/repo" is an SSH remote, not a mailbox.
@@ -163,7 +166,7 @@ def _numeric(text: str, match: re.Match[str], out: list[Entity]) -> None:
     run = match.group()
     # Cheap exit for years, prices, counts: every digit-based format needs
     # >= 8 digits except IPv4, which needs three dots (>= 7 chars).
-    if len(run) < 7 or (sum(char.isdigit() for char in run) < 8 and run.count(".") < 3):
+    if len(run) < 7 or (len(_SEPARATOR_RE.sub("", run)) < 8 and run.count(".") < 3):
         return
     lo = match.start()
     # "+1 ..." and "(415) ..." start one char before the first digit.

@@ -26,7 +26,12 @@ _CONTEXT_CHARS: Final = 32
 # Cap for holding an unbroken token (JWT, PEM body...) that is still growing;
 # past it we emit anyway to keep memory and per-feed work bounded.
 MAX_HOLD: Final = 16384
-_WHITESPACE: Final = (" ", "\n", "\t", "\r")
+# Characters that can continue a token-like entity (key, JWT, e-mail, IP).
+# Everything else - whitespace, punctuation, CJK - ends the token, so CJK
+# prose without spaces still streams out promptly.
+_TOKEN_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_.@:%-"
+)
 
 
 class StreamScanner:
@@ -54,9 +59,13 @@ class StreamScanner:
         self._pending = ""
         self._context = ""
         self._base = 0  # absolute offset of self._pending[0]
+        # Absolute start of the token run touching the end of the stream;
+        # updated from each delta only, so tracking it is O(len(delta)).
+        self._run_start = 0
 
     def feed(self, delta: str) -> str:
         """Add a delta; return the text that is now safe to pass downstream."""
+        self._track_token_run(delta)
         self._pending += delta
         cut = self._growth_cut(len(self._pending) - self.hold_back)
         if cut <= 0:
@@ -67,14 +76,22 @@ class StreamScanner:
         """End of stream: scan and return everything still held."""
         return self._emit(len(self._pending))
 
+    def _track_token_run(self, delta: str) -> None:
+        end = self._base + len(self._pending) + len(delta)
+        for index in range(len(delta) - 1, -1, -1):
+            if delta[index] not in _TOKEN_CHARS:
+                self._run_start = end - len(delta) + index + 1
+                return
+        # The whole delta continues the current run: nothing to update.
+
     def _growth_cut(self, cut: int) -> int:
         """Move ``cut`` before a token that reaches the end and may still grow."""
         pending = self._pending
         if cut <= 0:
             return 0
-        last_space = max(pending.rfind(ws) for ws in _WHITESPACE)
-        if last_space < cut and len(pending) - last_space <= MAX_HOLD:
-            cut = last_space + 1
+        run_start = self._run_start - self._base
+        if run_start < cut and len(pending) - run_start <= MAX_HOLD:
+            cut = max(run_start, 0)
         begin = pending.rfind("-----BEGIN")
         # An open PEM block spans lines, so the whitespace rule cannot see it.
         open_pem = 0 <= begin < cut and pending.find("-----END", begin) == -1
