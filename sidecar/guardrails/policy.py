@@ -43,7 +43,7 @@ class Guardrail:
     direction: str
     categories: frozenset[str] = frozenset()  # pii
     matcher: PatternMatcher | None = None  # pattern
-    threshold: float = 0.7  # prompt_injection
+    threshold: float = 0.5  # prompt_injection: measured best trade-off on the corpus (make bench)
     max_chars: int | None = None  # size: all message text together
     max_messages: int | None = None  # size
     messages: str = "all"  # which roles it reads: all, or user only

@@ -70,7 +70,7 @@ def _type_specific(kind: str, fields: Mapping) -> dict[str, object] | None:
         matcher = _matcher(fields)
         return None if matcher is None else {"matcher": matcher}
     if kind == "prompt_injection":
-        return {"threshold": fields.read("threshold", lambda w: w.as_number(0.0, 1.0), 0.7)}
+        return {"threshold": fields.read("threshold", lambda w: w.as_number(0.0, 1.0), 0.5)}
     max_chars = fields.read("max_chars", lambda w: w.as_int(minimum=1), None)
     max_messages = fields.read("max_messages", lambda w: w.as_int(minimum=1), None)
     if max_chars is None and max_messages is None:
