@@ -15,6 +15,7 @@ from sidecar.forwarding import handle_forward
 from sidecar.guardrails import install as guardrails
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
+from sidecar.responses import unexpected_errors
 from sidecar.settings import Settings
 
 CHAT_PATH = "/api/client/v1/chat/completions"
@@ -38,7 +39,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes + 1024)
+    app = web.Application(client_max_size=settings.max_body_bytes + 1024, middlewares=[unexpected_errors])
     app[SETTINGS] = settings
     app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
     extensions = Extensions()
