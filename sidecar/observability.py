@@ -46,6 +46,10 @@ async def _metrics(request: web.Request) -> web.Response:
 def record_exchange(metrics: GatewayMetrics, exchange: Exchange) -> None:
     decision, now = exchange.decision, time.monotonic()
     metrics.request(decision.model_key, exchange.status or CLIENT_CLOSED, decision.token_name)
+    for guard in exchange.guards:
+        # Output guards that report findings expose them as dicts with guardrail, category, action.
+        for finding in getattr(guard, "findings", ()):
+            metrics.guardrail_finding(finding["guardrail"], finding["category"], finding["action"])
     usage = exchange.usage
     metrics.exchange(
         decision.model_key, decision.token_name, now - exchange.started,
@@ -61,6 +65,8 @@ def record_callout(app: web.Application, check: Check, error: GatewayError | Non
     status = error.status if error else 200
     if metrics is not None:
         metrics.callout_seconds(seconds)
+        for finding in check.trace.get("guardrails", ()):
+            metrics.guardrail_finding(finding["guardrail"], finding["category"], finding["action"])
         if error is not None:
             metrics.request(check.route.key if check.route else None, status,
                             check.token.name if check.token else None)

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.guardrails.policy import GuardrailSet
 from sidecar.models import ModelRegistry
+from sidecar.policy.guardrails_schema import parse_guardrails
 from sidecar.policy.models_schema import parse_models, parse_providers
 from sidecar.policy.reader import ErrorLog, Located, PolicyError
-from sidecar.policy.references import check_token_models, defined_names
+from sidecar.policy.references import check_guardrail_scopes, defined_names
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
 from sidecar.tokens import TokenStore
 
-SECTIONS = ("tokens", "providers", "models")
+SECTIONS = ("tokens", "providers", "models", "guardrails")
 
 
 def policy_files(folder: Path) -> list[Path]:
@@ -100,13 +102,15 @@ def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorL
     providers = parse_providers(sections["providers"]) if "providers" in sections else {}
     models = (parse_models(sections["models"], providers, defined_names(sections.get("providers")))
               if "models" in sections else ModelRegistry({}))
-    tokens = parse_tokens(sections["tokens"]) if "tokens" in sections else TokenStore({})
-    check_token_models(sections.get("tokens"), sections.get("models"))
-    return Policy(version=version, source=str(folder), tokens=tokens, models=models)
+    tokens = (parse_tokens(sections["tokens"], defined_names(sections.get("models")))
+              if "tokens" in sections else TokenStore({}))
+    guardrails = parse_guardrails(sections["guardrails"]) if "guardrails" in sections else GuardrailSet()
+    check_guardrail_scopes(sections.get("guardrails"), sections.get("models"), sections.get("tokens"), tokens)
+    return Policy(version=version, source=str(folder), tokens=tokens, models=models, guardrails=guardrails)
 
 
 def _compose(text: str) -> yaml.Node | None:
-    """libyaml's parser when present (about 6x faster on a policy with thousands of tokens); on an
+    """libyaml's parser when present (about 9x faster on a policy with thousands of tokens); on an
     error the pure-Python parser runs again for its clearer message."""
     fast = getattr(yaml, "CSafeLoader", None)
     if fast is not None:

@@ -1,8 +1,9 @@
 """Cross-references between sections: a name one section uses must be defined in another.
 
-Checked after every section is parsed, so an error points at the line that uses the name
-(`tokens.ci.models: unknown model 'gpt-5'`) whichever file defines the other side. Sections
-added later (limits, guardrails) use `check_reference` and `teams_of` for the same wording.
+Checked against the names a section defines (valid entries or not), so an error points at the
+line that uses the name (`guardrails.pii.scope.teams: unknown team 'ops'`) whichever file
+defines the other side. Sections added later (limits) use `check_reference` and `teams_of` for
+the same wording.
 """
 
 from __future__ import annotations
@@ -49,15 +50,20 @@ def defined_names(section: Located | None) -> frozenset[str]:
     return frozenset(k.value for k, _ in section.node.value if isinstance(k, yaml.ScalarNode))
 
 
-def check_token_models(tokens_section: Located | None, models_section: Located | None) -> None:
-    """Every model on a token's allow-list must exist; the error is on the list item's line."""
-    if tokens_section is None or not isinstance(tokens_section.node, yaml.MappingNode):
+def check_guardrail_scopes(guardrails_section: Located | None, models_section: Located | None,
+                           tokens_section: Located | None, tokens: TokenStore) -> None:
+    """A guardrail's `scope: {models, tokens, teams}` names must exist; errors on the item's line."""
+    if guardrails_section is None or not isinstance(guardrails_section.node, yaml.MappingNode):
         return
-    known = defined_names(models_section)
-    for name_node, _ in tokens_section.node.value:
-        allowed = lookup(tokens_section, name_node.value, "models")
-        if allowed is None or not isinstance(allowed.node, yaml.SequenceNode):
-            continue
-        for item in allowed.node.value:
-            if isinstance(item, yaml.ScalarNode) and item.value not in known:
-                allowed.log.add(allowed.file, item, allowed.path, f"unknown model '{item.value}'")
+    known = {"models": ("model", defined_names(models_section)),
+             "tokens": ("token", defined_names(tokens_section)),
+             "teams": ("team", teams_of(tokens))}
+    for key_node, _ in guardrails_section.node.value:
+        for field, (kind, names) in known.items():
+            listed = lookup(guardrails_section, key_node.value, "scope", field)
+            if listed is None or not isinstance(listed.node, yaml.SequenceNode):
+                continue
+            for item in listed.node.value:
+                if isinstance(item, yaml.ScalarNode) and item.value not in names:
+                    listed.log.add(listed.file, item, listed.path,
+                                   f"unknown {kind} '{item.value}' (defined: {', '.join(sorted(names)) or 'none'})")

@@ -22,6 +22,8 @@ def summarize(policy: Policy) -> str:
     # Sections added to the Policy later (guardrails, limits …) are counted by their field name.
     for f in dataclasses.fields(policy):
         value = getattr(policy, f.name)
+        # A section object may hold its entries under its own name (GuardrailSet.guardrails).
+        value = value if isinstance(value, Sized) else getattr(value, f.name, None)
         if f.name not in _COUNTED_ELSEWHERE and isinstance(value, Sized):
             parts.append(f"{len(value)} {f.name}")
     return f"{policy.source}: OK (version {policy.version}): {', '.join(parts)}"

@@ -96,6 +96,26 @@ async def test_metrics_and_log_lines_after_real_requests(gateway: Stack) -> None
     assert DEMO_TOKEN not in text and "cgt_nobody" not in text
 
 
+async def test_guardrail_findings_are_counted_and_logged_without_the_value(demo_gateway: Stack) -> None:
+    before = metric_samples(demo_gateway.sidecar_url)
+    email = "jane.doe.7f3a@example.com"
+    async with aiohttp.ClientSession() as session:
+        status, headers, raw = await post_chat(session, demo_gateway.base_url, chat_body(f"Mail me at {email}"))
+    assert status == 400, raw
+    assert json.loads(raw)["error"]["type"] == "guardrail_block"
+    after = metric_samples(demo_gateway.sidecar_url)
+    labels = {"guardrail": "pii-checker", "category": "email", "action": "block"}
+    assert value(after, "gateway_guardrail_findings_total", **labels) - value(
+        before, "gateway_guardrail_findings_total", **labels) == 1
+    assert value(after, "gateway_requests_total", model="gpt-4", status="400", token="demo") - value(
+        before, "gateway_requests_total", model="gpt-4", status="400", token="demo") == 1
+    lines = sidecar_log_lines(demo_gateway)
+    (decision,) = [line for line in lines if line["msg"] == "decision"
+                   and line["request_id"] == headers["x-request-id"]]
+    assert (decision["status"], decision["code"], decision["model"]) == (400, "guardrail_block", "gpt-4")
+    assert email not in json.dumps(lines)
+
+
 async def test_envoy_healthz_reports_the_pair(gateway: Stack) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(gateway.base_url + "/healthz") as response:
