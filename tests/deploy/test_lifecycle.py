@@ -1,0 +1,111 @@
+"""The pod's probe commands and Envoy's preStop drain, run against the real programs on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar.envoy_config import render
+from sidecar.launcher import Stack, envoy_binary, free_port, wait_http
+from sidecar.settings import Settings
+from tests.deploy.support import BASE, ENVOY, SIDECAR, Rendered
+
+DRAIN_SCRIPT = BASE / "envoy" / "drain.sh"
+
+
+def _run_probe(probe: dict[str, Any], port: int) -> subprocess.CompletedProcess[str]:
+    command = list(probe["exec"]["command"])
+    assert command[0] == "python"
+    command[0] = sys.executable
+    command[-1] = command[-1].replace(":8081/", f":{port}/")
+    return subprocess.run(command, capture_output=True, text=True, timeout=10)
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[Stack]:
+    settings = Settings(sidecar_port=free_port(), policies_dir=BASE / "policies", drain_seconds=1)
+    stack = Stack(settings, tmp_path, with_demo_provider=False, log=(tmp_path / "sidecar.log").open("wb"))
+    try:
+        stack.start_sidecar()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_sidecar_probe_commands_pass_against_the_running_sidecar(rendered: dict[str, Rendered],
+                                                                 sidecar: Stack) -> None:
+    container = rendered["prod"].container(SIDECAR)
+    for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+        result = _run_probe(container[name], sidecar.settings.sidecar_port)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def test_sidecar_probe_command_fails_when_nothing_answers_or_the_path_is_wrong(
+        rendered: dict[str, Rendered], sidecar: Stack) -> None:
+    probe = rendered["prod"].container(SIDECAR)["readinessProbe"]
+    assert _run_probe(probe, free_port()).returncode != 0  # connection refused
+    wrong_path = {"exec": {"command": [*probe["exec"]["command"][:-1], "http://127.0.0.1:8081/nope"]}}
+    result = _run_probe(wrong_path, sidecar.settings.sidecar_port)
+    assert result.returncode != 0 and "404" in result.stderr
+
+
+@pytest.fixture
+def envoy(rendered: dict[str, Rendered], tmp_path: Path) -> Iterator[tuple[Settings, subprocess.Popen[bytes]]]:
+    """Envoy with the pod's arguments, on free loopback ports (no sidecar needed: 404s are Envoy's own)."""
+    settings = Settings(listen_port=free_port(), admin_port=free_port(), sidecar_port=free_port())
+    config = tmp_path / "envoy.yaml"
+    config.write_text(render(settings), encoding="utf-8")
+    args = list(rendered["prod"].container(ENVOY)["args"])
+    args[args.index("--config-path") + 1] = str(config)
+    proc = subprocess.Popen([envoy_binary(), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{settings.admin_port}/ready", process=proc)
+        yield settings, proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _connection_header(port: int) -> str | None:
+    # http.client keeps the connection alive (urllib would send `Connection: close` itself).
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/nope")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 404
+        return response.getheader("connection")
+    finally:
+        conn.close()
+
+
+def _drain(admin_port: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GATEWAY_ADMIN_PORT": str(admin_port), "GATEWAY_DEREGISTER_SECONDS": "0",
+           "GATEWAY_DRAIN_SECONDS": "5"}
+    return subprocess.run(["bash", str(DRAIN_SCRIPT)], env=env, capture_output=True, text=True, timeout=15)
+
+
+def test_prestop_drains_envoy_so_clients_are_told_to_reconnect(
+        envoy: tuple[Settings, subprocess.Popen[bytes]]) -> None:
+    settings, proc = envoy
+    assert _connection_header(settings.listen_port) is None
+    result = _drain(settings.admin_port)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HTTP/1.1 200 OK"), result.stdout
+    # Draining: the listener still answers (endpoints may lag) but closes each connection after it.
+    assert _connection_header(settings.listen_port) == "close"
+    assert proc.poll() is None  # Envoy exits on the kubelet's SIGTERM, not before
+
+
+def test_prestop_returns_at_once_when_envoy_is_already_gone() -> None:
+    result = _drain(free_port())
+    assert result.returncode == 0
+    assert result.stdout == ""
