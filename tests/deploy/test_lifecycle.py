@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import http.client
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,67 @@ def test_prestop_drains_envoy_so_clients_are_told_to_reconnect(
     # Draining: the listener still answers (endpoints may lag) but closes each connection after it.
     assert _connection_header(settings.listen_port) == "close"
     assert proc.poll() is None  # Envoy exits on the kubelet's SIGTERM, not before
+
+
+def _held_callout(received: threading.Event, release: threading.Event) -> type[http.server.BaseHTTPRequestHandler]:
+    """Stands in for the sidecar: holds the callout until the test releases it, then denies."""
+
+    class HeldCallout(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            received.set()
+            release.wait(10)
+            body = b'{"error": {"message": "denied", "type": "permission_error", "code": "held", "param": null}}'
+            self.send_response(403)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return HeldCallout
+
+
+def _post_chat(port: int, statuses: list[int]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request("POST", "/api/client/v1/chat/completions", body=b'{"model": "gpt-4", "messages": []}',
+                     headers={"content-type": "application/json", "authorization": "Bearer cgt_x"})
+        statuses.append(conn.getresponse().status)
+    finally:
+        conn.close()
+
+
+def test_prestop_waits_for_requests_in_flight(envoy: tuple[Settings, subprocess.Popen[bytes]]) -> None:
+    settings, _ = envoy
+    received, release = threading.Event(), threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", settings.sidecar_port), _held_callout(received, release))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    statuses: list[int] = []
+    client = threading.Thread(target=_post_chat, args=(settings.listen_port, statuses))
+    client.start()
+    env = {**os.environ, "GATEWAY_ADMIN_PORT": str(settings.admin_port), "GATEWAY_DEREGISTER_SECONDS": "0",
+           "GATEWAY_DRAIN_SECONDS": "10"}
+    try:
+        assert received.wait(10), "the request never reached the callout"
+        with subprocess.Popen(["bash", str(DRAIN_SCRIPT)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) as drain:
+            assert drain.stdout is not None
+            assert drain.stdout.readline().startswith("HTTP/1.1 200 OK")
+            assert drain.stdout.readline() == "waiting for 1 request(s) in flight\n"
+            assert drain.poll() is None
+            release.set()
+            client.join(15)
+            assert drain.wait(15) == 0
+    finally:
+        release.set()
+        client.join(15)
+        server.shutdown()
+        server.server_close()
+    # The request in flight finished normally (the denial came through) before the hook returned.
+    assert statuses == [403]
 
 
 def test_prestop_returns_at_once_when_envoy_is_already_gone() -> None:

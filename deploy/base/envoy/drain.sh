@@ -34,6 +34,7 @@ sleep "${deregister_seconds}"
 while (( SECONDS - started < drain_seconds )); do
   active="$(active_requests)" || break  # Envoy is gone: nothing left to wait for
   (( active == 0 )) && break
+  echo "waiting for ${active} request(s) in flight"
   sleep 1
 done
 exit 0
