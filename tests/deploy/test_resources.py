@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -12,10 +14,28 @@ LABELS = {"app.kubernetes.io/name": "llm-gateway"}
 DEFAULTS = Settings()
 
 
+def _envoy_config(rendered: Rendered) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(rendered.config_map("llm-gateway-envoy")["envoy.yaml"])
+    return config
+
+
 def _drain_timeout(rendered: Rendered) -> int:
-    config = yaml.safe_load(rendered.config_map("llm-gateway-envoy")["envoy.yaml"])
-    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    listener = _envoy_config(rendered)["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
     return int(str(manager["drain_timeout"]).removesuffix("s"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ports_agree_with_the_shipped_envoy_config(overlay: str, rendered: dict[str, Rendered]) -> None:
+    r = rendered[overlay]
+    resources = _envoy_config(r)["static_resources"]
+    listener = resources["listeners"][0]["address"]["socket_address"]
+    cluster = resources["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    admin = _envoy_config(r)["admin"]["address"]["socket_address"]
+    assert [p["containerPort"] for p in r.container(ENVOY)["ports"]] == [listener["port_value"]]
+    assert str(listener["port_value"]) == r.env(SIDECAR)["GATEWAY_PORT"]
+    assert str(cluster["endpoint"]["address"]["socket_address"]["port_value"]) == r.env(SIDECAR)["GATEWAY_SIDECAR_PORT"]
+    assert str(admin["port_value"]) == r.env(ENVOY)["GATEWAY_ADMIN_PORT"] == r.env(SIDECAR)["GATEWAY_ADMIN_PORT"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

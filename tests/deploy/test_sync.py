@@ -25,6 +25,14 @@ def test_shipped_envoy_config_is_the_rendered_template() -> None:
     assert shipped == render(IN_POD), f"deploy/base/envoy/envoy.yaml is stale: {REFRESH}"
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_shipped_envoy_config_is_rendered_from_the_sidecars_own_settings(overlay: str,
+                                                                          rendered: dict[str, Rendered]) -> None:
+    """Ports, body limit and drain time: what the pod tells the sidecar is what Envoy was built for."""
+    settings = Settings.from_env({**rendered[overlay].env(SIDECAR), "GATEWAY_LISTEN_ADDRESS": "0.0.0.0"})
+    assert rendered[overlay].config_map("llm-gateway-envoy")["envoy.yaml"] == render(settings)
+
+
 def test_shipped_envoy_config_listens_on_the_pod_and_keeps_admin_on_loopback() -> None:
     config = yaml.safe_load((BASE / "envoy" / "envoy.yaml").read_text(encoding="utf-8"))
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
