@@ -14,7 +14,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BASE = DEPLOY / "base"
-OVERLAYS = ("dev", "prod")
+# Every overlay is rendered and checked; a new one is picked up without touching the tests.
+OVERLAYS = tuple(sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml")))
 # The oldest Kubernetes the manifests must validate against: native sidecars need 1.29.
 KUBERNETES_VERSION = "1.29"
 SIDECAR = "sidecar"

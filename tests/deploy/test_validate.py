@@ -18,6 +18,10 @@ def _validate(text: str) -> subprocess.CompletedProcess[str]:
                           input=text, capture_output=True, text=True, timeout=120)
 
 
+def test_dev_and_prod_overlays_exist() -> None:
+    assert {"dev", "prod"} <= set(OVERLAYS)
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_passes_strict_schema_validation(overlay: str, rendered: dict[str, Rendered]) -> None:
     result = _validate(rendered[overlay].text)
