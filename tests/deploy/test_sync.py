@@ -124,3 +124,12 @@ def test_envoy_image_is_the_version_the_tests_run() -> None:
     deployment = yaml.safe_load((BASE / "deployment.yaml").read_text(encoding="utf-8"))
     envoy = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == ENVOY)
     assert envoy["image"] == f"envoyproxy/envoy:v{tested.group(1)}"
+
+
+def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
+    copied = {word.rstrip("/") for i in _dockerfile() if i[0] == "COPY" and not i[1].startswith("--from")
+              for word in i[1:-1] if not word.startswith("--")}
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert "*" in ignore  # everything else (.git, .venv, tests) stays out of the build context
+    assert allowed == copied
