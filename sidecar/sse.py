@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import StreamReader
+from aiohttp.http_exceptions import LineTooLong
 
 from sidecar.errors import GatewayError, ProviderError
 from sidecar.providers.base import SSEEvent
@@ -21,7 +22,7 @@ async def read_events(content: StreamReader) -> AsyncIterator[SSEEvent]:
     while True:
         try:
             raw = await content.readline()
-        except ValueError as exc:  # a line longer than the reader's limit
+        except (ValueError, LineTooLong) as exc:  # a line longer than the reader's limit
             raise ProviderError("Provider sent an oversized stream line", code="bad_provider_stream") from exc
         if not raw:
             break

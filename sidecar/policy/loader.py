@@ -7,14 +7,16 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.guardrails.policy import GuardrailSet
 from sidecar.models import ModelRegistry
+from sidecar.policy.guardrails_schema import parse_guardrails
 from sidecar.policy.models_schema import parse_models, parse_providers
 from sidecar.policy.reader import ErrorLog, Located, PolicyError
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
 from sidecar.tokens import TokenStore
 
-SECTIONS = ("tokens", "providers", "models")
+SECTIONS = ("tokens", "providers", "models", "guardrails")
 
 
 def policy_files(folder: Path) -> list[Path]:
@@ -68,16 +70,22 @@ def _collect_sections(path: Path, text: bytes, sections: dict[str, Located], log
 def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorLog) -> Policy:
     providers = parse_providers(sections["providers"]) if "providers" in sections else {}
     models = parse_models(sections["models"], providers) if "models" in sections else ModelRegistry({})
-    tokens = parse_tokens(sections["tokens"]) if "tokens" in sections else TokenStore({})
-    _check_token_models(sections.get("tokens"), tokens, models)
-    return Policy(version=version, source=str(folder), tokens=tokens, models=models)
+    tokens = parse_tokens(sections["tokens"], models.routes.keys()) if "tokens" in sections else TokenStore({})
+    guardrails = parse_guardrails(sections["guardrails"]) if "guardrails" in sections else GuardrailSet()
+    _check_guardrail_scopes(sections.get("guardrails"), guardrails, tokens, models)
+    return Policy(version=version, source=str(folder), tokens=tokens, models=models, guardrails=guardrails)
 
 
-def _check_token_models(where: Located | None, tokens: TokenStore, models: ModelRegistry) -> None:
+def _check_guardrail_scopes(where: Located | None, guardrails: GuardrailSet, tokens: TokenStore,
+                            models: ModelRegistry) -> None:
     if where is None:
         return
-    for record in tokens.by_hash.values():
-        for key in sorted(record.models or ()):
-            if key not in models.routes:
-                where.log.add(where.file, where.node, f"tokens.{record.name}.models",
-                              f"unknown model '{key}'")
+    token_names = {r.name for r in tokens.by_hash.values()}
+    teams = {r.team for r in tokens.by_hash.values() if r.team}
+    for guardrail in guardrails.guardrails:
+        path = f"guardrails.{guardrail.key}.scope"
+        for kind, names, known in (("model", guardrail.scope.models, models.routes.keys()),
+                                   ("token", guardrail.scope.tokens, token_names),
+                                   ("team", guardrail.scope.teams, teams)):
+            for name in sorted(set(names) - set(known)):
+                where.log.add(where.file, where.node, path, f"unknown {kind} '{name}'")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+
+import yaml
 
 from sidecar.credentials import Credential
 from sidecar.models import Deployment, ModelRegistry, ModelRoute, Timeouts
@@ -49,7 +52,7 @@ def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
     credential = _credential(api_key_at) if api_key_at else Credential()
     headers_at = fields.get("headers")
     headers = _headers(headers_at) if headers_at else {}
-    api_version = fields.read("api_version", Located.as_str, None)
+    api_version = fields.read("api_version", _version_string, None)
     if provider_type == "azure" and api_version is None:
         where.error("azure providers need api_version")
     timeouts_at = fields.get("timeouts")
@@ -58,6 +61,12 @@ def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
     if provider_type is None or base_url is None:
         return None
     return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts)
+
+
+def _version_string(where: Located) -> str | None:
+    # An unquoted 2024-06-01 is a YAML date; Azure's api-version is that same text.
+    value = where.scalar()
+    return value.isoformat() if isinstance(value, date) else where.as_str()
 
 
 def _credential(where: Located) -> Credential:
@@ -122,7 +131,9 @@ def _parse_model(key: str, where: Located, providers: dict[str, ProviderConfig])
         d for d in (_parse_deployment(item, providers) for item in deployments_at.items()) if d is not None
     ]
     fields.finish()
-    if deployments_at is not None and isinstance(deployments_at.scalar(), type(None)):
+    empty_list = isinstance(deployments_at.node, yaml.SequenceNode) and not deployments_at.node.value \
+        if deployments_at is not None else False
+    if deployments_at is not None and (empty_list or deployments_at.scalar() is None):
         deployments_at.error("must list at least one deployment")
     if not deployments:
         return None

@@ -56,10 +56,13 @@ def test_shipped_policies_load(overlay: str, rendered: dict[str, Rendered], tmp_
     assert policy.models.routes, f"{overlay}: no models"
 
 
-def test_dev_ships_every_demo_policy_file(rendered: dict[str, Rendered]) -> None:
-    """A file added to policies/ must be added to the base kustomization's generator too."""
-    names = {p.name for p in (REPO / "policies").glob("*.y*ml")}
-    assert set(rendered["dev"].config_map("llm-gateway-policies")) == names
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_policy_file_of_the_overlay_ships(overlay: str, rendered: dict[str, Rendered]) -> None:
+    """A file added to a policies/ folder must be listed in that kustomization's generator too."""
+    own = DEPLOY / "overlays" / overlay / "policies"
+    folder = own if own.is_dir() else BASE / "policies"
+    names = {p.name for p in folder.glob("*.y*ml")}
+    assert set(rendered[overlay].config_map("llm-gateway-policies")) == names
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
