@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -17,7 +18,9 @@ import pytest
 from sidecar.envoy_config import render
 from sidecar.launcher import Stack, envoy_binary, free_port, wait_http
 from sidecar.settings import Settings
-from tests.deploy.support import BASE, ENVOY, SIDECAR, Rendered
+from tests.deploy.support import BASE, ENVOY, SIDECAR, Rendered, probe_url
+
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 DRAIN_SCRIPT = BASE / "envoy" / "drain.sh"
 
@@ -26,7 +29,7 @@ def _run_probe(probe: dict[str, Any], port: int) -> subprocess.CompletedProcess[
     command = list(probe["exec"]["command"])
     assert command[0] == "python"
     command[0] = sys.executable
-    command[-1] = command[-1].replace(":8081/", f":{port}/")
+    command[-1] = re.sub(r"127\.0\.0\.1:\d+/", f"127.0.0.1:{port}/", command[-1])
     return subprocess.run(command, capture_output=True, text=True, timeout=10)
 
 
@@ -47,6 +50,23 @@ def test_sidecar_probe_commands_pass_against_the_running_sidecar(rendered: dict[
     for name in ("startupProbe", "readinessProbe", "livenessProbe"):
         result = _run_probe(container[name], sidecar.settings.sidecar_port)
         assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+def test_dev_demo_provider_probe_commands_pass_against_the_running_demo_provider(
+        rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    settings = Settings(demo_provider_port=free_port())
+    stack = Stack(settings, tmp_path, log=(tmp_path / "demo.log").open("wb"))
+    try:
+        stack.start_demo_provider()
+        container = rendered["dev"].container("demo-provider")
+        # The port the demo policies send `gpt-4` to by default.
+        assert container["args"] == ["demo-provider", "--port", str(Settings().demo_provider_port)]
+        assert all(f":{Settings().demo_provider_port}/" in probe_url(container[name]) for name in PROBES)
+        for name in PROBES:
+            result = _run_probe(container[name], settings.demo_provider_port)
+            assert result.returncode == 0, f"{name}: {result.stderr}"
+    finally:
+        stack.stop()
 
 
 def test_sidecar_probe_command_fails_when_nothing_answers_or_the_path_is_wrong(
