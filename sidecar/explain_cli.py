@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from sidecar.settings import Settings
 
 _WIDTH = 12
 # What an empty section means, for the sections every explanation shows.
-_EMPTY = {"guardrails": "none fired", "limits": "none apply", "breaker": "no state recorded"}
+_EMPTY = MappingProxyType({"guardrails": "none fired", "limits": "none apply", "breaker": "no state recorded"})
 
 
 def add_parser(sub: Any) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sized
 from sidecar.policy.references import teams_of
 from sidecar.policy.snapshot import Policy
 
-_COUNTED_ELSEWHERE = {"version", "source", "tokens", "models"}
+_COUNTED_ELSEWHERE = frozenset({"version", "source", "tokens", "models"})
 
 
 def summarize(policy: Policy) -> str:

@@ -123,6 +123,8 @@ async def test_envoy_healthz_reports_the_pair(gateway: Stack) -> None:
             body = await response.json()
         async with session.post(gateway.base_url + "/healthz") as response:
             assert response.status == 404  # only GET is the probe; nothing else is routed
+        async with session.get(gateway.base_url + "/metrics") as response:
+            assert response.status == 404  # metrics stay on the sidecar's internal port
     assert body == {"status": "ready", "policy_version": load_policy(gateway.settings.policies_dir).version}
 
 
