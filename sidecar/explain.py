@@ -80,6 +80,7 @@ async def explain(settings: Settings, policy: Policy, raw_body: bytes, *, token:
 
 async def _run(app: web.Application, policy: Policy, raw_body: bytes, token: str | None,
                token_name: str | None) -> Explanation:
+    token = token.removeprefix("Bearer ").strip() if token else None
     check = Check(policy, raw_body, f"Bearer {token}" if token else None, new_request_id(), dry_run=True)
     stages: list[Stage] = [_as_named(token_name) if stage is authenticate and token_name else stage
                            for stage in app[PIPELINE].stages]

@@ -153,3 +153,21 @@ async def test_explain_shows_what_stages_found_and_consumes_nothing(left: int) -
         assert (explanation.status, explanation.code, explanation.headers) == (429, "rate_limit_exceeded",
                                                                                {"Retry-After": "60"})
         assert "header      Retry-After: 60" in text
+
+
+async def test_explain_shows_the_masked_body_the_provider_would_get(tmp_path: Path) -> None:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name in ("models.yaml", "tokens.yaml"):
+        (folder / name).write_text((REPO / "policies" / name).read_text())
+    (folder / "guardrails.yaml").write_text(
+        "guardrails:\n  mask-mail:\n    type: pii\n    categories: [email]\n    action: mask\n")
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "write to jane@example.com"}]}
+    explanation = await explain(Settings(), load_policy(folder), json.dumps(body).encode(),
+                                token=f"Bearer {DEMO_TOKEN}")
+    assert explanation.status == 200
+    assert explanation.body["messages"] == [{"role": "user", "content": "write to [EMAIL_1]"}]
+    assert explanation.trace["guardrails"] == [{"guardrail": "mask-mail", "action": "mask", "direction": "input",
+                                                "category": "email", "message": "PII detected",
+                                                "message_index": 0, "role": "user"}]
+    assert "jane@example.com" not in render(explanation)
