@@ -5,7 +5,7 @@ PORT ?= 8080
 POLICIES ?= policies
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench install clean
+.PHONY: run test check lint typecheck bench install clean deploy-config
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -38,6 +38,13 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Refresh what deploy/base ships: the Envoy config for in-pod settings (listen on 0.0.0.0) and a copy of
+# policies/ (kustomize cannot read outside deploy/). tests/deploy fails while they are stale.
+deploy-config: $(STAMP)
+	env -i GATEWAY_LISTEN_ADDRESS=0.0.0.0 $(PY) -m sidecar envoy-config -o deploy/base/envoy/envoy.yaml
+	rm -f deploy/base/policies/*.yaml deploy/base/policies/*.yml
+	cp policies/*.y*ml deploy/base/policies/
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -12,8 +12,12 @@ from sidecar.authz import AUTHZ_PREFIX, handle_check
 from sidecar.decision import DecisionPipeline
 from sidecar.extensions import Extensions
 from sidecar.forwarding import handle_forward
+from sidecar.guardrails import install as guardrails
+from sidecar.observability import install_observability
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
+from sidecar.policy.watcher import install_watcher
+from sidecar.responses import unexpected_errors
 from sidecar.settings import Settings
 
 CHAT_PATH = "/api/client/v1/chat/completions"
@@ -39,12 +43,15 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes + 1024)
+    app = web.Application(client_max_size=settings.max_body_bytes + 1024, middlewares=[unexpected_errors])
     app[SETTINGS] = settings
     app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
     extensions = Extensions()
+    metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
+    install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
     # Features install themselves here, in the order their callout stages should run.
     app[EXTENSIONS] = extensions
+    guardrails.install(extensions)
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)
     app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)

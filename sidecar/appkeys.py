@@ -6,6 +6,7 @@ from aiohttp import ClientSession, web
 
 from sidecar.decision import DecisionPipeline
 from sidecar.extensions import Extensions
+from sidecar.metrics import GatewayMetrics
 from sidecar.policy.store import PolicyStore
 from sidecar.settings import Settings
 
@@ -14,3 +15,4 @@ POLICY_STORE = web.AppKey("policy_store", PolicyStore)
 PIPELINE = web.AppKey("pipeline", DecisionPipeline)
 HTTP_CLIENT = web.AppKey("http_client", ClientSession)
 EXTENSIONS = web.AppKey("extensions", Extensions)
+METRICS = web.AppKey("metrics", GatewayMetrics)

@@ -78,7 +78,7 @@ def _check_message(index: int, message: object) -> None:
     if not isinstance(message, dict):
         raise InvalidRequest(f"'{where}' must be an object", param=where, code="invalid_type")
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role", code="invalid_role"
         )
@@ -103,10 +103,11 @@ def _check_content(where: str, content: object) -> None:
                              param=f"{where}.content", code="invalid_type")
     for index, part in enumerate(content):
         part_where = f"{where}.content[{index}]"
-        if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
+        part_type = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part_type, str) or part_type not in _PART_TYPES:
             raise InvalidRequest(f"'{part_where}' must be a content part with a known 'type'",
                                  param=part_where, code="invalid_content_part")
-        if part["type"] == "text" and not isinstance(part.get("text"), str):
+        if part_type == "text" and not isinstance(part.get("text"), str):
             raise InvalidRequest(f"'{part_where}.text' must be a string", param=f"{part_where}.text",
                                  code="invalid_type")
 

@@ -13,9 +13,11 @@ import uvloop
 from aiohttp import web
 
 from sidecar.envoy_config import render
+from sidecar.explain_cli import add_parser as add_explain_parser
 from sidecar.logs import setup_logging
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
+from sidecar.policy.summary import summarize
 from sidecar.settings import Settings
 from sidecar.tokens import hash_token, mint_token
 from sidecar.workers import die_with_parent, is_child, serve_workers, worker_count
@@ -69,31 +71,35 @@ def cmd_envoy_config(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 with one summary line, or 1 with every error (`FILE:LINE: key.path: message`)."""
     settings = Settings.from_env()
     folder = Path(args.dir) if args.dir else settings.policies_dir
     try:
         policy = load_policy(folder)
     except PolicyError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
-        print(f"{len(exc.errors)} error(s) in {folder}", file=sys.stderr)
+        print(f"{folder}: {len(exc.errors)} error{'s' if len(exc.errors) > 1 else ''}", file=sys.stderr)
         return 1
-    envoy_ok = _validate_envoy(settings)
-    print(f"{folder}: OK, version {policy.version}: {len(policy.tokens.by_hash)} token(s), "
-          f"{len(policy.models.routes)} model(s); envoy config {'OK' if envoy_ok else 'INVALID'}")
-    return 0 if envoy_ok else 1
+    envoy = "envoy config not validated (--skip-envoy)" if args.skip_envoy else _validate_envoy(settings)
+    print(f"{summarize(policy)}; {envoy}")
+    return 1 if envoy == "envoy config INVALID" else 0
 
 
-def _validate_envoy(settings: Settings) -> bool:
+def _validate_envoy(settings: Settings) -> str:
     from sidecar.launcher import envoy_binary
 
+    try:
+        binary = envoy_binary()
+    except RuntimeError:
+        return "envoy config not validated (no envoy binary)"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
         config.write(render(settings))
         config.flush()
-        result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", config.name],
-                                capture_output=True, text=True)
+        result = subprocess.run([binary, "--mode", "validate", "-c", config.name], capture_output=True, text=True)
     if result.returncode != 0:
         print(result.stdout[-4000:] + result.stderr[-4000:], file=sys.stderr)
-    return result.returncode == 0
+        return "envoy config INVALID"
+    return "envoy config valid"
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
@@ -149,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     envoy.set_defaults(func=cmd_envoy_config)
     check = sub.add_parser("check", help="validate a policy folder and the Envoy config")
     check.add_argument("dir", nargs="?")
+    check.add_argument("--skip-envoy", action="store_true", help="validate the policies only")
     check.set_defaults(func=cmd_check)
+    add_explain_parser(sub)
     run = sub.add_parser("run", help="start demo provider, sidecar and Envoy (make run)")
     run.add_argument("--demo-token", default=DEMO_TOKEN, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)

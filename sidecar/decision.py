@@ -35,6 +35,12 @@ class Check:
     extra: dict[str, Any] = field(default_factory=dict)
     # Headers for the client on allowed requests too (e.g. x-ratelimit-*).
     client_headers: dict[str, str] = field(default_factory=dict)
+    # `explain`: decide as the callout would, but change no runtime state (reserve or consume
+    # no quota, move no breaker).
+    dry_run: bool = False
+    # What each stage found, for `explain` (JSON-able; keys such as "guardrails", "limits",
+    # "breaker"); cheap stages fill it always, costly ones only when `dry_run`.
+    trace: dict[str, Any] = field(default_factory=dict)
 
     def decision(self) -> Decision:
         assert self.token is not None and self.request is not None and self.route is not None
@@ -89,9 +95,9 @@ class DecisionPipeline:
         self.stages: tuple[Stage, ...] = CORE_STAGES + tuple(extra_stages)
 
     async def decide(self, policy: Policy, raw_body: bytes, authorization: str | None,
-                     header_request_id: str | None) -> Check:
+                     header_request_id: str | None, *, dry_run: bool = False) -> Check:
         """Returns the finished Check (call `.decision()`), or raises Denied."""
-        check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id))
+        check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id), dry_run=dry_run)
         try:
             for stage in self.stages:
                 await stage(check)

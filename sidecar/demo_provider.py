@@ -30,9 +30,10 @@ def _last_user_text(body: dict[str, Any]) -> str:
 
 
 def reply_text(body: dict[str, Any]) -> str:
-    """`echo: X` (or `slow: X`, streamed slowly) answers X verbatim; anything else gets a greeting."""
+    """`echo: X` answers X verbatim (`slow: X` streams it slowly, `chars: X` three characters per
+    chunk, to split values across chunks); anything else gets a greeting."""
     text = _last_user_text(body)
-    for prefix in ("echo:", "slow:"):
+    for prefix in ("echo:", "slow:", "chars:"):
         if text.startswith(prefix):
             return text[len(prefix):].strip()
     return f"Hello from the demo provider. You said: {text[:200]}"
@@ -87,11 +88,9 @@ async def _stream(request: web.Request, body: dict[str, Any], text: str, usage: 
         await response.write(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
 
     await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    words = text.split(" ")
-    for index, word in enumerate(words):
+    for piece in _pieces(text, by_chars=_last_user_text(body).startswith("chars:")):
         if delay:
             await asyncio.sleep(delay)
-        piece = word if index == 0 else " " + word
         await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
     await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
     if (body.get("stream_options") or {}).get("include_usage"):
@@ -99,6 +98,13 @@ async def _stream(request: web.Request, body: dict[str, Any], text: str, usage: 
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
+
+
+def _pieces(text: str, by_chars: bool) -> list[str]:
+    if by_chars:
+        return [text[i:i + 3] for i in range(0, len(text), 3)]
+    words = text.split(" ")
+    return [word if index == 0 else " " + word for index, word in enumerate(words)]
 
 
 async def list_received(request: web.Request) -> web.Response:

@@ -49,7 +49,8 @@ def decode(header: str | None, key: bytes) -> Decision:
         raise InvalidDecision("missing decision")
     version, _, rest = header.partition(".")
     payload, _, signature = rest.partition(".")
-    if version != _VERSION or not hmac.compare_digest(signature, _sign(payload.encode(), key)):
+    expected = _sign(payload.encode("utf-8", "replace"), key).encode()
+    if version != _VERSION or not hmac.compare_digest(signature.encode("utf-8", "replace"), expected):
         raise InvalidDecision("bad decision signature")
     data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data["deployments"] = tuple(data["deployments"])

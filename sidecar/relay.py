@@ -132,6 +132,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         async for event in read_events(BufferedLines(upstream.content)):
             for chunk in translator.feed(event):
                 for out in _guarded(exchange.guards, relay.stamp(chunk)):
+                    exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
                     await response.write(data_event(out))
             if translator.done:
                 break

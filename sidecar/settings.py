@@ -33,6 +33,8 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     authz_timeout_seconds: float = 10.0
     drain_seconds: int = 20
+    # How often the sidecar looks for policy changes (0 disables hot reload).
+    policy_poll_seconds: float = 1.0
     # Signs the decision the callout hands to the forwarding path; shared by all sidecar workers.
     decision_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
@@ -51,6 +53,7 @@ class Settings:
             policies_dir=Path(env.get("GATEWAY_POLICIES", str(base.policies_dir))),
             max_body_bytes=int(env.get("GATEWAY_MAX_BODY_BYTES", base.max_body_bytes)),
             drain_seconds=int(env.get("GATEWAY_DRAIN_SECONDS", base.drain_seconds)),
+            policy_poll_seconds=float(env.get("GATEWAY_POLICY_POLL_SECONDS", base.policy_poll_seconds)),
             decision_key=bytes.fromhex(key) if key else base.decision_key,
         )
 
@@ -65,5 +68,6 @@ class Settings:
             "GATEWAY_POLICIES": str(self.policies_dir),
             "GATEWAY_MAX_BODY_BYTES": str(self.max_body_bytes),
             "GATEWAY_DRAIN_SECONDS": str(self.drain_seconds),
+            "GATEWAY_POLICY_POLL_SECONDS": str(self.policy_poll_seconds),
             "GATEWAY_DECISION_KEY": self.decision_key.hex(),
         }

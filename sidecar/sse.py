@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import orjson
+from aiohttp.http_exceptions import LineTooLong
 
 from sidecar.errors import GatewayError, ProviderError
 from sidecar.providers.base import SSEEvent
@@ -26,7 +27,7 @@ async def read_events(content: LineSource) -> AsyncIterator[SSEEvent]:
     while True:
         try:
             raw = await content.readline()
-        except ValueError as exc:  # a line longer than the reader's limit
+        except (ValueError, LineTooLong) as exc:  # a line longer than the reader's limit
             raise ProviderError("Provider sent an oversized stream line", code="bad_provider_stream") from exc
         if not raw:
             break

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+
+import yaml
 
 from sidecar.credentials import Credential
 from sidecar.models import Deployment, ModelRegistry, ModelRoute, Timeouts
 from sidecar.policy.reader import Located
+from sidecar.policy.references import check_reference
 from sidecar.providers.registry import PROVIDER_TYPES
 
 
@@ -49,7 +54,7 @@ def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
     credential = _credential(api_key_at) if api_key_at else Credential()
     headers_at = fields.get("headers")
     headers = _headers(headers_at) if headers_at else {}
-    api_version = fields.read("api_version", Located.as_str, None)
+    api_version = fields.read("api_version", _version_string, None)
     if provider_type == "azure" and api_version is None:
         where.error("azure providers need api_version")
     timeouts_at = fields.get("timeouts")
@@ -58,6 +63,12 @@ def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
     if provider_type is None or base_url is None:
         return None
     return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts)
+
+
+def _version_string(where: Located) -> str | None:
+    # An unquoted 2024-06-01 is a YAML date; Azure's api-version is that same text.
+    value = where.scalar()
+    return value.isoformat() if isinstance(value, date) else where.as_str()
 
 
 def _credential(where: Located) -> Credential:
@@ -100,36 +111,54 @@ def _timeouts(where: Located) -> Timeouts:
     return timeouts
 
 
-def parse_models(section: Located, providers: dict[str, ProviderConfig]) -> ModelRegistry:
+def parse_models(section: Located, providers: dict[str, ProviderConfig],
+                 defined_providers: Collection[str] = ()) -> ModelRegistry:
+    """`defined_providers`: every provider name in the policy, valid or not (a broken provider is
+    reported where it is defined, not again at each deployment that uses it)."""
     routes: dict[str, ModelRoute] = {}
     mapping = section.mapping()
     if mapping is None:
         return ModelRegistry(routes)
+    known = _Providers(providers, frozenset(defined_providers) | frozenset(providers))
     for key, where in mapping.named():
-        route = _parse_model(key, where, providers)
+        route = _parse_model(key, where, known)
         if route is not None:
             routes[key] = route
     return ModelRegistry(routes)
 
 
-def _parse_model(key: str, where: Located, providers: dict[str, ProviderConfig]) -> ModelRoute | None:
+@dataclass(frozen=True)
+class _Providers:
+    valid: dict[str, ProviderConfig]
+    defined: frozenset[str]
+
+
+def _parse_model(key: str, where: Located, providers: _Providers) -> ModelRoute | None:
     fields = where.mapping()
     if fields is None:
         return None
     category = fields.read("category", Located.as_str, "llm")
     deployments_at = fields.require("deployments")
-    deployments = [] if deployments_at is None else [
-        d for d in (_parse_deployment(item, providers) for item in deployments_at.items()) if d is not None
-    ]
+    parsed = [] if deployments_at is None else [(item, _parse_deployment(item, providers))
+                                                 for item in deployments_at.items()]
+    deployments = [d for _, d in parsed if d is not None]
     fields.finish()
-    if deployments_at is not None and isinstance(deployments_at.scalar(), type(None)):
+    empty_list = isinstance(deployments_at.node, yaml.SequenceNode) and not deployments_at.node.value \
+        if deployments_at is not None else False
+    if deployments_at is not None and (empty_list or deployments_at.scalar() is None):
         deployments_at.error("must list at least one deployment")
     if not deployments:
         return None
+    seen: set[str] = set()
+    for item, deployment in parsed:
+        if deployment is not None and deployment.name in seen:
+            # Breaker state and fallbacks are kept per deployment name, so names must be unique.
+            item.error(f"deployment '{deployment.name}' is listed twice")
+        seen.add(deployment.name if deployment else "")
     return ModelRoute(key=key, category=category, deployments=tuple(deployments))
 
 
-def _parse_deployment(where: Located, providers: dict[str, ProviderConfig]) -> Deployment | None:
+def _parse_deployment(where: Located, known: _Providers) -> Deployment | None:
     fields = where.mapping()
     if fields is None:
         return None
@@ -140,12 +169,12 @@ def _parse_deployment(where: Located, providers: dict[str, ProviderConfig]) -> D
         fields.require("model")
     default_max_tokens = fields.read("default_max_tokens", lambda w: w.as_int(minimum=1), 4096)
     fields.finish()
-    if provider_at is not None and provider_name is not None and provider_name not in providers:
-        provider_at.error(f"unknown provider '{provider_name}' (defined: {', '.join(sorted(providers)) or 'none'})")
+    if provider_at is not None and provider_name is not None and provider_name not in known.valid:
+        check_reference(provider_at, "provider", provider_name, known.defined)
         return None
     if provider_name is None or upstream_model is None:
         return None
-    provider = providers[provider_name]
+    provider = known.valid[provider_name]
     return Deployment(
         name=f"{provider_name}/{upstream_model}",
         provider=provider.type,

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import TypeVar
 
 import yaml
@@ -33,10 +34,12 @@ class PolicyError(Exception):
 @dataclass
 class ErrorLog:
     errors: list[str] = field(default_factory=list)
+    # One constructor per load turns scalar nodes into values (a fresh loader per scalar costs more).
+    constructor: yaml.constructor.SafeConstructor = field(default_factory=yaml.constructor.SafeConstructor)
 
     def add(self, file: str, node: yaml.Node | None, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
-        self.errors.append(f"{file}:{line}: {path}: {message}")
+        self.errors.append(f"{file}:{line}: {path or '(file)'}: {message}")
 
 
 @dataclass
@@ -59,15 +62,44 @@ class Located:
     def scalar(self) -> object:
         if not isinstance(self.node, yaml.ScalarNode):
             return _NOT_SCALAR
-        value: object = yaml.SafeLoader("").construct_object(self.node, deep=True)
+        value: object = self.log.constructor.construct_object(self.node, deep=True)
         return value
 
     def as_str(self) -> str | None:
         value = self.scalar()
+        if isinstance(value, (date, datetime)) and isinstance(self.node, yaml.ScalarNode):
+            # An unquoted `2024-06-01` (Azure's api_version) is a date to YAML; the author meant the text.
+            value = self.node.value
         if not isinstance(value, str) or value == "":
             self.error("must be a non-empty string")
             return None
-        return _expand_env(value)
+        return self._expand_env(value)
+
+    def _expand_env(self, value: str) -> str | None:
+        """`${VAR}` and `${VAR:-default}`, so one policy serves dev ports and prod URLs.
+
+        An unset variable without a default is an error: silently using "" would turn a
+        missing deployment setting into a policy that loads but routes nowhere.
+        """
+        if "${" not in value:
+            return value
+        missing = [m.group(1) for m in _ENV_REFERENCE.finditer(value)
+                   if m.group(2) is None and not os.environ.get(m.group(1))]
+        if missing:
+            self.error(f"environment variable {', '.join(missing)} is not set (or use ${{VAR:-default}})")
+            return None
+        return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+
+    def as_regex(self) -> re.Pattern[str] | None:
+        """A regular expression, compiled now so a bad pattern is a load error, not a request-time one."""
+        text = self.as_str()
+        if text is None:
+            return None
+        try:
+            return re.compile(text)
+        except re.error as exc:
+            self.error(f"not a valid regular expression: {exc}")
+            return None
 
     def as_int(self, minimum: int | None = None) -> int | None:
         value = self.scalar()
@@ -192,10 +224,3 @@ class Mapping:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def _expand_env(value: str) -> str:
-    """`${VAR}` and `${VAR:-default}` in strings, so one policy serves dev ports and prod URLs."""
-    if "${" not in value:
-        return value
-    return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from sidecar.guardrails.policy import GuardrailSet
 from sidecar.models import ModelRegistry
 from sidecar.tokens import TokenStore
 
@@ -14,3 +15,4 @@ class Policy:
     source: str  # the folder it was loaded from
     tokens: TokenStore
     models: ModelRegistry
+    guardrails: GuardrailSet = field(default_factory=GuardrailSet)

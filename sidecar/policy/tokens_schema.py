@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import UTC, date, datetime
 
 from sidecar.policy.reader import Located
@@ -11,13 +12,13 @@ from sidecar.tokens import TokenRecord, TokenStore
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-def parse_tokens(section: Located) -> TokenStore:
+def parse_tokens(section: Located, known_models: Collection[str]) -> TokenStore:
     records: dict[str, TokenRecord] = {}
     mapping = section.mapping()
     if mapping is None:
         return TokenStore({})
     for name, where in mapping.named():
-        record = _parse_token(name, where)
+        record = _parse_token(name, where, known_models)
         if record is None:
             continue
         if record.sha256 in records:
@@ -27,7 +28,7 @@ def parse_tokens(section: Located) -> TokenStore:
     return TokenStore(records)
 
 
-def _parse_token(name: str, where: Located) -> TokenRecord | None:
+def _parse_token(name: str, where: Located, known_models: Collection[str]) -> TokenRecord | None:
     fields = where.mapping()
     if fields is None:
         return None
@@ -37,7 +38,12 @@ def _parse_token(name: str, where: Located) -> TokenRecord | None:
         digest_at.error("must be 64 lowercase hex characters (python -m sidecar token new prints it)")
         digest = None
     team = fields.read("team", Located.as_str, None)
-    models = fields.read("models", Located.str_list, None)
+    models_at = fields.get("models")
+    models = models_at.str_list() if models_at else None
+    if models_at is not None and models is not None:
+        for item, key in zip(models_at.items(), models, strict=True):
+            if key not in known_models:  # on the item's own line: a block list spans several
+                item.log.add(item.file, item.node, models_at.path, f"unknown model '{key}'")
     expires_at = fields.get("expires")
     expires = _expiry(expires_at) if expires_at else None
     fields.finish()

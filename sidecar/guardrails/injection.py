@@ -1,0 +1,194 @@
+"""Prompt-injection heuristic: ``score_injection``.
+
+Weighted rules over a normalised copy of the text.  Scores combine as a
+noisy-OR, ``1 - prod(1 - w)``, so independent signals reinforce each other
+but the score never exceeds 1.  Weights (why):
+
+* ``instruction_override`` 0.80 - "ignore/disregard/forget ... previous
+  instructions" is the canonical attack and rare in benign text.
+* ``system_prompt_extraction`` 0.75 - "reveal/print/repeat your system prompt".
+* ``roleplay_jailbreak`` 0.75 - DAN, "developer mode", "pretend you have no
+  restrictions".
+* ``encoded_override`` 0.80 - a base64 blob that decodes to one of the above.
+* ``role_delimiter`` 0.60 - chat-template tokens (``<|im_start|>system``,
+  ``[INST]``, ``<<SYS>>``, ``### system:``) inside user content; suspicious
+  but also pasted by people debugging templates, hence below 0.7.
+* ``encoding_hint`` 0.50 - "decode this (base64/hex) and follow/execute it".
+* ``developer_mode`` 0.45 - jailbreak staple, but also a real phone setting.
+* ``authority_claim`` 0.30 - "I am your developer", "authorized override".
+* ``restriction_removal`` 0.30 - "without any filters/censorship".
+
+Normalisation makes rules tolerant of case, spacing, zero-width characters,
+full-width forms, leetspeak digits and letter-spacing (``i g n o r e``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionScore:
+    score: float
+    signals: tuple[str, ...]
+
+
+_ZERO_WIDTH: Final = re.compile("[\u00ad\u200b-\u200f\u2060\ufeff]")
+_LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_SPACED_LETTERS: Final = re.compile(r"\b(?:[a-z] ){3,}[a-z]\b")
+_NON_WORD: Final = re.compile(r"[^a-z' ]+")
+_SPACES: Final = re.compile(r"\s+")
+
+_PRIOR: Final = (
+    r"(?:all|any|every|each|the|your|my|these|those|of|previous|prior|above|earlier|preceding"
+    r"|initial|original|system|given|existing|current|safety|old)"
+)
+_RULES_NOUN: Final = (
+    r"(?:instruct\w*|rules?|prompts?|directions?|guidelines?|directives?|commands?|constraints?"
+    r"|programming|guardrails?|restrictions?|polic(?:y|ies)|context|training)"
+)
+
+_WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
+    (
+        "instruction_override",
+        0.80,
+        re.compile(
+            rf"\b(?:ignore|disregard|forget|abandon|discard|neglect|set\s+aside|put\s+aside|throw\s+out)\s+"
+            rf"(?:{_PRIOR}\s+){{0,4}}(?:\w+\s+)?{_RULES_NOUN}\b"
+            # Weaker verbs ("override the CSS rules") need an AI-directed object.
+            rf"|\b(?:skip|bypass|override|overwrite|drop)\s+(?:the\s+)?(?:all|your|any|previous|prior|system|safety)"
+            rf"\s+(?:{_PRIOR}\s+){{0,3}}{_RULES_NOUN}\b"
+            r"|\b(?:forget|ignore|disregard)\s+(?:everything|all)\s+(?:you\s+(?:were|have\s+been)\s+told|above|before|prior)"
+            r"|\b(?:ignore|disregard|forget)\s+(?:what|everything|anything)\s+(?:\w+\s+){0,3}(?:told|instructed)\s+you"
+            r"|\b(?:do\s+not|don't|stop|quit|cease)\s+(?:follow|following|obeying|obey)\s+(?:your|the|any)\s+(?:\w+\s+)?"
+            + _RULES_NOUN
+        ),
+    ),
+    (
+        "system_prompt_extraction",
+        0.75,
+        re.compile(
+            r"\b(?:reveal|print|show|repeat|output|display|leak|dump|echo|recite|spell\s+out|"
+            r"tell\s+me|give\s+me|write\s+out|copy|paste|what\s+(?:is|are|were))\s+"
+            r"(?:me\s+)?(?:your|the|all|of|full|entire|exact|original|initial|hidden|secret|verbatim|\s)*"
+            r"(?:contents\s+of\s+)?(?:your\s+)?"
+            r"(?:system\s+(?:prompt|message|instructions?)|initial\s+(?:prompt|instructions?)|"
+            r"hidden\s+(?:prompt|instructions?)|your\s+(?:instructions|prompt|rules)\b(?!\s+(?:for|on|to|of|about)\b)"
+            r"|what\s+instructions\s+you\s+(?:were|have\s+been)\s+given)"
+            r"|\b(?:print|show|reveal|output|display|dump|leak)\s+(?:\w+\s+){0,4}(?:your|the)\s+system\s+(?:prompt|message)"
+            r"|\brepeat\s+(?:the\s+words|the\s+text|words|text|everything|all)\s+(?:\w+\s+)?(?:above|before)"
+            r"|\bwhat'?s?\s+(?:is\s+)?in\s+your\s+(?:system\s+)?(?:prompt|instructions)"
+            r"|\bwhat\s+(?:was|were)\s+you\s+told\s+(?:before|at\s+the\s+start)"
+        ),
+    ),
+    (
+        "roleplay_jailbreak",
+        0.75,
+        re.compile(
+            r"\byou\s+are\s+dan\b|\bbroken\s+free\s+of|\byou\s+are\s+now\s+(?:dan|an?\s+(?:unrestricted|unfiltered|uncensored|jailbroken|evil)|free\s+of|no\s+longer)"
+            r"|\bdo\s+anything\s+now\b|\bdan\s+mode\b|\bjailbr[eo]\w*"
+            r"|\bpretend\s+(?:that\s+)?(?:you\s+)?(?:have|are|had|were)\s+(?:no|not\s+bound|without|free)"
+            r"|\b(?:pretend|imagine|suppose|roleplay|role\s+play)\b.{0,40}\b(?:no|zero|without|free\s+of|not\s+bound\s+by)"
+            r"\s+(?:any\s+)?(?:restrictions|rules|limits|filters|guidelines|policies|ethics)"
+            r"|\b(?:if|suppose|imagine|pretend|hypothetically)\b.{0,30}\byou\s+(?:had|have|were|are)\s+"
+            r"(?:no|without|zero|free\s+of)\s+(?:\w+\s+)?(?:restrictions|rules|limits|filters|guidelines|polic(?:y|ies)"
+            r"|ethics|censorship)"
+            r"|\bact\s+as\s+(?:an?\s+)?(?:unfiltered|uncensored|unrestricted|evil)"
+            r"|\b(?:with\s+)?no\s+(?:ethical|moral|content)\s+(?:guidelines|restrictions|limits|filters)"
+        ),
+    ),
+    (
+        # Alone it is ambiguous (Android has a real "developer mode"), so it
+        # only crosses 0.5 together with another signal.
+        "developer_mode",
+        0.45,
+        re.compile(r"\bdeveloper\s+mode\b"),
+    ),
+    (
+        "encoding_hint",
+        0.50,
+        re.compile(
+            # Digits were leet-mapped: "base64" reads "base6a", "rot13" reads "rotie".
+            r"\b(?:decod|decipher|base ?6a|rot ?ie|hex)\w*\b"
+            r".{0,60}\b(?:follow|execute|obey|do\s+what|instructions?)\b"
+        ),
+    ),
+    (
+        "authority_claim",
+        0.30,
+        re.compile(
+            r"\bi\s+am\s+(?:your|the)\s+(?:developer|creator|admin\w*|owner|operator)"
+            r"|\b(?:authorized|authorised|official)\s+(?:override|test|jailbreak|red\s+team)"
+        ),
+    ),
+    (
+        "restriction_removal",
+        0.30,
+        re.compile(
+            r"\bwithout\s+(?:any\s+)?(?:censorship|filters?|restrictions|limitations|safety)"
+            r"|\b(?:can|will|must)\s+(?:say|generate|write)\s+anything\b"
+        ),
+    ),
+)
+
+_DELIMITER_RULE: Final = re.compile(
+    r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
+    r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
+)
+_SQUASHED_OVERRIDE: Final = re.compile(
+    r"(?:ignore|disregard|forget)(?:all|any|the|your)*(?:previous|prior|above|earlier)"
+    r"(?:instructions?|rules|prompts?|directions)"
+)
+_BASE64_BLOB: Final = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
+
+
+def _normalise(text: str) -> str:
+    text = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+    text = _NON_WORD.sub(" ", text.translate(_LEET))
+    # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
+    # between letter-spaced words still separate them.
+    text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    return _SPACES.sub(" ", text)
+
+
+def _word_signals(normalised: str) -> list[tuple[str, float]]:
+    fired = [(name, weight) for name, weight, rule in _WORD_RULES if rule.search(normalised)]
+    if not any(name == "instruction_override" for name, _ in fired) and _SQUASHED_OVERRIDE.search(
+        normalised.replace(" ", "")
+    ):
+        # Letter-spaced with single spaces everywhere collapses into one blob.
+        fired.append(("instruction_override", 0.80))
+    return fired
+
+
+def _decoded_blobs(text: str) -> list[str]:
+    decoded: list[str] = []
+    for blob in _BASE64_BLOB.findall(text)[:8]:
+        try:
+            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
+            decoded.append(raw.decode("utf-8"))
+        except (binascii.Error, ValueError):
+            continue
+    return decoded
+
+
+def score_injection(text: str) -> InjectionScore:
+    """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
+    fired = _word_signals(_normalise(text))
+    light = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+    if _DELIMITER_RULE.search(light):
+        fired.append(("role_delimiter", 0.60))
+    for payload in _decoded_blobs(text):
+        names = {name for name, _ in _word_signals(_normalise(payload))}
+        if names & {"instruction_override", "system_prompt_extraction", "roleplay_jailbreak"}:
+            fired.append(("encoded_override", 0.80))
+            break
+    remaining = 1.0
+    for _, weight in fired:
+        remaining *= 1.0 - weight
+    return InjectionScore(round(1.0 - remaining, 4), tuple(name for name, _ in fired))

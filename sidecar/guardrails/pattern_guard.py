@@ -1,0 +1,89 @@
+"""Deny-pattern guardrail helper: ``compile_patterns`` -> ``PatternMatcher``.
+
+Semantics (documented for the policy loader):
+
+* deny regexes are used exactly as written (add ``(?i)`` for case-folding);
+* deny keywords are literal, case-insensitive and whole-word: a keyword edge
+  that is an ASCII/Latin word character must not touch another word
+  character; edges in scripts written without spaces (CJK, kana, hangul)
+  match anywhere, since those scripts have no word boundaries to respect;
+* a deny match is exempt when some allow-regex match *contains* it, so an
+  allow regex can name either the exact value or a wider context;
+* invalid regexes raise ``re.error`` unchanged for the loader to report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from .entity import PATTERN, Entity
+from .pii import resolve_overlaps
+
+_SPACELESS_RANGES: Final = "\u0e00-\u0eff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+# A word character of a script that separates words with spaces; CJK glued
+# to a Latin keyword ("绝密secret文件") must not block the match.
+_SPACED_WORD_CHAR: Final = f"[^\\W{_SPACELESS_RANGES}]"
+
+
+def _spaceless_script(char: str) -> bool:
+    code = ord(char)
+    return (
+        0x2E80 <= code <= 0x9FFF  # CJK radicals, kana, CJK ideographs
+        or 0xAC00 <= code <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= code <= 0xFAFF  # CJK compatibility ideographs
+        or 0xFF00 <= code <= 0xFFEF  # half/full-width forms
+        or 0x0E00 <= code <= 0x0EFF  # Thai, Lao
+    )
+
+
+def _needs_boundary(char: str) -> bool:
+    return (char.isalnum() or char == "_") and not _spaceless_script(char)
+
+
+def keyword_regex(keyword: str) -> str:
+    """Regex source for one literal keyword with the boundary rules above."""
+    body = re.escape(keyword)
+    if keyword and _needs_boundary(keyword[0]):
+        body = f"(?<!{_SPACED_WORD_CHAR})" + body
+    if keyword and _needs_boundary(keyword[-1]):
+        body = body + f"(?!{_SPACED_WORD_CHAR})"
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class PatternMatcher:
+    deny: tuple[re.Pattern[str], ...]
+    allow: tuple[re.Pattern[str], ...]
+
+    def find(self, text: str) -> list[Entity]:
+        """Non-overlapping ``pattern`` entities, sorted by start."""
+        if not self.deny:
+            return []
+        allowed = [m.span() for rx in self.allow for m in rx.finditer(text) if m.end() > m.start()]
+        hits = (
+            Entity(PATTERN, m.start(), m.end())
+            for rx in self.deny
+            for m in rx.finditer(text)
+            if m.end() > m.start()  # empty matches would mask nothing
+        )
+        kept = (h for h in hits if not any(a <= h.start and h.end <= b for a, b in allowed))
+        return resolve_overlaps(kept)
+
+
+def compile_patterns(
+    deny_regexes: Iterable[str],
+    deny_keywords: Iterable[str],
+    allow_regexes: Iterable[str],
+) -> PatternMatcher:
+    """Compile policy patterns once; ``re.error`` propagates unchanged."""
+    deny = [re.compile(source) for source in deny_regexes]
+    keywords = sorted({k for k in deny_keywords if k.strip()}, key=len, reverse=True)
+    if keywords:
+        # One alternation for all keywords (longest first) keeps find() to a
+        # single pass no matter how many keywords a policy lists.
+        deny.append(re.compile("|".join(keyword_regex(k) for k in keywords), re.IGNORECASE))
+    allow = tuple(re.compile(source) for source in allow_regexes)
+    return PatternMatcher(tuple(deny), allow)

@@ -1,0 +1,93 @@
+"""The gateway's Prometheus metrics: one registry per app, small recording methods.
+
+Every feature records through these methods (never through prometheus_client directly), so
+names, labels and the rule that label values stay bounded live in one place: token names and
+model keys come from the policy, unknown ones become "unknown"; no raw token, request id,
+client-supplied string or message content ever becomes a label value.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+UNKNOWN = "unknown"
+BREAKER_STATES = ("closed", "half_open", "open")
+# LLM calls take from tens of milliseconds (cached, tiny) to minutes (long generations).
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_CALLOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class GatewayMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("gateway_requests", "Chat completion requests by final status",
+                                ["model", "status", "token"], registry=r)
+        self.latency = Histogram("gateway_request_duration_seconds", "Forwarded requests, start to last byte",
+                                 ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("gateway_time_to_first_token_seconds", "Forwarded requests, start to first byte "
+                              "of the answer (first chunk of a stream)", ["model"], buckets=_TTFT_BUCKETS, registry=r)
+        self.tokens = Counter("gateway_tokens", "Tokens used, as reported by the provider",
+                              ["model", "token", "kind"], registry=r)
+        self.callout = Histogram("gateway_callout_duration_seconds", "Time the callout took to decide",
+                                 buckets=_CALLOUT_BUCKETS, registry=r)
+        self.guardrail_findings = Counter("gateway_guardrail_findings", "Guardrail findings",
+                                          ["guardrail", "category", "action"], registry=r)
+        self.limit_denials = Counter("gateway_limit_denials", "Requests denied by a quota or rate limit",
+                                     ["limit"], registry=r)
+        self.breaker = Enum("gateway_breaker_state", "Circuit breaker state per deployment", ["deployment"],
+                            states=list(BREAKER_STATES), registry=r)
+        self.reloads = Counter("gateway_policy_reloads", "Policy reload attempts", ["outcome"], registry=r)
+        self.reload_errors = Gauge("gateway_policy_reload_errors", "Errors in the last rejected policy change; "
+                                   "0 once a valid policy is loaded", registry=r)
+        self.policy = Info("gateway_policy", "The policy version (content hash) serving requests", registry=r)
+        self.loaded_at = Gauge("gateway_policy_loaded_timestamp_seconds",
+                                   "When the serving policy was loaded", registry=r)
+
+    # ---- requests (the callout records denials, the forwarding finisher the rest) -----------
+    def request(self, model: str | None, status: int, token: str | None) -> None:
+        self.requests.labels(model or UNKNOWN, str(status), token or UNKNOWN).inc()
+
+    def exchange(self, model: str, token: str, seconds: float, first_byte_seconds: float | None,
+                 prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        self.latency.labels(model).observe(seconds)
+        if first_byte_seconds is not None:
+            self.ttft.labels(model).observe(first_byte_seconds)
+        if prompt_tokens:
+            self.tokens.labels(model, token, "prompt").inc(prompt_tokens)
+        if completion_tokens:
+            self.tokens.labels(model, token, "completion").inc(completion_tokens)
+
+    def callout_seconds(self, seconds: float) -> None:
+        self.callout.observe(seconds)
+
+    # ---- for guardrails, quotas and the breaker ----------------------------------------------
+    def guardrail_finding(self, guardrail: str, category: str, action: str) -> None:
+        """One finding: `guardrail` is the policy's guardrail key, `action` block|mask|log."""
+        self.guardrail_findings.labels(guardrail, category, action).inc()
+
+    def limit_denied(self, limit: str) -> None:
+        """A request denied by the limit named `limit` (the policy's limit name, not a team or token)."""
+        self.limit_denials.labels(limit).inc()
+
+    def breaker_state(self, deployment: str, state: str) -> None:
+        """`state` is one of closed, half_open, open; `deployment` the deployment name (provider/model)."""
+        self.breaker.labels(deployment).state(state)
+
+    # ---- policy reloads ----------------------------------------------------------------------
+    def policy_loaded(self, version: str, loaded_at: float) -> None:
+        self.policy.info({"version": version})
+        self.loaded_at.set(loaded_at)
+        self.reload_errors.set(0)
+
+    def reload(self, ok: bool, errors: int = 0) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        if not ok:
+            self.reload_errors.set(errors)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

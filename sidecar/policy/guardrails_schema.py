@@ -1,0 +1,138 @@
+"""`guardrails:` section: key -> {type, action, direction, categories, scope, …}."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from sidecar.guardrails.entity import ALL_CATEGORIES
+from sidecar.guardrails.pattern_guard import PatternMatcher, compile_patterns
+from sidecar.guardrails.policy import (
+    ACTIONS,
+    DIRECTIONS,
+    GUARDRAIL_TYPES,
+    MESSAGE_SCOPES,
+    Guardrail,
+    GuardrailSet,
+    Scope,
+)
+from sidecar.policy.reader import Located, Mapping
+
+_TYPE_KEYS = {
+    "pii": {"categories"},
+    "pattern": {"deny_regexes", "deny_keywords", "allow_regexes"},
+    "prompt_injection": {"threshold"},
+    "size": {"max_chars", "max_messages"},
+}
+
+
+def parse_guardrails(section: Located) -> GuardrailSet:
+    mapping = section.mapping()
+    if mapping is None:
+        return GuardrailSet()
+    parsed = (_parse_guardrail(key, where) for key, where in mapping.named())
+    return GuardrailSet(tuple(g for g in parsed if g is not None))
+
+
+def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
+    fields = where.mapping()
+    if fields is None:
+        return None
+    type_at = fields.require("type")
+    kind = type_at.as_choice(GUARDRAIL_TYPES) if type_at else None
+    action = _required_choice(fields, "action", ACTIONS)
+    direction = fields.read("direction", lambda w: w.as_choice(DIRECTIONS), "input")
+    messages = fields.read("messages", lambda w: w.as_choice(MESSAGE_SCOPES), "all")
+    default_on = fields.read("default_on", Located.as_bool, True)
+    hold_back = fields.read("hold_back", lambda w: w.as_int(minimum=1), 64)
+    scope_at = fields.get("scope")
+    scope = _scope(scope_at) if scope_at else Scope()
+    specific = _type_specific(kind, fields) if kind else {}
+    _reject_foreign_keys(kind, fields)
+    fields.finish()
+    if kind is None or action is None or specific is None:
+        return None
+    if action == "mask" and kind in ("prompt_injection", "size"):
+        where.error(f"a {kind} guardrail cannot mask; use block or log")
+        return None
+    return Guardrail(key=key, type=kind, action=action, direction=direction, messages=messages,
+                     scope=scope, default_on=default_on, hold_back=hold_back, **specific)  # type: ignore[arg-type]
+
+
+def _required_choice(fields: Mapping, key: str, choices: tuple[str, ...]) -> str | None:
+    at = fields.require(key)
+    return at.as_choice(choices) if at else None
+
+
+def _type_specific(kind: str, fields: Mapping) -> dict[str, object] | None:
+    if kind == "pii":
+        return {"categories": _categories(fields)}
+    if kind == "pattern":
+        matcher = _matcher(fields)
+        return None if matcher is None else {"matcher": matcher}
+    if kind == "prompt_injection":
+        return {"threshold": fields.read("threshold", lambda w: w.as_number(0.0, 1.0), 0.5)}
+    max_chars = fields.read("max_chars", lambda w: w.as_int(minimum=1), None)
+    max_messages = fields.read("max_messages", lambda w: w.as_int(minimum=1), None)
+    if max_chars is None and max_messages is None:
+        fields.where.error("a size guardrail needs max_chars or max_messages")
+        return None
+    return {"max_chars": max_chars, "max_messages": max_messages}
+
+
+def _reject_foreign_keys(kind: str | None, fields: Mapping) -> None:
+    if kind is None:
+        return
+    for other, keys in _TYPE_KEYS.items():
+        for name in keys - _TYPE_KEYS[kind]:
+            found = fields.get(name) if other != kind else None
+            if found is not None:
+                found.error(f"only {other} guardrails take {name}")
+
+
+def _categories(fields: Mapping) -> frozenset[str]:
+    at = fields.get("categories")
+    if at is None:
+        return ALL_CATEGORIES
+    names = at.str_list() or ()
+    unknown = sorted(set(names) - ALL_CATEGORIES)
+    if unknown:
+        at.error(f"unknown categories {', '.join(unknown)} (known: {', '.join(sorted(ALL_CATEGORIES))})")
+    return frozenset(names) & ALL_CATEGORIES
+
+
+def _matcher(fields: Mapping) -> PatternMatcher | None:
+    no_strings: tuple[str, ...] = ()
+    lists = {name: (fields.get(name), fields.read(name, Located.str_list, no_strings)) for name in
+             ("deny_regexes", "deny_keywords", "allow_regexes")}
+    ok = True
+    for name in ("deny_regexes", "allow_regexes"):
+        at, sources = lists[name]
+        for index, source in enumerate(sources):
+            try:
+                re.compile(source)
+            except re.error as exc:
+                assert at is not None and isinstance(at.node, yaml.SequenceNode)
+                at.child(at.node.value[index], index).error(f"not a valid regular expression: {exc}")  # its own line
+                ok = False
+    if not lists["deny_regexes"][1] and not lists["deny_keywords"][1]:
+        fields.where.error("a pattern guardrail needs deny_regexes or deny_keywords")
+        ok = False
+    if not ok:
+        return None
+    return compile_patterns(lists["deny_regexes"][1], lists["deny_keywords"][1], lists["allow_regexes"][1])
+
+
+def _scope(where: Located) -> Scope:
+    fields = where.mapping()
+    if fields is None:
+        return Scope()
+    no_names: tuple[str, ...] = ()
+    scope = Scope(
+        models=frozenset(fields.read("models", Located.str_list, no_names)),
+        tokens=frozenset(fields.read("tokens", Located.str_list, no_names)),
+        teams=frozenset(fields.read("teams", Located.str_list, no_names)),
+    )
+    fields.finish()
+    return scope

@@ -1,0 +1,117 @@
+"""Hot reload: watch the policy folder and swap in each valid change.
+
+The folder is polled (content hash of the policy files, about once a second) rather than
+watched with inotify: polling sees every way a file can change, including a Kubernetes
+ConfigMap update, which swaps the hidden `..data` symlink to a new timestamped directory in one
+rename (the visible files are symlinks through it and never change themselves).
+
+A valid change is swapped into the PolicyStore in one assignment; requests already decided keep
+the snapshot they started with. An invalid change keeps the last good snapshot, logs every
+error and shows up in metrics; the same broken content is not reported again every second.
+Runtime state (quota counters, breaker state) lives on app objects, never in the snapshot, so it
+survives any reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from sidecar.metrics import GatewayMetrics
+from sidecar.policy.loader import folder_version, load_policy
+from sidecar.policy.reader import PolicyError
+from sidecar.policy.snapshot import Policy
+from sidecar.policy.store import PolicyStore
+
+log = logging.getLogger("sidecar.policy")
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One look at the folder: the version seen, and the loaded policy or its errors if it changed."""
+
+    seen: str
+    policy: Policy | None = None
+    errors: tuple[str, ...] = ()
+    settling: bool = False  # the files changed while being read: look again next time
+
+
+class PolicyWatcher:
+    def __init__(self, folder: Path, store: PolicyStore, metrics: GatewayMetrics) -> None:
+        self.folder = folder
+        self.store = store
+        self.metrics = metrics
+        self.rejected: str | None = None  # the version of the last invalid change, reported once
+
+    def scan(self) -> Scan:
+        """Blocking file reads and parsing: run in a thread by `run`."""
+        seen = folder_version(self.folder)
+        if seen in (self.store.current.version, self.rejected):
+            return Scan(seen)
+        try:
+            policy = load_policy(self.folder)
+        except PolicyError as exc:
+            return Scan(seen, errors=tuple(exc.errors), settling=folder_version(self.folder) != seen)
+        return Scan(seen, policy=policy, settling=policy.version != seen)
+
+    def apply(self, scan: Scan) -> str:
+        """On the event loop: swap, reject or ignore. Returns what happened, for tests and logs."""
+        if scan.settling:
+            return "settling"
+        if scan.policy is not None:
+            previous = self.store.current.version
+            self.store.swap(scan.policy)
+            self.rejected = None
+            self.metrics.reload(ok=True)
+            self.metrics.policy_loaded(scan.policy.version, time.time())
+            log.info("policy reloaded", extra={"fields": {"version": scan.policy.version, "previous": previous}})
+            return "reloaded"
+        if scan.errors:
+            self.rejected = scan.seen
+            self.metrics.reload(ok=False, errors=len(scan.errors))
+            for error in scan.errors:
+                log.error("policy error", extra={"fields": {"error": error, "rejected_version": scan.seen}})
+            log.warning("policy change rejected", extra={"fields": {
+                "rejected_version": scan.seen, "errors": len(scan.errors), "serving": self.store.current.version}})
+            return "rejected"
+        if scan.seen == self.store.current.version and self.rejected is not None:
+            # Someone put the serving policy back: nothing to load, but nothing is broken any more.
+            self.rejected = None
+            self.metrics.reload_errors.set(0)
+            return "restored"
+        return "unchanged"
+
+    def check_once(self) -> str:
+        return self.apply(self.scan())
+
+    async def run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.apply(await asyncio.to_thread(self.scan))
+            except Exception:  # the watcher must outlive any surprise; the serving policy stays
+                log.exception("policy watcher failed")
+
+
+def install_watcher(app: web.Application, store: PolicyStore, metrics: GatewayMetrics, interval: float) -> None:
+    """Watches the folder the serving policy came from, from startup to shutdown."""
+
+    async def watch(app: web.Application) -> AsyncIterator[None]:
+        if interval <= 0:
+            yield
+            return
+        watcher = PolicyWatcher(Path(store.current.source), store, metrics)
+        task = asyncio.create_task(watcher.run(interval))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(watch)
