@@ -42,7 +42,6 @@ _ZERO_WIDTH: Final = re.compile("[\u00ad\u200b-\u200f\u2060\ufeff]")
 _LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _SPACED_LETTERS: Final = re.compile(r"\b(?:[a-z] ){3,}[a-z]\b")
 _NON_WORD: Final = re.compile(r"[^a-z' ]+")
-_SPACES: Final = re.compile(r"\s+")
 
 _PRIOR: Final = (
     r"(?:all|any|every|each|the|your|my|these|those|of|previous|prior|above|earlier|preceding"
@@ -136,6 +135,27 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
     ),
 )
 
+# Literals a rule cannot match without, checked first with `in` (C speed): a rule runs its
+# regex only if each of its groups has a literal in the text, so on ordinary prose most rules
+# are skipped, and a rule that runs decides exactly as before. The normalised text holds only
+# a-z, ' and single spaces, so a regex's `\s+` is one space here.
+_WORD_RULE_LITERALS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    "instruction_override": (("ignore", "disregard", "forget", "abandon", "discard", "neglect", "aside", "throw out",
+                              "skip", "bypass", "override", "overwrite", "drop", "not follow", "not obey",
+                              "don't follow", "don't obey", "stop follow", "stop obey", "quit follow", "quit obey",
+                              "cease follow", "cease obey"),),
+    "system_prompt_extraction": (("prompt", "message", "instruction", "rules", "repeat", "told"),),
+    "roleplay_jailbreak": (("dan", "broken", "you are now", "anything", "jailbr", "pretend", "restriction", "rule",
+                            "limit", "filter", "guideline", "polic", "ethic", "censorship", "unfiltered",
+                            "uncensored", "unrestricted", "evil"),),
+    "developer_mode": (("developer mode",),),
+    "encoding_hint": (("decod", "decipher", "6a", "rot", "hex"),
+                      ("follow", "execute", "obey", "do what", "instruction")),
+    "authority_claim": (("i am", "authori", "official"),),
+    "restriction_removal": (("without", "anything"),),
+}
+_MULTI_SPACES: Final = re.compile(" {2,}")
+
 _DELIMITER_RULE: Final = re.compile(
     r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
     r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
@@ -153,11 +173,22 @@ def _normalise(text: str) -> str:
     # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
     # between letter-spaced words still separate them.
     text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
-    return _SPACES.sub(" ", text)
+    # After _NON_WORD the only whitespace left is " ": collapsing runs of two or more gives
+    # the same text as collapsing every `\s+`, without rewriting each single space.
+    return _MULTI_SPACES.sub(" ", text)
+
+
+def _may_fire(name: str, normalised: str) -> bool:
+    groups = _WORD_RULE_LITERALS.get(name)
+    return groups is None or all(any(literal in normalised for literal in group) for group in groups)
 
 
 def _word_signals(normalised: str) -> list[tuple[str, float]]:
-    fired = [(name, weight) for name, weight, rule in _WORD_RULES if rule.search(normalised)]
+    fired = [
+        (name, weight)
+        for name, weight, rule in _WORD_RULES
+        if _may_fire(name, normalised) and rule.search(normalised)
+    ]
     if not any(name == "instruction_override" for name, _ in fired) and _SQUASHED_OVERRIDE.search(
         normalised.replace(" ", "")
     ):
@@ -181,7 +212,8 @@ def score_injection(text: str) -> InjectionScore:
     """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
     fired = _word_signals(_normalise(text))
     light = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
-    if _DELIMITER_RULE.search(light):
+    # Every delimiter form holds "<", "[" or "##": skip the regex on text without them.
+    if ("<" in light or "[" in light or "##" in light) and _DELIMITER_RULE.search(light):
         fired.append(("role_delimiter", 0.60))
     for payload in _decoded_blobs(text):
         names = {name for name, _ in _word_signals(_normalise(payload))}
