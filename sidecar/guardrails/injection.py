@@ -167,8 +167,16 @@ _SQUASHED_OVERRIDE: Final = re.compile(
 _BASE64_BLOB: Final = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 
 
+def _folded(text: str) -> str:
+    """NFKC, without zero-width characters, lower case; ASCII text (most prompts) is already NFKC
+    and has no zero-width characters, so it skips both passes."""
+    if text.isascii():
+        return text.lower()
+    return _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+
+
 def _normalise(text: str) -> str:
-    text = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+    text = _folded(text)
     text = _NON_WORD.sub(" ", text.translate(_LEET))
     # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
     # between letter-spaced words still separate them.
@@ -211,7 +219,7 @@ def _decoded_blobs(text: str) -> list[str]:
 def score_injection(text: str) -> InjectionScore:
     """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
     fired = _word_signals(_normalise(text))
-    light = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+    light = _folded(text)
     # Every delimiter form holds "<", "[" or "##": skip the regex on text without them.
     if ("<" in light or "[" in light or "##" in light) and _DELIMITER_RULE.search(light):
         fired.append(("role_delimiter", 0.60))
