@@ -83,6 +83,11 @@ def describe_features(folder: Path) -> dict[str, str]:
         if f.name in _CORE:
             continue
         value = getattr(policy, f.name)
+        keys = getattr(value, "keys", None)
+        if callable(keys) and not isinstance(value, dict):  # e.g. GuardrailSet.keys(): name them
+            names = sorted(str(k) for k in keys())
+            features[f.name] = f"{len(names)} ({', '.join(names)})" if names else "none"
+            continue
         size = _size(value)
         features[f.name] = "on" if size is None else f"{size} entr{'y' if size == 1 else 'ies'}"
     return features
