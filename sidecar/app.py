@@ -14,6 +14,7 @@ from sidecar.extensions import Extensions
 from sidecar.forwarding import handle_forward
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
+from sidecar.quotas.install import install as install_quotas
 from sidecar.settings import Settings
 
 CHAT_PATH = "/api/client/v1/chat/completions"
@@ -42,6 +43,8 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
     extensions = Extensions()
     # Features install themselves here, in the order their callout stages should run.
+    # Quotas stay last: they reserve, so no later stage may deny after them.
+    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)

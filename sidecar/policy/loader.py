@@ -8,13 +8,15 @@ from pathlib import Path
 import yaml
 
 from sidecar.models import ModelRegistry
+from sidecar.policy.limits_schema import parse_limits
 from sidecar.policy.models_schema import parse_models, parse_providers
 from sidecar.policy.reader import ErrorLog, Located, PolicyError
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
+from sidecar.quotas.limits import LimitsPolicy
 from sidecar.tokens import TokenStore
 
-SECTIONS = ("tokens", "providers", "models")
+SECTIONS = ("tokens", "providers", "models", "limits")
 
 
 def policy_files(folder: Path) -> list[Path]:
@@ -70,7 +72,8 @@ def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorL
     models = parse_models(sections["models"], providers) if "models" in sections else ModelRegistry({})
     tokens = parse_tokens(sections["tokens"]) if "tokens" in sections else TokenStore({})
     _check_token_models(sections.get("tokens"), tokens, models)
-    return Policy(version=version, source=str(folder), tokens=tokens, models=models)
+    limits = parse_limits(sections["limits"], tokens, models) if "limits" in sections else LimitsPolicy()
+    return Policy(version=version, source=str(folder), tokens=tokens, models=models, limits=limits)
 
 
 def _check_token_models(where: Located | None, tokens: TokenStore, models: ModelRegistry) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sidecar.models import ModelRegistry
+from sidecar.quotas.limits import LimitsPolicy
 from sidecar.tokens import TokenStore
 
 
@@ -14,3 +15,4 @@ class Policy:
     source: str  # the folder it was loaded from
     tokens: TokenStore
     models: ModelRegistry
+    limits: LimitsPolicy = field(default_factory=LimitsPolicy)
