@@ -38,7 +38,7 @@ class Charge:
 class Reserved:
     admitted: bool
     # Per charge: the level after reserving (admitted) or as found (denied).
-    used: tuple[float, ...]
+    used: tuple[float, ...]  # (a dry run: as found)
     now: float  # the store's clock, epoch seconds
 
 
@@ -54,8 +54,11 @@ class Adjustment:
 
 
 class QuotaBackend(Protocol):
-    async def reserve(self, reservation_id: str, charges: Sequence[Charge]) -> Reserved:
-        """Atomically check every enforced charge and, if all fit, add all of them."""
+    async def reserve(self, reservation_id: str, charges: Sequence[Charge], *, apply: bool = True) -> Reserved:
+        """Atomically check every enforced charge and, if all fit, add all of them.
+
+        `apply=False` only looks (a dry run such as `explain`): the levels as found, nothing added.
+        """
         ...
 
     async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:

@@ -44,11 +44,11 @@ class MemoryBackend:
         self._load()
 
     # ---- counting --------------------------------------------------------------------------
-    async def reserve(self, reservation_id: str, charges: Sequence[Charge]) -> Reserved:
+    async def reserve(self, reservation_id: str, charges: Sequence[Charge], *, apply: bool = True) -> Reserved:
         now = self._clock()
         used = [self._level(charge, now) for charge in charges]
         admitted = all(u + c.amount <= c.cap for u, c in zip(used, charges, strict=True) if c.enforced)
-        if admitted:
+        if admitted and apply:
             for index, charge in enumerate(charges):
                 used[index] += charge.amount
                 self._add(charge, reservation_id, used[index], now)

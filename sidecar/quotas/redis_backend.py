@@ -43,8 +43,8 @@ class RedisBackend:
             await self._client.aclose()
             self._client = None
 
-    async def reserve(self, reservation_id: str, charges: Sequence[Charge]) -> Reserved:
-        args: list[str | int] = [reservation_id]
+    async def reserve(self, reservation_id: str, charges: Sequence[Charge], *, apply: bool = True) -> Reserved:
+        args: list[str | int] = [reservation_id, int(apply)]
         for charge in charges:
             args += [charge.counter, charge.cap, charge.amount, int(charge.enforced), _extra_ms(charge)]
         result = await self._call(self._reserve, [c.key for c in charges], args)

@@ -6,7 +6,7 @@ Redis's own (`TIME`), so replicas with skewed clocks still drain buckets and lea
 
 from __future__ import annotations
 
-# KEYS: one per charge. ARGV[1]: reservation id; then 5 per charge:
+# KEYS: one per charge. ARGV[1]: reservation id; ARGV[2]: 1 to reserve, 0 to only look; then 5 per charge:
 # counter type, cap, amount, enforced (1/0), extra (bucket: period ms; window: end ms; slots: lease ms).
 RESERVE = """
 local t = redis.call('TIME')
@@ -15,7 +15,7 @@ local rid = ARGV[1]
 local used = {}
 local ok = true
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 5
+  local b = 3 + (i - 1) * 5
   local kind, cap, amount = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local extra = tonumber(ARGV[b + 4])
   local level
@@ -33,9 +33,9 @@ for i = 1, #KEYS do
   used[i] = level
   if ARGV[b + 3] == '1' and level + amount > cap then ok = false end
 end
-if ok then
+if ok and ARGV[2] == '1' then
   for i = 1, #KEYS do
-    local b = 2 + (i - 1) * 5
+    local b = 3 + (i - 1) * 5
     local kind, cap, amount = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
     local extra = tonumber(ARGV[b + 4])
     used[i] = used[i] + amount

@@ -18,7 +18,7 @@ from sidecar.decision import Check
 from sidecar.errors import ServiceUnavailable
 from sidecar.quotas.admission import denial, limit_error, oversized, plan_charges
 from sidecar.quotas.backend import BackendUnavailable, QuotaBackend
-from sidecar.quotas.estimate import estimate_request
+from sidecar.quotas.estimate import Estimate, estimate_request
 from sidecar.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
 from sidecar.quotas.limits import Identity, Limit
 from sidecar.quotas.settlement import EXTRA_KEY, Record, adjustments
@@ -63,15 +63,21 @@ class QuotaService:
         if too_large is not None:
             raise limit_error(too_large, who, zone, [], too_large=True)
         reservation_id = secrets.token_hex(8)
+        # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
+        dry_run = bool(getattr(check, "dry_run", False))
         try:
-            reserved = await self.backend.reserve(reservation_id, charges)
+            reserved = await self.backend.reserve(reservation_id, charges, apply=not dry_run)
         except BackendUnavailable as exc:
             self._unavailable(check, limits, exc)
             return
         levels = [Level(lm, c, used, reserved.now) for lm, c, used in zip(limits, charges, reserved.used, strict=True)]
         check.client_headers.update(rate_limit_headers(levels))
+        if dry_run:
+            _trace(check, levels, estimate)
         if not reserved.admitted:
             raise denial(levels, who, zone)
+        if dry_run:
+            return
         self._report_shadow(check, levels, who)
         record = Record.of(reservation_id, estimate, charges, [lm.spec.unit for lm in limits])
         check.extra[EXTRA_KEY] = record.to_extra()
@@ -115,3 +121,16 @@ class QuotaService:
             self.counters.settle_errors += 1
             log.error("quota settlement failed", extra={"fields": {
                 "request_id": exchange.decision.request_id, "error": str(exc)}})
+
+
+def _trace(check: Check, levels: list[Level], estimate: Estimate) -> None:
+    """What `explain` shows: every applicable limit, its level and whether this request fits."""
+    trace = getattr(check, "trace", None)
+    if not isinstance(trace, dict):
+        return
+    trace["limits"] = {
+        "estimate": {"prompt_tokens": estimate.prompt_tokens, "completion_tokens": estimate.completion_tokens},
+        "applicable": [{"limit": lv.limit.name, "cap": lv.charge.cap, "used": round(lv.used, 3),
+                        "requested": lv.charge.amount, "fits": lv.fits(), "shadow": lv.limit.shadow}
+                       for lv in levels],
+    }
