@@ -36,7 +36,7 @@ class MemoryBackend:
         self._path = state_dir / STATE_FILE if state_dir is not None else None
         self._flush_interval = flush_interval
         self._clock = clock  # wall clock: persisted levels must survive a restart
-        self._buckets: dict[str, list[float]] = {}  # key -> [used, at]
+        self._buckets: dict[str, list[float]] = {}  # key -> [used, at, drain per second]
         self._windows: dict[str, list[float]] = {}  # key -> [used, window end]
         self._slots: dict[str, dict[str, float]] = {}  # key -> {reservation id: lease end}
         self._dirty = False
@@ -66,7 +66,8 @@ class MemoryBackend:
                     entry[0] = max(0.0, entry[0] + adjustment.delta)
             elif adjustment.delta:
                 level = self._bucket_level(adjustment.key, adjustment.cap, adjustment.period, now)
-                self._buckets[adjustment.key] = [max(0.0, level + adjustment.delta), now]
+                self._buckets[adjustment.key] = [max(0.0, level + adjustment.delta), now,
+                                                 adjustment.cap / adjustment.period]
         self._dirty = True
 
     def _level(self, charge: Charge, now: float) -> float:
@@ -88,7 +89,7 @@ class MemoryBackend:
 
     def _add(self, charge: Charge, reservation_id: str, level: float, now: float) -> None:
         if charge.counter == "bucket":
-            self._buckets[charge.key] = [level, now]
+            self._buckets[charge.key] = [level, now, charge.cap / charge.period]
         elif charge.counter == "window":
             self._windows[charge.key] = [level, charge.window_end]
         else:
@@ -116,6 +117,7 @@ class MemoryBackend:
                 log.exception("could not persist quota usage", extra={"fields": {"path": str(self._path)}})
 
     async def flush(self) -> None:
+        self._prune(self._clock())
         if self._path is None or not self._dirty:
             return
         self._dirty = False
@@ -126,10 +128,14 @@ class MemoryBackend:
             self._dirty = True
             raise
 
+    def _prune(self, now: float) -> None:
+        """Forgets drained buckets, ended windows and empty slot sets, so memory stays bounded."""
+        self._buckets = {k: v for k, v in self._buckets.items() if v[0] - (now - v[1]) * v[2] > 0}
+        self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+        self._slots = {k: v for k, v in self._slots.items() if v}
+
     def _snapshot(self, now: float) -> dict[str, Any]:
-        buckets = {k: v for k, v in self._buckets.items() if v[0] > 0}
-        windows = {k: v for k, v in self._windows.items() if v[1] > now}
-        return {"format": _FORMAT, "saved_at": now, "buckets": buckets, "windows": windows}
+        return {"format": _FORMAT, "saved_at": now, "buckets": self._buckets, "windows": self._windows}
 
     def _load(self) -> None:
         if self._path is None or not self._path.exists():
@@ -139,7 +145,7 @@ class MemoryBackend:
             if data.get("format") != _FORMAT:
                 raise ValueError(f"unknown format {data.get('format')!r}")
             now = self._clock()
-            self._buckets = {str(k): [float(v[0]), float(v[1])] for k, v in data["buckets"].items()}
+            self._buckets = {str(k): [float(v[0]), float(v[1]), float(v[2])] for k, v in data["buckets"].items()}
             self._windows = {str(k): [float(v[0]), float(v[1])] for k, v in data["windows"].items() if v[1] > now}
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             # Refusing to start would take the whole gateway down; starting from zero is logged loudly.

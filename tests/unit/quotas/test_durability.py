@@ -80,3 +80,16 @@ async def test_redis_down_fails_fast_with_backend_unavailable() -> None:
 
 async def _tick() -> None:
     await asyncio.sleep(0.025)
+
+
+async def test_drained_buckets_and_ended_windows_are_forgotten(tmp_path: Path) -> None:
+    clock = [1000.0]
+    backend = MemoryBackend(tmp_path, clock=lambda: clock[0])
+    await backend.reserve("a", [Charge("b", "bucket", 60, 30, True), Charge("w", "window", 9, 1, True, window_end=1010)])
+    await backend.flush()
+    assert set(json.loads((tmp_path / STATE_FILE).read_text())["buckets"]) == {"b"}
+    clock[0] = 1031.0  # the bucket drained (1 per second) and the window ended
+    await backend.reserve("c", [Charge("other", "window", 9, 1, True, window_end=2000)])
+    await backend.flush()
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert (state["buckets"], list(state["windows"])) == ({}, ["other"])
