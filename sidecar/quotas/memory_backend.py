@@ -77,8 +77,10 @@ class MemoryBackend:
             entry = self._windows.get(charge.key)
             return entry[0] if entry is not None and entry[1] > now else 0.0
         slots = self._slots.get(charge.key, {})
-        for rid in [rid for rid, end in slots.items() if end <= now]:
-            del slots[rid]  # lease ran out: its release never came
+        if len(slots) + charge.amount > charge.cap:
+            # Only when full does it matter whether some lease ran out (its release never came);
+            # sweeping on every request would cost O(requests in flight).
+            _expire(slots, now)
         return float(len(slots))
 
     def _bucket_level(self, key: str, cap: int, period: float, now: float) -> float:
@@ -132,6 +134,8 @@ class MemoryBackend:
         """Forgets drained buckets, ended windows and empty slot sets, so memory stays bounded."""
         self._buckets = {k: v for k, v in self._buckets.items() if v[0] - (now - v[1]) * v[2] > 0}
         self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+        for slots in self._slots.values():
+            _expire(slots, now)
         self._slots = {k: v for k, v in self._slots.items() if v}
 
     def _snapshot(self, now: float) -> dict[str, Any]:
@@ -161,3 +165,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temp, path)
+
+
+def _expire(slots: dict[str, float], now: float) -> None:
+    for rid in [rid for rid, end in slots.items() if end <= now]:
+        del slots[rid]
