@@ -75,7 +75,11 @@ class QuotaService:
         if dry_run:
             _trace(check, levels, estimate)
         if not reserved.admitted:
-            raise denial(levels, who, zone)
+            error = denial(levels, who, zone)
+            if not dry_run:
+                log.info("quota denied", extra={"fields": {
+                    "request_id": check.request_id, "code": error.code, "message": error.message}})
+            raise error
         if dry_run:
             return
         self._report_shadow(check, levels, who)

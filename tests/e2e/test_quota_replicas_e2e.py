@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from sidecar.launcher import Stack
+from sidecar.quotas.memory_backend import STATE_FILE
 from tests.e2e.conftest import stack_settings, start_stack
-from tests.e2e.quota_support import call, write_quota_policies
+from tests.e2e.quota_support import call, estimate, write_quota_policies
+from tests.e2e.support import chat_body
 from tests.redis_server import RedisServer
 
 
@@ -67,5 +69,34 @@ async def test_a_redis_outage_fails_open_or_closed_per_limit(tmp_path: Path, red
         log = (tmp_path / "replica0" / "stack.log").read_text()
         assert "quota store unavailable: failing open" in log
         assert "quota store unavailable: failing closed" in log
+        redis.start()  # back on the same port: the sidecar reconnects by itself
+        status, headers, _ = await call(stack.base_url, "closed")
+        assert status == 200 and "x-gateway-quota-degraded" not in headers
+    finally:
+        stack.stop()
+
+
+async def test_usage_survives_a_crash_after_the_flush_interval(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    policies = write_quota_policies(
+        tmp_path / "policies", f"{{backend: memory, state_dir: '{state}', flush_interval: 50ms}}")
+    (tmp_path / "gw").mkdir()
+    stack = start_stack(tmp_path / "gw", stack_settings(policies))
+    try:
+        status, _, answer = await call(stack.base_url, "restart", chat_body(max_tokens=40))
+        assert status == 200
+        for _ in range(40):  # the documented bound: one flush interval
+            if (state / STATE_FILE).exists() and "restart" in (state / STATE_FILE).read_text():
+                break
+            await asyncio.sleep(0.05)
+        crashed = stack.processes.pop("sidecar")
+        crashed.kill()  # SIGKILL: no shutdown flush
+        crashed.wait()
+        stack.start_sidecar()
+        probe = chat_body(max_tokens=10)
+        status, headers, _ = await call(stack.base_url, "restart", probe)
+        assert status == 200
+        assert headers["x-ratelimit-remaining-tokens"] == str(
+            100_000 - answer["usage"]["total_tokens"] - estimate(probe, 10))
     finally:
         stack.stop()
