@@ -46,6 +46,10 @@ def midday_zone() -> str:
     return "Etc/GMT" + (f"{-offset:+d}" if offset else "")
 
 
+# Chosen once per test run, so policies and assertions agree even if the UTC hour turns meanwhile.
+ZONE = midday_zone()
+
+
 def write_quota_policies(folder: Path, store: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "models.yaml").write_text(f"""
@@ -67,7 +71,7 @@ models:
     (folder / "tokens.yaml").write_text("tokens:\n" + tokens + "\n", encoding="utf-8")
     (folder / "limits.yaml").write_text(f"""
 limits:
-  timezone: {midday_zone()}
+  timezone: {ZONE}
   store: {store}
   models:
     gpt-4: {{completion_tokens: 50, price: {{prompt: {PRICE_PROMPT}, completion: {PRICE_COMPLETION}}}}}

@@ -17,10 +17,10 @@ from tests.e2e.conftest import stack_settings, start_stack
 from tests.e2e.quota_support import (
     PRICE_COMPLETION,
     PRICE_PROMPT,
+    ZONE,
     call,
     demo_usage,
     estimate,
-    midday_zone,
     token,
     write_quota_policies,
 )
@@ -125,7 +125,7 @@ async def eventually_admitted(url: str, name: str) -> bool:
 
 
 def local_midnight_after_now() -> datetime:
-    zone = ZoneInfo(midday_zone())
+    zone = ZoneInfo(ZONE)
     today = datetime.now(zone).date() + timedelta(days=1)
     return datetime(today.year, today.month, today.day, tzinfo=zone)
 
@@ -160,7 +160,7 @@ async def test_tokens_per_month_quota(quota_gateway: Stack) -> None:
     body = chat_body(max_tokens=150)
     _, used, (status, headers, denied) = await exhaust(quota_gateway.base_url, "month", body)
     error = assert_denied(status, denied, "insufficient_quota", "tokens_per_month")
-    now = datetime.now(ZoneInfo(midday_zone()))
+    now = datetime.now(ZoneInfo(ZONE))
     first = (now.date().replace(day=1) + timedelta(days=32)).replace(day=1)
     assert error["message"].endswith(f"It resets at {first.isoformat()}T00:00:00{now.strftime('%z')[:3]}:00.")
     assert f"used {sum(used)}," in error["message"]
