@@ -48,7 +48,7 @@ class RedisBackend:
         for charge in charges:
             args += [charge.counter, charge.cap, charge.amount, int(charge.enforced), _extra_ms(charge)]
         result = await self._call(self._reserve, [c.key for c in charges], args)
-        return Reserved(bool(int(result[0])), tuple(float(v) for v in result[2:]), int(result[1]) / 1000)
+        return Reserved(bool(int(result[0])), tuple(float(v) for v in result[2:]), float(result[1]) / 1000)
 
     async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
         args: list[str | int] = [reservation_id]

@@ -121,3 +121,11 @@ async def test_replicas_sharing_the_store_admit_exactly_the_limit(store: Store, 
     charge = window(f"{unique}:day", cap=10, amount=1)
     results = await asyncio.gather(*(replicas[i % 3].reserve(f"r{i}", [charge]) for i in range(30)))
     assert sum(r.admitted for r in results) == 10
+
+
+async def test_large_spend_amounts_stay_exact(store: Store, unique: str) -> None:
+    budget = 10**15  # a billion dollars in micro-USD
+    charge = window(f"{unique}:spend", cap=budget, amount=3 * 10**14 + 7)
+    assert (await store.backend.reserve("a", [charge])).used[0] == 3 * 10**14 + 7
+    await store.backend.settle("a", [Adjustment(charge.key, "window", -(10**14))])
+    assert (await store.backend.reserve("b", [charge])).used[0] == 5 * 10**14 + 14
