@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sidecar.decision import Check
 from sidecar.errors import ServiceUnavailable
 from sidecar.quotas.admission import denial, limit_error, oversized, plan_charges
-from sidecar.quotas.backend import BackendUnavailable, QuotaBackend
+from sidecar.quotas.backend import BackendUnavailable, Charge, QuotaBackend
 from sidecar.quotas.estimate import Estimate, estimate_request
 from sidecar.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
 from sidecar.quotas.limits import Identity, Limit
@@ -48,43 +48,32 @@ class QuotaService:
     counters: QuotaCounters = field(default_factory=QuotaCounters)
 
     async def check(self, check: Check) -> None:
-        assert check.token is not None and check.request is not None and check.route is not None
-        limits_policy = check.policy.limits
-        who = Identity(check.token.name, check.token.team, check.route.key)
-        limits = limits_policy.applicable(who)
-        if not limits:
+        plan = _plan(check, self.key_prefix)
+        if plan is None:
             return
-        zone = ZoneInfo(limits_policy.timezone)
-        estimate = estimate_request(check.request, who.model, limits_policy)
-        lease = max(d.timeouts.total for d in check.route.deployments) + _LEASE_MARGIN
-        charges = plan_charges(limits, who, estimate, limits_policy.price(who.model), zone,
-                               self.key_prefix, lease, time.time())
-        too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, charges, strict=True)])
-        if too_large is not None:
-            raise limit_error(too_large, who, zone, [], too_large=True)
-        reservation_id = secrets.token_hex(8)
         # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
         dry_run = bool(getattr(check, "dry_run", False))
+        reservation_id = secrets.token_hex(8)
         try:
-            reserved = await self.backend.reserve(reservation_id, charges, apply=not dry_run)
+            reserved = await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
         except BackendUnavailable as exc:
-            self._unavailable(check, limits, exc)
+            self._unavailable(check, plan.limits, exc)
             return
-        levels = [Level(lm, c, used, reserved.now) for lm, c, used in zip(limits, charges, reserved.used, strict=True)]
+        levels = [Level(lm, c, used, reserved.now)
+                  for lm, c, used in zip(plan.limits, plan.charges, reserved.used, strict=True)]
         check.client_headers.update(rate_limit_headers(levels))
         if dry_run:
-            _trace(check, levels, estimate)
+            _trace(check, levels, plan.estimate)
         if not reserved.admitted:
-            error = denial(levels, who, zone)
+            error = denial(levels, plan.who, plan.zone)
             if not dry_run:
                 log.info("quota denied", extra={"fields": {
                     "request_id": check.request_id, "code": error.code, "message": error.message}})
             raise error
-        if dry_run:
-            return
-        self._report_shadow(check, levels, who)
-        record = Record.of(reservation_id, estimate, charges, [lm.spec.unit for lm in limits])
-        check.extra[EXTRA_KEY] = record.to_extra()
+        if not dry_run:
+            self._report_shadow(check, levels, plan.who)
+            record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits])
+            check.extra[EXTRA_KEY] = record.to_extra()
 
     def _unavailable(self, check: Check, limits: list[Limit], exc: BackendUnavailable) -> None:
         self.counters.backend_errors += 1
@@ -138,3 +127,31 @@ def _trace(check: Check, levels: list[Level], estimate: Estimate) -> None:
                         "requested": lv.charge.amount, "fits": lv.fits(), "shadow": lv.limit.shadow}
                        for lv in levels],
     }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    who: Identity
+    limits: list[Limit]
+    charges: list[Charge]
+    estimate: Estimate
+    zone: ZoneInfo
+
+
+def _plan(check: Check, key_prefix: str) -> _Plan | None:
+    """The charges this request would make; None when no limit applies."""
+    assert check.token is not None and check.request is not None and check.route is not None
+    policy = check.policy.limits
+    who = Identity(check.token.name, check.token.team, check.route.key)
+    limits = policy.applicable(who)
+    if not limits:
+        return None
+    zone = ZoneInfo(policy.timezone)
+    estimate = estimate_request(check.request, who.model, policy)
+    # A slot whose release never comes (the sidecar died mid-request) frees itself after this.
+    lease = max(d.timeouts.total for d in check.route.deployments) + _LEASE_MARGIN
+    charges = plan_charges(limits, who, estimate, policy.price(who.model), zone, key_prefix, lease, time.time())
+    too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, charges, strict=True)])
+    if too_large is not None:
+        raise limit_error(too_large, who, zone, [], too_large=True)
+    return _Plan(who, limits, charges, estimate, zone)
