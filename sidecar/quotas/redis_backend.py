@@ -2,7 +2,7 @@
 
 Each request's check-and-reserve is one Lua script over all its charges, so N replicas
 admitting concurrently still admit exactly the limit. All keys carry one hash tag
-(`{PREFIX}:…`) so the multi-key scripts also run on Redis Cluster (in one slot).
+(`{PREFIX}:…`), so a script's keys always share one slot behind a cluster proxy.
 Calls are bounded by `timeout` and never retried: during an outage every call fails fast with
 BackendUnavailable and each limit's `on_backend_error` decides.
 """
