@@ -5,8 +5,9 @@ rule of thumb for English) over the text the model reads (message contents, name
 arguments, tool definitions), plus 4 tokens of framing per message and 3 for the reply's priming,
 plus a flat 85 per image part (a low-detail image's cost). The completion allowance is the
 request's `max_completion_tokens`/`max_tokens`, else the per-model default in `limits.models`,
-else `limits.completion_tokens`. The reservation is corrected with the real `usage` afterwards,
-so the estimate only decides admission at the edge of a limit.
+else `limits.estimate.completion_tokens`, times `n` when several choices are asked for. The
+reservation is corrected with the real `usage` afterwards, so the estimate only decides
+admission at the edge of a limit.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Estimate:
 
 def estimate_request(request: ChatRequest, model: str, limits: LimitsPolicy) -> Estimate:
     completion = request.max_tokens or limits.default_completion_tokens(model)
+    choices = request.body.get("n")
+    if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+        completion *= choices  # each of the n choices may use the whole allowance
     return Estimate(prompt_tokens(request.body, limits.chars_per_token), completion)
 
 
