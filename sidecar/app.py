@@ -17,6 +17,7 @@ from sidecar.observability import install_observability
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import install_watcher
+from sidecar.quotas.install import install as install_quotas
 from sidecar.responses import unexpected_errors
 from sidecar.settings import Settings
 
@@ -48,8 +49,10 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
     # Features install themselves here, in the order their callout stages should run.
-    app[EXTENSIONS] = extensions
     guardrails.install(extensions)
+    # Quotas stay last: they reserve, so no later stage may deny after them.
+    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
+    app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)
     app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)

@@ -10,14 +10,16 @@ import yaml
 from sidecar.guardrails.policy import GuardrailSet
 from sidecar.models import ModelRegistry
 from sidecar.policy.guardrails_schema import parse_guardrails
+from sidecar.policy.limits_schema import parse_limits
 from sidecar.policy.models_schema import parse_models, parse_providers
 from sidecar.policy.reader import ErrorLog, Located, PolicyError
 from sidecar.policy.references import check_guardrail_scopes, defined_names
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
+from sidecar.quotas.limits import LimitsPolicy
 from sidecar.tokens import TokenStore
 
-SECTIONS = ("tokens", "providers", "models", "guardrails")
+SECTIONS = ("tokens", "providers", "models", "guardrails", "limits")
 
 
 def policy_files(folder: Path) -> list[Path]:
@@ -106,7 +108,9 @@ def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorL
               if "tokens" in sections else TokenStore({}))
     guardrails = parse_guardrails(sections["guardrails"]) if "guardrails" in sections else GuardrailSet()
     check_guardrail_scopes(sections.get("guardrails"), sections.get("models"), sections.get("tokens"), tokens)
-    return Policy(version=version, source=str(folder), tokens=tokens, models=models, guardrails=guardrails)
+    limits = parse_limits(sections["limits"], tokens, models) if "limits" in sections else LimitsPolicy()
+    return Policy(version=version, source=str(folder), tokens=tokens, models=models, guardrails=guardrails,
+                  limits=limits)
 
 
 def _compose(text: str) -> yaml.Node | None:
