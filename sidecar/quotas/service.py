@@ -66,6 +66,8 @@ class QuotaService:
             _trace(check, levels, plan.estimate)
         if not reserved.admitted:
             error = denial(levels, plan.who, plan.zone)
+            # Counted by the metrics as limit denials (gateway_limit_denials_total).
+            check.trace["limits_denied"] = [lv.limit.name for lv in levels if not lv.fits() and not lv.limit.shadow]
             if not dry_run:
                 log.info("quota denied", extra={"fields": {
                     "request_id": check.request_id, "code": error.code, "message": error.message}})

@@ -65,6 +65,9 @@ async def test_requests_per_minute(quota_gateway: Stack) -> None:
     assert 28 <= int(headers["Retry-After"]) <= 30  # one request refills in 60 s / 2
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("2", "0")
     assert headers["x-request-id"]
+    async with aiohttp.ClientSession() as session, session.get(quota_gateway.sidecar_url + "/metrics") as response:
+        metrics = await response.text()
+    assert 'gateway_limit_denials_total{limit="rpm.requests_per_minute"} 1.0' in metrics
 
 
 async def test_tokens_per_minute_reserves_the_estimate_and_settles_usage(quota_gateway: Stack) -> None:
