@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sidecar.appkeys import EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
+from sidecar import routing, shutdown
+from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
 from sidecar.authz import AUTHZ_PREFIX, handle_check
 from sidecar.decision import DecisionPipeline
 from sidecar.extensions import Extensions
@@ -33,6 +34,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     policy = request.app[POLICY_STORE].current
+    if request.app[DRAIN].draining:
+        return web.json_response({"status": "draining", "policy_version": policy.version}, status=503)
     return web.json_response({"status": "ready", "policy_version": policy.version})
 
 
@@ -42,6 +45,8 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
     extensions = Extensions()
     # Features install themselves here, in the order their callout stages should run.
+    shutdown.install(app, extensions, settings.drain_seconds)
+    routing.install(app, extensions)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import ClientSession, web
 
+from sidecar.breaker import BreakerBoard
 from sidecar.decision import DecisionPipeline
+from sidecar.drain import Drain
 from sidecar.extensions import Extensions
 from sidecar.policy.store import PolicyStore
 from sidecar.settings import Settings
@@ -14,3 +16,5 @@ POLICY_STORE = web.AppKey("policy_store", PolicyStore)
 PIPELINE = web.AppKey("pipeline", DecisionPipeline)
 HTTP_CLIENT = web.AppKey("http_client", ClientSession)
 EXTENSIONS = web.AppKey("extensions", Extensions)
+BREAKERS = web.AppKey("breakers", BreakerBoard)
+DRAIN = web.AppKey("drain", Drain)

@@ -33,6 +33,8 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     authz_timeout_seconds: float = 10.0
     drain_seconds: int = 20
+    # SSE comment sent to the client during provider silences, so Envoy and clients don't time out.
+    keepalive_seconds: float = 15.0
     # Signs the decision the callout hands to the forwarding path; shared by all sidecar workers.
     decision_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
@@ -51,6 +53,7 @@ class Settings:
             policies_dir=Path(env.get("GATEWAY_POLICIES", str(base.policies_dir))),
             max_body_bytes=int(env.get("GATEWAY_MAX_BODY_BYTES", base.max_body_bytes)),
             drain_seconds=int(env.get("GATEWAY_DRAIN_SECONDS", base.drain_seconds)),
+            keepalive_seconds=float(env.get("GATEWAY_KEEPALIVE_SECONDS", base.keepalive_seconds)),
             decision_key=bytes.fromhex(key) if key else base.decision_key,
         )
 
@@ -65,5 +68,6 @@ class Settings:
             "GATEWAY_POLICIES": str(self.policies_dir),
             "GATEWAY_MAX_BODY_BYTES": str(self.max_body_bytes),
             "GATEWAY_DRAIN_SECONDS": str(self.drain_seconds),
+            "GATEWAY_KEEPALIVE_SECONDS": str(self.keepalive_seconds),
             "GATEWAY_DECISION_KEY": self.decision_key.hex(),
         }

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.breaker import BreakerConfig
 from sidecar.models import ModelRegistry
+from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.models_schema import parse_models, parse_providers
 from sidecar.policy.reader import ErrorLog, Located, PolicyError
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
 from sidecar.tokens import TokenStore
 
-SECTIONS = ("tokens", "providers", "models")
+SECTIONS = ("tokens", "providers", "models", "breaker")
 
 
 def policy_files(folder: Path) -> list[Path]:
@@ -66,7 +68,8 @@ def _collect_sections(path: Path, text: bytes, sections: dict[str, Located], log
 
 
 def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorLog) -> Policy:
-    providers = parse_providers(sections["providers"]) if "providers" in sections else {}
+    breaker = parse_breaker(sections["breaker"], BreakerConfig()) if "breaker" in sections else BreakerConfig()
+    providers = parse_providers(sections["providers"], breaker) if "providers" in sections else {}
     models = parse_models(sections["models"], providers) if "models" in sections else ModelRegistry({})
     tokens = parse_tokens(sections["tokens"]) if "tokens" in sections else TokenStore({})
     _check_token_models(sections.get("tokens"), tokens, models)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.breaker import BreakerConfig
 from sidecar.credentials import Credential
 from sidecar.models import Deployment, ModelRegistry, ModelRoute, Timeouts
+from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.reader import Located
 from sidecar.providers.registry import PROVIDER_TYPES
 
@@ -20,21 +22,22 @@ class ProviderConfig:
     headers: dict[str, str]
     api_version: str | None
     timeouts: Timeouts
+    breaker: BreakerConfig
 
 
-def parse_providers(section: Located) -> dict[str, ProviderConfig]:
+def parse_providers(section: Located, default_breaker: BreakerConfig | None = None) -> dict[str, ProviderConfig]:
     providers: dict[str, ProviderConfig] = {}
     mapping = section.mapping()
     if mapping is None:
         return providers
     for name, where in mapping.named():
-        config = _parse_provider(name, where)
+        config = _parse_provider(name, where, default_breaker or BreakerConfig())
         if config is not None:
             providers[name] = config
     return providers
 
 
-def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
+def _parse_provider(name: str, where: Located, default_breaker: BreakerConfig) -> ProviderConfig | None:
     fields = where.mapping()
     if fields is None:
         return None
@@ -54,10 +57,12 @@ def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
         where.error("azure providers need api_version")
     timeouts_at = fields.get("timeouts")
     timeouts = _timeouts(timeouts_at) if timeouts_at else Timeouts()
+    breaker_at = fields.get("breaker")
+    breaker = parse_breaker(breaker_at, default_breaker) if breaker_at else default_breaker
     fields.finish()
     if provider_type is None or base_url is None:
         return None
-    return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts)
+    return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts, breaker)
 
 
 def _credential(where: Located) -> Credential:
@@ -119,7 +124,8 @@ def _parse_model(key: str, where: Located, providers: dict[str, ProviderConfig])
     category = fields.read("category", Located.as_str, "llm")
     deployments_at = fields.require("deployments")
     deployments = [] if deployments_at is None else [
-        d for d in (_parse_deployment(item, providers) for item in deployments_at.items()) if d is not None
+        d for d in (_parse_deployment(item, providers, index) for index, item in enumerate(deployments_at.items()))
+        if d is not None
     ]
     fields.finish()
     if deployments_at is not None and isinstance(deployments_at.scalar(), type(None)):
@@ -129,7 +135,7 @@ def _parse_model(key: str, where: Located, providers: dict[str, ProviderConfig])
     return ModelRoute(key=key, category=category, deployments=tuple(deployments))
 
 
-def _parse_deployment(where: Located, providers: dict[str, ProviderConfig]) -> Deployment | None:
+def _parse_deployment(where: Located, providers: dict[str, ProviderConfig], index: int) -> Deployment | None:
     fields = where.mapping()
     if fields is None:
         return None
@@ -139,6 +145,9 @@ def _parse_deployment(where: Located, providers: dict[str, ProviderConfig]) -> D
     if fields.get("model") is None:
         fields.require("model")
     default_max_tokens = fields.read("default_max_tokens", lambda w: w.as_int(minimum=1), 4096)
+    # Without explicit priorities, deployments are tried in the order they are listed.
+    priority = fields.read("priority", lambda w: w.as_int(minimum=0), index)
+    weight = fields.read("weight", lambda w: w.as_number(minimum=0.001, maximum=1e6), 1.0)
     fields.finish()
     if provider_at is not None and provider_name is not None and provider_name not in providers:
         provider_at.error(f"unknown provider '{provider_name}' (defined: {', '.join(sorted(providers)) or 'none'})")
@@ -156,4 +165,7 @@ def _parse_deployment(where: Located, providers: dict[str, ProviderConfig]) -> D
         api_version=provider.api_version,
         default_max_tokens=default_max_tokens,
         timeouts=provider.timeouts,
+        breaker=provider.breaker,
+        priority=priority,
+        weight=weight,
     )
