@@ -53,8 +53,9 @@ class StreamEvents:
 
     def head(self) -> list[bytes]:
         if self.wire == ANTHROPIC:
-            message: dict[str, Any] = {"id": self._id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                       "stop_reason": None, "usage": {"input_tokens": self._prompt_tokens, "output_tokens": 1}}
+            message: dict[str, Any] = {"id": self._id, "type": "message", "role": "assistant",
+                                       "model": self.model, "content": [], "stop_reason": None,
+                                       "usage": {"input_tokens": self._prompt_tokens, "output_tokens": 1}}
             return [_named("message_start", {"type": "message_start", "message": message}),
                     _named("content_block_start", {"type": "content_block_start", "index": 0,
                                                    "content_block": {"type": "text", "text": ""}}),
