@@ -143,7 +143,7 @@ async def test_mid_stream_fault_ends_with_an_error_event_and_done(gw: Stack, fau
 
 async def test_mid_stream_faults_are_logged_with_their_cause(gw: Stack, faulty: FaultyProvider) -> None:
     faulty.set("stall", "hang", after=1)
-    status, headers, raw = await chat(gw, "stall", stream=True)
+    status, headers, _ = await chat(gw, "stall", stream=True)
     assert status == 200
     request_id = headers["x-request-id"]
     log = (gw.workdir / "stack.log").read_text(encoding="utf-8", errors="replace")
