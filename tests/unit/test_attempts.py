@@ -1,0 +1,119 @@
+"""The forwarding path in-process (no Envoy): what finishers and breakers see when a provider fails.
+
+The callout is called the way Envoy calls it, and its signed decision is handed to the forwarding
+endpoint, so these tests exercise the same code as the end-to-end ones and can look inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from sidecar.app import CHAT_PATH, init_app
+from sidecar.appkeys import BREAKERS, EXTENSIONS
+from sidecar.cli import DEMO_TOKEN
+from sidecar.faulty_provider import COUNTS, FAULTS, Fault, init_faulty_provider
+from sidecar.handoff import DECISION_HEADER
+from sidecar.relay import Exchange
+from sidecar.settings import Settings
+from sidecar.tokens import hash_token
+
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+class Harness:
+    def __init__(self, client: TestClient[web.Request, web.Application], faulty: TestServer) -> None:
+        self.client, self.faulty = client, faulty
+        self.finished: list[Exchange] = []
+
+    def fault(self, model: str, mode: str, **options: Any) -> None:
+        self.faulty.app[FAULTS][model] = Fault(mode, **options)
+
+    async def chat(self, model: str, stream: bool) -> tuple[int, bytes]:
+        body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "stream": stream}
+        auth = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+        async with self.client.post("/authz" + CHAT_PATH, json=body, headers=auth) as decided:
+            if decided.status != 200:
+                return (503 if decided.status == 460 else decided.status), await decided.read()
+            decision = decided.headers[DECISION_HEADER]
+        async with self.client.post(CHAT_PATH, json=body, headers={DECISION_HEADER: decision}) as response:
+            return response.status, await response.read()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> Harness:
+    faulty = await aiohttp_server(init_faulty_provider())
+    (tmp_path / "p.yaml").write_text(f"""
+tokens:
+  demo: {{sha256: {hash_token(DEMO_TOKEN)}}}
+providers:
+  p:
+    type: openai
+    base_url: {faulty.make_url("/v1")}
+    timeouts: {{first_byte: 500ms, idle: 200ms}}
+    breaker: {{consecutive_failures: 1, cooldown: 30s}}
+models:
+  m: {{deployments: [{{provider: p, model: m}}]}}
+  pair: {{deployments: [{{provider: p, model: first}}, {{provider: p, model: second}}]}}
+""", encoding="utf-8")
+    app = init_app(Settings(policies_dir=tmp_path, keepalive_seconds=0.1))
+    harness = Harness(await aiohttp_client(app), faulty)
+
+    async def remember(exchange: Exchange) -> None:
+        harness.finished.append(exchange)
+
+    app[EXTENSIONS].finishers.append(remember)
+    return harness
+
+
+async def test_usage_so_far_is_accounted_when_the_stream_breaks(harness: Harness) -> None:
+    harness.fault("m", "reset", after=3)
+    status, raw = await harness.chat("m", stream=True)
+    assert status == 200 and raw.endswith(b"data: [DONE]\n\n")
+    [exchange] = harness.finished
+    assert exchange.completion_chars == len("reply from m")
+    assert exchange.usage is None, "the provider never sent its usage chunk"
+    assert (exchange.status, exchange.error) == (200, "stream_broken")
+    assert exchange.fault is not None and exchange.fault.code == "stream_broken"
+    assert harness.client.app[BREAKERS].breaker_states() == {"p/m": "open"}
+
+
+async def test_a_stalled_stream_counts_as_a_timeout_and_opens_the_breaker(harness: Harness) -> None:
+    harness.fault("m", "hang", after=1)
+    status, raw = await harness.chat("m", stream=True)
+    assert status == 200 and b'"provider_timeout"' in raw and raw.endswith(b"data: [DONE]\n\n")
+    assert harness.finished[0].completion_chars == len("reply")
+    status, raw = await harness.chat("m", stream=True)
+    assert status == 503 and b"circuit_breaker_open" in raw
+
+
+async def test_a_finished_stream_has_usage_and_keeps_the_breaker_closed(harness: Harness) -> None:
+    status, raw = await harness.chat("m", stream=True)
+    assert status == 200 and b'"error"' not in raw
+    [exchange] = harness.finished
+    assert exchange.usage is not None and exchange.usage.completion_tokens == 6
+    assert harness.client.app[BREAKERS].breaker_states() == {"p/m": "closed"}
+
+
+async def test_a_provider_4xx_does_not_trip_the_breaker(harness: Harness) -> None:
+    harness.fault("m", "status", status=400)
+    for _ in range(3):
+        assert (await harness.chat("m", stream=False))[0] == 400
+    assert harness.client.app[BREAKERS].breaker_states() == {"p/m": "closed"}
+
+
+async def test_each_attempt_is_booked_on_its_own_breaker(harness: Harness) -> None:
+    harness.fault("first", "status", status=500)
+    status, _ = await harness.chat("pair", stream=False)
+    assert status == 200
+    assert harness.finished[0].deployment.name == "p/second"
+    assert harness.client.app[BREAKERS].breaker_states() == {"p/first": "open", "p/second": "closed"}
+    status, _ = await harness.chat("pair", stream=True)
+    assert status == 200
+    assert harness.faulty.app[COUNTS] == {"first": 1, "second": 2}, "the open breaker is skipped"
