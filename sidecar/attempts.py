@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from sidecar.providers.registry import provider_for
 from sidecar.relay import Exchange
 from sidecar.routing import breaker_open
 
+log = logging.getLogger("sidecar.attempts")
 _STREAM_BODY_OVER = 1024 * 1024
 
 
@@ -40,12 +42,23 @@ class Attempts:
         self._body = body
         self._candidates = candidates
         self.watch = exchange.watch
-        self._committed: tuple[aiohttp.ClientResponse, Permit] | None = None
+        self._committed: tuple[aiohttp.ClientResponse, Permit | None] | None = None
+        self._open_permits: list[Permit] = []  # taken but not yet booked
         self.tried: list[str] = []
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
+        try:
+            return await self._first_answer()
+        except BaseException:
+            # Whatever ended the loop (a final error, or the client leaving mid-attempt), no permit
+            # may stay out: a leaked probe slot would keep a half-open breaker shut for good.
+            for permit in list(self._open_permits):
+                self._book(permit, outcomes.NEUTRAL)
+            raise
+
+    async def _first_answer(self) -> aiohttp.ClientResponse:
         last: GatewayError | None = None
-        pending: tuple[aiohttp.ClientResponse, Permit] | None = None  # a retryable error answer
+        pending: aiohttp.ClientResponse | None = None  # a retryable error answer, kept for the client
         skipped: list[Breaker] = []
         for deployment in self._candidates:
             breaker = self._board.get(deployment.name, deployment.breaker)
@@ -53,13 +66,14 @@ class Attempts:
             if permit is None:
                 skipped.append(breaker)
                 continue
+            self._open_permits.append(permit)
             if pending is not None:
-                _discard(*pending)
+                pending.release()  # superseded by this attempt
                 pending = None
             try:
                 upstream = self._prepare(deployment)
             except GatewayError as error:
-                permit.record(outcomes.NEUTRAL)  # our configuration, not the provider's health
+                self._book(permit, outcomes.NEUTRAL)  # our configuration, not the provider's health
                 last = error
                 if _retryable(error):
                     continue
@@ -67,24 +81,34 @@ class Attempts:
             try:
                 response = await self._send(deployment, upstream)
             except GatewayError as error:
-                permit.record(outcome_of(error))
+                self._book(permit, outcome_of(error))
                 last = error
                 if _retryable(error):
+                    self._log_failed(deployment, error)
                     continue
                 raise
-            if response.status == 200:
-                self._committed = (response, permit)
+            if response.status != 200:
+                # The body was read in _send: this read returns it from memory.
+                answer = self._exchange.provider.translate_error(response.status, await response.read())
+                self._book(permit, status_outcome(response.status))
+                if answer.retryable:
+                    pending, last = response, answer
+                    self._log_failed(deployment, answer)
+                    continue
+                # Not retryable (the client's own 4xx): the relay turns it into the client's error.
+                self._committed = (response, None)
                 return response
-            # The body was read in _send: this read returns it from memory.
-            answer = self._exchange.provider.translate_error(response.status, await response.read())
-            if not answer.retryable:
-                self._committed = (response, permit)  # the relay turns it into the client's error
-                return response
-            pending, last = (response, permit), answer
+            self._open_permits.remove(permit)  # booked on leaving, when the stream's fate is known
+            self._committed = (response, permit)
+            return response
         if pending is not None:
-            self._committed = pending
-            return pending[0]
+            self._committed = (pending, None)
+            return pending
         raise last if last is not None else breaker_open(self._exchange.decision.model_key, skipped)
+
+    def _book(self, permit: Permit, outcome: str) -> None:
+        self._open_permits.remove(permit)
+        permit.record(outcome)
 
     def _prepare(self, deployment: Deployment) -> UpstreamRequest:
         """The exchange now names this deployment and its provider (the response header says so)."""
@@ -120,18 +144,26 @@ class Attempts:
             raise
         return response
 
+    def _log_failed(self, deployment: Deployment, error: GatewayError) -> None:
+        log.info("attempt failed", extra={"fields": {
+            "request_id": self._exchange.decision.request_id, "deployment": deployment.name,
+            "status": error.status, "error": error.code or error.error_type}})
+
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         *rest: object) -> None:
         assert self._committed is not None
         response, permit = self._committed
-        if exc is None:
+        if permit is not None:  # None: an error answer, booked when it arrived
             fault = self._exchange.fault
-            permit.record(outcome_of(fault) if fault is not None else outcomes.SUCCESS)
+            if exc is not None:
+                permit.record(_exit_outcome(exc))
+            else:
+                permit.record(outcome_of(fault) if fault is not None else outcomes.SUCCESS)
+        if exc is None:
             response.release()  # back to the pool
-            return
-        permit.record(_exit_outcome(exc, response.status))
-        # Client gone or stream broken: drop the connection so the provider stops generating.
-        response.close()
+        else:
+            # Client gone or stream broken: drop the connection so the provider stops generating.
+            response.close()
 
 
 def outcome_of(error: GatewayError) -> str:
@@ -155,25 +187,17 @@ def status_outcome(status: int) -> str:
     return outcomes.SUCCESS  # a 4xx about the request: the provider itself is healthy
 
 
-def _exit_outcome(exc: BaseException, status: int) -> str:
-    if status != 200:
-        return status_outcome(status)
-    if isinstance(exc, asyncio.CancelledError):
-        return outcomes.NEUTRAL
+def _exit_outcome(exc: BaseException) -> str:
+    if isinstance(exc, GatewayError):
+        return outcome_of(exc)
+    if isinstance(exc, asyncio.CancelledError | ConnectionResetError):
+        return outcomes.NEUTRAL  # the client went away (aiohttp's reset errors are ClientErrors too)
     if isinstance(exc, TimeoutError):
         return outcomes.TIMEOUT
     if isinstance(exc, aiohttp.ClientError):
         return outcomes.CONNECT
-    if isinstance(exc, GatewayError):
-        return outcome_of(exc)
-    return outcomes.SERVER_ERROR
+    return outcomes.NEUTRAL
 
 
 def _retryable(error: GatewayError) -> bool:
     return isinstance(error, ProviderError) and error.retryable
-
-
-def _discard(response: aiohttp.ClientResponse, permit: Permit) -> None:
-    """A retryable error answer superseded by the next attempt: its outcome counts now."""
-    permit.record(status_outcome(response.status))
-    response.release()

@@ -25,7 +25,7 @@ T = TypeVar("T")
 class Watch:
     def __init__(self) -> None:
         self.timeouts = Timeouts()
-        self.started = 0.0
+        self.started: float | None = None  # set by begin(), or by the first wait
         self.stopped = False
         self._timer: asyncio.Timeout | None = None
 
@@ -46,7 +46,7 @@ class Watch:
                 awaitable.close()  # never started: close it so it does not warn
             raise ShuttingDown("The gateway is shutting down", headers={"Retry-After": "1"})
         try:
-            async with asyncio.timeout_at(min(deadline, self.started + self.timeouts.total)) as timer:
+            async with asyncio.timeout_at(min(deadline, self._start() + self.timeouts.total)) as timer:
                 self._timer = timer
                 return await awaitable
         except TimeoutError:
@@ -56,8 +56,13 @@ class Watch:
         finally:
             self._timer = None
 
+    def _start(self) -> float:
+        if self.started is None:
+            self.started = asyncio.get_running_loop().time()
+        return self.started
+
     def first_byte_deadline(self) -> float:
-        return self.started + self.timeouts.first_byte
+        return self._start() + self.timeouts.first_byte
 
     def idle_deadline(self) -> float:
         return asyncio.get_running_loop().time() + self.timeouts.idle

@@ -6,19 +6,25 @@ endpoint, so these tests exercise the same code as the end-to-end ones and can l
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from sidecar.app import CHAT_PATH, init_app
-from sidecar.appkeys import BREAKERS, EXTENSIONS
+from sidecar.appkeys import BREAKERS, EXTENSIONS, HTTP_CLIENT
+from sidecar.attempts import Attempts
+from sidecar.breaker import CONNECT, BreakerBoard, BreakerConfig
 from sidecar.cli import DEMO_TOKEN
 from sidecar.faulty_provider import COUNTS, FAULTS, Fault, init_faulty_provider
-from sidecar.handoff import DECISION_HEADER
+from sidecar.handoff import DECISION_HEADER, Decision
+from sidecar.models import Deployment
+from sidecar.providers.registry import provider_for
 from sidecar.relay import Exchange
 from sidecar.settings import Settings
 from sidecar.tokens import hash_token
@@ -117,3 +123,38 @@ async def test_each_attempt_is_booked_on_its_own_breaker(harness: Harness) -> No
     status, _ = await harness.chat("pair", stream=True)
     assert status == 200
     assert harness.faulty.app[COUNTS] == {"first": 1, "second": 2}, "the open breaker is skipped"
+
+
+async def test_a_cancelled_probe_gives_its_slot_back(aiohttp_server: ServerFactory) -> None:
+    faulty = await aiohttp_server(init_faulty_provider())
+    faulty.app[FAULTS]["m"] = Fault("slow", delay=5.0)
+    clock = [0.0]
+    board = BreakerBoard(lambda: clock[0])
+    deployment = Deployment(name="p/m", provider="openai", base_url=str(faulty.make_url("/v1")), upstream_model="m",
+                            breaker=BreakerConfig(consecutive_failures=1, cooldown=1.0, half_open_probes=1))
+    breaker = board.get(deployment.name, deployment.breaker)
+    permit = breaker.acquire()
+    assert permit is not None
+    permit.record(CONNECT)
+    clock[0] = 2.0  # cool-down over: the next attempt is the one probe
+    app = web.Application()
+    app[BREAKERS] = board
+    async with aiohttp.ClientSession() as session:
+        app[HTTP_CLIENT] = session
+        decision = Decision("req_1", "demo", None, "m", ("p/m",), False, False, "v1")
+        exchange = Exchange(decision, None, deployment, provider_for(deployment), 0.0)  # type: ignore[arg-type]
+        attempts = Attempts(make_mocked_request("POST", "/", app=app), exchange, {"messages": []}, [deployment])
+
+        async def use() -> None:
+            async with attempts:
+                pass
+
+        task = asyncio.create_task(use())
+        while not faulty.app[COUNTS].get("m"):
+            await asyncio.sleep(0.01)
+        assert breaker.acquire() is None, "the probe slot is taken"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert breaker.state.value == "half_open"
+    assert breaker.acquire() is not None, "cancelled: the slot is free again"
