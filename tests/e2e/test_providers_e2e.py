@@ -6,8 +6,11 @@ and not, with provider errors, and with fallbacks and breakers across the two fo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +23,14 @@ DEPLOYMENT = "x-gateway-deployment"
 KEY = "sk-faulty-test-key"  # what tests.e2e.faults puts in FAULTY_PROVIDER_KEY
 
 
-def policy(url: str) -> str:
+def policy(url: str, key_file: Path) -> str:
     key = "api_key: {env: FAULTY_PROVIDER_KEY}"
     return f"""
 providers:
+  claude-file:
+    type: anthropic
+    base_url: {url}
+    api_key: {{file: {key_file}}}
   claude:
     type: anthropic
     base_url: {url}
@@ -52,6 +59,7 @@ providers:
     api_version: "2024-06-01"
     breaker: {{enabled: false}}
 models:
+  claude-rotated: {{deployments: [{{provider: claude-file, model: rotated}}]}}
   claude: {{deployments: [{{provider: claude, model: claude-ok, default_max_tokens: 333}}]}}
   claude-errors: {{deployments: [{{provider: claude-nb, model: claude-err}}]}}
   azure: {{deployments: [{{provider: azure, model: gpt4o-ok}}]}}
@@ -72,7 +80,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyProvider) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("providers")
-    stack = start_gateway(workdir, write_policies(workdir / "policies", policy(faulty.url)))
+    (workdir / "anthropic-key").write_text("sk-ant-first\n", encoding="utf-8")
+    stack = start_gateway(workdir, write_policies(workdir / "policies", policy(faulty.url, workdir / "anthropic-key")))
     yield stack
     stack.stop()
 
@@ -150,6 +159,25 @@ async def test_anthropic_error_event_mid_stream(gw: Stack, faulty: FaultyProvide
     got, errors = chunks(raw)
     assert text_of(got) == "reply from"
     assert [(e["type"], e["code"]) for e in errors] == [("service_unavailable", "provider_overloaded")]
+
+
+async def test_a_rotated_key_file_is_used_without_a_restart(gw: Stack, faulty: FaultyProvider) -> None:
+    assert (await chat(gw, "claude-rotated"))[0] == 200
+    assert faulty.received("rotated")[-1]["headers"]["x-api-key"] == "sk-ant-first"
+    key_file = gw.workdir / "anthropic-key"
+    key_file.write_text("sk-ant-second\n", encoding="utf-8")
+    stat = key_file.stat()
+    os.utime(key_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    seen = "sk-ant-first"
+    for _ in range(40):  # the sidecar re-checks the file at most once a second
+        assert (await chat(gw, "claude-rotated"))[0] == 200
+        seen = faulty.received("rotated")[-1]["headers"]["x-api-key"]
+        if seen == "sk-ant-second":
+            break
+        await asyncio.sleep(0.1)
+    assert seen == "sk-ant-second"
+    log = (gw.workdir / "stack.log").read_bytes()
+    assert b"sk-ant-first" not in log and b"sk-ant-second" not in log and KEY.encode() not in log
 
 
 # ---- Azure --------------------------------------------------------------------------------
