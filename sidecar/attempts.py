@@ -153,6 +153,7 @@ class Attempts:
                         *rest: object) -> None:
         assert self._committed is not None
         response, permit = self._committed
+        self.watch.close()
         if permit is not None:  # None: an error answer, booked when it arrived
             fault = self._exchange.fault
             if exc is not None:
