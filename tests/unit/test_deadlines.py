@@ -37,6 +37,22 @@ async def test_first_line_within_first_byte_then_idle_gaps() -> None:
         await lines.readline()
 
 
+async def test_time_spent_between_reads_is_not_provider_silence() -> None:
+    lines = watch_with(first_byte=0.2, idle=0.05, total=5).lines(Lines(0.01, 0.01, 0.01))
+    for _ in range(3):
+        assert await lines.readline() == b"line\n"
+        await asyncio.sleep(0.1)  # a slow client: the timer fires between reads and is ignored
+
+
+async def test_someone_elses_cancel_is_not_a_timeout() -> None:
+    lines = watch_with(first_byte=5, idle=5, total=5).lines(Lines(5))
+    reading = asyncio.create_task(lines.readline())
+    await asyncio.sleep(0.01)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+
+
 async def test_total_caps_every_wait() -> None:
     lines = watch_with(first_byte=5, idle=5, total=0.05).lines(Lines(0.2))
     with pytest.raises(TimeoutError):
