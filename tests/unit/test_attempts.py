@@ -17,13 +17,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from sidecar.app import CHAT_PATH, init_app
-from sidecar.appkeys import BREAKERS, EXTENSIONS, HTTP_CLIENT
+from sidecar.appkeys import BREAKERS, EXTENSIONS, HTTP_CLIENT, POLICY_STORE
 from sidecar.attempts import Attempts
 from sidecar.breaker import CONNECT, BreakerBoard, BreakerConfig
 from sidecar.cli import DEMO_TOKEN
 from sidecar.faulty_provider import COUNTS, FAULTS, Fault, init_faulty_provider
 from sidecar.handoff import DECISION_HEADER, Decision
 from sidecar.models import Deployment
+from sidecar.policy.loader import load_policy
 from sidecar.providers.registry import provider_for
 from sidecar.relay import Exchange
 from sidecar.settings import Settings
@@ -37,6 +38,7 @@ class Harness:
     def __init__(self, client: TestClient[web.Request, web.Application], faulty: TestServer) -> None:
         self.client, self.faulty = client, faulty
         self.finished: list[Exchange] = []
+        self.policies = Path()
 
     def fault(self, model: str, mode: str, **options: Any) -> None:
         self.faulty.app[FAULTS][model] = Fault(mode, **options)
@@ -70,6 +72,7 @@ models:
 """, encoding="utf-8")
     app = init_app(Settings(policies_dir=tmp_path, keepalive_seconds=0.1))
     harness = Harness(await aiohttp_client(app), faulty)
+    harness.policies = tmp_path
 
     async def remember(exchange: Exchange) -> None:
         harness.finished.append(exchange)
@@ -123,6 +126,21 @@ async def test_each_attempt_is_booked_on_its_own_breaker(harness: Harness) -> No
     status, _ = await harness.chat("pair", stream=True)
     assert status == 200
     assert harness.faulty.app[COUNTS] == {"first": 1, "second": 2}, "the open breaker is skipped"
+
+
+async def test_breaker_state_survives_a_policy_reload(harness: Harness) -> None:
+    harness.fault("m", "status", status=500)
+    assert (await harness.chat("m", stream=False))[0] == 502
+    policy_file = harness.policies / "p.yaml"
+    policy_file.write_text(policy_file.read_text().replace("cooldown: 30s", "cooldown: 45s"), encoding="utf-8")
+    store = harness.client.app[POLICY_STORE]
+    old = store.current.version
+    store.swap(load_policy(harness.policies))
+    assert store.current.version != old
+    status, raw = await harness.chat("m", stream=False)
+    assert status == 503 and b"circuit_breaker_open" in raw
+    board = harness.client.app[BREAKERS]
+    assert board.get("p/m", store.current.models.routes["m"].deployments[0].breaker).config.cooldown == 45.0
 
 
 async def test_a_cancelled_probe_gives_its_slot_back(aiohttp_server: ServerFactory) -> None:
