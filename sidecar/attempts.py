@@ -122,7 +122,8 @@ class Attempts:
     async def _send(self, deployment: Deployment, upstream: UpstreamRequest) -> aiohttp.ClientResponse:
         watch = self.watch
         watch.begin(deployment.timeouts)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=deployment.timeouts.connect)
+        # `connect` covers TCP and TLS (the pool is unbounded, so there is no waiting for a slot).
+        timeout = aiohttp.ClientTimeout(total=None, connect=deployment.timeouts.connect)
         body = upstream.body
         response: aiohttp.ClientResponse | None = None
         try:
