@@ -98,7 +98,12 @@ class Attempts:
                 # Not retryable (the client's own 4xx): the relay turns it into the client's error.
                 self._committed = (response, None)
                 return response
-            self._open_permits.remove(permit)  # booked on leaving, when the stream's fate is known
+            self._open_permits.remove(permit)  # booked on leaving, when the answer's fate is known
+            if permit.probe and self._exchange.decision.stream:
+                # A stream may run for minutes: its 200 is the probe's success, so the breaker
+                # closes now; the rest of the stream is booked like any request's.
+                permit.record(outcomes.SUCCESS)
+                permit = breaker.acquire()
             self._committed = (response, permit)
             return response
         if pending is not None:

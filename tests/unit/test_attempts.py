@@ -66,7 +66,12 @@ providers:
     base_url: {faulty.make_url("/v1")}
     timeouts: {{first_byte: 500ms, idle: 200ms}}
     breaker: {{consecutive_failures: 1, cooldown: 30s}}
+  quick:
+    type: openai
+    base_url: {faulty.make_url("/v1")}
+    breaker: {{consecutive_failures: 1, cooldown: 100ms}}
 models:
+  probed: {{deployments: [{{provider: quick, model: probed}}]}}
   m: {{deployments: [{{provider: p, model: m}}]}}
   pair: {{deployments: [{{provider: p, model: first}}, {{provider: p, model: second}}]}}
 """, encoding="utf-8")
@@ -141,6 +146,22 @@ async def test_breaker_state_survives_a_policy_reload(harness: Harness) -> None:
     assert status == 503 and b"circuit_breaker_open" in raw
     board = harness.client.app[BREAKERS]
     assert board.get("p/m", store.current.models.routes["m"].deployments[0].breaker).config.cooldown == 45.0
+
+
+async def test_a_streamed_probe_closes_the_breaker_when_the_stream_starts(harness: Harness) -> None:
+    harness.fault("probed", "status", status=500, times=1)
+    assert (await harness.chat("probed", stream=True))[0] == 502
+    board = harness.client.app[BREAKERS]
+    assert board.breaker_states()["quick/probed"] == "open"
+    await asyncio.sleep(0.15)
+    harness.fault("probed", "drip", delay=0.15)
+    stream = asyncio.create_task(harness.chat("probed", stream=True))
+    while board.breaker_states()["quick/probed"] != "closed":
+        assert not stream.done(), "closed while the probe's stream still runs"
+        await asyncio.sleep(0.01)
+    assert (await harness.chat("probed", stream=False))[0] == 200, "no longer limited to one probe"
+    status, raw = await stream
+    assert status == 200 and b'"error"' not in raw
 
 
 async def test_a_cancelled_probe_gives_its_slot_back(aiohttp_server: ServerFactory) -> None:
