@@ -12,6 +12,7 @@ silent provider, and the interrupted wait raises ShuttingDown instead of a timeo
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -105,6 +106,7 @@ class TimedLines:
         self._task: asyncio.Task[object] | None = None  # the one task reading this stream
         self._reading = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._fired = False
 
     async def readline(self) -> bytes:
@@ -116,8 +118,11 @@ class TimedLines:
         else:
             deadline = self._now() + self._idle
             self._deadline = deadline if deadline < self._total else self._total
-        if self._timer is None:
-            self._timer = self._call_at(self._deadline, self._expire)
+        if self._deadline < self._timer_at:
+            # First read, or the deadline moved earlier (first_byte was longer than idle).
+            if self._timer is not None:
+                self._timer.cancel()
+            self._arm()
         self._reading = True
         try:
             return await self._content.readline()
@@ -139,14 +144,17 @@ class TimedLines:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer, self._timer_at = None, math.inf
+
+    def _arm(self) -> None:
+        self._timer, self._timer_at = self._call_at(self._deadline, self._expire), self._deadline
 
     def _expire(self) -> None:
-        self._timer = None
+        self._timer, self._timer_at = None, math.inf
         if not self._reading:
             return  # between reads: the next read arms a fresh timer
         if self._now() < self._deadline:
-            self._timer = self._call_at(self._deadline, self._expire)
+            self._arm()
             return
         self.interrupt()
 

@@ -69,6 +69,7 @@ providers:
   quick:
     type: openai
     base_url: {faulty.make_url("/v1")}
+    timeouts: {{idle: 500ms}}
     breaker: {{consecutive_failures: 1, cooldown: 100ms}}
 models:
   probed: {{deployments: [{{provider: quick, model: probed}}]}}
@@ -154,14 +155,15 @@ async def test_a_streamed_probe_closes_the_breaker_when_the_stream_starts(harnes
     board = harness.client.app[BREAKERS]
     assert board.breaker_states()["quick/probed"] == "open"
     await asyncio.sleep(0.15)
-    harness.fault("probed", "drip", delay=0.15)
+    harness.fault("probed", "hang", after=2, times=1)  # two words, then silence past the 500ms idle timeout
     stream = asyncio.create_task(harness.chat("probed", stream=True))
     while board.breaker_states()["quick/probed"] != "closed":
         assert not stream.done(), "closed while the probe's stream still runs"
         await asyncio.sleep(0.01)
     assert (await harness.chat("probed", stream=False))[0] == 200, "no longer limited to one probe"
     status, raw = await stream
-    assert status == 200 and b'"error"' not in raw
+    assert status == 200 and b'"provider_timeout"' in raw
+    assert board.breaker_states()["quick/probed"] == "open", "the rest of the stream is booked too"
 
 
 async def test_a_cancelled_probe_gives_its_slot_back(aiohttp_server: ServerFactory) -> None:

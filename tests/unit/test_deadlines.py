@@ -37,6 +37,15 @@ async def test_first_line_within_first_byte_then_idle_gaps() -> None:
         await lines.readline()
 
 
+async def test_idle_shorter_than_first_byte_applies_from_the_second_line() -> None:
+    lines = watch_with(first_byte=30, idle=0.05, total=60).lines(Lines(0.01, 0.01, 10))
+    await lines.readline()
+    await lines.readline()
+    async with asyncio.timeout(2):  # guards the test only: the idle timeout must fire long before
+        with pytest.raises(TimeoutError):
+            await lines.readline()
+
+
 async def test_time_spent_between_reads_is_not_provider_silence() -> None:
     lines = watch_with(first_byte=0.2, idle=0.05, total=5).lines(Lines(0.01, 0.01, 0.01))
     for _ in range(3):
