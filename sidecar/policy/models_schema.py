@@ -90,11 +90,12 @@ def _headers(where: Located) -> dict[str, str]:
     return headers
 
 
-def _timeouts(where: Located) -> Timeouts:
+def _timeouts(where: Located, base: Timeouts | None = None) -> Timeouts:
+    """Keys not given keep `base` (the provider's, for a deployment's own `timeouts`)."""
+    default = base or Timeouts()
     fields = where.mapping()
     if fields is None:
-        return Timeouts()
-    default = Timeouts()
+        return default
     timeouts = Timeouts(
         connect=fields.read("connect", Located.as_duration, default.connect),
         first_byte=fields.read("first_byte", Located.as_duration, default.first_byte),
@@ -148,6 +149,7 @@ def _parse_deployment(where: Located, providers: dict[str, ProviderConfig], inde
     # Without explicit priorities, deployments are tried in the order they are listed.
     priority = fields.read("priority", lambda w: w.as_int(minimum=0), index)
     weight = fields.read("weight", lambda w: w.as_number(minimum=0.001, maximum=1e6), 1.0)
+    timeouts_at = fields.get("timeouts")
     fields.finish()
     if provider_at is not None and provider_name is not None and provider_name not in providers:
         provider_at.error(f"unknown provider '{provider_name}' (defined: {', '.join(sorted(providers)) or 'none'})")
@@ -164,7 +166,7 @@ def _parse_deployment(where: Located, providers: dict[str, ProviderConfig], inde
         headers=provider.headers,
         api_version=provider.api_version,
         default_max_tokens=default_max_tokens,
-        timeouts=provider.timeouts,
+        timeouts=_timeouts(timeouts_at, provider.timeouts) if timeouts_at else provider.timeouts,
         breaker=provider.breaker,
         priority=priority,
         weight=weight,

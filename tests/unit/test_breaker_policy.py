@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.breaker import BreakerConfig
-from sidecar.models import Deployment
+from sidecar.models import Deployment, Timeouts
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 
@@ -103,3 +103,12 @@ def test_priority_and_weight_errors(tmp_path: Path, entry: str, message: str) ->
     with pytest.raises(PolicyError) as caught:
         load_policy(tmp_path)
     assert [e.split(": ", 1)[1] for e in caught.value.errors] == [message]
+
+
+def test_a_deployment_may_override_its_providers_timeouts_key_by_key(tmp_path: Path) -> None:
+    text = PROVIDERS.format(a_extra="    timeouts: {connect: 1s, idle: 9s}") + \
+        "      - {provider: a, model: four, timeouts: {idle: 250ms, total: 1m}}\n"
+    (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
+    one, _, _, four = load_policy(tmp_path).models.routes["m"].deployments
+    assert one.timeouts == Timeouts(connect=1.0, idle=9.0)
+    assert four.timeouts == Timeouts(connect=1.0, idle=0.25, total=60.0)
