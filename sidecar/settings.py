@@ -38,6 +38,10 @@ class Settings:
     # Signs the decision the callout hands to the forwarding path; shared by all sidecar workers.
     decision_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
+    def __post_init__(self) -> None:
+        if self.keepalive_seconds <= 0:
+            raise ValueError("GATEWAY_KEEPALIVE_SECONDS must be more than 0")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
