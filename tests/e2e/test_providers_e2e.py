@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from sidecar.launcher import Stack
 from tests.e2e.faults import FaultyProvider, chat, error_of, start_gateway, write_policies
-from tests.e2e.support import parse_sse
+from tests.e2e.support import DEMO_TOKEN, parse_sse
 
 DEPLOYMENT = "x-gateway-deployment"
 KEY = "sk-faulty-test-key"  # what tests.e2e.faults puts in FAULTY_PROVIDER_KEY
@@ -266,3 +267,20 @@ async def test_anthropic_failing_mid_stream_does_not_fall_back(gw: Stack, faulty
     assert text_of(got) == "reply"
     assert [e["code"] for e in errors] == ["stream_broken"]
     assert faulty.count("atc-claude") == before
+
+
+async def test_the_openai_sdk_reads_translated_anthropic_answers_and_errors(gw: Stack, faulty: FaultyProvider) -> None:
+    client = openai.AsyncOpenAI(base_url=gw.base_url + "/api/client/v1", api_key=DEMO_TOKEN, max_retries=0)
+    async with client:
+        reply = await client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].message.content == "reply from claude-ok one two three"
+        assert reply.usage is not None and reply.usage.completion_tokens == 6
+        stream = await client.chat.completions.create(model="claude", stream=True, stream_options={"include_usage": True},
+                                                      messages=[{"role": "user", "content": "Hi"}])
+        parts = [chunk async for chunk in stream]
+        assert "".join(c.choices[0].delta.content or "" for c in parts if c.choices) == "reply from claude-ok one two three"
+        assert parts[-1].usage is not None and parts[-1].usage.completion_tokens == 6
+        faulty.set("claude-err", "status", status=429)
+        with pytest.raises(openai.RateLimitError) as caught:
+            await client.chat.completions.create(model="claude-errors", messages=[{"role": "user", "content": "Hi"}])
+        assert "Injected failure 429" in caught.value.message
