@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sidecar.appkeys import EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
+from sidecar import routing, shutdown
+from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
 from sidecar.authz import AUTHZ_PREFIX, handle_check
 from sidecar.decision import DecisionPipeline
 from sidecar.extensions import Extensions
@@ -38,6 +39,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     policy = request.app[POLICY_STORE].current
+    if request.app[DRAIN].draining:
+        return web.json_response({"status": "draining", "policy_version": policy.version}, status=503)
     return web.json_response({"status": "ready", "policy_version": policy.version})
 
 
@@ -49,7 +52,9 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
     # Features install themselves here, in the order their callout stages should run.
+    shutdown.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
     guardrails.install(extensions)
+    routing.install(app, extensions)
     # Quotas stay last: they reserve, so no later stage may deny after them.
     install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
     app[EXTENSIONS] = extensions

@@ -23,6 +23,7 @@ from sidecar.tokens import hash_token, mint_token
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sidecar.app import init_app
+    from sidecar.shutdown import handle_sigterm
 
     settings = Settings.from_env()
     setup_logging()
@@ -31,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 1
+    handle_sigterm(app)  # drain in-flight streams before aiohttp's own shutdown
     # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
     # the provider request instead of letting it generate into the void.
     web.run_app(app, host="127.0.0.1", port=settings.sidecar_port, print=None,

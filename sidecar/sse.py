@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from aiohttp import StreamReader
 from aiohttp.http_exceptions import LineTooLong
 
 from sidecar.errors import GatewayError, ProviderError
@@ -15,7 +14,13 @@ from sidecar.providers.base import SSEEvent
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
-async def read_events(content: StreamReader) -> AsyncIterator[SSEEvent]:
+class LineSource(Protocol):
+    """An aiohttp StreamReader, or a wrapper that bounds each read (sidecar.deadlines)."""
+
+    async def readline(self) -> bytes: ...
+
+
+async def read_events(content: LineSource) -> AsyncIterator[SSEEvent]:
     """Yields events as they complete; comment lines (keepalives) are skipped."""
     data_lines: list[str] = []
     event_name: str | None = None

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.breaker import BreakerConfig
 from sidecar.guardrails.policy import GuardrailSet
 from sidecar.models import ModelRegistry
+from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.guardrails_schema import parse_guardrails
 from sidecar.policy.limits_schema import parse_limits
 from sidecar.policy.models_schema import parse_models, parse_providers
@@ -19,7 +21,7 @@ from sidecar.policy.tokens_schema import parse_tokens
 from sidecar.quotas.limits import LimitsPolicy
 from sidecar.tokens import TokenStore
 
-SECTIONS = ("tokens", "providers", "models", "guardrails", "limits")
+SECTIONS = ("tokens", "providers", "models", "breaker", "guardrails", "limits")
 
 
 def policy_files(folder: Path) -> list[Path]:
@@ -101,7 +103,8 @@ def _collect_sections(path: Path, text: bytes, sections: dict[str, Located], log
 
 
 def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorLog) -> Policy:
-    providers = parse_providers(sections["providers"]) if "providers" in sections else {}
+    breaker = parse_breaker(sections["breaker"], BreakerConfig()) if "breaker" in sections else BreakerConfig()
+    providers = parse_providers(sections["providers"], breaker) if "providers" in sections else {}
     models = (parse_models(sections["models"], providers, defined_names(sections.get("providers")))
               if "models" in sections else ModelRegistry({}))
     tokens = (parse_tokens(sections["tokens"], defined_names(sections.get("models")))
