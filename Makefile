@@ -22,7 +22,9 @@ run: $(STAMP)
 	GATEWAY_PORT=$(PORT) GATEWAY_POLICIES=$(POLICIES) $(PY) -m sidecar run
 
 test: $(STAMP)
-	@command -v redis-server >/dev/null || echo "note: redis-server missing; the Redis-backed tests need it (apt-get install redis-server)"
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq redis-server >/dev/null); } || \
+		echo "note: redis-server missing; the Redis-backed tests are skipped (apt-get install redis-server)"
 	$(PY) -m ruff check sidecar tests
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sidecar.appkeys import EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
+from sidecar import routing, shutdown
+from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
 from sidecar.authz import AUTHZ_PREFIX, handle_check
 from sidecar.decision import DecisionPipeline
 from sidecar.extensions import Extensions
@@ -17,6 +18,7 @@ from sidecar.observability import install_observability
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import install_watcher
+from sidecar.quotas.install import install as install_quotas
 from sidecar.responses import unexpected_errors
 from sidecar.settings import Settings
 
@@ -39,6 +41,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     policy = request.app[POLICY_STORE].current
+    if request.app[DRAIN].draining:
+        return web.json_response({"status": "draining", "policy_version": policy.version}, status=503)
     return web.json_response({"status": "ready", "policy_version": policy.version})
 
 
@@ -50,8 +54,12 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
     # Features install themselves here, in the order their callout stages should run.
-    app[EXTENSIONS] = extensions
+    shutdown.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
     guardrails.install(extensions)
+    routing.install(app, extensions)
+    # Quotas stay last: they reserve, so no later stage may deny after them.
+    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
+    app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)
     app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)

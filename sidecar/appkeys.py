@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import ClientSession, web
 
+from sidecar.breaker import BreakerBoard
 from sidecar.decision import DecisionPipeline
+from sidecar.drain import Drain
 from sidecar.extensions import Extensions
 from sidecar.metrics import GatewayMetrics
 from sidecar.policy.store import PolicyStore
@@ -16,3 +18,5 @@ PIPELINE = web.AppKey("pipeline", DecisionPipeline)
 HTTP_CLIENT = web.AppKey("http_client", ClientSession)
 EXTENSIONS = web.AppKey("extensions", Extensions)
 METRICS = web.AppKey("metrics", GatewayMetrics)
+BREAKERS = web.AppKey("breakers", BreakerBoard)
+DRAIN = web.AppKey("drain", Drain)

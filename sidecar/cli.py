@@ -27,6 +27,7 @@ LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sidecar.app import init_app
+    from sidecar.shutdown import handle_sigterm
 
     settings = Settings.from_env()
     setup_logging()
@@ -35,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 1
+    handle_sigterm(app)  # drain in-flight streams before aiohttp's own shutdown
     if is_child():
         die_with_parent()
 

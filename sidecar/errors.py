@@ -147,3 +147,9 @@ class UpstreamTimeout(ProviderError):
 class UpstreamUnreachable(ProviderError):
     def __init__(self, message: str = "Provider unreachable") -> None:
         super().__init__(message, status=502, error_type="provider_error", code="provider_unreachable", retryable=True)
+
+
+class ShuttingDown(ServiceUnavailable):
+    """The sidecar got SIGTERM: new requests go elsewhere; streams past the grace period end with it."""
+
+    default_code = "gateway_shutting_down"

@@ -22,7 +22,7 @@ from sidecar.app import init_app
 from sidecar.appkeys import EXTENSIONS, PIPELINE
 from sidecar.decision import Check, Stage, authenticate, new_request_id
 from sidecar.errors import AuthenticationFailed, GatewayError
-from sidecar.forwarding import _deployment, _edited_body  # the forwarding path's own, not copies
+from sidecar.forwarding import deployment_candidates, edited_body  # the forwarding path's own, not copies
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.store import PolicyStore
 from sidecar.providers.registry import provider_for
@@ -111,10 +111,10 @@ def _as_named(name: str) -> Stage:
 
 def _allowed(app: web.Application, check: Check) -> Explanation:
     decision = check.decision()
-    body = _edited_body(check.raw_body, decision)
+    body = edited_body(check.raw_body, decision)
     for edit in app[EXTENSIONS].request_editors:
         edit(body, decision, check.policy)
-    deployment = _deployment(check.policy, decision)
+    deployment = deployment_candidates(check.policy, decision)[0]
     upstream = provider_for(deployment).build_request(body, request_id=check.request_id)
     explanation = _explained(check, 200, upstream.body, headers=check.client_headers)
     explanation.provider_url = upstream.url

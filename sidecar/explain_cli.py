@@ -94,7 +94,9 @@ def _section(name: str, value: Any) -> list[str]:
     if not value:
         return [_row(name, _EMPTY.get(name, "none"))]
     if isinstance(value, dict):
-        entries = [f"{k}: {_flat(v)}" for k, v in value.items()]
+        # A list of records (e.g. each applicable limit) gets a line per record.
+        entries = [f"{k}: {_flat(item)}" for k, v in value.items()
+                   for item in (v if isinstance(v, list) and v and all(isinstance(i, dict) for i in v) else [v])]
     elif isinstance(value, list):
         entries = [_flat(v) for v in value]
     else:

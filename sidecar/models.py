@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sidecar.breaker import BreakerConfig
 from sidecar.credentials import Credential
 from sidecar.errors import ModelNotFound, WrongModelCategory
 
@@ -34,6 +35,9 @@ class Deployment:
     api_version: str | None = None  # Azure
     default_max_tokens: int = 4096  # Anthropic requires max_tokens
     timeouts: Timeouts = field(default_factory=Timeouts)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    priority: int = 0  # lower is tried first; equal priorities share traffic by `weight`
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)

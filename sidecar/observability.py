@@ -67,6 +67,8 @@ def record_callout(app: web.Application, check: Check, error: GatewayError | Non
         metrics.callout_seconds(seconds)
         for finding in check.trace.get("guardrails", ()):
             metrics.guardrail_finding(finding["guardrail"], finding["category"], finding["action"])
+        for limit in check.trace.get("limits_denied", ()):
+            metrics.limit_denied(limit)
         if error is not None:
             metrics.request(check.route.key if check.route else None, status,
                             check.token.name if check.token else None)

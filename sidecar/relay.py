@@ -19,6 +19,8 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from sidecar.appkeys import SETTINGS
+from sidecar.deadlines import Watch
 from sidecar.errors import GatewayError, ProviderError, UpstreamTimeout, UpstreamUnreachable
 from sidecar.extensions import OutputGuard
 from sidecar.handoff import Decision
@@ -30,7 +32,6 @@ from sidecar.sse import DONE_EVENT, BufferedLines, data_event, error_event, read
 
 access_log = logging.getLogger("sidecar.access")
 DEPLOYMENT_HEADER = "x-gateway-deployment"
-_KEEPALIVE_SECONDS = 15.0
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Exchange:
     # Characters of completion text relayed, for estimating usage when a stream is cut short.
     completion_chars: int = 0
     error: str | None = None
+    fault: GatewayError | None = None  # what ended it early, for breaker bookkeeping
+    watch: Watch = field(default_factory=Watch)  # provider timeouts; a shutdown stops it
 
     def log_access(self) -> None:
         now = time.monotonic()
@@ -71,7 +74,7 @@ class Exchange:
         return {"X-Request-Id": self.decision.request_id, DEPLOYMENT_HEADER: self.deployment.name}
 
     def fail(self, error: GatewayError) -> web.Response:
-        self.status, self.error = error.status, error.code or error.error_type
+        self.status, self.error, self.fault = error.status, error.code or error.error_type, error
         response = error_response(error, self.decision.request_id)
         response.headers[DEPLOYMENT_HEADER] = self.deployment.name
         return response
@@ -109,8 +112,9 @@ async def relay_stream(
         async with send as upstream:
             if upstream.status != 200:
                 raise exchange.provider.translate_error(upstream.status, await upstream.read())
+            keepalive = request.app[SETTINGS].keepalive_seconds
             response = EventSourceResponse(
-                headers=exchange.headers(), sep="\n", ping_interval=_KEEPALIVE_SECONDS, allow_all_methods=True
+                headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True
             )
             await response.prepare(request)
             exchange.status = 200
@@ -129,7 +133,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
     relay = _ChunkStamper(exchange)
     translator = exchange.provider.stream_translator()
     try:
-        async for event in read_events(BufferedLines(upstream.content)):
+        async for event in read_events(exchange.watch.lines(BufferedLines(upstream.content))):
             for chunk in translator.feed(event):
                 for out in _guarded(exchange.guards, relay.stamp(chunk)):
                     exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
@@ -144,7 +148,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         error = exc if isinstance(exc, GatewayError) else (
             UpstreamTimeout("Provider stalled mid-stream") if isinstance(exc, TimeoutError)
             else ProviderError("Provider connection broke mid-stream", code="stream_broken"))
-        exchange.error = error.code or error.error_type
+        exchange.error, exchange.fault = error.code or error.error_type, error
         await response.write(error_event(error))
     except asyncio.CancelledError:
         exchange.error = "client_disconnected"

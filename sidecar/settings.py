@@ -35,8 +35,14 @@ class Settings:
     drain_seconds: int = 20
     # How often the sidecar looks for policy changes (0 disables hot reload).
     policy_poll_seconds: float = 1.0
+    # SSE comment sent to the client during provider silences, so Envoy and clients don't time out.
+    keepalive_seconds: float = 15.0
     # Signs the decision the callout hands to the forwarding path; shared by all sidecar workers.
     decision_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.keepalive_seconds <= 0:
+            raise ValueError("GATEWAY_KEEPALIVE_SECONDS must be more than 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +60,7 @@ class Settings:
             max_body_bytes=int(env.get("GATEWAY_MAX_BODY_BYTES", base.max_body_bytes)),
             drain_seconds=int(env.get("GATEWAY_DRAIN_SECONDS", base.drain_seconds)),
             policy_poll_seconds=float(env.get("GATEWAY_POLICY_POLL_SECONDS", base.policy_poll_seconds)),
+            keepalive_seconds=float(env.get("GATEWAY_KEEPALIVE_SECONDS", base.keepalive_seconds)),
             decision_key=bytes.fromhex(key) if key else base.decision_key,
         )
 
@@ -69,5 +76,6 @@ class Settings:
             "GATEWAY_MAX_BODY_BYTES": str(self.max_body_bytes),
             "GATEWAY_DRAIN_SECONDS": str(self.drain_seconds),
             "GATEWAY_POLICY_POLL_SECONDS": str(self.policy_poll_seconds),
+            "GATEWAY_KEEPALIVE_SECONDS": str(self.keepalive_seconds),
             "GATEWAY_DECISION_KEY": self.decision_key.hex(),
         }

@@ -7,17 +7,21 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.breaker import BreakerConfig
 from sidecar.guardrails.policy import GuardrailSet
 from sidecar.models import ModelRegistry
+from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.guardrails_schema import parse_guardrails
+from sidecar.policy.limits_schema import parse_limits
 from sidecar.policy.models_schema import parse_models, parse_providers
 from sidecar.policy.reader import ErrorLog, Located, PolicyError
 from sidecar.policy.references import check_guardrail_scopes, defined_names
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
+from sidecar.quotas.limits import LimitsPolicy
 from sidecar.tokens import TokenStore
 
-SECTIONS = ("tokens", "providers", "models", "guardrails")
+SECTIONS = ("tokens", "providers", "models", "breaker", "guardrails", "limits")
 
 
 def policy_files(folder: Path) -> list[Path]:
@@ -99,14 +103,17 @@ def _collect_sections(path: Path, text: bytes, sections: dict[str, Located], log
 
 
 def _build(folder: Path, sections: dict[str, Located], version: str, log: ErrorLog) -> Policy:
-    providers = parse_providers(sections["providers"]) if "providers" in sections else {}
+    breaker = parse_breaker(sections["breaker"], BreakerConfig()) if "breaker" in sections else BreakerConfig()
+    providers = parse_providers(sections["providers"], breaker) if "providers" in sections else {}
     models = (parse_models(sections["models"], providers, defined_names(sections.get("providers")))
               if "models" in sections else ModelRegistry({}))
     tokens = (parse_tokens(sections["tokens"], defined_names(sections.get("models")))
               if "tokens" in sections else TokenStore({}))
     guardrails = parse_guardrails(sections["guardrails"]) if "guardrails" in sections else GuardrailSet()
     check_guardrail_scopes(sections.get("guardrails"), sections.get("models"), sections.get("tokens"), tokens)
-    return Policy(version=version, source=str(folder), tokens=tokens, models=models, guardrails=guardrails)
+    limits = parse_limits(sections["limits"], tokens, models) if "limits" in sections else LimitsPolicy()
+    return Policy(version=version, source=str(folder), tokens=tokens, models=models, guardrails=guardrails,
+                  limits=limits)
 
 
 def _compose(text: str) -> yaml.Node | None:

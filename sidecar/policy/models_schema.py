@@ -9,8 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.breaker import BreakerConfig
 from sidecar.credentials import Credential
 from sidecar.models import Deployment, ModelRegistry, ModelRoute, Timeouts
+from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.reader import Located
 from sidecar.policy.references import check_reference
 from sidecar.providers.registry import PROVIDER_TYPES
@@ -25,21 +27,22 @@ class ProviderConfig:
     headers: dict[str, str]
     api_version: str | None
     timeouts: Timeouts
+    breaker: BreakerConfig
 
 
-def parse_providers(section: Located) -> dict[str, ProviderConfig]:
+def parse_providers(section: Located, default_breaker: BreakerConfig | None = None) -> dict[str, ProviderConfig]:
     providers: dict[str, ProviderConfig] = {}
     mapping = section.mapping()
     if mapping is None:
         return providers
     for name, where in mapping.named():
-        config = _parse_provider(name, where)
+        config = _parse_provider(name, where, default_breaker or BreakerConfig())
         if config is not None:
             providers[name] = config
     return providers
 
 
-def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
+def _parse_provider(name: str, where: Located, default_breaker: BreakerConfig) -> ProviderConfig | None:
     fields = where.mapping()
     if fields is None:
         return None
@@ -59,10 +62,12 @@ def _parse_provider(name: str, where: Located) -> ProviderConfig | None:
         where.error("azure providers need api_version")
     timeouts_at = fields.get("timeouts")
     timeouts = _timeouts(timeouts_at) if timeouts_at else Timeouts()
+    breaker_at = fields.get("breaker")
+    breaker = parse_breaker(breaker_at, default_breaker) if breaker_at else default_breaker
     fields.finish()
     if provider_type is None or base_url is None:
         return None
-    return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts)
+    return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts, breaker)
 
 
 def _version_string(where: Located) -> str | None:
@@ -96,11 +101,12 @@ def _headers(where: Located) -> dict[str, str]:
     return headers
 
 
-def _timeouts(where: Located) -> Timeouts:
+def _timeouts(where: Located, base: Timeouts | None = None) -> Timeouts:
+    """Keys not given keep `base` (the provider's, for a deployment's own `timeouts`)."""
+    default = base or Timeouts()
     fields = where.mapping()
     if fields is None:
-        return Timeouts()
-    default = Timeouts()
+        return default
     timeouts = Timeouts(
         connect=fields.read("connect", Located.as_duration, default.connect),
         first_byte=fields.read("first_byte", Located.as_duration, default.first_byte),
@@ -139,8 +145,8 @@ def _parse_model(key: str, where: Located, providers: _Providers) -> ModelRoute 
         return None
     category = fields.read("category", Located.as_str, "llm")
     deployments_at = fields.require("deployments")
-    parsed = [] if deployments_at is None else [(item, _parse_deployment(item, providers))
-                                                 for item in deployments_at.items()]
+    parsed = [] if deployments_at is None else [(item, _parse_deployment(item, providers, index))
+                                                 for index, item in enumerate(deployments_at.items())]
     deployments = [d for _, d in parsed if d is not None]
     fields.finish()
     empty_list = isinstance(deployments_at.node, yaml.SequenceNode) and not deployments_at.node.value \
@@ -158,7 +164,7 @@ def _parse_model(key: str, where: Located, providers: _Providers) -> ModelRoute 
     return ModelRoute(key=key, category=category, deployments=tuple(deployments))
 
 
-def _parse_deployment(where: Located, known: _Providers) -> Deployment | None:
+def _parse_deployment(where: Located, known: _Providers, index: int) -> Deployment | None:
     fields = where.mapping()
     if fields is None:
         return None
@@ -168,6 +174,10 @@ def _parse_deployment(where: Located, known: _Providers) -> Deployment | None:
     if fields.get("model") is None:
         fields.require("model")
     default_max_tokens = fields.read("default_max_tokens", lambda w: w.as_int(minimum=1), 4096)
+    # Without explicit priorities, deployments are tried in the order they are listed.
+    priority = fields.read("priority", lambda w: w.as_int(minimum=0), index)
+    weight = fields.read("weight", lambda w: w.as_number(minimum=0.001, maximum=1e6), 1.0)
+    timeouts_at = fields.get("timeouts")
     fields.finish()
     if provider_at is not None and provider_name is not None and provider_name not in known.valid:
         check_reference(provider_at, "provider", provider_name, known.defined)
@@ -184,5 +194,8 @@ def _parse_deployment(where: Located, known: _Providers) -> Deployment | None:
         headers=provider.headers,
         api_version=provider.api_version,
         default_max_tokens=default_max_tokens,
-        timeouts=provider.timeouts,
+        timeouts=_timeouts(timeouts_at, provider.timeouts) if timeouts_at else provider.timeouts,
+        breaker=provider.breaker,
+        priority=priority,
+        weight=weight,
     )

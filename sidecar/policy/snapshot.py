@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sidecar.guardrails.policy import GuardrailSet
 from sidecar.models import ModelRegistry
+from sidecar.quotas.limits import LimitsPolicy
 from sidecar.tokens import TokenStore
 
 
@@ -16,3 +17,4 @@ class Policy:
     tokens: TokenStore
     models: ModelRegistry
     guardrails: GuardrailSet = field(default_factory=GuardrailSet)
+    limits: LimitsPolicy = field(default_factory=LimitsPolicy)

@@ -46,7 +46,9 @@ tokens:
 
 
 def start_stack(workdir: Path, settings: Settings) -> Stack:
-    stack = Stack(settings, workdir, log=(workdir / "stack.log").open("wb"))
+    # Quota counters of the embedded store live with the stack, not in the working directory.
+    stack = Stack(settings, workdir, log=(workdir / "stack.log").open("wb"),
+                  extra_env={"GATEWAY_STATE_DIR": str(workdir / "state")})
     try:
         stack.start()
     except Exception:

@@ -1,0 +1,107 @@
+"""The three wire formats the faulty provider speaks: answers, stream events and error bodies.
+
+OpenAI (and Azure, which adds a prompt-filter preamble chunk to streams) and Anthropic Messages,
+shaped like the real APIs so the gateway's provider modules translate them as in production.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+OPENAI, AZURE, ANTHROPIC = "openai", "azure", "anthropic"
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                          429: "rate_limit_error", 529: "overloaded_error"}
+
+
+def words(model: str) -> list[str]:
+    text = f"reply from {model} one two three"
+    return [word if index == 0 else " " + word for index, word in enumerate(text.split(" "))]
+
+
+def completion(wire: str, model: str, prompt_tokens: int) -> dict[str, Any]:
+    text = "".join(words(model))
+    if wire == ANTHROPIC:
+        return {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": len(words(model))}}
+    return {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words(model)),
+                      "total_tokens": prompt_tokens + len(words(model))}}
+
+
+def error_body(wire: str, status: int, message: str) -> bytes:
+    if wire == ANTHROPIC:
+        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    kind = "invalid_request_error" if 400 <= status < 500 and status != 429 else "server_error"
+    return orjson.dumps({"error": {"message": message, "type": kind, "code": f"upstream_{status}", "param": None}})
+
+
+class StreamEvents:
+    """The events of one streamed answer, split where a fault may strike: `head`, one per word, `tail`."""
+
+    def __init__(self, wire: str, model: str, prompt_tokens: int, include_usage: bool) -> None:
+        self.wire, self.model = wire, model
+        self._prompt_tokens, self._include_usage = prompt_tokens, include_usage
+        self._id = ("msg_" if wire == ANTHROPIC else "chatcmpl-") + uuid.uuid4().hex[:20]
+
+    def head(self) -> list[bytes]:
+        if self.wire == ANTHROPIC:
+            message: dict[str, Any] = {"id": self._id, "type": "message", "role": "assistant",
+                                       "model": self.model, "content": [], "stop_reason": None,
+                                       "usage": {"input_tokens": self._prompt_tokens, "output_tokens": 1}}
+            return [_named("message_start", {"type": "message_start", "message": message}),
+                    _named("content_block_start", {"type": "content_block_start", "index": 0,
+                                                   "content_block": {"type": "text", "text": ""}}),
+                    _named("ping", {"type": "ping"})]
+        head = [self._chunk({"role": "assistant", "content": ""})]
+        if self.wire == AZURE:
+            preamble = {"choices": [], "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}],
+                        "id": "", "model": "", "object": "", "created": 0}
+            head.insert(0, _data(preamble))
+        return head
+
+    def word(self, text: str) -> bytes:
+        if self.wire == ANTHROPIC:
+            return _named("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                  "delta": {"type": "text_delta", "text": text}})
+        return self._chunk({"content": text})
+
+    def tail(self) -> list[bytes]:
+        count = len(words(self.model))
+        if self.wire == ANTHROPIC:
+            return [_named("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                    _named("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                           "stop_sequence": None}, "usage": {"output_tokens": count}}),
+                    _named("message_stop", {"type": "message_stop"})]
+        tail = [self._chunk({}, finish_reason="stop")]
+        if self._include_usage:
+            usage = {"prompt_tokens": self._prompt_tokens, "completion_tokens": count,
+                     "total_tokens": self._prompt_tokens + count}
+            tail.append(_data({**self._envelope(), "choices": [], "usage": usage}))
+        return [*tail, b"data: [DONE]\n\n"]
+
+    def error_event(self, status: int, message: str) -> bytes:
+        if self.wire == ANTHROPIC:
+            return b"event: error\ndata: " + error_body(self.wire, status, message) + b"\n\n"
+        return b"data: " + error_body(self.wire, status, message) + b"\n\n"
+
+    def _envelope(self) -> dict[str, Any]:
+        return {"id": self._id, "object": "chat.completion.chunk", "created": int(time.time()), "model": self.model}
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return _data({**self._envelope(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _named(event: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {event}\n".encode() + _data(payload)

@@ -1,0 +1,1 @@
+"""Quotas and rate limits: policy objects, admission estimates, counter backends, the callout stage."""

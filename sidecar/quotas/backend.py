@@ -1,0 +1,72 @@
+"""The counter store interface both backends implement, and the values they exchange.
+
+Three counter types cover every limit kind:
+- `bucket`: a leaky bucket holding `used`, draining at `cap` per `period` seconds (per-minute
+  rates; it refills continuously, like OpenAI's own limits, so there is no window edge);
+- `window`: a plain counter for one calendar window, gone when the window ends;
+- `slots`: the set of reservations in flight, each with a lease that frees a slot whose
+  release never came (a crashed replica).
+
+`reserve` is all-or-nothing over the charges of one request: every enforced charge must fit,
+then all of them (shadow ones too) are added at once. No other reservation can interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class BackendUnavailable(Exception):
+    """The counter store could not be reached; each limit's `on_backend_error` decides."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    key: str
+    counter: str  # "bucket" | "window" | "slots"
+    cap: int
+    amount: int
+    enforced: bool
+    period: float = 60.0  # bucket: seconds to drain `cap`
+    window_end: float = 0.0  # window: epoch seconds when the window ends
+    lease: float = 0.0  # slots: seconds a slot is held if never released
+
+
+@dataclass(frozen=True)
+class Reserved:
+    admitted: bool
+    # Per charge: the level after reserving (admitted) or as found (denied).
+    used: tuple[float, ...]  # (a dry run: as found)
+    now: float  # the store's clock, epoch seconds
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """Settlement of one charge: `delta` (real minus reserved) for counters; release for slots."""
+
+    key: str
+    counter: str
+    delta: int = 0
+    cap: int = 1
+    period: float = 60.0
+
+
+class QuotaBackend(Protocol):
+    async def reserve(self, reservation_id: str, charges: Sequence[Charge], *, apply: bool = True) -> Reserved:
+        """Atomically check every enforced charge and, if all fit, add all of them.
+
+        `apply=False` only looks (a dry run such as `explain`): the levels as found, nothing added.
+        """
+        ...
+
+    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
+        """Correct counters by real usage and release slots; never fails the request."""
+        ...
+
+    async def start(self) -> None:
+        ...
+
+    async def close(self) -> None:
+        ...

@@ -1,0 +1,133 @@
+"""The `limits:` policy as domain objects: which limits apply to a request, and how they count.
+
+A rule names one or more limit kinds; each (rule, kind) pair is one `Limit`. A limit counts
+separately per the identities in `per` (token, team, model), so "60 requests per minute per
+token" and "1M tokens per month for the whole team" are the same object with different fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PER_FIELDS = ("token", "team", "model")
+MICRO_USD = 1_000_000  # spend is counted in integer micro-dollars, so every backend adds integers
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    unit: str  # "requests" | "tokens" | "spend"
+    counter: str  # "bucket" (refills continuously) | "window" (calendar period) | "slots" (in flight)
+    period: str | None  # "minute" | "day" | "month"
+    quota: bool  # True: insufficient_quota when exhausted; False: rate_limit_exceeded
+    label: str
+
+
+KINDS: Mapping[str, KindSpec] = {
+    "requests_per_minute": KindSpec("requests", "bucket", "minute", False, "requests per minute"),
+    "tokens_per_minute": KindSpec("tokens", "bucket", "minute", False, "tokens per minute"),
+    "concurrent_requests": KindSpec("requests", "slots", None, False, "concurrent requests"),
+    "tokens_per_day": KindSpec("tokens", "window", "day", True, "tokens per day"),
+    "tokens_per_month": KindSpec("tokens", "window", "month", True, "tokens per month"),
+    "spend_per_day": KindSpec("spend", "window", "day", True, "spend per day (USD)"),
+    "spend_per_month": KindSpec("spend", "window", "month", True, "spend per month (USD)"),
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking for what: the values a limit matches and partitions on."""
+
+    token: str
+    team: str | None
+    model: str
+
+    def value(self, name: str) -> str | None:
+        return {"token": self.token, "team": self.team, "model": self.model}[name]
+
+
+@dataclass(frozen=True)
+class Limit:
+    rule: str
+    kind: str
+    cap: int  # requests, tokens, or micro-USD for spend
+    per: tuple[str, ...] = ("token",)
+    tokens: frozenset[str] | None = None  # None: any
+    teams: frozenset[str] | None = None
+    models: frozenset[str] | None = None
+    shadow: bool = False
+    fail_open: bool = True
+
+    @property
+    def spec(self) -> KindSpec:
+        return KINDS[self.kind]
+
+    @property
+    def name(self) -> str:
+        return f"{self.rule}.{self.kind}"
+
+    def matches(self, who: Identity) -> bool:
+        return ((self.tokens is None or who.token in self.tokens)
+                and (self.teams is None or (who.team is not None and who.team in self.teams))
+                and (self.models is None or who.model in self.models)
+                and all(who.value(name) is not None for name in self.per))
+
+    def scope(self, who: Identity) -> str:
+        """The partition this request counts in, e.g. `token=demo,model=gpt-4` (or `*`: shared)."""
+        return ",".join(f"{name}={who.value(name)}" for name in self.per) or "*"
+
+    def describe_scope(self, who: Identity) -> str:
+        parts = [f"{name} '{who.value(name)}'" for name in self.per]
+        return "for " + " and ".join(parts) if parts else "shared by all matching requests"
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per one million tokens."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+
+    def micro_usd(self, prompt_tokens: int, completion_tokens: int) -> int:
+        # USD per 1M tokens equals micro-USD per token.
+        return round(prompt_tokens * self.prompt + completion_tokens * self.completion)
+
+
+@dataclass(frozen=True)
+class ModelQuotaSettings:
+    completion_tokens: int | None = None  # reserved when the request sets no max_tokens
+    price: Price | None = None
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    backend: str = "memory"  # "memory" | "redis"
+    state_dir: Path | None = None  # memory: None means $GATEWAY_STATE_DIR or ./.gateway-state
+    flush_interval: float = 1.0
+    redis_url: str | None = None
+    key_prefix: str = "cgt"
+    timeout: float = 0.25  # per Redis call; an outage must not hold requests for long
+
+
+@dataclass(frozen=True)
+class LimitsPolicy:
+    limits: tuple[Limit, ...] = ()
+    timezone: str = "UTC"
+    store: StoreConfig = field(default_factory=StoreConfig)
+    chars_per_token: float = 4.0
+    completion_tokens: int = 1024
+    models: Mapping[str, ModelQuotaSettings] = field(default_factory=dict)
+
+    def applicable(self, who: Identity) -> list[Limit]:
+        return [limit for limit in self.limits if limit.matches(who)]
+
+    def price(self, model: str) -> Price | None:
+        settings = self.models.get(model)
+        return settings.price if settings else None
+
+    def default_completion_tokens(self, model: str) -> int:
+        settings = self.models.get(model)
+        if settings is not None and settings.completion_tokens is not None:
+            return settings.completion_tokens
+        return self.completion_tokens

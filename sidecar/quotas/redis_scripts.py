@@ -1,0 +1,88 @@
+"""Lua scripts run atomically inside Redis: check-and-reserve over all charges, and settle.
+
+Levels are returned as strings (`%.17g`, exact for integers up to 2^53): Redis would truncate Lua
+numbers to integers, and Lua's own tostring keeps only 14 digits. The clock is
+Redis's own (`TIME`), so replicas with skewed clocks still drain buckets and leases alike.
+"""
+
+from __future__ import annotations
+
+# KEYS: one per charge. ARGV[1]: reservation id; ARGV[2]: 1 to reserve, 0 to only look; then 5 per charge:
+# counter type, cap, amount, enforced (1/0), extra (bucket: period ms; window: end ms; slots: lease ms).
+RESERVE = """
+local function num(x) return string.format('%.17g', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rid = ARGV[1]
+local used = {}
+local ok = true
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 5
+  local kind, cap, amount = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local extra = tonumber(ARGV[b + 4])
+  local level
+  if kind == 'bucket' then
+    local v = redis.call('HMGET', KEYS[i], 'u', 't')
+    level = tonumber(v[1]) or 0
+    local last = tonumber(v[2]) or now
+    level = math.max(0, level - math.max(0, now - last) * cap / extra)
+  elseif kind == 'window' then
+    level = tonumber(redis.call('GET', KEYS[i])) or 0
+  else
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    level = redis.call('ZCARD', KEYS[i])
+  end
+  used[i] = level
+  if ARGV[b + 3] == '1' and level + amount > cap then ok = false end
+end
+if ok and ARGV[2] == '1' then
+  for i = 1, #KEYS do
+    local b = 3 + (i - 1) * 5
+    local kind, cap, amount = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    local extra = tonumber(ARGV[b + 4])
+    used[i] = used[i] + amount
+    if kind == 'bucket' then
+      redis.call('HSET', KEYS[i], 'u', num(used[i]), 't', num(now))
+      redis.call('PEXPIRE', KEYS[i], math.ceil(used[i] * extra / cap) + 1000)
+    elseif kind == 'window' then
+      -- The raw argument strings: Lua would print big numbers as 1e+15, which INCRBY rejects.
+      redis.call('INCRBY', KEYS[i], ARGV[b + 2])
+      redis.call('PEXPIREAT', KEYS[i], ARGV[b + 4])
+    else
+      redis.call('ZADD', KEYS[i], now + extra, rid)
+      if redis.call('PTTL', KEYS[i]) < extra then redis.call('PEXPIRE', KEYS[i], extra) end
+    end
+  end
+end
+local out = {ok and 1 or 0, num(now)}
+for i = 1, #KEYS do out[#out + 1] = num(used[i]) end
+return out
+"""
+
+# KEYS: one per adjustment. ARGV[1]: reservation id; then 4 per key: counter type, delta, cap, period ms.
+SETTLE = """
+local function num(x) return string.format('%.17g', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rid = ARGV[1]
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 4
+  local kind, delta = ARGV[b], tonumber(ARGV[b + 1])
+  if kind == 'slots' then
+    redis.call('ZREM', KEYS[i], rid)
+  elseif kind == 'window' then
+    if delta ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
+      if redis.call('INCRBY', KEYS[i], ARGV[b + 1]) < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+    end
+  elseif delta ~= 0 then
+    local cap, period = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    local v = redis.call('HMGET', KEYS[i], 'u', 't')
+    local level = tonumber(v[1]) or 0
+    local last = tonumber(v[2]) or now
+    level = math.max(0, math.max(0, level - math.max(0, now - last) * cap / period) + delta)
+    redis.call('HSET', KEYS[i], 'u', num(level), 't', num(now))
+    redis.call('PEXPIRE', KEYS[i], math.ceil(level * period / cap) + 1000)
+  end
+end
+return 1
+"""
