@@ -20,13 +20,14 @@ from sidecar.policy.reader import PolicyError
 from sidecar.policy.summary import summarize
 from sidecar.settings import Settings
 from sidecar.tokens import hash_token, mint_token
-from sidecar.workers import die_with_parent, is_child, serve_workers, worker_count
+from sidecar.workers import die_with_parent, is_child, serve_workers, unsupported, worker_count
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sidecar.app import init_app
+    from sidecar.appkeys import POLICY_STORE
     from sidecar.shutdown import handle_sigterm
 
     settings = Settings.from_env()
@@ -35,6 +36,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = init_app(settings)
     except PolicyError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    problem = unsupported(worker_count(), app[POLICY_STORE].current)
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
     handle_sigterm(app)  # drain in-flight streams before aiohttp's own shutdown
     if is_child():

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 
+from sidecar.policy.snapshot import Policy
+
 WORKERS_ENV = "GATEWAY_SIDECAR_WORKERS"
 _CHILD_ENV = "GATEWAY_SIDECAR_WORKER_CHILD"
 _PR_SET_PDEATHSIG = 1
@@ -31,6 +33,15 @@ def worker_count(env: Mapping[str, str] | None = None) -> int:
 
 def is_child(env: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if env is None else env).get(_CHILD_ENV))
+
+
+def unsupported(count: int, policy: Policy) -> str | None:
+    """Why `count` workers cannot serve this policy, or None. In-process quota counters (and
+    their state file) would be split between the workers, so limits need the Redis store."""
+    if count > 1 and policy.limits.limits and policy.limits.store.backend != "redis":
+        return (f"{WORKERS_ENV}={count} needs `limits.store.backend: redis`: with the memory store "
+                "each worker would count quotas on its own")
+    return None
 
 
 def die_with_parent() -> None:
