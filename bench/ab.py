@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("b", type=Path)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--policies", type=Path, help="policy folder (default: the bench's)")
     parser.add_argument("--stream", action="store_true", help="streamed requests (asyncio client), not wrk")
     parser.add_argument("--open-streams", type=int, default=0, help="instead: sidecar RSS with N open streams")
     parser.add_argument("--a-env", action="append", default=[], help="VAR=VALUE for A's processes")
@@ -67,11 +68,13 @@ def main() -> int:
     if wrk is None:
         return 1
     checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
+    if args.policies:
+        args.policies = args.policies.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-ab-"))
     # `python -m sidecar` puts the working directory first on sys.path: it must not hold a
     # checkout, or both gateways would run that one instead of their PYTHONPATH's.
     os.chdir(workdir)
-    policies = build_policies(workdir / "policies").folder
+    policies = args.policies.resolve() if args.policies else build_policies(workdir / "policies").folder
     provider_port = free_port()
     stacks: dict[str, Stack] = {}
     try:

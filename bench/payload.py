@@ -6,7 +6,7 @@ import json
 
 from sidecar.cli import DEMO_TOKEN
 
-__all__ = ["BODY_BYTES", "DEMO_TOKEN", "chat_body", "headers", "slow_stream_body"]
+__all__ = ["BODY_BYTES", "DEMO_TOKEN", "chat_body", "headers", "prose", "slow_stream_body"]
 
 BODY_BYTES = 1024
 _PROSE = ("The committee reviewed the quarterly weather summary and agreed that the spring rains "
@@ -34,6 +34,11 @@ def chat_body(stream: bool = False, size: int = BODY_BYTES, prefix: str = "") ->
     need = size - empty
     text = prefix + (_PROSE * (need // len(_PROSE) + 1))[:need]
     return encode(text)
+
+
+def prose(size: int) -> str:
+    """`size` characters of the benchmark's plain prose."""
+    return (_PROSE * (size // len(_PROSE) + 1))[:size]
 
 
 def slow_stream_body(words: int) -> bytes:

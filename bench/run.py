@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's `sidecar` and `bench`, whatever is installed
 
 from bench import aioclient, payload  # noqa: E402
+from bench.input_scan import TARGET_MS, input_scan_ms  # noqa: E402
 from bench.procstat import Watcher, cpu_delta  # noqa: E402
 from bench.report import Scenario, rss_table, scenario_table, verdicts  # noqa: E402
-from bench.stats import RoundResult, Sample, growth  # noqa: E402
+from bench.stats import RoundResult, Sample, Verdict, growth  # noqa: E402
 from bench.targets import Target, Targets, build_policies  # noqa: E402
 from bench.wrk import WrkRunner, ensure_wrk  # noqa: E402
 
@@ -158,6 +159,16 @@ def guardrails_bench() -> None:
     print("\n".join("  " + line for line in (result.stdout + result.stderr).rstrip().splitlines()))
 
 
+def input_scan() -> None:
+    figures = input_scan_ms()
+    if figures is None:
+        print("  n/a: this sidecar has no guardrails")
+        return
+    verdict = Verdict("whole input scan of a 1 MB prompt (PII + injection)", figures["total"], TARGET_MS, "ms")
+    print(f"  PII {figures['pii']:.1f} ms + injection heuristic {figures['injection']:.1f} ms (median of 3)")
+    print(verdict.line())
+
+
 def main() -> int:
     config = Config.from_env()
     begun = time.monotonic()
@@ -195,6 +206,8 @@ def main() -> int:
         targets.stop()
     print("\n== guardrail scan (bench/guardrails_bench.py)", flush=True)
     guardrails_bench()
+    print("\n== the callout's input scan of a 1 MB prompt", flush=True)
+    input_scan()
     print("\n== targets (reported, never asserted)")
     for verdict in verdicts(results, config.open_streams, open_rss, soak_growth, _SOAK_TOLERANCE_MB):
         print(verdict.line())
