@@ -58,7 +58,8 @@ def main() -> int:
     parser.add_argument("b", type=Path)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4)
-    parser.add_argument("--policies", type=Path, help="policy folder (default: the bench's)")
+    parser.add_argument("--policies", type=Path, help="policy folder for both (default: the bench's)")
+    parser.add_argument("--b-policies", type=Path, help="a different policy folder for B (feature cost)")
     parser.add_argument("--stream", action="store_true", help="streamed requests (asyncio client), not wrk")
     parser.add_argument("--open-streams", type=int, default=0, help="instead: sidecar RSS with N open streams")
     parser.add_argument("--a-env", action="append", default=[], help="VAR=VALUE for A's processes")
@@ -68,6 +69,7 @@ def main() -> int:
     if wrk is None:
         return 1
     checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
+    b_policies = args.b_policies.resolve() if args.b_policies else None
     if args.policies:
         args.policies = args.policies.resolve()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-ab-"))
@@ -79,7 +81,8 @@ def main() -> int:
     stacks: dict[str, Stack] = {}
     try:
         stacks["A"] = _stack(checkouts["A"], workdir / "a", policies, provider_port, True, _env_pairs(args.a_env))
-        stacks["B"] = _stack(checkouts["B"], workdir / "b", policies, provider_port, False, _env_pairs(args.b_env))
+        stacks["B"] = _stack(checkouts["B"], workdir / "b", b_policies or policies, provider_port, False,
+                             _env_pairs(args.b_env))
         if args.open_streams:
             for name in ("A", "B"):
                 _print_open_streams(name, stacks[name], args.open_streams)

@@ -145,9 +145,9 @@ _WORD_RULE_LITERALS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
                               "don't follow", "don't obey", "stop follow", "stop obey", "quit follow", "quit obey",
                               "cease follow", "cease obey"),),
     "system_prompt_extraction": (("prompt", "message", "instruction", "rules", "repeat", "told"),),
-    "roleplay_jailbreak": (("dan", "broken", "you are now", "anything", "jailbr", "pretend", "restriction", "rule",
-                            "limit", "filter", "guideline", "polic", "ethic", "censorship", "unfiltered",
-                            "uncensored", "unrestricted", "evil"),),
+    # "restrict", "filter" and "censor" also cover unrestricted, unfiltered and uncensored.
+    "roleplay_jailbreak": (("dan", "broken", "you are now", "anything", "jailbr", "pretend", "restrict", "rule",
+                            "limit", "filter", "guideline", "polic", "ethic", "censor", "evil"),),
     "developer_mode": (("developer mode",),),
     "encoding_hint": (("decod", "decipher", "6a", "rot", "hex"),
                       ("follow", "execute", "obey", "do what", "instruction")),
@@ -155,6 +155,9 @@ _WORD_RULE_LITERALS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
     "restriction_removal": (("without", "anything"),),
 }
 _MULTI_SPACES: Final = re.compile(" {2,}")
+# Four or more spaced single letters hold " x y " (the second and third letters); unlike
+# _SPACED_LETTERS this starts with a literal, which the regex engine searches for quickly.
+_SPACED_HINT: Final = re.compile(" [a-z] [a-z] ")
 
 _DELIMITER_RULE: Final = re.compile(
     r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
@@ -180,7 +183,8 @@ def _normalise(text: str) -> str:
     text = _NON_WORD.sub(" ", text.translate(_LEET))
     # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
     # between letter-spaced words still separate them.
-    text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    if _SPACED_HINT.search(text):  # skips the slower regex on text that cannot match it
+        text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
     # After _NON_WORD the only whitespace left is " ": collapsing runs of two or more gives
     # the same text as collapsing every `\s+`, without rewriting each single space.
     return _MULTI_SPACES.sub(" ", text)
@@ -188,7 +192,15 @@ def _normalise(text: str) -> str:
 
 def _may_fire(name: str, normalised: str) -> bool:
     groups = _WORD_RULE_LITERALS.get(name)
-    return groups is None or all(any(literal in normalised for literal in group) for group in groups)
+    if groups is None:
+        return True
+    for group in groups:  # plain loops: this runs on every prompt and generators cost more
+        for literal in group:
+            if literal in normalised:
+                break
+        else:
+            return False
+    return True
 
 
 def _word_signals(normalised: str) -> list[tuple[str, float]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,18 @@ def test_delimiters_still_found(text: str) -> None:
 def test_prose_fires_no_rule() -> None:
     text = "The committee reviewed the weather summary; the spring rains followed the dry spell."
     assert injection.score_injection(text).signals == ()
+
+
+def reference_normalise(text: str) -> str:
+    """The normalisation without any shortcut: every pass, unconditionally."""
+    text = injection._ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
+    text = injection._NON_WORD.sub(" ", text.translate(injection._LEET))
+    text = injection._SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.mark.parametrize("extra", ["i g n o r e  a l l  p r e v i o u s", "ｉｇｎｏｒｅ\u200b all", "a b c", "x  y z w",
+                                   "Ünïcödé, tabs\tand\nnew lines", "d o n ' t"])
+def test_the_shortcuts_normalise_exactly_as_every_pass_would(extra: str) -> None:
+    for text in [extra, *(v for t in corpus_texts()[:150] for v in variants(t))]:
+        assert injection._normalise(text) == reference_normalise(text), text[:120]
