@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,7 @@ def main() -> int:
     parser.add_argument("--out", default="")
     parser.add_argument("--stream", action="store_true", help="streamed requests (asyncio client) instead of wrk")
     args = parser.parse_args()
+    os.chdir(REPO)  # `python -m sidecar` imports from the working directory first
     wrk = ensure_wrk()
     if wrk is None:
         return 1

@@ -170,6 +170,8 @@ def input_scan() -> None:
 
 
 def main() -> int:
+    # The processes run `python -m sidecar`, which imports from the working directory first.
+    os.chdir(REPO)
     config = Config.from_env()
     begun = time.monotonic()
     print(f"make bench: {config.rounds} round(s) of {config.round_seconds:g}s per cell, "
@@ -189,7 +191,12 @@ def main() -> int:
     targets = Targets.start(workdir, policies.folder)
     try:
         bench = Bench(config, targets, workdir, wrk)
-        bench.check_targets()
+        try:
+            bench.check_targets()
+        except RuntimeError as exc:
+            print(f"\nbench: a target does not answer as it should, nothing was timed: {exc}\n"
+                  f"see {workdir}/processes.log", file=sys.stderr)
+            return 1
         print("\n== interleaved rounds", flush=True)
         results = bench.rounds()
         rss = {t.name: Watcher(t.pids).rss_mb() for t in targets.all()}
