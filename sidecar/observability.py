@@ -12,7 +12,7 @@ import time
 
 from aiohttp import web
 
-from sidecar.appkeys import METRICS, POLICY_STORE
+from sidecar.appkeys import BREAKERS, METRICS, POLICY_STORE
 from sidecar.decision import Check
 from sidecar.errors import GatewayError
 from sidecar.extensions import Extensions
@@ -40,6 +40,10 @@ def install_observability(app: web.Application, extensions: Extensions) -> Gatew
 
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
+    breakers = request.app.get(BREAKERS)
+    if breakers is not None:  # read at scrape time: a breaker's cool-down ends without an event
+        for deployment, state in breakers.breaker_states().items():
+            metrics.breaker_state(deployment, state)
     return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
 
 

@@ -93,12 +93,8 @@ async def relay_completion(
         exchange.usage = usage_of(completion.get("usage"))
         for guard in exchange.guards:
             guard.on_completion(completion)
-    except GatewayError as error:
-        return exchange.fail(error)
-    except TimeoutError:
-        return exchange.fail(UpstreamTimeout())
-    except aiohttp.ClientError:
-        return exchange.fail(UpstreamUnreachable("Provider connection failed"))
+    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
+        return exchange.fail(transport_error(exc))
     completion["model"] = exchange.decision.model_key
     completion["request_id"] = exchange.decision.request_id
     exchange.status = 200
@@ -120,12 +116,8 @@ async def relay_stream(
             exchange.status = 200
             await _pump(upstream, response, exchange)
             return response
-    except GatewayError as error:
-        return exchange.fail(error)
-    except TimeoutError:
-        return exchange.fail(UpstreamTimeout())
-    except aiohttp.ClientError:
-        return exchange.fail(UpstreamUnreachable("Provider connection failed"))
+    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
+        return exchange.fail(transport_error(exc))
 
 
 async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse, exchange: Exchange) -> None:
@@ -144,10 +136,8 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
             raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
         for out in _flushed(exchange.guards):
             await response.write(data_event(out))
-    except (GatewayError, TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-        error = exc if isinstance(exc, GatewayError) else (
-            UpstreamTimeout("Provider stalled mid-stream") if isinstance(exc, TimeoutError)
-            else ProviderError("Provider connection broke mid-stream", code="stream_broken"))
+    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
+        error = transport_error(exc, mid_stream=True)
         exchange.error, exchange.fault = error.code or error.error_type, error
         await response.write(error_event(error))
     except asyncio.CancelledError:
@@ -158,6 +148,17 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         exchange.completion_chars = relay.completion_chars
     await response.write(DONE_EVENT)
     response.stop_streaming()
+
+
+def transport_error(exc: Exception, *, mid_stream: bool = False) -> GatewayError:
+    """A provider transport failure in the gateway's terms; GatewayErrors pass through as they are."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout("Provider stalled mid-stream") if mid_stream else UpstreamTimeout()
+    if mid_stream:
+        return ProviderError("Provider connection broke mid-stream", code="stream_broken")
+    return UpstreamUnreachable("Provider connection failed")
 
 
 class _ChunkStamper:

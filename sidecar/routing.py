@@ -39,6 +39,7 @@ class DeploymentRouter:
         ordered = order_deployments(check.route.deployments, self._rng)
         breakers = [self._board.get(d.name, d.breaker) for d in ordered]
         usable = [d.name for d, breaker in zip(ordered, breakers, strict=True) if breaker.available()]
+        check.trace["breaker"] = {b.name: b.state.value for b in breakers}  # what `explain` shows
         if not usable:
             raise breaker_open(check.route.key, breakers)
         check.deployments = tuple(usable)

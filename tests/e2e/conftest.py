@@ -11,6 +11,7 @@ import pytest
 from sidecar.launcher import Stack, free_port
 from sidecar.settings import Settings
 from sidecar.tokens import hash_token
+from tests.e2e.faults import FaultyProvider
 from tests.e2e.support import DEMO_TOKEN, EXPIRED_TOKEN, RESTRICTED_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,3 +73,11 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = start_stack(workdir, stack_settings(REPO / "policies"))
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]:
+    """A provider that fails on demand (sidecar.faulty_provider), one per test module."""
+    provider = FaultyProvider(tmp_path_factory.mktemp("faulty"))
+    yield provider
+    provider.stop()

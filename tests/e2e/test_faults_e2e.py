@@ -45,13 +45,6 @@ models:
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]:
-    provider = FaultyProvider(tmp_path_factory.mktemp("faulty"))
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyProvider) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("faults")
     dead = f"http://127.0.0.1:{free_port()}"

@@ -72,13 +72,6 @@ models:
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]:
-    provider = FaultyProvider(tmp_path_factory.mktemp("faulty"))
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyProvider) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("providers")
     (workdir / "anthropic-key").write_text("sk-ant-first\n", encoding="utf-8")

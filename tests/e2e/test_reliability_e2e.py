@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
 from sidecar.launcher import Stack, free_port
@@ -92,13 +93,6 @@ providers:
     base_url: {faulty}/v1
     timeouts: {{connect: 300ms, first_byte: 3s, idle: 2s, total: 10s}}
 """ + "\n".join(lines) + "\n"
-
-
-@pytest.fixture(scope="module")
-def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]:
-    provider = FaultyProvider(tmp_path_factory.mktemp("faulty"))
-    yield provider
-    provider.stop()
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +185,9 @@ async def test_breaker_opens_and_answers_503_with_retry_after(gw: Stack, faulty:
         assert "'opens'" in error["message"] and "fast/opens" in error["message"]
         assert headers["x-request-id"]
     assert faulty.count("opens") == 2, "an open breaker sends nothing to the provider"
+    async with aiohttp.ClientSession() as session, session.get(gw.sidecar_url + "/metrics") as response:
+        metrics = await response.text()
+    assert 'gateway_breaker_state{deployment="fast/opens",gateway_breaker_state="open"} 1.0' in metrics
 
 
 async def test_open_breaker_is_skipped_for_the_next_deployment(gw: Stack, faulty: FaultyProvider) -> None:

@@ -72,7 +72,7 @@ def test_explain_an_allowed_request(tmp_path: Path) -> None:
         "shadow=False",
         "            applicable: limit=per-token.tokens_per_minute, cap=1000000000, used=0.0, requested=1033, "
         "fits=True, shadow=False",
-        "breaker     no state recorded",
+        "breaker     demo/demo-gpt-4: closed",
         "status      200 allowed",
     ]
     assert lines[10:16] == [f"header      {name}" for name in (
