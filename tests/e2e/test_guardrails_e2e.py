@@ -16,7 +16,7 @@ from tests.e2e.conftest import REPO, stack_settings, start_stack
 from tests.e2e.support import DEMO_TOKEN, chat_body, parse_sse, post_chat, provider_requests
 
 TOKENS = {name: f"cgt_test_{name}_" + "0" * 20 for name in
-          ("masker", "logger", "outblock", "outmask", "outsidescope")}
+          ("masker", "logger", "outblock", "outmask", "outsidescope", "sized", "patternout", "outlog")}
 
 GUARDRAILS = """
 guardrails:
@@ -57,6 +57,24 @@ guardrails:
     deny_keywords: [project falcon]
     action: block
     default_on: false
+  size-cap:
+    type: size
+    max_chars: 40
+    max_messages: 3
+    action: block
+    scope: {tokens: [sized]}
+  codename-out:
+    type: pattern
+    deny_regexes: ['falcon-\\d+']
+    action: mask
+    direction: output
+    scope: {tokens: [patternout]}
+  output-logger:
+    type: pii
+    categories: [email]
+    action: log
+    direction: output
+    scope: {tokens: [outlog]}
 """
 
 
@@ -205,3 +223,37 @@ async def test_demo_policies_block_the_seed_example(demo_gateway: Stack) -> None
     status, _, raw = await send(demo_gateway, chat_body("My email is john@example.com"))
     assert status == 400
     assert json.loads(raw)["error"]["guardrail_key"] == "pii-checker"
+
+
+async def test_size_guardrail(guarded: Stack) -> None:
+    status, _, raw = await send(guarded, chat_body("x" * 41), TOKENS["sized"])
+    assert status == 400
+    error = json.loads(raw)["error"]
+    assert (error["guardrail_key"], error["findings"][0]["category"]) == ("size-cap", "size")
+    many = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}] * 4}
+    assert (await send(guarded, many, TOKENS["sized"]))[0] == 400
+    assert (await send(guarded, chat_body("echo: short"), TOKENS["sized"]))[0] == 200
+
+
+async def test_pattern_guardrail_masks_a_streamed_output(guarded: Stack) -> None:
+    preamble = "Here is the code name you asked for, spelled out in full for you: "
+    body = chat_body("chars: " + preamble + "falcon-2049 and falcon-7", stream=True)
+    status, _, raw = await send(guarded, body, TOKENS["patternout"])
+    assert status == 200
+    payloads = parse_sse(raw)
+    text = "".join(json.loads(p)["choices"][0]["delta"].get("content") or "" for p in payloads[:-1]
+                   if json.loads(p).get("choices"))
+    assert text == preamble + "[PATTERN_1] and [PATTERN_2]"
+    assert b"falcon" not in raw
+
+
+async def test_output_log_passes_and_logs_without_the_value(guarded: Stack) -> None:
+    status, _, raw = await send(guarded, chat_body("echo: write to ops@example.net", request_id="outlog-1"),
+                                TOKENS["outlog"])
+    assert status == 200
+    assert json.loads(raw)["choices"][0]["message"]["content"] == "write to ops@example.net"
+    log = (guarded.workdir / "stack.log").read_text()
+    line = next(json.loads(entry) for entry in log.splitlines()
+                if '"outlog-1"' in entry and "guardrail finding" in entry)
+    assert (line["guardrail"], line["direction"], line["categories"]) == ("output-logger", "output", ["email"])
+    assert "ops@example.net" not in log
