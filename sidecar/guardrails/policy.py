@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from sidecar.guardrails.pattern_guard import PatternMatcher
 
@@ -11,12 +12,12 @@ ACTIONS = ("block", "mask", "log")
 DIRECTIONS = ("input", "output", "both")
 MESSAGE_SCOPES = ("all", "user")
 # Finding messages by guardrail type: they name the kind of problem, never the matched value.
-FINDING_MESSAGES = {
+FINDING_MESSAGES = MappingProxyType({
     "pii": "PII detected",
     "pattern": "Blocked pattern detected",
     "prompt_injection": "Prompt injection detected",
     "size": "Request too large for this guardrail",
-}
+})
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 
 import yaml
 
@@ -19,12 +20,12 @@ from sidecar.guardrails.policy import (
 )
 from sidecar.policy.reader import Located, Mapping
 
-_TYPE_KEYS = {
+_TYPE_KEYS = MappingProxyType({
     "pii": {"categories"},
     "pattern": {"deny_regexes", "deny_keywords", "allow_regexes"},
     "prompt_injection": {"threshold"},
     "size": {"max_chars", "max_messages"},
-}
+})
 
 
 def parse_guardrails(section: Located) -> GuardrailSet:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from sidecar.models import Deployment
 from sidecar.providers.anthropic import AnthropicProvider
@@ -10,11 +11,11 @@ from sidecar.providers.azure import AzureOpenAI
 from sidecar.providers.base import Provider
 from sidecar.providers.openai_compat import OpenAICompatible
 
-PROVIDER_TYPES: dict[str, Callable[[Deployment], Provider]] = {
+PROVIDER_TYPES: Mapping[str, Callable[[Deployment], Provider]] = MappingProxyType({
     "openai": OpenAICompatible,
     "azure": AzureOpenAI,
     "anthropic": AnthropicProvider,
-}
+})
 
 
 def provider_for(deployment: Deployment) -> Provider:
