@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sidecar.chat_request import ChatRequest, is_valid_request_id, parse_chat_request
 from sidecar.errors import GatewayError
 from sidecar.handoff import Decision
@@ -102,8 +104,20 @@ class DecisionPipeline:
             for stage in self.stages:
                 await stage(check)
         except GatewayError as error:
+            if check.request is None:
+                # Denied before the body was read (a bad token): the id is still the body's if it has one.
+                check.request_id = _body_request_id(raw_body) or check.request_id
             raise Denied(error, check) from None
         return check
+
+
+def _body_request_id(raw_body: bytes) -> str | None:
+    try:
+        body = orjson.loads(raw_body)
+    except orjson.JSONDecodeError:
+        return None
+    value = body.get("request_id") if isinstance(body, dict) else None
+    return value if is_valid_request_id(value) else None
 
 
 def resolve_request_id(header_value: str | None) -> str:

@@ -124,6 +124,9 @@ async def test_denial_carries_the_body_request_id(gateway: Stack) -> None:
     status, headers, _ = await call(gateway, {"model": "nope", "messages": MSG, "request_id": "trace-me"})
     assert status == 404
     assert headers["x-request-id"] == "trace-me"
+    status, headers, _ = await call(gateway, {"model": "gpt-4", "messages": MSG, "request_id": "who-am-i"},
+                                    token="cgt_unknown")
+    assert (status, headers["x-request-id"]) == (401, "who-am-i")
 
 
 async def test_404_unknown_path_and_405_wrong_method(gateway: Stack) -> None:
