@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from sidecar.explain_cli import render
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
 from sidecar.settings import Settings
+from sidecar.tokens import hash_token
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = load_policy(REPO / "policies")
@@ -179,3 +181,19 @@ async def test_explain_shows_the_masked_body_the_provider_would_get(tmp_path: Pa
                                                 "category": "email", "message": "PII detected",
                                                 "message_index": 0, "role": "user"}]
     assert "jane@example.com" not in render(explanation)
+
+
+def test_token_new_prints_a_token_and_the_entry_that_accepts_it(tmp_path: Path) -> None:
+    result = sidecar("token", "new", "--name", "billing-app", "--team", "billing", "--models", "gpt-4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    token = lines[0].rsplit(" ", 1)[1]
+    assert token.startswith("cgt_") and len(token) > 40
+    entry = "\n".join(lines[lines.index("paste under `tokens:` in a policy file:") + 1:])
+    assert entry == (f"  billing-app:\n    sha256: {hash_token(token)}\n    team: billing\n    models: [gpt-4]")
+    # The printed entry is a valid policy that authenticates the printed token.
+    shutil.copy(REPO / "policies" / "models.yaml", tmp_path / "models.yaml")
+    (tmp_path / "tokens.yaml").write_text("tokens:\n" + entry + "\n", encoding="utf-8")
+    record = load_policy(tmp_path).tokens.authenticate(f"Bearer {token}")
+    assert (record.name, record.team, record.models) == ("billing-app", "billing", frozenset({"gpt-4"}))
+    assert token not in (tmp_path / "tokens.yaml").read_text()
