@@ -13,7 +13,8 @@ Modes: `ok`; `status` (an error answer with `status` in the wire format; 429 add
 `drip` (`delay` between streamed words); `reset` (the connection drops: before the answer, or for
 streams after `after` words); `garbage` (a body that is not JSON, or a malformed event after
 `after` words); `hang` (headers, `after` words, then nothing); `error_event` (an in-stream error
-event after `after` words). `times` makes a mode apply to that many requests only.
+event after `after` words); `no_finish` (an OpenAI stream whose chunks never carry a finish_reason,
+as some compatible servers send them). `times` makes a mode apply to that many requests only.
 
 Run alone: `python -m sidecar.faulty_provider --port 8091`.
 """
@@ -30,7 +31,7 @@ from aiohttp import web
 
 from sidecar.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
 
-MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event")
+MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish")
 HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
 
 
@@ -113,7 +114,7 @@ async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> w
         if fault.mode == "drip":
             await asyncio.sleep(fault.delay)
         await response.write(events.word(word))
-    for event in events.tail():
+    for event in events.tail(finish=fault.mode != "no_finish"):
         await response.write(event)
     return response
 

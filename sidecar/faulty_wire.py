@@ -73,14 +73,14 @@ class StreamEvents:
                                                   "delta": {"type": "text_delta", "text": text}})
         return self._chunk({"content": text})
 
-    def tail(self) -> list[bytes]:
+    def tail(self, *, finish: bool = True) -> list[bytes]:
         count = len(words(self.model))
         if self.wire == ANTHROPIC:
             return [_named("content_block_stop", {"type": "content_block_stop", "index": 0}),
                     _named("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
                            "stop_sequence": None}, "usage": {"output_tokens": count}}),
                     _named("message_stop", {"type": "message_stop"})]
-        tail = [self._chunk({}, finish_reason="stop")]
+        tail = [self._chunk({}, finish_reason="stop")] if finish else []
         if self._include_usage:
             usage = {"prompt_tokens": self._prompt_tokens, "completion_tokens": count,
                      "total_tokens": self._prompt_tokens + count}
