@@ -14,7 +14,8 @@ Modes: `ok`; `status` (an error answer with `status` in the wire format; 429 add
 streams after `after` words); `garbage` (a body that is not JSON, or a malformed event after
 `after` words); `hang` (headers, `after` words, then nothing); `error_event` (an in-stream error
 event after `after` words); `no_finish` (an OpenAI stream whose chunks never carry a finish_reason,
-as some compatible servers send them). `times` makes a mode apply to that many requests only.
+as some compatible servers send them); `bad_shape` (after `after` words, an event that is JSON but not a
+chunk). `times` makes a mode apply to that many requests only.
 
 Run alone: `python -m sidecar.faulty_provider --port 8091`.
 """
@@ -31,7 +32,8 @@ from aiohttp import web
 
 from sidecar.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
 
-MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish")
+MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
+         "bad_shape")
 HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
 
 
@@ -131,6 +133,9 @@ async def _strike(request: web.Request, response: web.StreamResponse, events: St
     if fault.mode == "hang":
         await asyncio.sleep(HANG_SECONDS)
         return True
+    if fault.mode == "bad_shape":
+        await response.write(b'data: {"object": "chat.completion.chunk", "choices": ["oops"]}\n\n')
+        return False
     if fault.mode == "error_event":
         await response.write(events.error_event(fault.status, "Injected mid-stream failure"))
         return True
