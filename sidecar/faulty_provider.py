@@ -15,7 +15,8 @@ streams after `after` words); `garbage` (a body that is not JSON, or a malformed
 `after` words); `hang` (headers, `after` words, then nothing); `error_event` (an in-stream error
 event after `after` words); `no_finish` (an OpenAI stream whose chunks never carry a finish_reason,
 as some compatible servers send them); `bad_shape` (after `after` words, an event that is JSON but not a
-chunk). `times` makes a mode apply to that many requests only.
+chunk); `two_choices` (an OpenAI stream of two interleaved choices whose deltas carry no role).
+`times` makes a mode apply to that many requests only.
 
 Run alone: `python -m sidecar.faulty_provider --port 8091`.
 """
@@ -33,7 +34,7 @@ from aiohttp import web
 from sidecar.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
 
 MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
-         "bad_shape")
+         "bad_shape", "two_choices")
 HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
 
 
@@ -108,6 +109,10 @@ async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> w
     await response.prepare(request)
     if fault.mode == "silence":
         await asyncio.sleep(fault.delay)
+    if fault.mode == "two_choices":
+        for event in events.two_choices():
+            await response.write(event)
+        return response
     for event in events.head():
         await response.write(event)
     for index, word in enumerate(words(events.model)):

@@ -87,6 +87,15 @@ class StreamEvents:
             tail.append(_data({**self._envelope(), "choices": [], "usage": usage}))
         return [*tail, b"data: [DONE]\n\n"]
 
+    def two_choices(self) -> list[bytes]:
+        """n=2, as servers that leave the role out of the deltas stream it (OpenAI wire)."""
+        text = [self._choices([(index, {"content": word}, None) for index in (0, 1)]) for word in words(self.model)]
+        return [*text, self._choices([(0, {}, "stop"), (1, {}, "stop")]), b"data: [DONE]\n\n"]
+
+    def _choices(self, choices: list[tuple[int, dict[str, Any], str | None]]) -> bytes:
+        return _data({**self._envelope(), "choices": [{"index": index, "delta": delta, "finish_reason": reason}
+                                                       for index, delta, reason in choices]})
+
     def error_event(self, status: int, message: str) -> bytes:
         if self.wire == ANTHROPIC:
             return b"event: error\ndata: " + error_body(self.wire, status, message) + b"\n\n"

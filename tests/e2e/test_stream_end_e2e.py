@@ -80,3 +80,17 @@ async def test_openai_sdk_reads_the_released_text(gw: Stack, faulty: FaultyProvi
     assert seen == [(chunk_id, "nofin", [""], False),
                     (chunk_id, "nofin", ["reply from nofin-up one [PATTERN_1] three"], False),
                     (chunk_id, "nofin", [], True)]
+
+
+async def test_every_choice_gets_its_role(gw: Stack, faulty: FaultyProvider) -> None:
+    # The provider leaves the role out; the gateway added it for choice 0 only, so the OpenAI SDK
+    # assembled choice 1 with role None.
+    faulty.set("nofin-up", "two_choices")
+    client = AsyncOpenAI(base_url=gw.base_url + "/api/client/v1", api_key=DEMO_TOKEN, max_retries=0)
+    async with client.chat.completions.stream(model="nofin", messages=[{"role": "user", "content": "Hi"}],
+                                              n=2) as stream:
+        final = await stream.get_final_completion()
+    await client.close()
+    text = "reply from nofin-up one [PATTERN_1] three"
+    assert [(c.index, c.message.role, c.message.content, c.finish_reason) for c in final.choices] == [
+        (0, "assistant", text, "stop"), (1, "assistant", text, "stop")]
