@@ -91,7 +91,8 @@ def _check_message(index: int, message: object) -> None:
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise InvalidRequest(f"'{where}.tool_call_id' is required for tool messages",
                              param=f"{where}.tool_call_id", code="missing_tool_call_id")
-    if role == "assistant" and "tool_calls" in message:
+    # Any role (null aside): the quota estimate reads tool calls wherever they are.
+    if "tool_calls" in message and (role == "assistant" or message["tool_calls"] is not None):
         _check_tool_calls(where, message["tool_calls"])
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sidecar.envoy_config import render
 from sidecar.explain_cli import add_parser as add_explain_parser
+from sidecar.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.logs import setup_logging
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
@@ -54,7 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # and Envoy's callout fails (503).
         web.run_app(app, host="127.0.0.1", port=settings.sidecar_port, print=None, reuse_port=reuse_port or None,
                     handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds,
-                    backlog=LISTEN_BACKLOG, loop=uvloop.new_event_loop())
+                    backlog=LISTEN_BACKLOG, loop=uvloop.new_event_loop(),
+                    # aiohttp's default (8190 bytes a header) would answer a large decision with a plain-text 400.
+                    max_field_size=MAX_DECISION_HEADER_BYTES + 1024)
 
     serve_workers(worker_count(), serve, settings.drain_seconds + 5.0)
     return 0

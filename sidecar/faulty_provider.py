@@ -13,7 +13,10 @@ Modes: `ok`; `status` (an error answer with `status` in the wire format; 429 add
 `drip` (`delay` between streamed words); `reset` (the connection drops: before the answer, or for
 streams after `after` words); `garbage` (a body that is not JSON, or a malformed event after
 `after` words); `hang` (headers, `after` words, then nothing); `error_event` (an in-stream error
-event after `after` words). `times` makes a mode apply to that many requests only.
+event after `after` words); `no_finish` (an OpenAI stream whose chunks never carry a finish_reason,
+as some compatible servers send them); `bad_shape` (after `after` words, an event that is JSON but not a
+chunk); `two_choices` (an OpenAI stream of two interleaved choices whose deltas carry no role).
+`times` makes a mode apply to that many requests only.
 
 Run alone: `python -m sidecar.faulty_provider --port 8091`.
 """
@@ -30,7 +33,8 @@ from aiohttp import web
 
 from sidecar.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
 
-MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event")
+MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
+         "bad_shape", "two_choices")
 HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
 
 
@@ -105,6 +109,10 @@ async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> w
     await response.prepare(request)
     if fault.mode == "silence":
         await asyncio.sleep(fault.delay)
+    if fault.mode == "two_choices":
+        for event in events.two_choices():
+            await response.write(event)
+        return response
     for event in events.head():
         await response.write(event)
     for index, word in enumerate(words(events.model)):
@@ -113,7 +121,7 @@ async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> w
         if fault.mode == "drip":
             await asyncio.sleep(fault.delay)
         await response.write(events.word(word))
-    for event in events.tail():
+    for event in events.tail(finish=fault.mode != "no_finish"):
         await response.write(event)
     return response
 
@@ -130,6 +138,9 @@ async def _strike(request: web.Request, response: web.StreamResponse, events: St
     if fault.mode == "hang":
         await asyncio.sleep(HANG_SECONDS)
         return True
+    if fault.mode == "bad_shape":
+        await response.write(b'data: {"object": "chat.completion.chunk", "choices": ["oops"]}\n\n')
+        return False
     if fault.mode == "error_event":
         await response.write(events.error_event(fault.status, "Injected mid-stream failure"))
         return True

@@ -73,19 +73,28 @@ class StreamEvents:
                                                   "delta": {"type": "text_delta", "text": text}})
         return self._chunk({"content": text})
 
-    def tail(self) -> list[bytes]:
+    def tail(self, *, finish: bool = True) -> list[bytes]:
         count = len(words(self.model))
         if self.wire == ANTHROPIC:
             return [_named("content_block_stop", {"type": "content_block_stop", "index": 0}),
                     _named("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
                            "stop_sequence": None}, "usage": {"output_tokens": count}}),
                     _named("message_stop", {"type": "message_stop"})]
-        tail = [self._chunk({}, finish_reason="stop")]
+        tail = [self._chunk({}, finish_reason="stop")] if finish else []
         if self._include_usage:
             usage = {"prompt_tokens": self._prompt_tokens, "completion_tokens": count,
                      "total_tokens": self._prompt_tokens + count}
             tail.append(_data({**self._envelope(), "choices": [], "usage": usage}))
         return [*tail, b"data: [DONE]\n\n"]
+
+    def two_choices(self) -> list[bytes]:
+        """n=2, as servers that leave the role out of the deltas stream it (OpenAI wire)."""
+        text = [self._choices([(index, {"content": word}, None) for index in (0, 1)]) for word in words(self.model)]
+        return [*text, self._choices([(0, {}, "stop"), (1, {}, "stop")]), b"data: [DONE]\n\n"]
+
+    def _choices(self, choices: list[tuple[int, dict[str, Any], str | None]]) -> bytes:
+        return _data({**self._envelope(), "choices": [{"index": index, "delta": delta, "finish_reason": reason}
+                                                       for index, delta, reason in choices]})
 
     def error_event(self, status: int, message: str) -> bytes:
         if self.wire == ANTHROPIC:

@@ -18,6 +18,10 @@ import orjson
 
 DECISION_HEADER = "x-cgt-decision"
 _VERSION = "v1"
+# Envoy reads the callout's answer headers with a 60 KiB limit (a larger one fails the callout:
+# 503), and the sidecar must accept the header on the forwarding path: stages bound what they put
+# in `extra` so the encoded header stays below this.
+MAX_DECISION_HEADER_BYTES = 48 * 1024
 
 
 class InvalidDecision(Exception):

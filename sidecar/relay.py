@@ -167,7 +167,7 @@ class _ChunkStamper:
     def __init__(self, exchange: Exchange) -> None:
         self._model = exchange.decision.model_key
         self._wants_usage = exchange.decision.client_wants_usage
-        self._sent_role = False
+        self._roles_sent: set[int] = set()  # choice indexes (n > 1 streams interleave choices)
         self.usage: Usage | None = None
         self.completion_chars = 0
 
@@ -184,20 +184,22 @@ class _ChunkStamper:
             del chunk["usage"]
         out = []
         for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
             self.completion_chars += len(content) if isinstance(content, str) else 0
-        if not self._sent_role and chunk.get("choices"):
-            self._sent_role = True
-            if "role" not in chunk["choices"][0].get("delta", {}):
-                out.append(self._role_chunk(chunk))
+            index = choice.get("index", 0)
+            if index not in self._roles_sent:
+                self._roles_sent.add(index)
+                if "role" not in delta:
+                    out.append(self._role_chunk(chunk, index))
         out.append(chunk)
         return out
 
-    def _role_chunk(self, like: JSONDict) -> JSONDict:
+    def _role_chunk(self, like: JSONDict, index: int) -> JSONDict:
         return {
             "id": like.get("id"), "object": "chat.completion.chunk", "created": like.get("created"),
             "model": self._model,
-            "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
+            "choices": [{"index": index, "delta": {"role": "assistant"}, "finish_reason": None}],
         }
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
+
 from sidecar.decision import Check
 from sidecar.errors import GuardrailBlocked, InvalidRequest
 from sidecar.guardrails.entity import Entity
@@ -19,9 +21,12 @@ from sidecar.guardrails.masking import MaskNumbering
 from sidecar.guardrails.messages import MessageText, message_texts
 from sidecar.guardrails.pii import find_entities, resolve_overlaps
 from sidecar.guardrails.policy import FINDING_MESSAGES, Guardrail
+from sidecar.handoff import MAX_DECISION_HEADER_BYTES
 
 log = logging.getLogger("sidecar.guardrails")
 MASKS_KEY = "masks"
+# The edits travel base64-encoded (4/3 larger) in the decision header, beside the other fields.
+_MAX_MASK_EDIT_BYTES = MAX_DECISION_HEADER_BYTES * 2 // 3
 REQUEST_FIELD = "guardrails"  # a client may switch on opt-in guardrails by key
 
 
@@ -64,7 +69,12 @@ async def check_input(check: Check) -> None:
         if guardrail.action == "mask":
             masks.extend(hits)
     if masks:
-        check.extra[MASKS_KEY] = _mask_edits(masks)
+        edits = _mask_edits(masks)
+        if len(orjson.dumps(edits)) > _MAX_MASK_EDIT_BYTES:
+            # Refused here, before quotas reserve anything: a larger header would fail in Envoy.
+            raise InvalidRequest(f"The request has too many values to mask ({len(edits)})",
+                                 param="messages", code="too_many_masked_values")
+        check.extra[MASKS_KEY] = edits
 
 
 class _Scan:

@@ -40,6 +40,8 @@ class OutputGuardrails:
         self._scanners: dict[tuple[str, int], StreamScanner] = {}
         # Counted by the metrics finisher when the exchange ends (guardrail, category, action).
         self.findings: list[dict[str, str]] = []
+        # id, created and model of the stream, for the chunks that release held-back text.
+        self._envelope: dict[str, Any] = {}
 
     def on_completion(self, completion: JSONDict) -> None:
         for choice in completion.get("choices") or ():
@@ -56,7 +58,11 @@ class OutputGuardrails:
             message["content"] = content
 
     def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
+        self._envelope = {key: chunk[key] for key in ("id", "created", "model") if key in chunk}
         choices = chunk.get("choices") or []
+        if not choices and chunk.get("usage"):
+            # The usage chunk ends the answer: text held back for want of a finish_reason goes first.
+            return [*self.on_end(), chunk]
         for choice in choices:
             delta = choice.get("delta") or {}
             content = delta.get("content")
@@ -76,7 +82,7 @@ class OutputGuardrails:
         for index in sorted({i for _, i in self._scanners}):
             text = self._finish(index)
             if text:
-                released.append({"object": "chat.completion.chunk",
+                released.append({**self._envelope, "object": "chat.completion.chunk",
                                  "choices": [{"index": index, "delta": {"content": text}, "finish_reason": None}]})
         return released
 

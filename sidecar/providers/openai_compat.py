@@ -59,7 +59,17 @@ class OpenAIStreamTranslator:
             raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream")
         if "error" in chunk:
             raise error_from_openai_payload(502, event.data.encode())
+        if not _chunk_shaped(chunk.get("choices")):
+            # The relay and the output guards read choices and deltas as objects.
+            raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream")
         return [chunk]
+
+
+def _chunk_shaped(choices: Any) -> bool:
+    if choices is None:
+        return True
+    return isinstance(choices, list) and all(
+        isinstance(choice, dict) and isinstance(choice.get("delta", {}), dict) for choice in choices)
 
 
 def error_from_openai_payload(status: int, payload: bytes) -> ProviderError:

@@ -30,9 +30,10 @@ RULES = """
     stream: {match: {tokens: [stream, stream_usage, abort, restart]}, tokens_per_day: 100000}
     open: {match: {tokens: [open]}, requests_per_minute: 100, on_backend_error: open}
     closed: {match: {tokens: [closed]}, requests_per_minute: 100, on_backend_error: closed}
+    shape: {match: {tokens: [shape]}, tokens_per_day: 100000}
 """
 TOKEN_NAMES = ("rpm", "tpm", "conc", "day", "month", "spend", "shadow", "blue1", "blue2", "burst", "stream",
-               "stream_usage", "abort", "restart", "open", "closed", "free")
+               "stream_usage", "abort", "restart", "open", "closed", "free", "shape")
 PRICE_PROMPT, PRICE_COMPLETION = 1000.0, 2000.0  # USD per 1M tokens: 1000 and 2000 micro-USD per token
 
 

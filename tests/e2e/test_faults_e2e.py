@@ -16,7 +16,7 @@ from tests.e2e.faults import FaultyProvider, chat, error_of, start_gateway, writ
 from tests.e2e.support import parse_sse
 
 DEPLOYMENT = "x-gateway-deployment"
-MODELS = ("errors", "ttfb", "hang", "stall", "reset", "garbage", "event", "keepalive", "down")
+MODELS = ("errors", "ttfb", "hang", "stall", "reset", "garbage", "shape", "event", "keepalive", "down")
 
 
 def policy(faulty: str, dead: str) -> str:
@@ -120,6 +120,7 @@ async def test_connection_dropped_before_the_answer_is_502(gw: Stack, faulty: Fa
     ("stall", "hang", "provider_timeout", "reply from"),
     ("hang", "hang", "provider_timeout", ""),
     ("garbage", "garbage", "bad_provider_stream", "reply from"),
+    ("shape", "bad_shape", "bad_provider_stream", "reply from"),  # JSON, but not a chunk
     ("event", "error_event", "upstream_500", "reply from reset"),
 ])
 async def test_mid_stream_fault_ends_with_an_error_event_and_done(gw: Stack, faulty: FaultyProvider, model: str,

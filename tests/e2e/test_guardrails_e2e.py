@@ -151,6 +151,30 @@ async def test_mask_replaces_values_before_the_provider(guarded: Stack) -> None:
     assert seen[1]["content"][1]["text"] == "again: [EMAIL_1]"
 
 
+async def test_many_masked_values_reach_the_provider_masked(guarded: Stack) -> None:
+    # 800 masks make a ~35 KB decision header: over aiohttp's default 8190-byte header limit,
+    # which answered a plain-text 400 quoting the signed decision.
+    text = " ".join(f"user{i}@example.com" for i in range(800))
+    status, _, raw = await send(guarded, chat_body(text, request_id="mask-many"), TOKENS["masker"])
+    assert status == 200, raw[:200]
+    assert json.loads(raw)["request_id"] == "mask-many"
+    seen = received(guarded, "mask-many")["body"]["messages"][0]["content"]
+    assert seen == " ".join(f"[EMAIL_{i}]" for i in range(1, 801))
+
+
+async def test_too_many_masked_values_is_a_json_400(guarded: Stack) -> None:
+    # More edits than the decision header can carry used to fail Envoy's callout: a 503.
+    text = " ".join(f"user{i}@example.com" for i in range(3000))
+    status, headers, raw = await send(guarded, chat_body(text, request_id="mask-too-many"), TOKENS["masker"])
+    assert status == 400, raw[:200]
+    assert headers["x-request-id"] == "mask-too-many"
+    assert json.loads(raw) == {"error": {
+        "message": "The request has too many values to mask (3000)", "type": "invalid_request_error",
+        "code": "too_many_masked_values", "param": "messages"}}
+    assert not any(r["headers"]["x-request-id"] == "mask-too-many"
+                   for r in provider_requests(guarded.demo_provider_url))
+
+
 async def test_log_lets_the_request_through_unchanged(guarded: Stack) -> None:
     status, _, _ = await send(guarded, chat_body("reach me at kim@example.org", request_id="log-1"), TOKENS["logger"])
     assert status == 200

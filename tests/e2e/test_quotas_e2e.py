@@ -263,3 +263,15 @@ async def test_usage_survives_a_sidecar_restart(quota_gateway: Stack) -> None:
     assert status == 200
     used = answer["usage"]["total_tokens"]
     assert headers["x-ratelimit-remaining-tokens"] == str(100_000 - used - estimate(probe, 10))
+
+
+@pytest.mark.parametrize("tool_calls", [1, True, {"id": "x"}])
+async def test_malformed_tool_calls_on_a_user_message_is_a_400(quota_gateway: Stack, tool_calls: object) -> None:
+    # The quota estimate reads every message's tool_calls; these crashed the callout: Envoy's 503.
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi", "tool_calls": tool_calls}]}
+    status, headers, error = await call(quota_gateway.base_url, "shape", body)
+    assert status == 400, error
+    assert error == {"error": {"message": "'messages[0].tool_calls' must be an array", "type": "invalid_request_error",
+                               "code": "invalid_type", "param": "messages[0].tool_calls"}}
+    assert headers["x-request-id"].startswith("req_")
+    assert (await call(quota_gateway.base_url, "shape"))[0] == 200

@@ -253,6 +253,16 @@ def test_assistant_tool_calls_not_an_array(tool_calls: object) -> None:
     assert (error.param, error.code) == ("messages[1].tool_calls", "invalid_type")
 
 
+@pytest.mark.parametrize("tool_calls", [1, True, "call", {"function": {"name": "f"}}])
+def test_user_tool_calls_not_an_array(tool_calls: object) -> None:
+    error = rejected_body(with_messages({"role": "user", "content": "x", "tool_calls": tool_calls}))
+    assert (error.param, error.code) == ("messages[0].tool_calls", "invalid_type")
+
+
+def test_user_tool_calls_null_is_accepted() -> None:
+    parse(with_messages({"role": "user", "content": "x", "tool_calls": None}))
+
+
 @pytest.mark.parametrize("call", [
     "f", {}, {"function": "f"}, {"function": {}}, {"function": {"name": 3}}, {"type": "function", "name": "f"},
 ])

@@ -84,6 +84,17 @@ def test_role_chunk_inserted_only_once() -> None:
     assert len(roles) == 1 and len(out) == 4
 
 
+def test_each_choice_gets_a_role_chunk_before_its_first_delta() -> None:
+    two = chunk("a")
+    two["choices"].append({"index": 1, "delta": {"content": "b"}, "finish_reason": None})
+    later = chunk("c")
+    later["choices"] = [{"index": 2, "delta": {"role": "assistant", "content": "c"}, "finish_reason": None}]
+    out = stamp_all(_ChunkStamper(exchange()), [two, chunk("d"), later])
+    assert [[(c["index"], c["delta"]) for c in o["choices"]] for o in out] == [
+        [(0, {"role": "assistant"})], [(1, {"role": "assistant"})], [(0, {"content": "a"}), (1, {"content": "b"})],
+        [(0, {"content": "d"})], [(2, {"role": "assistant", "content": "c"})]]
+
+
 def test_role_chunk_waits_for_a_chunk_with_choices() -> None:
     # Azure sends a prompt-filter chunk with empty choices first.
     filter_chunk = {"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": []}

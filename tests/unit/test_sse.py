@@ -10,6 +10,7 @@ from aiohttp import StreamReader
 
 from sidecar.errors import InvalidRequest, ProviderError
 from sidecar.providers.base import SSEEvent
+from sidecar.providers.openai_compat import OpenAIStreamTranslator
 from sidecar.sse import DONE_EVENT, data_event, error_event, read_events
 
 
@@ -104,3 +105,21 @@ def test_error_event_and_done() -> None:
     assert orjson.loads(raw[6:]) == {"error": {"message": "nope", "type": "invalid_request_error",
                                                "code": "c", "param": "x"}}
     assert DONE_EVENT == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("data", [
+    '{"choices": ["oops"]}', '{"choices": "oops"}', '{"choices": [{"index": 0, "delta": "x"}]}',
+    '{"choices": [{"index": 0, "delta": null}]}',
+])
+def test_openai_event_that_is_not_a_chunk_is_a_provider_error(data: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        OpenAIStreamTranslator().feed(SSEEvent(data))
+    assert (caught.value.status, caught.value.code) == (502, "bad_provider_stream")
+
+
+@pytest.mark.parametrize("data", [
+    '{"choices": []}', '{"id": "x"}', '{"choices": null}',
+    '{"choices": [{"index": 0, "finish_reason": null, "content_filter_results": {}}]}',
+])
+def test_openai_chunks_of_every_known_shape_pass(data: str) -> None:
+    assert OpenAIStreamTranslator().feed(SSEEvent(data)) == [orjson.loads(data)]
