@@ -91,6 +91,7 @@ async def relay_completion(
                 raise exchange.provider.translate_error(upstream.status, payload)
             completion = exchange.provider.translate_response(_json_object(payload))
         exchange.usage = usage_of(completion.get("usage"))
+        exchange.completion_chars = _content_chars(completion)
         for guard in exchange.guards:
             guard.on_completion(completion)
     except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
@@ -148,6 +149,15 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         exchange.completion_chars = relay.completion_chars
     await response.write(DONE_EVENT)
     response.stop_streaming()
+
+
+def _content_chars(completion: JSONDict) -> int:
+    """Characters of answer text, for estimating usage when a provider reports none."""
+    total = 0
+    for choice in completion.get("choices") or ():
+        content = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
+        total += len(content) if isinstance(content, str) else 0
+    return total
 
 
 def transport_error(exc: Exception, *, mid_stream: bool = False) -> GatewayError:

@@ -47,11 +47,11 @@ def real_usage(exchange: Exchange, estimate: Estimate, chars_per_token: float) -
     if exchange.usage is not None:
         return exchange.usage.prompt_tokens, exchange.usage.completion_tokens
     relayed = completion_tokens_from_chars(exchange.completion_chars, chars_per_token)
-    if exchange.decision.stream and exchange.status == 200:
-        # Cut short (client gone, provider broke off) before the usage chunk: the prompt was
-        # read and the relayed text was generated.
+    if exchange.status == 200:
+        # No usage from the provider (a stream cut short before its usage chunk, or a provider
+        # that never reports it): the prompt was read and the relayed text was generated.
         return estimate.prompt_tokens, relayed
-    if exchange.status != 200 and exchange.completion_chars == 0:
+    if exchange.completion_chars == 0:
         return 0, 0  # the provider refused or failed before answering: nothing was generated
     return None
 

@@ -82,7 +82,7 @@ async def level(service: QuotaService, policy: Policy) -> int:
     ({"usage": Usage(30, 12)}, 42),  # the provider's usage replaces the estimate
     ({"stream": True, "chars": 21}, PROMPT + 6),  # stream cut short: prompt + relayed text
     ({"status": 502}, 0),  # failed before answering: nothing generated
-    ({}, PROMPT + 100),  # whole answer without usage: the reservation stands
+    ({"chars": 21}, PROMPT + 6),  # whole answer without usage: prompt + its text, like a cut stream
 ])
 async def test_settling_each_ending(service: QuotaService, tmp_path: Path, ending: dict[str, object], counted: int) -> None:
     (tmp_path / "a").mkdir()
