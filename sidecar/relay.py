@@ -121,6 +121,17 @@ async def relay_stream(
         return exchange.fail(transport_error(exc))
 
 
+class _ClientGone(Exception):
+    """Writing to the client failed: it left. Not the provider's fault, and nothing more to send."""
+
+
+async def _write(response: EventSourceResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError is one too
+        raise _ClientGone() from exc
+
+
 async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse, exchange: Exchange) -> None:
     """Relays events until the provider ends; any failure from here on ends the stream in-band."""
     relay = _ChunkStamper(exchange)
@@ -130,25 +141,37 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
             for chunk in translator.feed(event):
                 for out in _guarded(exchange.guards, relay.stamp(chunk)):
                     exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
-                    await response.write(data_event(out))
+                    await _write(response, data_event(out))
             if translator.done:
                 break
         if not translator.done:
             raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
         for out in _flushed(exchange.guards):
-            await response.write(data_event(out))
+            await _write(response, data_event(out))
+        await _write(response, DONE_EVENT)
+    except _ClientGone:
+        exchange.error = "client_disconnected"
+        # Raised so the attempt closes the provider connection (the provider stops generating).
+        raise asyncio.CancelledError() from None
     except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
         error = transport_error(exc, mid_stream=True)
         exchange.error, exchange.fault = error.code or error.error_type, error
-        await response.write(error_event(error))
+        await _end_with_error(response, error)
     except asyncio.CancelledError:
         exchange.error = "client_disconnected"
         raise
     finally:
         exchange.usage = relay.usage
         exchange.completion_chars = relay.completion_chars
-    await response.write(DONE_EVENT)
     response.stop_streaming()
+
+
+async def _end_with_error(response: EventSourceResponse, error: GatewayError) -> None:
+    try:
+        await response.write(error_event(error))
+        await response.write(DONE_EVENT)
+    except ConnectionResetError:
+        pass  # the client left too; the exchange is already booked as the provider's failure
 
 
 def _content_chars(completion: JSONDict) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -15,7 +17,7 @@ from sidecar.models import Deployment, ModelRegistry
 from sidecar.policy.snapshot import Policy
 from sidecar.providers.base import Usage
 from sidecar.providers.openai_compat import OpenAICompatible
-from sidecar.relay import DEPLOYMENT_HEADER, Exchange, _ChunkStamper, _json_object, usage_of
+from sidecar.relay import DEPLOYMENT_HEADER, Exchange, _ChunkStamper, _json_object, _pump, usage_of
 from sidecar.tokens import TokenStore
 
 
@@ -188,3 +190,42 @@ def test_exchange_fail_builds_the_error_response() -> None:
 
 def test_exchange_headers() -> None:
     assert exchange().headers() == {"X-Request-Id": "req_1", DEPLOYMENT_HEADER: "p/up"}
+
+
+class _Upstream:
+    """Just enough of an aiohttp client response for `_pump`: the provider's SSE bytes."""
+
+    def __init__(self, body: bytes) -> None:
+        self._chunks = [body]
+        self.content = self
+
+    async def readany(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+
+class _LeavingClient:
+    """A client response whose writes fail after `ok` successful ones (the client left)."""
+
+    def __init__(self, ok: int) -> None:
+        self.ok = ok
+        self.written: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        if len(self.written) >= self.ok:
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")  # what aiohttp raises
+        self.written.append(data)
+
+    def stop_streaming(self) -> None:
+        pass
+
+
+async def test_a_client_that_leaves_is_not_booked_as_a_provider_failure() -> None:
+    events = b"".join(b"data: " + orjson.dumps(chunk(word)) + b"\n\n" for word in ("a", "b", "c")) + b"data: [DONE]\n\n"
+    ex = exchange()
+    client = _LeavingClient(ok=2)
+    with pytest.raises(asyncio.CancelledError):
+        await _pump(_Upstream(events), client, ex)  # type: ignore[arg-type]
+    assert ex.error == "client_disconnected"
+    assert ex.fault is None  # the breaker and the metrics must not blame the provider
+    assert len(client.written) == 2
+    assert ex.completion_chars >= 2
