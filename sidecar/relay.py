@@ -89,7 +89,7 @@ async def relay_completion(
             exchange.first_byte = time.monotonic()
             if upstream.status != 200:
                 raise exchange.provider.translate_error(upstream.status, payload)
-            completion = exchange.provider.translate_response(_json_object(payload))
+            completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
         exchange.usage = usage_of(completion.get("usage"))
         exchange.completion_chars = _content_chars(completion)
         for guard in exchange.guards:
@@ -174,11 +174,20 @@ async def _end_with_error(response: EventSourceResponse, error: GatewayError) ->
         pass  # the client left too; the exchange is already booked as the provider's failure
 
 
+def _well_formed(completion: JSONDict) -> JSONDict:
+    """Choices the relay and the output guards can read; anything else is the provider's fault (502)."""
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("message") or {}, dict) for c in choices):
+        raise ProviderError("Provider returned a malformed completion", code="bad_provider_response")
+    return completion
+
+
 def _content_chars(completion: JSONDict) -> int:
     """Characters of answer text, for estimating usage when a provider reports none."""
     total = 0
-    for choice in completion.get("choices") or ():
-        content = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
+    for choice in completion["choices"]:
+        content = (choice.get("message") or {}).get("content")
         total += len(content) if isinstance(content, str) else 0
     return total
 

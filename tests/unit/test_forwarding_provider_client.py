@@ -225,6 +225,14 @@ async def test_provider_non_json_body_is_502(client: TestClient[Any, Any], provi
     assert error["message"] == "Provider returned a response that is not JSON"
 
 
+@pytest.mark.parametrize("payload", [{"choices": ["oops"]}, {"choices": None}, {"choices": [{"message": "hi"}]}])
+async def test_provider_malformed_completion_is_502(client: TestClient[Any, Any], provider: aioresponses,
+                                                   payload: dict[str, Any]) -> None:
+    provider.post(PROVIDER_URL, status=200, payload=payload)
+    error = await error_of(await post(client, chat_body(), decision_header(client)), 502)
+    assert (error["code"], error["message"]) == ("bad_provider_response", "Provider returned a malformed completion")
+
+
 # ---- streamed --------------------------------------------------------------------------------
 
 async def test_streamed_success(client: TestClient[Any, Any], provider: aioresponses) -> None:
