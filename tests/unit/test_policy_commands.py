@@ -40,7 +40,7 @@ def test_check_on_the_demo_policies_prints_one_line_and_exits_0() -> None:
     result = sidecar("check", "policies")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (f"policies: OK (version {DEMO.version}): 1 token, 1 team, 2 models, 2 deployments, "
-                             "2 guardrails, 2 limits; envoy config valid\n")
+                             "3 guardrails, 2 limits; envoy config valid\n")
     assert result.stderr == ""
 
 
