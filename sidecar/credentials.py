@@ -16,11 +16,20 @@ from pathlib import Path
 _RECHECK_SECONDS = 1.0
 
 
+@dataclass
+class _FileReading:
+    """The last reading of a key file: the policy object stays frozen, this small cache does not."""
+
+    checked: float = float("-inf")
+    mtime: int | None = None
+    value: str | None = None
+
+
 @dataclass(frozen=True)
 class Credential:
     env: str | None = None
     file: Path | None = None
-    _cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    _reading: _FileReading = field(default_factory=_FileReading, compare=False, repr=False)
 
     def value(self) -> str | None:
         if self.env is not None:
@@ -30,19 +39,20 @@ class Credential:
         return None
 
     def _read_file(self, path: Path) -> str | None:
+        reading = self._reading
         now = time.monotonic()
-        if now - float(self._cache.get("checked", -1e9)) < _RECHECK_SECONDS:  # type: ignore[arg-type]
-            return self._cache.get("value")  # type: ignore[return-value]
-        self._cache["checked"] = now
+        if now - reading.checked < _RECHECK_SECONDS:
+            return reading.value
+        reading.checked = now
         try:
             mtime = path.stat().st_mtime_ns
         except OSError:
-            self._cache["value"] = None
+            reading.mtime = reading.value = None
             return None
-        if self._cache.get("mtime") != mtime:
-            self._cache["mtime"] = mtime
-            self._cache["value"] = path.read_text(encoding="utf-8").strip() or None
-        return self._cache.get("value")  # type: ignore[return-value]
+        if reading.mtime != mtime:
+            reading.mtime = mtime
+            reading.value = path.read_text(encoding="utf-8").strip() or None
+        return reading.value
 
     def __repr__(self) -> str:
         where = f"env:{self.env}" if self.env else f"file:{self.file}" if self.file else "none"
