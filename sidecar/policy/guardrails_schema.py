@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
+from typing import TypedDict
 
 import yaml
 
@@ -26,6 +27,16 @@ _TYPE_KEYS = MappingProxyType({
     "prompt_injection": {"threshold"},
     "size": {"max_chars", "max_messages"},
 })
+
+
+class _TypeSpecific(TypedDict, total=False):
+    """The keys only one guardrail type takes, as Guardrail's fields."""
+
+    categories: frozenset[str]
+    matcher: PatternMatcher
+    threshold: float
+    max_chars: int | None
+    max_messages: int | None
 
 
 def parse_guardrails(section: Located) -> GuardrailSet:
@@ -58,7 +69,7 @@ def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
         where.error(f"a {kind} guardrail cannot mask; use block or log")
         return None
     return Guardrail(key=key, type=kind, action=action, direction=direction, messages=messages,
-                     scope=scope, default_on=default_on, hold_back=hold_back, **specific)  # type: ignore[arg-type]
+                     scope=scope, default_on=default_on, hold_back=hold_back, **specific)
 
 
 def _required_choice(fields: Mapping, key: str, choices: tuple[str, ...]) -> str | None:
@@ -66,7 +77,7 @@ def _required_choice(fields: Mapping, key: str, choices: tuple[str, ...]) -> str
     return at.as_choice(choices) if at else None
 
 
-def _type_specific(kind: str, fields: Mapping) -> dict[str, object] | None:
+def _type_specific(kind: str, fields: Mapping) -> _TypeSpecific | None:
     if kind == "pii":
         return {"categories": _categories(fields)}
     if kind == "pattern":
