@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 from aiohttp import web
@@ -18,10 +20,14 @@ from sidecar.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.logs import setup_logging
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
+from sidecar.policy.snapshot import Policy
 from sidecar.policy.summary import summarize
 from sidecar.settings import Settings
 from sidecar.tokens import hash_token, mint_token
 from sidecar.workers import die_with_parent, is_child, serve_workers, unsupported, worker_count
+
+if TYPE_CHECKING:
+    from sidecar.launcher import Stack
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
@@ -128,17 +134,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sidecar.launcher import Stack
 
     settings = Settings.from_env()
-    policy = load_policy(settings.policies_dir)
+    try:
+        policy = load_policy(settings.policies_dir)
+    except PolicyError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
     stack = Stack(settings, Path(tempfile.mkdtemp(prefix="gateway-run-")))
+    # Ctrl-C (and a supervisor's SIGTERM) stop everything cleanly, even where a shell started
+    # this process with SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         stack.start()
-        print(f"\nLLM gateway listening on {stack.base_url}/api/client/v1/chat/completions")
-        print(f"  policies: {settings.policies_dir} (version {policy.version})")
-        print(f"  models:   {', '.join(sorted(policy.models.routes))}")
-        if hash_token(args.demo_token) in policy.tokens.by_hash:
-            print(f"  demo token: {args.demo_token}")
-        print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
-        print("Ctrl-C stops everything.\n", flush=True)
+        _print_banner(stack, settings, policy, args.demo_token)
         while all(p.poll() is None for p in stack.processes.values()):
             time.sleep(0.5)
         print("a gateway process exited; stopping", file=sys.stderr)
@@ -147,6 +155,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     finally:
         stack.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_banner(stack: Stack, settings: Settings, policy: Policy, demo_token: str) -> None:
+    print(f"\nLLM gateway listening on {stack.base_url}/api/client/v1/chat/completions")
+    print(f"  policies: {settings.policies_dir} (version {policy.version})")
+    print(f"  models:   {', '.join(sorted(policy.models.routes))}")
+    if hash_token(demo_token) in policy.tokens.by_hash:
+        print(f"  demo token: {demo_token}")
+    print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
+    print("Ctrl-C stops everything.\n", flush=True)
 
 
 DEMO_TOKEN = "cgt_demo_Jm3kQ8vYx2LrT9pWn4HsZ6bC1dF7gK0a"
