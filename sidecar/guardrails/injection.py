@@ -28,8 +28,11 @@ import base64
 import binascii
 import re
 import unicodedata
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
+
+from .injection_text import LiteralIndex, collapse_spaces, leet_spaced, may_hold_base64_blob
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,8 @@ _DELIMITER_RULE: Final = re.compile(
     r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
     r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
 )
+# _SQUASHED_OVERRIDE starts with one of these, which `in` finds faster than the regex does.
+_SQUASHED_VERBS: Final = ("ignore", "disregard", "forget")
 _SQUASHED_OVERRIDE: Final = re.compile(
     r"(?:ignore|disregard|forget)(?:all|any|the|your)*(?:previous|prior|above|earlier)"
     r"(?:instructions?|rules|prompts?|directions)"
@@ -179,18 +184,26 @@ def _folded(text: str) -> str:
 
 
 def _normalise(text: str) -> str:
-    text = _folded(text)
-    text = _NON_WORD.sub(" ", text.translate(_LEET))
+    return _normalise_folded(_folded(text))
+
+
+def _normalise_folded(folded: str) -> str:
+    # One translate plus collapsing runs of spaces gives the regex passes' text whenever there
+    # are no spaced letters to join: _NON_WORD only shortens runs of spaces that the collapse
+    # shortens anyway, and any spaced letters in its output would leave " x y " in ours.
+    text = collapse_spaces(leet_spaced(folded))
+    if not _SPACED_HINT.search(text):
+        return text
+    text = _NON_WORD.sub(" ", folded.translate(_LEET))
     # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
     # between letter-spaced words still separate them.
-    if _SPACED_HINT.search(text):  # skips the slower regex on text that cannot match it
-        text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
     # After _NON_WORD the only whitespace left is " ": collapsing runs of two or more gives
     # the same text as collapsing every `\s+`, without rewriting each single space.
     return _MULTI_SPACES.sub(" ", text)
 
 
-def _may_fire(name: str, normalised: str) -> bool:
+def _may_fire(name: str, normalised: Container[str]) -> bool:
     groups = _WORD_RULE_LITERALS.get(name)
     if groups is None:
         return True
@@ -204,20 +217,23 @@ def _may_fire(name: str, normalised: str) -> bool:
 
 
 def _word_signals(normalised: str) -> list[tuple[str, float]]:
+    literals = LiteralIndex(normalised)
     fired = [
         (name, weight)
         for name, weight, rule in _WORD_RULES
-        if _may_fire(name, normalised) and rule.search(normalised)
+        if _may_fire(name, literals) and rule.search(normalised)
     ]
-    if not any(name == "instruction_override" for name, _ in fired) and _SQUASHED_OVERRIDE.search(
-        normalised.replace(" ", "")
-    ):
+    if not any(name == "instruction_override" for name, _ in fired):
         # Letter-spaced with single spaces everywhere collapses into one blob.
-        fired.append(("instruction_override", 0.80))
+        squashed = normalised.replace(" ", "")
+        if any(verb in squashed for verb in _SQUASHED_VERBS) and _SQUASHED_OVERRIDE.search(squashed):
+            fired.append(("instruction_override", 0.80))
     return fired
 
 
 def _decoded_blobs(text: str) -> list[str]:
+    if not may_hold_base64_blob(text):  # one C pass instead of the regex trying every word
+        return []
     decoded: list[str] = []
     for blob in _BASE64_BLOB.findall(text)[:8]:
         try:
@@ -230,8 +246,8 @@ def _decoded_blobs(text: str) -> list[str]:
 
 def score_injection(text: str) -> InjectionScore:
     """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
-    fired = _word_signals(_normalise(text))
     light = _folded(text)
+    fired = _word_signals(_normalise_folded(light))
     # Every delimiter form holds "<", "[" or "##": skip the regex on text without them.
     if ("<" in light or "[" in light or "##" in light) and _DELIMITER_RULE.search(light):
         fired.append(("role_delimiter", 0.60))
