@@ -32,7 +32,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final
 
-from .injection_text import LiteralIndex, collapse_spaces, leet_spaced, may_hold_base64_blob
+from .injection_text import LEET, LiteralIndex, collapse_spaces, may_hold_base64_blob, word_spaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,8 @@ class InjectionScore:
 
 
 _ZERO_WIDTH: Final = re.compile("[\u00ad\u200b-\u200f\u2060\ufeff]")
-_LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+# _LEET and _NON_WORD define the normalisation; injection_text computes it with bytes passes.
+_LEET: Final = str.maketrans(LEET)
 _SPACED_LETTERS: Final = re.compile(r"\b(?:[a-z] ){3,}[a-z]\b")
 _NON_WORD: Final = re.compile(r"[^a-z' ]+")
 
@@ -188,19 +189,14 @@ def _normalise(text: str) -> str:
 
 
 def _normalise_folded(folded: str) -> str:
-    # One translate plus collapsing runs of spaces gives the regex passes' text whenever there
-    # are no spaced letters to join: _NON_WORD only shortens runs of spaces that the collapse
-    # shortens anyway, and any spaced letters in its output would leave " x y " in ours.
-    text = collapse_spaces(leet_spaced(folded))
-    if not _SPACED_HINT.search(text):
-        return text
-    text = _NON_WORD.sub(" ", folded.translate(_LEET))
+    text = word_spaced(folded)  # == _NON_WORD.sub(" ", folded.translate(_LEET)), several times faster
     # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
     # between letter-spaced words still separate them.
-    text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
+    if _SPACED_HINT.search(text):  # skips the slower regex on text that cannot match it
+        text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
     # After _NON_WORD the only whitespace left is " ": collapsing runs of two or more gives
     # the same text as collapsing every `\s+`, without rewriting each single space.
-    return _MULTI_SPACES.sub(" ", text)
+    return collapse_spaces(text)
 
 
 def _may_fire(name: str, normalised: Container[str]) -> bool:

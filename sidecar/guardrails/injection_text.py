@@ -11,15 +11,18 @@ from __future__ import annotations
 import re
 from typing import Final
 
-_LEET_BYTES: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+# The leet mapping of the injection heuristic (its `_LEET` table is built from this).
+LEET: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 _KEPT: Final = "abcdefghijklmnopqrstuvwxyz' "
 
 
-def _word_table() -> bytes:
-    table = bytearray(b" " * 256)
+def _word_table(other: str) -> bytes:
+    # Bytes of the UTF-8 form, so every non-ASCII character (all its bytes are >= 0x80) becomes
+    # `other`, as `[^a-z' ]` does to it; a lone surrogate (JSON allows one) survives "surrogatepass".
+    table = bytearray(other.encode("ascii") * 256)
     for char in _KEPT:
         table[ord(char)] = ord(char)
-    for char, letter in _LEET_BYTES.items():
+    for char, letter in LEET.items():
         table[ord(char)] = ord(letter)
     return bytes(table)
 
@@ -31,40 +34,37 @@ def _base64_table() -> bytes:
     return bytes(table)
 
 
-# Bytes of the UTF-8 form, so every non-ASCII character (all its bytes are >= 0x80) becomes
-# spaces, as `[^a-z' ]` does to it; a lone surrogate (JSON allows one) survives "surrogatepass".
-_WORD_TABLE: Final = _word_table()
+# Other characters become a mark first, so their runs collapse apart from the real spaces.
+_MARK: Final = "\x01"
+_MARK_TABLE: Final = _word_table(_MARK)
+_MARK_RUNS: Final = re.compile(_MARK + "{2,}")
+_SPACE_RUNS: Final = re.compile(" {2,}")
 _BASE64_TABLE: Final = _base64_table()
 _BASE64_RUN: Final = b"b" * 24
-_MULTI_SPACES: Final = re.compile(" {2,}")
 
 
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def leet_spaced(folded: str) -> str:
-    """``folded`` leet-mapped with every character outside a-z, ' and space turned into spaces.
-
-    Unlike ``_NON_WORD.sub(" ", ...)`` a run of such characters becomes a run of spaces, so the
-    text equals the regex form once runs of spaces are collapsed in both.
-    """
-    return _utf8(folded).translate(_WORD_TABLE).decode("ascii")
+def word_spaced(folded: str) -> str:
+    """Exactly ``_NON_WORD.sub(" ", folded.translate(_LEET))``: each run of characters outside
+    a-z, ' and space (after the leet mapping) as one space, real spaces kept as they are."""
+    marked = _utf8(folded).translate(_MARK_TABLE).decode("ascii")
+    return _collapse_runs(marked, _MARK, _MARK_RUNS).replace(_MARK, " ")
 
 
-def collapse_spaces(text: str, passes: int = 4) -> str:
-    """Every run of two or more spaces as one space, like ``re.sub(" {2,}", " ", text)``.
+def collapse_spaces(text: str) -> str:
+    """Every run of two or more spaces as one space, like ``re.sub(" {2,}", " ", text)``."""
+    return _collapse_runs(text, " ", _SPACE_RUNS)
 
-    Each ``replace`` halves every run (n spaces become ceil(n / 2)), so prose with its short runs
-    settles in a pass or two; longer runs are left to the regex, which a partial collapse
-    does not change the result of.
-    """
-    for _ in range(passes):
-        shorter = text.replace("  ", " ")
-        if len(shorter) == len(text):
-            return text
-        text = shorter
-    return _MULTI_SPACES.sub(" ", text)
+
+def _collapse_runs(text: str, char: str, runs: re.Pattern[str]) -> str:
+    # Prose has runs of two (". " became two spaces) that one `replace` settles at twice the
+    # regex's speed; longer runs are left to the regex, as `replace` only halves them.
+    if char * 3 in text:
+        return runs.sub(char, text)
+    return text.replace(char * 2, char)
 
 
 def may_hold_base64_blob(text: str) -> bool:
@@ -73,34 +73,37 @@ def may_hold_base64_blob(text: str) -> bool:
 
 
 class LiteralIndex:
-    """Answers ``literal in text`` exactly, from the text's distinct words when the text is long.
+    """Answers ``literal in text`` exactly, from the text's distinct words once that is cheaper.
 
     A literal without spaces occurs in the text iff it occurs in one of its words, and prose
     repeats its words, so the distinct words are a much shorter haystack. A literal with spaces
     needs its first part ending a word, its last part starting one and any middle part being
-    one; only when all hold is the whole text searched.
+    one; only when all hold is the whole text searched. Literals found early in the text cost
+    little, so the words are only collected after a few literals have been searched for in vain.
     """
 
-    __slots__ = ("_joined", "_text", "_words")
+    __slots__ = ("_joined", "_misses", "_text", "_words")
 
     # Below this, splitting the text costs more than scanning it once per literal.
     MIN_CHARS: Final = 16_384
+    MISSES_BEFORE_SPLIT: Final = 3
 
     def __init__(self, text: str) -> None:
         self._text = text
         self._words: frozenset[str] = frozenset()
-        self._joined = ""
-        if len(text) >= self.MIN_CHARS:
-            words = frozenset(text.split(" "))
-            joined = " " + " ".join(words) + " "
-            if len(joined) < len(text) // 2:  # text of mostly distinct words: scan it directly
-                self._words, self._joined = words, joined
+        self._joined = ""  # the distinct words, once collected and worth it
+        self._misses = 0 if len(text) >= self.MIN_CHARS else -1  # -1: never collect them
 
     def __contains__(self, literal: object) -> bool:
         if not isinstance(literal, str):
             return False
         if not self._joined:
-            return literal in self._text
+            found = literal in self._text
+            if not found and self._misses >= 0:
+                self._misses += 1
+                if self._misses >= self.MISSES_BEFORE_SPLIT:
+                    self._collect_words()
+            return found
         if " " not in literal:
             return literal in self._joined
         first, *middle, last = literal.split(" ")
@@ -109,3 +112,10 @@ class LiteralIndex:
         if any(part not in self._words for part in middle):
             return False
         return literal in self._text
+
+    def _collect_words(self) -> None:
+        self._misses = -1
+        words = frozenset(self._text.split(" "))
+        joined = " " + " ".join(words) + " "
+        if len(joined) < len(self._text) // 2:  # else mostly distinct words: keep scanning the text
+            self._words, self._joined = words, joined
