@@ -30,6 +30,7 @@ import re
 import unicodedata
 from collections.abc import Container
 from dataclasses import dataclass
+from itertools import islice
 from typing import Final
 
 from .injection_text import LEET, LiteralIndex, collapse_spaces, may_hold_base64_blob, word_spaced
@@ -231,7 +232,8 @@ def _decoded_blobs(text: str) -> list[str]:
     if not may_hold_base64_blob(text):  # one C pass instead of the regex trying every word
         return []
     decoded: list[str] = []
-    for blob in _BASE64_BLOB.findall(text)[:8]:
+    for match in islice(_BASE64_BLOB.finditer(text), 8):  # the first eight, without finding the rest
+        blob = match.group()
         try:
             raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
             decoded.append(raw.decode("utf-8"))

@@ -60,8 +60,10 @@ def collapse_spaces(text: str) -> str:
 
 
 def _collapse_runs(text: str, char: str, runs: re.Pattern[str]) -> str:
-    # Prose has runs of two (". " became two spaces) that one `replace` settles at twice the
-    # regex's speed; longer runs are left to the regex, as `replace` only halves them.
+    # Prose has runs of two at most (". " became two spaces), which one `replace` settles at twice
+    # the regex's speed; longer runs are left to the regex, as `replace` only halves them.
+    if char * 2 not in text:
+        return text
     if char * 3 in text:
         return runs.sub(char, text)
     return text.replace(char * 2, char)
