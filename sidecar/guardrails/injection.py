@@ -159,7 +159,6 @@ _WORD_RULE_LITERALS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
     "authority_claim": (("i am", "authori", "official"),),
     "restriction_removal": (("without", "anything"),),
 }
-_MULTI_SPACES: Final = re.compile(" {2,}")
 # Four or more spaced single letters hold " x y " (the second and third letters); unlike
 # _SPACED_LETTERS this starts with a literal, which the regex engine searches for quickly.
 _SPACED_HINT: Final = re.compile(" [a-z] [a-z] ")
