@@ -28,8 +28,12 @@ import base64
 import binascii
 import re
 import unicodedata
+from collections.abc import Container
 from dataclasses import dataclass
+from itertools import islice
 from typing import Final
+
+from .injection_text import LEET, LiteralIndex, collapse_spaces, may_hold_base64_blob, word_spaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,8 @@ class InjectionScore:
 
 
 _ZERO_WIDTH: Final = re.compile("[\u00ad\u200b-\u200f\u2060\ufeff]")
-_LEET: Final = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+# _LEET and _NON_WORD define the normalisation; injection_text computes it with bytes passes.
+_LEET: Final = str.maketrans(LEET)
 _SPACED_LETTERS: Final = re.compile(r"\b(?:[a-z] ){3,}[a-z]\b")
 _NON_WORD: Final = re.compile(r"[^a-z' ]+")
 
@@ -154,7 +159,6 @@ _WORD_RULE_LITERALS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
     "authority_claim": (("i am", "authori", "official"),),
     "restriction_removal": (("without", "anything"),),
 }
-_MULTI_SPACES: Final = re.compile(" {2,}")
 # Four or more spaced single letters hold " x y " (the second and third letters); unlike
 # _SPACED_LETTERS this starts with a literal, which the regex engine searches for quickly.
 _SPACED_HINT: Final = re.compile(" [a-z] [a-z] ")
@@ -163,6 +167,8 @@ _DELIMITER_RULE: Final = re.compile(
     r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
     r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
 )
+# _SQUASHED_OVERRIDE starts with one of these, which `in` finds faster than the regex does.
+_SQUASHED_VERBS: Final = ("ignore", "disregard", "forget")
 _SQUASHED_OVERRIDE: Final = re.compile(
     r"(?:ignore|disregard|forget)(?:all|any|the|your)*(?:previous|prior|above|earlier)"
     r"(?:instructions?|rules|prompts?|directions)"
@@ -179,18 +185,21 @@ def _folded(text: str) -> str:
 
 
 def _normalise(text: str) -> str:
-    text = _folded(text)
-    text = _NON_WORD.sub(" ", text.translate(_LEET))
+    return _normalise_folded(_folded(text))
+
+
+def _normalise_folded(folded: str) -> str:
+    text = word_spaced(folded)  # == _NON_WORD.sub(" ", folded.translate(_LEET)), several times faster
     # Join "i g n o r e" before collapsing runs of spaces, so the wider gaps
     # between letter-spaced words still separate them.
     if _SPACED_HINT.search(text):  # skips the slower regex on text that cannot match it
         text = _SPACED_LETTERS.sub(lambda m: m.group().replace(" ", ""), text)
     # After _NON_WORD the only whitespace left is " ": collapsing runs of two or more gives
     # the same text as collapsing every `\s+`, without rewriting each single space.
-    return _MULTI_SPACES.sub(" ", text)
+    return collapse_spaces(text)
 
 
-def _may_fire(name: str, normalised: str) -> bool:
+def _may_fire(name: str, normalised: Container[str]) -> bool:
     groups = _WORD_RULE_LITERALS.get(name)
     if groups is None:
         return True
@@ -204,22 +213,26 @@ def _may_fire(name: str, normalised: str) -> bool:
 
 
 def _word_signals(normalised: str) -> list[tuple[str, float]]:
+    literals = LiteralIndex(normalised)
     fired = [
         (name, weight)
         for name, weight, rule in _WORD_RULES
-        if _may_fire(name, normalised) and rule.search(normalised)
+        if _may_fire(name, literals) and rule.search(normalised)
     ]
-    if not any(name == "instruction_override" for name, _ in fired) and _SQUASHED_OVERRIDE.search(
-        normalised.replace(" ", "")
-    ):
+    if not any(name == "instruction_override" for name, _ in fired):
         # Letter-spaced with single spaces everywhere collapses into one blob.
-        fired.append(("instruction_override", 0.80))
+        squashed = normalised.replace(" ", "")
+        if any(verb in squashed for verb in _SQUASHED_VERBS) and _SQUASHED_OVERRIDE.search(squashed):
+            fired.append(("instruction_override", 0.80))
     return fired
 
 
 def _decoded_blobs(text: str) -> list[str]:
+    if not may_hold_base64_blob(text):  # one C pass instead of the regex trying every word
+        return []
     decoded: list[str] = []
-    for blob in _BASE64_BLOB.findall(text)[:8]:
+    for match in islice(_BASE64_BLOB.finditer(text), 8):  # the first eight, without finding the rest
+        blob = match.group()
         try:
             raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
             decoded.append(raw.decode("utf-8"))
@@ -230,8 +243,8 @@ def _decoded_blobs(text: str) -> list[str]:
 
 def score_injection(text: str) -> InjectionScore:
     """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
-    fired = _word_signals(_normalise(text))
     light = _folded(text)
+    fired = _word_signals(_normalise_folded(light))
     # Every delimiter form holds "<", "[" or "##": skip the regex on text without them.
     if ("<" in light or "[" in light or "##" in light) and _DELIMITER_RULE.search(light):
         fired.append(("role_delimiter", 0.60))
