@@ -21,7 +21,7 @@ from sidecar.logs import setup_logging
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.snapshot import Policy
-from sidecar.policy.summary import summarize
+from sidecar.policy.summary import report_errors, summarize
 from sidecar.settings import Settings
 from sidecar.tokens import hash_token, mint_token
 from sidecar.workers import die_with_parent, is_child, serve_workers, unsupported, worker_count
@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         app = init_app(settings)
     except PolicyError as exc:
-        print("\n".join(exc.errors), file=sys.stderr)
+        report_errors(settings.policies_dir, exc)
         return 1
     problem = unsupported(worker_count(), app[POLICY_STORE].current)
     if problem:
@@ -93,8 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(folder)
     except PolicyError as exc:
-        print("\n".join(exc.errors), file=sys.stderr)
-        print(f"{folder}: {len(exc.errors)} error{'s' if len(exc.errors) > 1 else ''}", file=sys.stderr)
+        report_errors(folder, exc)
         return 1
     envoy = "envoy config not validated (--skip-envoy)" if args.skip_envoy else _validate_envoy(settings)
     print(f"{summarize(policy)}; {envoy}")
@@ -137,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(settings.policies_dir)
     except PolicyError as exc:
-        print("\n".join(exc.errors), file=sys.stderr)
+        report_errors(settings.policies_dir, exc)
         return 1
     stack = Stack(settings, Path(tempfile.mkdtemp(prefix="gateway-run-")))
     # Ctrl-C (and a supervisor's SIGTERM) stop everything cleanly, even where a shell started

@@ -14,6 +14,7 @@ import orjson
 from sidecar.explain import SHOWN_SECTIONS, Explanation, explain
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
+from sidecar.policy.summary import report_errors
 from sidecar.settings import Settings
 
 _WIDTH = 12
@@ -44,8 +45,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(folder)
     except PolicyError as exc:
-        print("\n".join(exc.errors), file=sys.stderr)
-        print(f"{len(exc.errors)} error(s) in {folder}: fix them first (python -m sidecar check)", file=sys.stderr)
+        report_errors(folder, exc)
         return 1
     explanation = asyncio.run(explain(settings, policy, raw_body, token=args.token, token_name=args.token_name))
     if args.json:

@@ -1,10 +1,13 @@
-"""The one-line summary `check` prints for a valid policy."""
+"""What the commands print about a policy: `check`'s one-line summary, and the errors of an invalid one."""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sized
+from typing import TextIO
 
+from sidecar.policy.reader import PolicyError
 from sidecar.policy.references import teams_of
 from sidecar.policy.snapshot import Policy
 
@@ -31,3 +34,10 @@ def summarize(policy: Policy) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def report_errors(folder: object, error: PolicyError, file: TextIO = sys.stderr) -> None:
+    """What every command prints for an invalid policy: each error, then how many."""
+    count = len(error.errors)
+    print("\n".join(error.errors), file=file)
+    print(f"{folder}: {count} error{'s' if count > 1 else ''}", file=file)
