@@ -24,7 +24,7 @@ from bench.procstat import Watcher, cpu_delta  # noqa: E402
 from bench.stats import Sample, median  # noqa: E402
 from bench.targets import CHAT_PATH, build_policies  # noqa: E402
 from bench.wrk import WrkRunner, ensure_wrk  # noqa: E402
-from sidecar.launcher import Stack, free_port  # noqa: E402
+from sidecar.devtools.launcher import Stack, free_port  # noqa: E402
 from sidecar.settings import Settings  # noqa: E402
 
 

@@ -65,8 +65,8 @@ def median_ms(func: Any, runs: int = 5) -> float:
 
 
 def stream_cost_us(text: str, chunk: int) -> float:
-    from sidecar.guardrails.entity import ALL_CATEGORIES
-    from sidecar.guardrails.stream_scan import StreamScanner
+    from sidecar.features.guardrails.entity import ALL_CATEGORIES
+    from sidecar.features.guardrails.stream_scan import StreamScanner
 
     scanner = StreamScanner(ALL_CATEGORIES, mask=True)
     chunks = [text[i : i + chunk] for i in range(0, len(text), chunk)]
@@ -79,9 +79,9 @@ def stream_cost_us(text: str, chunk: int) -> float:
 
 def main() -> None:
     # Imported here, after the sys.path tweak above.
-    from sidecar.guardrails.entity import ALL_CATEGORIES
-    from sidecar.guardrails.pii import find_entities
-    from sidecar.guardrails.quality import OVERALL, evaluate, evaluate_injection
+    from sidecar.features.guardrails.entity import ALL_CATEGORIES
+    from sidecar.features.guardrails.pii import find_entities
+    from sidecar.features.guardrails.quality import OVERALL, evaluate, evaluate_injection
 
     scores = evaluate(load("cases.jsonl"))
     print(f"{'category':<12} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>10} {'recall':>8}")

@@ -27,8 +27,8 @@ def _median_ms(run: Callable[[], object], repeat: int = 3) -> float:
 def input_scan_ms(size: int = 1_000_000) -> dict[str, float] | None:
     """Median milliseconds per part, or None when this sidecar has no guardrails."""
     try:
-        from sidecar.guardrails.injection import score_injection
-        from sidecar.guardrails.pii import ALL_CATEGORIES, find_entities
+        from sidecar.features.guardrails.injection import score_injection
+        from sidecar.features.guardrails.pii import ALL_CATEGORIES, find_entities
     except ImportError:
         return None
     text = prose(size)

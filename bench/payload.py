@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sidecar.cli import DEMO_TOKEN
+from sidecar.cli.main import DEMO_TOKEN
 
 __all__ = ["BODY_BYTES", "DEMO_TOKEN", "chat_body", "headers", "prose", "slow_stream_body"]
 

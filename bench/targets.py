@@ -19,7 +19,7 @@ from typing import IO
 
 import yaml
 
-from sidecar.launcher import Stack, envoy_binary, free_port, wait_http
+from sidecar.devtools.launcher import Stack, envoy_binary, free_port, wait_http
 from sidecar.policy import loader
 from sidecar.policy.reader import PolicyError
 from sidecar.settings import Settings

@@ -7,18 +7,19 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sidecar import routing, shutdown
 from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
-from sidecar.authz import AUTHZ_PREFIX, handle_check
-from sidecar.decision import DecisionPipeline
+from sidecar.callout.endpoint import AUTHZ_PREFIX, handle_check
+from sidecar.callout.pipeline import DecisionPipeline
 from sidecar.extensions import Extensions
-from sidecar.forwarding import handle_forward
-from sidecar.guardrails import install as guardrails
-from sidecar.observability import install_observability
+from sidecar.features.breaker import stage as breaker
+from sidecar.features.drain import stage as drain
+from sidecar.features.guardrails import install as guardrails
+from sidecar.features.observability.install import install_observability
+from sidecar.features.quotas.install import install as install_quotas
+from sidecar.forward.endpoint import handle_forward
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import install_watcher
-from sidecar.quotas.install import install as install_quotas
 from sidecar.responses import unexpected_errors
 from sidecar.settings import Settings
 
@@ -54,9 +55,9 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
     # Features install themselves here, in the order their callout stages should run.
-    shutdown.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
+    drain.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
     guardrails.install(extensions)
-    routing.install(app, extensions)
+    breaker.install(app, extensions)
     # Quotas stay last: they reserve, so no later stage may deny after them.
     install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
     app[EXTENSIONS] = extensions

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import ClientSession, web
 
-from sidecar.breaker import BreakerBoard
-from sidecar.decision import DecisionPipeline
-from sidecar.drain import Drain
+from sidecar.callout.pipeline import DecisionPipeline
 from sidecar.extensions import Extensions
-from sidecar.metrics import GatewayMetrics
+from sidecar.features.breaker.breaker import BreakerBoard
+from sidecar.features.drain.drain import Drain
+from sidecar.features.observability.metrics import GatewayMetrics
 from sidecar.policy.store import PolicyStore
 from sidecar.settings import Settings
 

@@ -14,38 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
 
-from sidecar.decision import Stage
-from sidecar.handoff import Decision
+from sidecar.callout.handoff import Decision
+from sidecar.callout.pipeline import Stage
+from sidecar.core.types import JSONDict
+from sidecar.forward.exchange import Exchange, OutputGuard
 from sidecar.policy.snapshot import Policy
-from sidecar.providers.base import JSONDict
-
-if TYPE_CHECKING:
-    from sidecar.relay import Exchange
 
 RequestEditor = Callable[[JSONDict, Decision, Policy], None]
 
 
-class OutputGuard(Protocol):
-    """Per-exchange output check. Raising GatewayError blocks: a JSON error for a whole
-    completion, an error event plus `data: [DONE]` for a stream."""
-
-    def on_completion(self, completion: JSONDict) -> None:
-        """Inspect (and possibly edit in place) a whole `chat.completion`."""
-        ...
-
-    def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
-        """A stamped `chat.completion.chunk` in; the chunks to send now out (may hold text back)."""
-        ...
-
-    def on_end(self) -> list[JSONDict]:
-        """The provider finished: release whatever was held back."""
-        ...
-
-
-OutputGuardFactory = Callable[[Decision, Policy], "OutputGuard | None"]
-Finisher = Callable[["Exchange"], Awaitable[None]]
+OutputGuardFactory = Callable[[Decision, Policy], OutputGuard | None]
+Finisher = Callable[[Exchange], Awaitable[None]]
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sidecar.errors import GatewayError
+from sidecar.core.errors import GatewayError
 
 JSON_CONTENT_TYPE = "application/json"
 log = logging.getLogger("sidecar")

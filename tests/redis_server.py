@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.launcher import free_port
+from sidecar.devtools.launcher import free_port
 
 MISSING = "redis-server not installed (apt-get install redis-server; .ci/run and `make test` install it)"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sidecar.breaker import FAILURE_KINDS, BreakerConfig
+from sidecar.core.kinds import FAILURE_KINDS, Outcome
+from sidecar.core.routes import BreakerConfig
 from sidecar.policy.reader import Located
 
 
@@ -42,8 +43,8 @@ def _positive_duration(where: Located) -> float | None:
     return value
 
 
-def _failure_kinds(where: Located, default: frozenset[str]) -> frozenset[str]:
-    kinds = set()
+def _failure_kinds(where: Located, default: frozenset[Outcome]) -> frozenset[Outcome]:
+    kinds: set[Outcome] = set()
     for item in where.items():
         kind = item.scalar()
         # YAML reads a bare 429 as an integer; both spellings mean the same.
@@ -51,5 +52,5 @@ def _failure_kinds(where: Located, default: frozenset[str]) -> frozenset[str]:
         if kind not in FAILURE_KINDS:
             item.error(f"must be one of {', '.join(FAILURE_KINDS)}")
             return default
-        kinds.add(str(kind))
+        kinds.add(Outcome(str(kind)))
     return frozenset(kinds)

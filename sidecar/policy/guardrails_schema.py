@@ -8,9 +8,9 @@ from typing import TypedDict
 
 import yaml
 
-from sidecar.guardrails.entity import ALL_CATEGORIES
-from sidecar.guardrails.pattern_guard import PatternMatcher, compile_patterns
-from sidecar.guardrails.policy import (
+from sidecar.features.guardrails.entity import ALL_CATEGORIES
+from sidecar.features.guardrails.pattern_guard import PatternMatcher, compile_patterns
+from sidecar.features.guardrails.policy import (
     ACTIONS,
     DIRECTIONS,
     GUARDRAIL_TYPES,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sidecar.models import ModelRegistry
-from sidecar.policy.reader import Located
-from sidecar.quotas.limits import (
+from sidecar.core.routes import ModelRegistry
+from sidecar.core.tokens import TokenStore
+from sidecar.features.quotas.limits import (
     KINDS,
     MICRO_USD,
     PER_FIELDS,
@@ -17,7 +17,7 @@ from sidecar.quotas.limits import (
     Price,
     StoreConfig,
 )
-from sidecar.tokens import TokenStore
+from sidecar.policy.reader import Located
 
 BACKENDS = ("memory", "redis")
 

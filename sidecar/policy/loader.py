@@ -7,9 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from sidecar.breaker import BreakerConfig
-from sidecar.guardrails.policy import GuardrailSet
-from sidecar.models import ModelRegistry
+from sidecar.core.routes import BreakerConfig, ModelRegistry
+from sidecar.core.tokens import TokenStore
+from sidecar.features.guardrails.policy import GuardrailSet
+from sidecar.features.quotas.limits import LimitsPolicy
 from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.guardrails_schema import parse_guardrails
 from sidecar.policy.limits_schema import parse_limits
@@ -18,8 +19,6 @@ from sidecar.policy.reader import ErrorLog, Located, PolicyError
 from sidecar.policy.references import check_guardrail_scopes, defined_names
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.tokens_schema import parse_tokens
-from sidecar.quotas.limits import LimitsPolicy
-from sidecar.tokens import TokenStore
 
 SECTIONS = ("tokens", "providers", "models", "breaker", "guardrails", "limits")
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from sidecar.breaker import BreakerConfig
-from sidecar.credentials import Credential
-from sidecar.models import Deployment, ModelRegistry, ModelRoute, Timeouts
+from sidecar.core.credentials import Credential
+from sidecar.core.routes import BreakerConfig, Deployment, ModelRegistry, ModelRoute, Timeouts
 from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.reader import Located
 from sidecar.policy.references import check_reference

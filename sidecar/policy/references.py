@@ -12,8 +12,8 @@ from collections.abc import Collection
 
 import yaml
 
+from sidecar.core.tokens import TokenStore
 from sidecar.policy.reader import Located
-from sidecar.tokens import TokenStore
 
 
 def check_reference(where: Located, kind: str, name: str, known: Collection[str]) -> bool:

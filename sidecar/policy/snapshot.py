@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sidecar.guardrails.policy import GuardrailSet
-from sidecar.models import ModelRegistry
-from sidecar.quotas.limits import LimitsPolicy
-from sidecar.tokens import TokenStore
+from sidecar.core.routes import ModelRegistry
+from sidecar.core.tokens import TokenStore
+from sidecar.features.guardrails.policy import GuardrailSet
+from sidecar.features.quotas.limits import LimitsPolicy
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import re
 from collections.abc import Collection
 from datetime import UTC, date, datetime
 
+from sidecar.core.tokens import TokenRecord, TokenStore
 from sidecar.policy.reader import Located
-from sidecar.tokens import TokenRecord, TokenStore
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 

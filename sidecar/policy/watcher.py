@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sidecar.metrics import GatewayMetrics
+from sidecar.features.observability.metrics import GatewayMetrics
 from sidecar.policy.loader import folder_version, load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.snapshot import Policy

@@ -11,12 +11,13 @@ from collections.abc import Callable
 
 import orjson
 
-from sidecar.errors import ProviderError
-from sidecar.models import Deployment
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment
+from sidecar.core.types import JSONDict
 from sidecar.providers.anthropic_request import build_body
 from sidecar.providers.anthropic_response import completion, error_from_payload
 from sidecar.providers.anthropic_stream import AnthropicStreamTranslator
-from sidecar.providers.base import JSONDict, UpstreamRequest
+from sidecar.providers.base import UpstreamRequest
 
 # The Messages API version this translation is written against; a deployment's extra headers may
 # override it (or add `anthropic-beta`) without a code change.

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from sidecar.errors import ProviderError
-from sidecar.providers.base import JSONDict
+from sidecar.core.errors import ProviderError
+from sidecar.core.types import JSONDict
 
 # Anthropic's temperature range is 0..1 while OpenAI's is 0..2. We clamp instead of scaling:
 # the values clients actually send (0, 0.2, 0.7, 1) keep their meaning, and only the rarely used

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from sidecar.errors import ProviderError
-from sidecar.providers.base import JSONDict
+from sidecar.core.errors import ProviderError
+from sidecar.core.types import JSONDict
 
 
 def finish_reason(stop_reason: Any) -> str | None:

@@ -9,14 +9,14 @@ from typing import Any
 
 import orjson
 
-from sidecar.errors import ProviderError
+from sidecar.core.errors import ProviderError
+from sidecar.core.types import JSONDict, SSEEvent
 from sidecar.providers.anthropic_response import (
     error_fields,
     finish_reason,
     provider_error,
     usage,
 )
-from sidecar.providers.base import JSONDict, SSEEvent
 
 
 class AnthropicStreamTranslator:

@@ -10,9 +10,10 @@ from urllib.parse import quote
 
 import orjson
 
-from sidecar.errors import ProviderError
-from sidecar.models import Deployment
-from sidecar.providers.base import JSONDict, SSEEvent, UpstreamRequest
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment
+from sidecar.core.types import JSONDict, SSEEvent
+from sidecar.providers.base import UpstreamRequest
 from sidecar.providers.openai_compat import (
     OpenAIStreamTranslator,
     error_from_openai_payload,

@@ -2,19 +2,18 @@
 
 A provider module is pure translation: it turns the client's OpenAI-format request into the
 provider's wire request, and the provider's answers back into OpenAI-format dicts. All I/O
-(pooled HTTP client, timeouts, SSE framing, relaying to the client) lives in `sidecar.forwarding`,
+(pooled HTTP client, timeouts, SSE framing, relaying to the client) lives in `sidecar.forward.endpoint`,
 so adding a provider touches one module here plus the policy schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from sidecar.errors import ProviderError
-
-JSONDict = dict[str, Any]
+from sidecar.core.errors import ProviderError
+from sidecar.core.types import JSONDict, SSEEvent
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,6 @@ class UpstreamRequest:
         # for 1 KB); this body lives as long as the exchange, a whole stream, so keep an exact-size
         # copy. `make bench` measured the sidecar's RSS with 1,000 open streams before and after.
         object.__setattr__(self, "body", bytes(memoryview(self.body)))
-
-
-@dataclass(frozen=True)
-class SSEEvent:
-    """One server-sent event as received from the provider (`event:` name, joined `data:` lines)."""
-
-    data: str
-    event: str | None = None
 
 
 class StreamTranslator(Protocol):
@@ -78,16 +69,3 @@ class Provider(Protocol):
     def stream_translator(self) -> StreamTranslator:
         """A fresh translator for one streamed response."""
         ...
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token usage of one completion, in OpenAI's field names."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens

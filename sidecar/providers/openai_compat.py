@@ -6,9 +6,10 @@ from typing import Any
 
 import orjson
 
-from sidecar.errors import ProviderError
-from sidecar.models import Deployment
-from sidecar.providers.base import JSONDict, SSEEvent, UpstreamRequest
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment
+from sidecar.core.types import JSONDict, SSEEvent
+from sidecar.providers.base import UpstreamRequest
 
 
 class OpenAICompatible:

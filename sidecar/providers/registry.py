@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from sidecar.models import Deployment
+from sidecar.core.routes import Deployment
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.azure import AzureOpenAI
 from sidecar.providers.base import Provider

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.envoy_config import render
-from sidecar.launcher import Stack, envoy_binary, free_port, wait_http
+from sidecar.devtools.launcher import Stack, envoy_binary, free_port, wait_http
+from sidecar.envoy.config import render
 from sidecar.settings import Settings
 from tests.deploy.support import BASE, ENVOY, SIDECAR, Rendered, probe_url
 

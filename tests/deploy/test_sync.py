@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar.envoy_config import render
-from sidecar.launcher import envoy_binary
+from sidecar.devtools.launcher import envoy_binary
+from sidecar.envoy.config import render
 from sidecar.policy.loader import load_policy
 from sidecar.settings import Settings
 from tests.deploy.support import BASE, DEPLOY, ENVOY, OVERLAYS, REPO, SIDECAR, Rendered

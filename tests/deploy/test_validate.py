@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sidecar.launcher import envoy_binary
+from sidecar.devtools.launcher import envoy_binary
 from tests.deploy.support import KUBERNETES_VERSION, OVERLAYS, Rendered, kubernetes_validate
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.launcher import Stack, free_port
+from sidecar.core.tokens import hash_token
+from sidecar.devtools.launcher import Stack, free_port
 from sidecar.settings import Settings
-from sidecar.tokens import hash_token
 from tests.e2e.faults import FaultyProvider
 from tests.e2e.support import DEMO_TOKEN, EXPIRED_TOKEN, RESTRICTED_TOKEN
 
@@ -77,7 +77,7 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]:
-    """A provider that fails on demand (sidecar.faulty_provider), one per test module."""
+    """A provider that fails on demand (sidecar.devtools.faulty_provider), one per test module."""
     provider = FaultyProvider(tmp_path_factory.mktemp("faulty"))
     yield provider
     provider.stop()

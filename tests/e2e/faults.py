@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from sidecar.launcher import Stack, free_port, wait_http
+from sidecar.core.tokens import hash_token
+from sidecar.devtools.launcher import Stack, free_port, wait_http
 from sidecar.settings import Settings
-from sidecar.tokens import hash_token
 from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, auth
 
 PROVIDER_KEY_ENV = "FAULTY_PROVIDER_KEY"
@@ -27,7 +27,7 @@ class FaultyProvider:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = (workdir / "faulty-provider.log").open("wb")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "sidecar.faulty_provider", "--port", str(self.port)],
+            [sys.executable, "-m", "sidecar.devtools.faulty_provider", "--port", str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
         wait_http(self.url + "/_stats", process=self._process)

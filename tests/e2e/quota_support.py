@@ -10,10 +10,10 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from sidecar.demo_provider import count_tokens, prompt_tokens, reply_text
-from sidecar.launcher import free_port
-from sidecar.quotas.estimate import prompt_tokens as estimated_prompt
-from sidecar.tokens import hash_token
+from sidecar.core.tokens import hash_token
+from sidecar.devtools.demo_provider import count_tokens, prompt_tokens, reply_text
+from sidecar.devtools.launcher import free_port
+from sidecar.features.quotas.estimate import prompt_tokens as estimated_prompt
 from tests.e2e.support import chat_body, post_chat
 
 # Each test uses its own token(s), so tests sharing one stack never share a counter.

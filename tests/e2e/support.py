@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from sidecar.cli import DEMO_TOKEN
+from sidecar.cli.main import DEMO_TOKEN
 
 EXPIRED_TOKEN = "cgt_test_expired_0000000000000000000000000"
 RESTRICTED_TOKEN = "cgt_test_restricted_000000000000000000000"

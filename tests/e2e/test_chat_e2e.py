@@ -10,7 +10,7 @@ import aiohttp
 import openai
 import pytest
 
-from sidecar.launcher import Stack
+from sidecar.devtools.launcher import Stack
 from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, chat_body, parse_sse, post_chat, provider_requests
 
 

@@ -13,11 +13,11 @@ from aiohttp import web
 
 from sidecar.app import init_app
 from sidecar.appkeys import PIPELINE
-from sidecar.decision import Check, DecisionPipeline
-from sidecar.envoy_config import render
-from sidecar.errors import BreakerOpen
-from sidecar.handoff import DECISION_HEADER
-from sidecar.launcher import Stack, envoy_binary
+from sidecar.callout.handoff import DECISION_HEADER
+from sidecar.callout.pipeline import Check, DecisionPipeline
+from sidecar.core.errors import BreakerOpen
+from sidecar.devtools.launcher import Stack, envoy_binary
+from sidecar.envoy.config import render
 from tests.e2e.conftest import stack_settings, start_stack, write_test_policies
 from tests.e2e.support import CHAT_PATH, chat_body, post_chat, provider_requests
 

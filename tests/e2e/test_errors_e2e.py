@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sidecar.launcher import Stack
+from sidecar.devtools.launcher import Stack
 from tests.e2e.support import (
     CHAT_PATH,
     DEMO_TOKEN,

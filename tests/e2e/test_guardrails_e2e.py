@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sidecar.launcher import Stack
-from sidecar.tokens import hash_token
+from sidecar.core.tokens import hash_token
+from sidecar.devtools.launcher import Stack
 from tests.e2e.conftest import REPO, stack_settings, start_stack
 from tests.e2e.support import DEMO_TOKEN, chat_body, parse_sse, post_chat, provider_requests
 

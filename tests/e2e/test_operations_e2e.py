@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.launcher import Stack
+from sidecar.core.tokens import hash_token
+from sidecar.devtools.launcher import Stack
 from sidecar.policy.loader import load_policy
-from sidecar.tokens import hash_token
 from tests.configmap import ConfigMapVolume
 from tests.e2e.conftest import REPO, stack_settings, start_stack
 from tests.e2e.support import DEMO_TOKEN, chat_body, parse_sse, post_chat

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from sidecar.launcher import Stack
+from sidecar.devtools.launcher import Stack
 from tests.e2e.faults import FaultyProvider, chat, error_of, start_gateway, write_policies
 from tests.e2e.support import DEMO_TOKEN, parse_sse
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.launcher import Stack
-from sidecar.quotas.memory_backend import STATE_FILE
+from sidecar.devtools.launcher import Stack
+from sidecar.features.quotas.memory_backend import STATE_FILE
 from tests.e2e.conftest import stack_settings, start_stack
 from tests.e2e.quota_support import call, estimate, write_quota_policies
 from tests.e2e.support import chat_body

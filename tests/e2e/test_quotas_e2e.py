@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from sidecar.launcher import Stack
+from sidecar.devtools.launcher import Stack
 from tests.e2e.conftest import stack_settings, start_stack
 from tests.e2e.quota_support import (
     PRICE_COMPLETION,

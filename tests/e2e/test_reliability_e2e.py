@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from sidecar.launcher import Stack, free_port
+from sidecar.devtools.launcher import Stack, free_port
 from tests.e2e.faults import FaultyProvider, chat, error_of, start_gateway, write_policies
 from tests.e2e.support import parse_sse
 

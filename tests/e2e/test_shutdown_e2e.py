@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sidecar.launcher import Stack
+from sidecar.devtools.launcher import Stack
 from tests.e2e.faults import FaultyProvider, chat, error_of, start_gateway, write_policies
 from tests.e2e.support import parse_sse
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-from sidecar.launcher import Stack
+from sidecar.devtools.launcher import Stack
 from tests.e2e.faults import FaultyProvider, chat, start_gateway, write_policies
 from tests.e2e.support import DEMO_TOKEN, parse_sse
 

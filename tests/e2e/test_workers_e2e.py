@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sidecar.launcher import Stack
-from sidecar.workers import WORKERS_ENV
+from sidecar.cli.workers import WORKERS_ENV
+from sidecar.devtools.launcher import Stack
 from tests.e2e.conftest import stack_settings, write_test_policies
 from tests.e2e.support import chat_body, parse_sse, post_chat
 

@@ -1,7 +1,7 @@
 """Regenerates cases.jsonl deterministically: ``python tests/guardrails_corpus/build_corpus.py``.
 
 Checksums (Luhn, IBAN mod-97) are computed here independently of
-``sidecar.guardrails`` so the corpus does not inherit detector bugs.  Hand-
+``sidecar.features.guardrails`` so the corpus does not inherit detector bugs.  Hand-
 written cases are listed inline; generated ones use a fixed seed.
 """
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import orjson
 
-from sidecar.providers.base import SSEEvent, StreamTranslator
+from sidecar.core.types import SSEEvent
+from sidecar.providers.base import StreamTranslator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.errors import ProviderError
-from sidecar.models import Deployment
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment
 from sidecar.providers.anthropic import AnthropicProvider
 from tests.unit.providers.support import fixture_bytes
 

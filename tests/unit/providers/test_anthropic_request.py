@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
-from sidecar.credentials import Credential
-from sidecar.errors import ProviderError
-from sidecar.models import Deployment
+from sidecar.core.credentials import Credential
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.anthropic_request import build_body
 from tests.unit.providers.support import fixed_clock, fixture_json

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.models import Deployment
+from sidecar.core.routes import Deployment
 from sidecar.providers.anthropic import AnthropicProvider
 from tests.unit.providers.support import NOW, fixed_clock, fixture_json
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from sidecar.errors import ProviderError
-from sidecar.models import Deployment
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment
+from sidecar.core.types import SSEEvent
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.anthropic_stream import AnthropicStreamTranslator
-from sidecar.providers.base import SSEEvent
 from tests.unit.providers.support import NOW, feed_all, fixed_clock, sse_events
 
 MSG_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"

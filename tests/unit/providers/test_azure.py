@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from sidecar.credentials import Credential
-from sidecar.errors import ProviderError
-from sidecar.models import Deployment
+from sidecar.core.credentials import Credential
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment
+from sidecar.core.types import SSEEvent
 from sidecar.providers.azure import AzureOpenAI
-from sidecar.providers.base import SSEEvent
 from tests.unit.providers.support import (
     feed_all,
     fixture_bytes,

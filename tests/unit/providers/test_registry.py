@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from sidecar.credentials import Credential
-from sidecar.models import Deployment
+from sidecar.core.credentials import Credential
+from sidecar.core.routes import Deployment
+from sidecar.core.types import SSEEvent
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.azure import AzureOpenAI
-from sidecar.providers.base import SSEEvent
 from sidecar.providers.openai_compat import OpenAICompatible
 from sidecar.providers.registry import provider_for
 from tests.unit.providers.support import fixture_json, sse_events

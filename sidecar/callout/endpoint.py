@@ -1,0 +1,49 @@
+"""The ext_authz callout endpoint: Envoy sends every chat request here, body included.
+
+200 means allowed: the signed decision and the final request id go back as headers that Envoy
+copies onto the routed request. Any 4xx is a denial Envoy relays to the client byte for byte.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from sidecar.appkeys import PIPELINE, POLICY_STORE, SETTINGS
+from sidecar.callout.handoff import DECISION_HEADER, encode
+from sidecar.callout.pipeline import Denied
+from sidecar.features.observability.install import record_callout
+from sidecar.responses import error_response
+from sidecar.settings import SENTINEL_503
+
+AUTHZ_PREFIX = "/authz"
+
+
+async def handle_check(request: web.Request) -> web.Response:
+    app = request.app
+    started = time.monotonic()
+    raw_body = await request.read()
+    try:
+        check = await app[PIPELINE].decide(
+            app[POLICY_STORE].current,
+            raw_body,
+            request.headers.get("Authorization"),
+            request.headers.get("X-Request-Id"),
+        )
+    except Denied as denied:
+        error = denied.error
+        record_callout(app, denied.check, error, started)
+        # Envoy counts a 5xx from the callout as the callout failing; the sentinel status is
+        # turned back into 503 by Envoy's local_reply_config, body and Retry-After intact.
+        status = SENTINEL_503 if error.status == 503 else error.status
+        response = error_response(error, denied.check.request_id, status=status)
+        response.headers.update(denied.check.client_headers)
+        return response
+    record_callout(app, check, None, started)
+    headers = {
+        DECISION_HEADER: encode(check.decision(), app[SETTINGS].decision_key),
+        "X-Request-Id": check.request_id,
+        **check.client_headers,
+    }
+    return web.Response(status=200, headers=headers)

@@ -1,0 +1,189 @@
+"""Parsing and validating a chat-completions request body: once, in the callout.
+
+Unknown top-level fields pass through untouched (OpenAI adds fields often); the fields the
+gateway relies on are checked strictly and reported with OpenAI's `param` path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from sidecar.core.errors import InvalidRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+_MAX_REQUEST_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    request_id: str | None
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    body = _load_json(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model",
+                             code="missing_model" if model is None else "invalid_type")
+    _check_messages(body.get("messages"))
+    _check_sampling(body)
+    max_tokens = _positive_int(body, "max_tokens")
+    max_completion = _positive_int(body, "max_completion_tokens")
+    stream = _optional_bool(body, "stream") or False
+    return ChatRequest(
+        body=body,
+        model=model,
+        stream=stream,
+        include_usage=_include_usage(body),
+        max_tokens=max_completion if max_completion is not None else max_tokens,
+        request_id=_request_id(body),
+    )
+
+
+def _load_json(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object", code="invalid_json")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson rejects invalid UTF-8 and nesting deeper than 1024 levels without recursing.
+        if "utf-8" in str(exc).lower():
+            raise InvalidRequest("The request body is not valid UTF-8", code="invalid_encoding") from None
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _check_messages(messages: object) -> None:
+    if messages is None:
+        raise InvalidRequest("'messages' is required", param="messages", code="missing_messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages", code="invalid_type")
+    for index, message in enumerate(messages):
+        _check_message(index, message)
+
+
+def _check_message(index: int, message: object) -> None:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise InvalidRequest(f"'{where}' must be an object", param=where, code="invalid_type")
+    role = message.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        raise InvalidRequest(
+            f"'{where}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role", code="invalid_role"
+        )
+    content = message.get("content")
+    may_omit_content = role == "assistant" and ("tool_calls" in message or "function_call" in message)
+    if content is None and not may_omit_content:
+        raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content", code="missing_content")
+    if content is not None:
+        _check_content(where, content)
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise InvalidRequest(f"'{where}.tool_call_id' is required for tool messages",
+                             param=f"{where}.tool_call_id", code="missing_tool_call_id")
+    # Any role (null aside): the quota estimate reads tool calls wherever they are.
+    if "tool_calls" in message and (role == "assistant" or message["tool_calls"] is not None):
+        _check_tool_calls(where, message["tool_calls"])
+
+
+def _check_content(where: str, content: object) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{where}.content' must be a string or an array of content parts",
+                             param=f"{where}.content", code="invalid_type")
+    for index, part in enumerate(content):
+        part_where = f"{where}.content[{index}]"
+        part_type = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part_type, str) or part_type not in _PART_TYPES:
+            raise InvalidRequest(f"'{part_where}' must be a content part with a known 'type'",
+                                 param=part_where, code="invalid_content_part")
+        if part_type == "text" and not isinstance(part.get("text"), str):
+            raise InvalidRequest(f"'{part_where}.text' must be a string", param=f"{part_where}.text",
+                                 code="invalid_type")
+
+
+def _check_tool_calls(where: str, tool_calls: object) -> None:
+    if not isinstance(tool_calls, list):
+        raise InvalidRequest(f"'{where}.tool_calls' must be an array", param=f"{where}.tool_calls",
+                             code="invalid_type")
+    for index, call in enumerate(tool_calls):
+        call_where = f"{where}.tool_calls[{index}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidRequest(f"'{call_where}.function.name' is required", param=call_where,
+                                 code="invalid_tool_call")
+
+
+def _check_sampling(body: dict[str, Any]) -> None:
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise InvalidRequest(f"'{name}' must be a number between {low:g} and {high:g}", param=name,
+                                 code="invalid_value")
+
+
+def _positive_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest(f"'{name}' must be a positive integer", param=name, code="invalid_value")
+    return value
+
+
+def _optional_bool(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest(f"'{name}' must be true or false", param=name, code="invalid_type")
+    return value
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise InvalidRequest("'stream_options' must be an object", param="stream_options", code="invalid_type")
+    value = options.get("include_usage", False)
+    if not isinstance(value, bool):
+        raise InvalidRequest("'stream_options.include_usage' must be true or false",
+                             param="stream_options.include_usage", code="invalid_type")
+    return value
+
+
+def _request_id(body: dict[str, Any]) -> str | None:
+    value = body.get("request_id")
+    if value is None:
+        return None
+    if not is_valid_request_id(value):
+        raise InvalidRequest(
+            f"'request_id' must be 1-{_MAX_REQUEST_ID_LENGTH} printable ASCII characters",
+            param="request_id", code="invalid_value",
+        )
+    assert isinstance(value, str)
+    return value
+
+
+def is_valid_request_id(value: object) -> bool:
+    """Printable ASCII without spaces, so it is safe as an HTTP header value and in logs."""
+    # Printable ASCII (33-126) is ASCII, printable and not a space; str methods check that in C.
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_REQUEST_ID_LENGTH
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )

@@ -1,0 +1,77 @@
+"""Model keys clients ask for, and the provider deployments that serve them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sidecar.core.credentials import Credential
+from sidecar.core.errors import ModelNotFound, WrongModelCategory
+from sidecar.core.kinds import FAILURE_KINDS, Outcome
+
+LLM_CATEGORY = "llm"
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """A deployment's circuit-breaker thresholds (seconds for `window` and `cooldown`)."""
+
+    enabled: bool = True
+    consecutive_failures: int = 5  # open after this many failures in a row
+    error_rate: float | None = None  # or: open when failures/requests in `window` reach this
+    window: float = 60.0  # seconds
+    min_requests: int = 20  # the error rate is only judged over at least this many requests
+    cooldown: float = 30.0  # seconds open before probing
+    half_open_probes: int = 1  # concurrent probe requests while half-open
+    failure_on: frozenset[Outcome] = field(default_factory=lambda: frozenset(FAILURE_KINDS))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds; `first_byte` and `idle` bound provider silences, `total` the whole exchange."""
+
+    connect: float = 10.0
+    first_byte: float = 120.0
+    idle: float = 120.0
+    total: float = 900.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One provider endpoint serving a model (OpenAI-compatible, Azure OpenAI or Anthropic)."""
+
+    name: str
+    provider: str  # "openai" | "azure" | "anthropic"
+    base_url: str
+    upstream_model: str
+    credential: Credential = field(default_factory=Credential)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    api_version: str | None = None  # Azure
+    default_max_tokens: int = 4096  # Anthropic requires max_tokens
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    priority: int = 0  # lower is tried first; equal priorities share traffic by `weight`
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    key: str
+    category: str
+    deployments: tuple[Deployment, ...]
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    routes: Mapping[str, ModelRoute]
+
+    def resolve_llm(self, key: str) -> ModelRoute:
+        route = self.routes.get(key)
+        if route is None:
+            raise ModelNotFound(f"The model '{key}' does not exist", param="model")
+        if route.category != LLM_CATEGORY:
+            raise WrongModelCategory(
+                f"The model '{key}' is a '{route.category}' model, not a chat model (category 'llm')",
+                param="model",
+            )
+        return route

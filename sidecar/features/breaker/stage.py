@@ -1,0 +1,64 @@
+"""Which deployments serve a request, in which order: a callout stage.
+
+Deployments are ordered by `priority` (lower first); equal priorities share traffic by `weight`
+(a weighted random order, so the first choice follows the weights and the rest are fallbacks).
+Deployments whose breaker is open are left out; when none is left, the request is denied with
+503 `circuit_breaker_open` and `Retry-After` set to the shortest remaining cool-down.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Sequence
+
+from aiohttp import web
+
+from sidecar.appkeys import BREAKERS
+from sidecar.callout.pipeline import Check
+from sidecar.core.errors import BreakerOpen
+from sidecar.core.routes import Deployment
+from sidecar.extensions import Extensions
+from sidecar.features.breaker.breaker import Breaker, BreakerBoard
+
+
+def install(app: web.Application, extensions: Extensions, *, rng: random.Random | None = None) -> BreakerBoard:
+    board = BreakerBoard()
+    app[BREAKERS] = board
+    extensions.stages.append(DeploymentRouter(board, rng or random.Random()).stage)
+    return board
+
+
+class DeploymentRouter:
+    def __init__(self, board: BreakerBoard, rng: random.Random) -> None:
+        self._board = board
+        self._rng = rng
+
+    async def stage(self, check: Check) -> None:
+        assert check.route is not None
+        ordered = order_deployments(check.route.deployments, self._rng)
+        breakers = [self._board.get(d.name, d.breaker) for d in ordered]
+        usable = [d.name for d, breaker in zip(ordered, breakers, strict=True) if breaker.available()]
+        check.trace["breaker"] = {b.name: b.state.value for b in breakers}  # what `explain` shows
+        if not usable:
+            raise breaker_open(check.route.key, breakers)
+        check.deployments = tuple(usable)
+
+
+def order_deployments(deployments: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
+    if len(deployments) == 1:
+        return list(deployments)
+    # Weighted random order within a priority (Efraimidis–Spirakis): key = u ** (1 / weight).
+    keyed = [(d.priority, -(rng.random() ** (1.0 / d.weight)), index, d) for index, d in enumerate(deployments)]
+    return [d for *_, d in sorted(keyed, key=lambda k: k[:3])]
+
+
+def breaker_open(model_key: str, breakers: Iterable[Breaker]) -> BreakerOpen:
+    breakers = list(breakers)
+    names = ", ".join(b.name for b in breakers)
+    # Half-open breakers with every probe out report 0: a second is the honest minimum.
+    wait = max(1, math.ceil(min((b.retry_after() for b in breakers), default=1.0)))
+    return BreakerOpen(
+        f"Circuit breaker open for every deployment of model '{model_key}' ({names}); retry in {wait}s",
+        headers={"Retry-After": str(wait)},
+    )

@@ -1,0 +1,96 @@
+"""Metrics and decision logs: `/metrics`, the callout's decision line, the forwarding finisher.
+
+Each request is counted once in `gateway_requests_total`: a denied one by the callout, an
+allowed one by the finisher when its exchange ends (with the provider's status).
+Logs carry names, codes and numbers only: never the token, message content or findings' values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from sidecar.appkeys import BREAKERS, METRICS, POLICY_STORE
+from sidecar.callout.pipeline import Check
+from sidecar.core.errors import GatewayError
+from sidecar.extensions import Extensions
+from sidecar.features.observability.metrics import GatewayMetrics
+from sidecar.forward.exchange import Exchange
+
+decision_log = logging.getLogger("sidecar.decision")
+CLIENT_CLOSED = 499  # status label for an exchange the client left before any answer (nginx's convention)
+_MAX_LOGGED_MODEL = 100
+
+
+def install_observability(app: web.Application, extensions: Extensions) -> GatewayMetrics:
+    """Called first in the app factory, so features installed after it find `app[METRICS]`."""
+    metrics = GatewayMetrics()
+    app[METRICS] = metrics
+    metrics.policy_loaded(app[POLICY_STORE].current.version, time.time())
+
+    async def finish(exchange: Exchange) -> None:
+        record_exchange(metrics, exchange)
+
+    extensions.finishers.append(finish)
+    app.router.add_get("/metrics", _metrics)
+    return metrics
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    breakers = request.app.get(BREAKERS)
+    if breakers is not None:  # read at scrape time: a breaker's cool-down ends without an event
+        for deployment, state in breakers.breaker_states().items():
+            metrics.breaker_state(deployment, state)
+    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+
+def record_exchange(metrics: GatewayMetrics, exchange: Exchange) -> None:
+    decision, now = exchange.decision, time.monotonic()
+    metrics.request(decision.model_key, exchange.status or CLIENT_CLOSED, decision.token_name)
+    for guard in exchange.guards:
+        # Output guards that report findings expose them as dicts with guardrail, category, action.
+        for finding in getattr(guard, "findings", ()):
+            metrics.guardrail_finding(finding["guardrail"], finding["category"], finding["action"])
+    usage = exchange.usage
+    metrics.exchange(
+        decision.model_key, decision.token_name, now - exchange.started,
+        exchange.first_byte - exchange.started if exchange.first_byte else None,
+        usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
+    )
+
+
+def record_callout(app: web.Application, check: Check, error: GatewayError | None, started: float) -> None:
+    """The callout's one decision line, and for a denial its count (allowed ones count when they end)."""
+    seconds = time.monotonic() - started
+    metrics = app.get(METRICS)
+    status = error.status if error else 200
+    if metrics is not None:
+        metrics.callout_seconds(seconds)
+        for finding in check.trace.get("guardrails", ()):
+            metrics.guardrail_finding(finding["guardrail"], finding["category"], finding["action"])
+        for limit in check.trace.get("limits_denied", ()):
+            metrics.limit_denied(limit)
+        if error is not None:
+            metrics.request(check.route.key if check.route else None, status,
+                            check.token.name if check.token else None)
+    decision_log.info("decision", extra={"fields": decision_fields(check, error, seconds)})
+
+
+def decision_fields(check: Check, error: GatewayError | None, seconds: float) -> dict[str, object]:
+    requested = check.request.model if check.request else None
+    return {
+        "request_id": check.request_id,
+        "token": check.token.name if check.token else None,
+        "team": check.token.team if check.token else None,
+        # The resolved key, else what the client asked for (cut short: it is client input).
+        "model": check.route.key if check.route else (requested[:_MAX_LOGGED_MODEL] if requested else None),
+        "status": error.status if error else 200,
+        "code": (error.code or error.error_type) if error else None,
+        "deployments": list(check.deployments),
+        "stream": check.request.stream if check.request else None,
+        "policy_version": check.policy.version,
+        "decision_ms": round(seconds * 1000, 2),
+    }

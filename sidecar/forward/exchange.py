@@ -1,0 +1,91 @@
+"""One forwarded request's state (`Exchange`) and the output-guard hook it carries.
+
+Defined apart from the relay so that features (which read an exchange when it ends) depend on
+this small module, not on the relay's I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from sidecar.callout.handoff import Decision
+from sidecar.core.errors import GatewayError
+from sidecar.core.routes import Deployment
+from sidecar.core.types import JSONDict, Usage
+from sidecar.forward.deadlines import Watch
+from sidecar.policy.snapshot import Policy
+from sidecar.providers.base import Provider
+from sidecar.responses import error_response
+
+
+class OutputGuard(Protocol):
+    """Per-exchange output check. Raising GatewayError blocks: a JSON error for a whole
+    completion, an error event plus `data: [DONE]` for a stream."""
+
+    def on_completion(self, completion: JSONDict) -> None:
+        """Inspect (and possibly edit in place) a whole `chat.completion`."""
+        ...
+
+    def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
+        """A stamped `chat.completion.chunk` in; the chunks to send now out (may hold text back)."""
+        ...
+
+    def on_end(self) -> list[JSONDict]:
+        """The provider finished: release whatever was held back."""
+        ...
+
+
+
+access_log = logging.getLogger("sidecar.access")
+DEPLOYMENT_HEADER = "x-gateway-deployment"
+
+
+@dataclass
+class Exchange:
+    """One forwarded request: what it was, how it went. Logged once at the end."""
+
+    decision: Decision
+    policy: Policy
+    deployment: Deployment
+    provider: Provider
+    started: float
+    guards: list[OutputGuard] = field(default_factory=list)
+    status: int = 0
+    first_byte: float | None = None
+    usage: Usage | None = None
+    # Characters of completion text relayed, for estimating usage when a stream is cut short.
+    completion_chars: int = 0
+    error: str | None = None
+    fault: GatewayError | None = None  # what ended it early, for breaker bookkeeping
+    watch: Watch = field(default_factory=Watch)  # provider timeouts; a shutdown stops it
+
+    def log_access(self) -> None:
+        now = time.monotonic()
+        access_log.info("request", extra={"fields": {
+            "request_id": self.decision.request_id,
+            "token": self.decision.token_name,
+            "team": self.decision.team,
+            "model": self.decision.model_key,
+            "deployment": self.deployment.name,
+            "stream": self.decision.stream,
+            "status": self.status,
+            "prompt_tokens": self.usage.prompt_tokens if self.usage else None,
+            "completion_tokens": self.usage.completion_tokens if self.usage else None,
+            "latency_ms": round((now - self.started) * 1000, 1),
+            "ttfb_ms": round((self.first_byte - self.started) * 1000, 1) if self.first_byte else None,
+            "error": self.error,
+        }})
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Request-Id": self.decision.request_id, DEPLOYMENT_HEADER: self.deployment.name}
+
+    def fail(self, error: GatewayError) -> web.Response:
+        self.status, self.error, self.fault = error.status, error.code or error.error_type, error
+        response = error_response(error, self.decision.request_id)
+        response.headers[DEPLOYMENT_HEADER] = self.deployment.name
+        return response

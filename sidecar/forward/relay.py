@@ -1,0 +1,223 @@
+"""Relaying the provider's answer to the client: whole completions and SSE streams.
+
+Both paths stamp the client's model key and the request id, collect usage, and always end
+cleanly: a failure before the first byte becomes a JSON error with its status; a failure after
+it becomes an error event followed by `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from sidecar.appkeys import SETTINGS
+from sidecar.core.errors import GatewayError, ProviderError, UpstreamTimeout, UpstreamUnreachable
+from sidecar.core.types import JSONDict, Usage
+from sidecar.forward.exchange import Exchange, OutputGuard
+from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
+from sidecar.responses import JSON_CONTENT_TYPE
+
+
+async def relay_completion(
+    send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
+) -> web.Response:
+    try:
+        async with send as upstream:
+            payload = await upstream.read()
+            exchange.first_byte = time.monotonic()
+            if upstream.status != 200:
+                raise exchange.provider.translate_error(upstream.status, payload)
+            completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
+        exchange.usage = usage_of(completion.get("usage"))
+        exchange.completion_chars = _content_chars(completion)
+        for guard in exchange.guards:
+            guard.on_completion(completion)
+    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
+        return exchange.fail(transport_error(exc))
+    completion["model"] = exchange.decision.model_key
+    completion["request_id"] = exchange.decision.request_id
+    exchange.status = 200
+    return web.Response(body=orjson.dumps(completion), content_type=JSON_CONTENT_TYPE, headers=exchange.headers())
+
+
+async def relay_stream(
+    request: web.Request, send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
+) -> web.StreamResponse:
+    try:
+        async with send as upstream:
+            if upstream.status != 200:
+                raise exchange.provider.translate_error(upstream.status, await upstream.read())
+            keepalive = request.app[SETTINGS].keepalive_seconds
+            response = EventSourceResponse(
+                headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True
+            )
+            await response.prepare(request)
+            exchange.status = 200
+            await _pump(upstream, response, exchange)
+            return response
+    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
+        return exchange.fail(transport_error(exc))
+
+
+class _ClientGone(Exception):
+    """Writing to the client failed: it left. Not the provider's fault, and nothing more to send."""
+
+
+async def _write(response: EventSourceResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError is one too
+        raise _ClientGone() from exc
+
+
+async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse, exchange: Exchange) -> None:
+    """Relays events until the provider ends; any failure from here on ends the stream in-band."""
+    relay = _ChunkStamper(exchange)
+    translator = exchange.provider.stream_translator()
+    try:
+        async for event in read_events(exchange.watch.lines(BufferedLines(upstream.content))):
+            for chunk in translator.feed(event):
+                for out in _guarded(exchange.guards, relay.stamp(chunk)):
+                    exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
+                    await _write(response, data_event(out))
+            if translator.done:
+                break
+        if not translator.done:
+            raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
+        for out in _flushed(exchange.guards):
+            await _write(response, data_event(out))
+        await _write(response, DONE_EVENT)
+    except _ClientGone:
+        exchange.error = "client_disconnected"
+        # Raised so the attempt closes the provider connection (the provider stops generating).
+        raise asyncio.CancelledError() from None
+    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
+        error = transport_error(exc, mid_stream=True)
+        exchange.error, exchange.fault = error.code or error.error_type, error
+        await _end_with_error(response, error)
+    except asyncio.CancelledError:
+        exchange.error = "client_disconnected"
+        raise
+    finally:
+        exchange.usage = relay.usage
+        exchange.completion_chars = relay.completion_chars
+    response.stop_streaming()
+
+
+async def _end_with_error(response: EventSourceResponse, error: GatewayError) -> None:
+    try:
+        await response.write(error_event(error))
+        await response.write(DONE_EVENT)
+    except ConnectionResetError:
+        pass  # the client left too; the exchange is already booked as the provider's failure
+
+
+def _well_formed(completion: JSONDict) -> JSONDict:
+    """Choices the relay and the output guards can read; anything else is the provider's fault (502)."""
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("message") or {}, dict) for c in choices):
+        raise ProviderError("Provider returned a malformed completion", code="bad_provider_response")
+    return completion
+
+
+def _content_chars(completion: JSONDict) -> int:
+    """Characters of answer text, for estimating usage when a provider reports none."""
+    total = 0
+    for choice in completion["choices"]:
+        content = (choice.get("message") or {}).get("content")
+        total += len(content) if isinstance(content, str) else 0
+    return total
+
+
+def transport_error(exc: Exception, *, mid_stream: bool = False) -> GatewayError:
+    """A provider transport failure in the gateway's terms; GatewayErrors pass through as they are."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout("Provider stalled mid-stream") if mid_stream else UpstreamTimeout()
+    if mid_stream:
+        return ProviderError("Provider connection broke mid-stream", code="stream_broken")
+    return UpstreamUnreachable("Provider connection failed")
+
+
+class _ChunkStamper:
+    """Gives chunks the client's model key, sends the role delta first, strips unasked usage."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._model = exchange.decision.model_key
+        self._wants_usage = exchange.decision.client_wants_usage
+        self._roles_sent: set[int] = set()  # choice indexes (n > 1 streams interleave choices)
+        self.usage: Usage | None = None
+        self.completion_chars = 0
+
+    def stamp(self, chunk: JSONDict) -> list[JSONDict]:
+        chunk["model"] = self._model
+        chunk.setdefault("object", "chat.completion.chunk")
+        if chunk.get("usage"):
+            self.usage = usage_of(chunk["usage"])
+            if not self._wants_usage:
+                if not chunk.get("choices"):
+                    return []
+                del chunk["usage"]
+        elif "usage" in chunk and not self._wants_usage:
+            del chunk["usage"]
+        out = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            self.completion_chars += len(content) if isinstance(content, str) else 0
+            index = choice.get("index", 0)
+            if index not in self._roles_sent:
+                self._roles_sent.add(index)
+                if "role" not in delta:
+                    out.append(self._role_chunk(chunk, index))
+        out.append(chunk)
+        return out
+
+    def _role_chunk(self, like: JSONDict, index: int) -> JSONDict:
+        return {
+            "id": like.get("id"), "object": "chat.completion.chunk", "created": like.get("created"),
+            "model": self._model,
+            "choices": [{"index": index, "delta": {"role": "assistant"}, "finish_reason": None}],
+        }
+
+
+def _guarded(guards: list[OutputGuard], chunks: list[JSONDict]) -> list[JSONDict]:
+    for guard in guards:
+        chunks = [out for chunk in chunks for out in guard.on_chunk(chunk)]
+    return chunks
+
+
+def _flushed(guards: list[OutputGuard]) -> list[JSONDict]:
+    """At the end each guard first sees what the guards before it released, then releases its own."""
+    pending: list[JSONDict] = []
+    for guard in guards:
+        pending = [out for chunk in pending for out in guard.on_chunk(chunk)] + guard.on_end()
+    return pending
+
+
+def usage_of(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _json_object(payload: bytes) -> JSONDict:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise ProviderError("Provider returned a response that is not JSON", code="bad_provider_response") from None
+    if not isinstance(value, dict):
+        raise ProviderError("Provider returned a response that is not a JSON object", code="bad_provider_response")
+    return value

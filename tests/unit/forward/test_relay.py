@@ -1,0 +1,232 @@
+"""relay._ChunkStamper and helpers: model stamping, the role chunk, usage kept or dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from sidecar.callout.handoff import Decision
+from sidecar.core.errors import ProviderError
+from sidecar.core.routes import Deployment, ModelRegistry
+from sidecar.core.tokens import TokenStore
+from sidecar.core.types import Usage
+from sidecar.forward.exchange import DEPLOYMENT_HEADER, Exchange
+from sidecar.forward.relay import _ChunkStamper, _json_object, _pump, usage_of
+from sidecar.policy.snapshot import Policy
+from sidecar.providers.openai_compat import OpenAICompatible
+
+
+def exchange(wants_usage: bool = False, model_key: str = "gpt-4") -> Exchange:
+    decision = Decision(request_id="req_1", token_name="t", team=None, model_key=model_key,
+                        deployments=("p/up",), stream=True, client_wants_usage=wants_usage, policy_version="v")
+    deployment = Deployment(name="p/up", provider="openai", base_url="http://provider.test/v1", upstream_model="up")
+    policy = Policy(version="v", source="test", tokens=TokenStore({}), models=ModelRegistry({}))
+    return Exchange(decision=decision, policy=policy, deployment=deployment, provider=OpenAICompatible(deployment),
+                    started=time.monotonic())
+
+
+def chunk(content: str | None = None, role: str | None = None, **extra: Any) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "up",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **extra}
+
+
+USAGE = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+
+
+def usage_chunk() -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "up",
+            "choices": [], "usage": dict(USAGE)}
+
+
+def stamp_all(stamper: _ChunkStamper, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [out for c in chunks for out in stamper.stamp(copy.deepcopy(c))]
+
+
+def test_model_is_stamped_on_every_chunk() -> None:
+    out = stamp_all(_ChunkStamper(exchange(model_key="my-gpt")), [chunk("a", role="assistant"), chunk("b")])
+    assert [c["model"] for c in out] == ["my-gpt", "my-gpt"]
+    assert [c["choices"][0]["delta"].get("content") for c in out] == ["a", "b"]
+
+
+def test_missing_object_is_filled_in() -> None:
+    raw = chunk("a", role="assistant")
+    del raw["object"]
+    (out,) = _ChunkStamper(exchange()).stamp(raw)
+    assert out["object"] == "chat.completion.chunk"
+
+
+def test_no_role_chunk_when_the_first_chunk_has_a_role() -> None:
+    out = stamp_all(_ChunkStamper(exchange()), [chunk("", role="assistant"), chunk("hi")])
+    assert len(out) == 2
+    assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+def test_role_chunk_inserted_when_the_first_chunk_lacks_a_role() -> None:
+    out = stamp_all(_ChunkStamper(exchange(model_key="my-gpt")), [chunk("Hel"), chunk("lo")])
+    assert out[0] == {
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "my-gpt",
+        "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
+    }
+    assert [c["choices"][0]["delta"] for c in out[1:]] == [{"content": "Hel"}, {"content": "lo"}]
+
+
+def test_role_chunk_inserted_only_once() -> None:
+    out = stamp_all(_ChunkStamper(exchange()), [chunk("a"), chunk("b"), chunk("c")])
+    roles = [c for c in out if c["choices"][0]["delta"].get("role") == "assistant"]
+    assert len(roles) == 1 and len(out) == 4
+
+
+def test_each_choice_gets_a_role_chunk_before_its_first_delta() -> None:
+    two = chunk("a")
+    two["choices"].append({"index": 1, "delta": {"content": "b"}, "finish_reason": None})
+    later = chunk("c")
+    later["choices"] = [{"index": 2, "delta": {"role": "assistant", "content": "c"}, "finish_reason": None}]
+    out = stamp_all(_ChunkStamper(exchange()), [two, chunk("d"), later])
+    assert [[(c["index"], c["delta"]) for c in o["choices"]] for o in out] == [
+        [(0, {"role": "assistant"})], [(1, {"role": "assistant"})], [(0, {"content": "a"}), (1, {"content": "b"})],
+        [(0, {"content": "d"})], [(2, {"role": "assistant", "content": "c"})]]
+
+
+def test_role_chunk_waits_for_a_chunk_with_choices() -> None:
+    # Azure sends a prompt-filter chunk with empty choices first.
+    filter_chunk = {"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": []}
+    out = stamp_all(_ChunkStamper(exchange()), [filter_chunk, chunk("a")])
+    assert out[0]["choices"] == []
+    assert out[1]["choices"][0]["delta"] == {"role": "assistant"}
+    assert out[2]["choices"][0]["delta"] == {"content": "a"}
+
+
+def test_usage_chunk_dropped_when_client_did_not_ask() -> None:
+    stamper = _ChunkStamper(exchange(wants_usage=False))
+    out = stamp_all(stamper, [chunk("a", role="assistant"), usage_chunk()])
+    assert len(out) == 1
+    assert "usage" not in out[0]
+    assert stamper.usage == Usage(prompt_tokens=5, completion_tokens=7)
+
+
+def test_usage_chunk_kept_when_client_asked() -> None:
+    stamper = _ChunkStamper(exchange(wants_usage=True))
+    out = stamp_all(stamper, [chunk("a", role="assistant"), usage_chunk()])
+    assert len(out) == 2
+    assert out[1]["usage"] == USAGE
+    assert out[1]["model"] == "gpt-4"
+    assert stamper.usage == Usage(prompt_tokens=5, completion_tokens=7)
+
+
+def test_usage_on_a_content_chunk_is_removed_but_chunk_kept() -> None:
+    stamper = _ChunkStamper(exchange(wants_usage=False))
+    out = stamp_all(stamper, [chunk("a", role="assistant", usage=dict(USAGE))])
+    assert len(out) == 1
+    assert "usage" not in out[0]
+    assert out[0]["choices"][0]["delta"]["content"] == "a"
+    assert stamper.usage == Usage(prompt_tokens=5, completion_tokens=7)
+
+
+def test_null_usage_keys_stripped_when_client_did_not_ask() -> None:
+    out = stamp_all(_ChunkStamper(exchange(wants_usage=False)),
+                    [chunk("a", role="assistant", usage=None), chunk("b", usage=None)])
+    assert all("usage" not in c for c in out)
+    assert len(out) == 2
+
+
+def test_null_usage_left_alone_when_client_asked() -> None:
+    # OpenAI itself sends `usage: null` on every chunk when include_usage is set.
+    (out,) = stamp_all(_ChunkStamper(exchange(wants_usage=True)), [chunk("a", role="assistant", usage=None)])
+    assert out["usage"] is None
+
+
+def test_no_usage_recorded_without_a_usage_chunk() -> None:
+    stamper = _ChunkStamper(exchange())
+    stamp_all(stamper, [chunk("a", role="assistant")])
+    assert stamper.usage is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ({"prompt_tokens": 3, "completion_tokens": 4}, Usage(3, 4)),
+    ({"prompt_tokens": 3}, None),
+    ({"prompt_tokens": "3", "completion_tokens": 4}, None),
+    (None, None),
+    ([3, 4], None),
+])
+def test_usage_of(value: object, expected: Usage | None) -> None:
+    assert usage_of(value) == expected
+
+
+def test_json_object_accepts_an_object() -> None:
+    assert _json_object(b'{"a": 1}') == {"a": 1}
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (b"<html>oops</html>", "Provider returned a response that is not JSON"),
+    (b"[1, 2]", "Provider returned a response that is not a JSON object"),
+])
+def test_json_object_rejects(payload: bytes, message: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        _json_object(payload)
+    assert (caught.value.status, caught.value.code, caught.value.message) == (502, "bad_provider_response", message)
+
+
+def test_exchange_fail_builds_the_error_response() -> None:
+    ex = exchange()
+    response = ex.fail(ProviderError("Upstream broke", code="x_code"))
+    assert response.status == 502
+    assert response.headers["X-Request-Id"] == "req_1"
+    assert response.headers[DEPLOYMENT_HEADER] == "p/up"
+    assert isinstance(response.body, bytes)
+    assert orjson.loads(response.body) == {"error": {"message": "Upstream broke", "type": "provider_error",
+                                                     "code": "x_code", "param": None}}
+    assert (ex.status, ex.error) == (502, "x_code")
+
+
+def test_exchange_headers() -> None:
+    assert exchange().headers() == {"X-Request-Id": "req_1", DEPLOYMENT_HEADER: "p/up"}
+
+
+class _Upstream:
+    """Just enough of an aiohttp client response for `_pump`: the provider's SSE bytes."""
+
+    def __init__(self, body: bytes) -> None:
+        self._chunks = [body]
+        self.content = self
+
+    async def readany(self) -> bytes:
+        return self._chunks.pop(0) if self._chunks else b""
+
+
+class _LeavingClient:
+    """A client response whose writes fail after `ok` successful ones (the client left)."""
+
+    def __init__(self, ok: int) -> None:
+        self.ok = ok
+        self.written: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        if len(self.written) >= self.ok:
+            raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")  # what aiohttp raises
+        self.written.append(data)
+
+    def stop_streaming(self) -> None:
+        pass
+
+
+async def test_a_client_that_leaves_is_not_booked_as_a_provider_failure() -> None:
+    events = b"".join(b"data: " + orjson.dumps(chunk(word)) + b"\n\n" for word in ("a", "b", "c")) + b"data: [DONE]\n\n"
+    ex = exchange()
+    client = _LeavingClient(ok=2)
+    with pytest.raises(asyncio.CancelledError):
+        await _pump(_Upstream(events), client, ex)  # type: ignore[arg-type]
+    assert ex.error == "client_disconnected"
+    assert ex.fault is None  # the breaker and the metrics must not blame the provider
+    assert len(client.written) == 2
+    assert ex.completion_chars >= 2

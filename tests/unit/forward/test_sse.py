@@ -1,0 +1,125 @@
+"""sse.read_events against a real aiohttp StreamReader: framing, names, comments, CRLF."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import orjson
+import pytest
+from aiohttp import StreamReader
+
+from sidecar.core.errors import InvalidRequest, ProviderError
+from sidecar.core.types import SSEEvent
+from sidecar.forward.sse import DONE_EVENT, data_event, error_event, read_events
+from sidecar.providers.openai_compat import OpenAIStreamTranslator
+
+
+def reader(*chunks: bytes, limit: int = 2**16) -> StreamReader:
+    stream = StreamReader(mock.Mock(_reading_paused=False), limit)
+    for chunk in chunks:
+        stream.feed_data(chunk)
+    stream.feed_eof()
+    return stream
+
+
+async def events(*chunks: bytes, limit: int = 2**16) -> list[SSEEvent]:
+    return [event async for event in read_events(reader(*chunks, limit=limit))]
+
+
+async def test_single_data_events() -> None:
+    assert await events(b'data: {"a":1}\n\ndata: [DONE]\n\n') == [SSEEvent('{"a":1}'), SSEEvent("[DONE]")]
+
+
+async def test_multi_line_data_is_joined_with_newlines() -> None:
+    assert await events(b"data: first\ndata: second\ndata:third\n\n") == [SSEEvent("first\nsecond\nthird")]
+
+
+async def test_event_names() -> None:
+    raw = b"event: message_start\ndata: {}\n\nevent: ping\ndata: {}\n\ndata: plain\n\n"
+    assert await events(raw) == [
+        SSEEvent("{}", "message_start"), SSEEvent("{}", "ping"), SSEEvent("plain", None),
+    ]
+
+
+async def test_event_name_does_not_leak_into_the_next_event() -> None:
+    assert await events(b"event: a\ndata: 1\n\ndata: 2\n\n") == [SSEEvent("1", "a"), SSEEvent("2")]
+
+
+async def test_comments_are_skipped() -> None:
+    raw = b": keepalive\n\n:another\ndata: x\n: mid-event comment\ndata: y\n\n"
+    assert await events(raw) == [SSEEvent("x\ny")]
+
+
+async def test_blank_lines_without_data_yield_nothing() -> None:
+    assert await events(b"\n\n\nevent: lonely\n\n\n") == []
+
+
+async def test_crlf_line_endings() -> None:
+    raw = b"event: e\r\ndata: one\r\ndata: two\r\n\r\ndata: [DONE]\r\n\r\n"
+    assert await events(raw) == [SSEEvent("one\ntwo", "e"), SSEEvent("[DONE]")]
+
+
+async def test_last_event_without_trailing_blank_line() -> None:
+    assert await events(b"data: a\n\ndata: last") == [SSEEvent("a"), SSEEvent("last")]
+
+
+async def test_last_event_with_single_newline() -> None:
+    assert await events(b"data: a\n\nevent: end\ndata: last\n") == [SSEEvent("a"), SSEEvent("last", "end")]
+
+
+async def test_lines_split_across_chunks() -> None:
+    assert await events(b"da", b"ta: hel", b"lo\n", b"\n", b"data: x\n\n") == [SSEEvent("hello"), SSEEvent("x")]
+
+
+async def test_only_one_leading_space_is_removed_and_colons_in_values_kept() -> None:
+    assert await events(b'data:  two spaces\ndata: {"url":"http://x"}\n\n') == [
+        SSEEvent(' two spaces\n{"url":"http://x"}'),
+    ]
+
+
+async def test_unknown_fields_are_ignored() -> None:
+    assert await events(b"id: 7\nretry: 100\ndata: x\n\n") == [SSEEvent("x")]
+
+
+async def test_invalid_utf8_is_replaced_not_raised() -> None:
+    assert await events(b"data: caf\xe9\n\n") == [SSEEvent("caf\ufffd")]
+
+
+async def test_empty_stream() -> None:
+    assert await events() == []
+
+
+async def test_oversized_line_is_a_provider_error() -> None:
+    with pytest.raises(ProviderError) as caught:
+        await events(b"data: " + b"x" * 200 + b"\n\n", limit=16)
+    assert caught.value.code == "bad_provider_stream"
+
+
+def test_data_event_encoding() -> None:
+    assert data_event({"a": 1, "b": "é"}) == b'data: {"a":1,"b":"\xc3\xa9"}\n\n'
+
+
+def test_error_event_and_done() -> None:
+    raw = error_event(InvalidRequest("nope", param="x", code="c"))
+    assert raw.startswith(b"data: ") and raw.endswith(b"\n\n")
+    assert orjson.loads(raw[6:]) == {"error": {"message": "nope", "type": "invalid_request_error",
+                                               "code": "c", "param": "x"}}
+    assert DONE_EVENT == b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("data", [
+    '{"choices": ["oops"]}', '{"choices": "oops"}', '{"choices": [{"index": 0, "delta": "x"}]}',
+    '{"choices": [{"index": 0, "delta": null}]}',
+])
+def test_openai_event_that_is_not_a_chunk_is_a_provider_error(data: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        OpenAIStreamTranslator().feed(SSEEvent(data))
+    assert (caught.value.status, caught.value.code) == (502, "bad_provider_stream")
+
+
+@pytest.mark.parametrize("data", [
+    '{"choices": []}', '{"id": "x"}', '{"choices": null}',
+    '{"choices": [{"index": 0, "finish_reason": null, "content_filter_results": {}}]}',
+])
+def test_openai_chunks_of_every_known_shape_pass(data: str) -> None:
+    assert OpenAIStreamTranslator().feed(SSEEvent(data)) == [orjson.loads(data)]
