@@ -14,6 +14,7 @@ from sidecar.extensions import Extensions
 from sidecar.features.breaker import stage as breaker
 from sidecar.features.drain import stage as drain
 from sidecar.features.guardrails import install as guardrails
+from sidecar.features.guardrails.webhook.install import install as install_webhooks
 from sidecar.features.observability.install import install_observability
 from sidecar.features.quotas.install import install as install_quotas
 from sidecar.forward.endpoint import handle_forward
@@ -56,7 +57,7 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
     # Features install themselves here, in the order their callout stages should run.
     drain.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
-    guardrails.install(extensions)
+    guardrails.install(extensions, install_webhooks(app, extensions))
     breaker.install(app, extensions)
     # Quotas stay last: they reserve, so no later stage may deny after them.
     install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)

@@ -6,6 +6,7 @@ feature adds behaviour without rewiring the callout or the forwarding path:
 - `stages` run in the callout after token, body and model checks (deny by raising GatewayError);
 - `request_editors` change the provider-bound body on the forwarding path (masking, rewrites);
 - `output_guards` see the answer before the client does (whole completions and stream chunks);
+  `async_output_guards` then, awaiting I/O (webhook guardrails' detectors);
 - `finishers` run exactly once when a forwarded exchange ends, however it ended (usage
   settlement, breaker bookkeeping, metrics): success, provider error, timeout or disconnect.
 """
@@ -18,13 +19,14 @@ from dataclasses import dataclass, field
 from sidecar.callout.handoff import Decision
 from sidecar.callout.pipeline import Stage
 from sidecar.core.types import JSONDict
-from sidecar.forward.exchange import Exchange, OutputGuard
+from sidecar.forward.exchange import AsyncOutputGuard, Exchange, OutputGuard
 from sidecar.policy.snapshot import Policy
 
 RequestEditor = Callable[[JSONDict, Decision, Policy], None]
 
 
 OutputGuardFactory = Callable[[Decision, Policy], OutputGuard | None]
+AsyncOutputGuardFactory = Callable[[Decision, Policy], AsyncOutputGuard | None]
 Finisher = Callable[[Exchange], Awaitable[None]]
 
 
@@ -33,4 +35,5 @@ class Extensions:
     stages: list[Stage] = field(default_factory=list)
     request_editors: list[RequestEditor] = field(default_factory=list)
     output_guards: list[OutputGuardFactory] = field(default_factory=list)
+    async_output_guards: list[AsyncOutputGuardFactory] = field(default_factory=list)  # run after output_guards
     finishers: list[Finisher] = field(default_factory=list)

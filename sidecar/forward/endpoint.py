@@ -47,8 +47,11 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         # held by such a request expires with its lease.
         return error_response(error, decision.request_id)
     guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None]
+    async_guards = [g for g in (factory(decision, policy) for factory in extensions.async_output_guards)
+                    if g is not None]
     exchange = Exchange(decision=decision, policy=policy, deployment=candidates[0],
-                        provider=provider_for(candidates[0]), started=started, guards=guards)
+                        provider=provider_for(candidates[0]), started=started, guards=guards,
+                        async_guards=async_guards)
     try:
         body = edited_body(await request.read(), decision)
         for edit in extensions.request_editors:

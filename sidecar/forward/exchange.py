@@ -40,6 +40,34 @@ class OutputGuard(Protocol):
         ...
 
 
+class AsyncOutputGuard(Protocol):
+    """An output guard that awaits I/O (a webhook guardrail's detector); it runs after the `OutputGuard`s,
+    on what they let through. Same contract, awaited, and chunks come in batches."""
+
+    async def check_completion(self, completion: JSONDict) -> None:
+        ...
+
+    async def check_chunks(self, chunks: list[JSONDict]) -> list[JSONDict]:
+        ...
+
+    async def release(self) -> list[JSONDict]:
+        ...
+
+
+async def guard_chunks(guards: list[AsyncOutputGuard], chunks: list[JSONDict]) -> list[JSONDict]:
+    """`chunks` (already through the sync guards) through each async guard in turn."""
+    for guard in guards:
+        if chunks:
+            chunks = await guard.check_chunks(chunks)
+    return chunks
+
+
+async def release_chunks(guards: list[AsyncOutputGuard], pending: list[JSONDict]) -> list[JSONDict]:
+    """At the end each async guard sees what the guards before it released, then releases its own."""
+    for guard in guards:
+        pending = (await guard.check_chunks(pending) if pending else []) + await guard.release()
+    return pending
+
 
 access_log = logging.getLogger("sidecar.access")
 DEPLOYMENT_HEADER = "x-gateway-deployment"
@@ -55,6 +83,7 @@ class Exchange:
     provider: Provider
     started: float
     guards: list[OutputGuard] = field(default_factory=list)
+    async_guards: list[AsyncOutputGuard] = field(default_factory=list)  # webhook guardrails, after `guards`
     status: int = 0
     first_byte: float | None = None
     usage: Usage | None = None

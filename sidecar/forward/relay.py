@@ -20,7 +20,7 @@ from aiohttp_sse import EventSourceResponse
 from sidecar.appkeys import SETTINGS
 from sidecar.core.errors import GatewayError, ProviderError, UpstreamTimeout, UpstreamUnreachable
 from sidecar.core.types import JSONDict, Usage
-from sidecar.forward.exchange import Exchange, OutputGuard
+from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
 from sidecar.responses import JSON_CONTENT_TYPE
 
@@ -39,6 +39,8 @@ async def relay_completion(
         exchange.completion_chars = _content_chars(completion)
         for guard in exchange.guards:
             guard.on_completion(completion)
+        for async_guard in exchange.async_guards:
+            await async_guard.check_completion(completion)
     except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
         return exchange.fail(transport_error(exc))
     completion["model"] = exchange.decision.model_key
@@ -84,14 +86,14 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
     try:
         async for event in read_events(exchange.watch.lines(BufferedLines(upstream.content))):
             for chunk in translator.feed(event):
-                for out in _guarded(exchange.guards, relay.stamp(chunk)):
+                for out in await guard_chunks(exchange.async_guards, _guarded(exchange.guards, relay.stamp(chunk))):
                     exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
                     await _write(response, data_event(out))
             if translator.done:
                 break
         if not translator.done:
             raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
-        for out in _flushed(exchange.guards):
+        for out in await release_chunks(exchange.async_guards, _flushed(exchange.guards)):
             await _write(response, data_event(out))
         await _write(response, DONE_EVENT)
     except _ClientGone:

@@ -19,13 +19,16 @@ from sidecar.features.guardrails.policy import (
     GuardrailSet,
     Scope,
 )
+from sidecar.features.guardrails.webhook.config import WebhookConfig
 from sidecar.policy.reader import Located, Mapping
+from sidecar.policy.webhook_schema import WEBHOOK_KEYS, parse_webhook
 
 _TYPE_KEYS = MappingProxyType({
     "pii": {"categories"},
     "pattern": {"deny_regexes", "deny_keywords", "allow_regexes"},
     "prompt_injection": {"threshold"},
     "size": {"max_chars", "max_messages"},
+    "webhook": set(WEBHOOK_KEYS),
 })
 
 
@@ -37,6 +40,7 @@ class _TypeSpecific(TypedDict, total=False):
     threshold: float
     max_chars: int | None
     max_messages: int | None
+    webhook: WebhookConfig
 
 
 def parse_guardrails(section: Located) -> GuardrailSet:
@@ -60,7 +64,7 @@ def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
     hold_back = fields.read("hold_back", lambda w: w.as_int(minimum=1), 64)
     scope_at = fields.get("scope")
     scope = _scope(scope_at) if scope_at else Scope()
-    specific = _type_specific(kind, fields) if kind else {}
+    specific = _type_specific(kind, fields, action) if kind else {}
     _reject_foreign_keys(kind, fields)
     fields.finish()
     if kind is None or action is None or specific is None:
@@ -77,7 +81,10 @@ def _required_choice(fields: Mapping, key: str, choices: tuple[str, ...]) -> str
     return at.as_choice(choices) if at else None
 
 
-def _type_specific(kind: str, fields: Mapping) -> _TypeSpecific | None:
+def _type_specific(kind: str, fields: Mapping, action: str | None) -> _TypeSpecific | None:
+    if kind == "webhook":
+        webhook = parse_webhook(fields, action)
+        return None if webhook is None else {"webhook": webhook}
     if kind == "pii":
         return {"categories": _categories(fields)}
     if kind == "pattern":

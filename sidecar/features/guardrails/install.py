@@ -7,6 +7,8 @@ from sidecar.extensions import Extensions
 from sidecar.features.guardrails.input_check import REQUEST_FIELD, check_input
 from sidecar.features.guardrails.output_check import output_guards_for
 from sidecar.features.guardrails.request_masking import apply_masks
+from sidecar.features.guardrails.webhook.input_stage import WebhookInput
+from sidecar.features.guardrails.webhook.install import concurrently
 
 
 async def _remember_requested(check: Check) -> None:
@@ -17,7 +19,8 @@ async def _remember_requested(check: Check) -> None:
         check.extra["requested_guardrails"] = list(requested)
 
 
-def install(extensions: Extensions) -> None:
-    extensions.stages.extend([check_input, _remember_requested])
+def install(extensions: Extensions, webhooks: WebhookInput | None = None) -> None:
+    # Webhook guardrails' detectors are called while the built-in input guardrails scan.
+    extensions.stages.extend([concurrently(check_input, webhooks), _remember_requested])
     extensions.request_editors.append(apply_masks)
     extensions.output_guards.append(output_guards_for)

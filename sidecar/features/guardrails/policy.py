@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from sidecar.features.guardrails.pattern_guard import PatternMatcher
+from sidecar.features.guardrails.webhook.config import WebhookConfig
 
-GUARDRAIL_TYPES = ("pii", "pattern", "prompt_injection", "size")
+GUARDRAIL_TYPES = ("pii", "pattern", "prompt_injection", "size", "webhook")
 ACTIONS = ("block", "mask", "log")
 DIRECTIONS = ("input", "output", "both")
 MESSAGE_SCOPES = ("all", "user")
@@ -17,6 +18,7 @@ FINDING_MESSAGES = MappingProxyType({
     "pattern": "Blocked pattern detected",
     "prompt_injection": "Prompt injection detected",
     "size": "Request too large for this guardrail",
+    "webhook": "Flagged by the detector",  # the detector's own message when it gives one
 })
 
 
@@ -52,10 +54,11 @@ class Guardrail:
     # Off by default: runs only when the request names it in its `guardrails` field.
     default_on: bool = True
     hold_back: int = 64  # output streams: characters held so a split value is still caught
+    webhook: WebhookConfig | None = None  # webhook: its detector (features/guardrails/webhook)
 
     @property
     def checks_input(self) -> bool:
-        return self.direction in ("input", "both")
+        return self.direction in ("input", "both") and self.webhook is None  # webhooks: their own stage
 
     @property
     def checks_output(self) -> bool:

@@ -37,6 +37,12 @@ class GatewayMetrics:
                                  buckets=_CALLOUT_BUCKETS, registry=r)
         self.guardrail_findings = Counter("gateway_guardrail_findings", "Guardrail findings",
                                           ["guardrail", "category", "action"], registry=r)
+        self.webhook_calls = Counter("gateway_guardrail_webhook_calls", "Webhook guardrail calls by outcome: ok, "
+                                     "timeout, connect, http_error, invalid_answer, breaker_open (not sent)",
+                                     ["guardrail", "outcome"], registry=r)
+        self.webhook_latency = Histogram("gateway_guardrail_webhook_duration_seconds", "Webhook guardrail calls, "
+                                         "sent to answered or failed", ["guardrail"], buckets=_CALLOUT_BUCKETS,
+                                         registry=r)
         self.limit_denials = Counter("gateway_limit_denials", "Requests denied by a quota or rate limit",
                                      ["limit"], registry=r)
         self.breaker = Enum("gateway_breaker_state", "Circuit breaker state per deployment", ["deployment"],
@@ -69,6 +75,12 @@ class GatewayMetrics:
     def guardrail_finding(self, guardrail: str, category: str, action: str) -> None:
         """One finding: `guardrail` is the policy's guardrail key, `action` block|mask|log."""
         self.guardrail_findings.labels(guardrail, category, action).inc()
+
+    def webhook_call(self, guardrail: str, outcome: str, seconds: float | None) -> None:
+        """One call of a webhook guardrail (the policy's key); `seconds` is None when it was not sent."""
+        self.webhook_calls.labels(guardrail, outcome).inc()
+        if seconds is not None:
+            self.webhook_latency.labels(guardrail).observe(seconds)
 
     def limit_denied(self, limit: str) -> None:
         """A request denied by the limit named `limit` (the policy's limit name, not a team or token)."""
