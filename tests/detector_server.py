@@ -25,7 +25,7 @@ from sidecar.devtools.example_detector import VERSION, detect
 from sidecar.devtools.launcher import free_port
 
 SLOW_SECONDS = 2.0
-CALLS = web.AppKey("calls", list)
+CALLS = web.AppKey("calls", list[dict[str, Any]])
 _CODEWORD = re.compile(r"BANANA-\d+")
 
 
