@@ -112,7 +112,7 @@ class DetectorServer:
     @property
     def calls(self) -> list[dict[str, Any]]:
         """What the detector received so far (read from its own thread's list: appends are atomic)."""
-        return list(self.app[CALLS])
+        return self.app[CALLS].copy()
 
     def reset(self) -> None:
         self._loop.call_soon_threadsafe(self.app[CALLS].clear)
