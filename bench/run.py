@@ -37,6 +37,7 @@ _MAX_PER_ROUND = 200_000  # the request bound of one round, far above what a rou
 _SOAK_SLICE_SECONDS = 5.0
 _SOAK_TOLERANCE_MB = 2.0
 _GUARDRAILS_BENCH = REPO / "bench" / "guardrails_bench.py"
+_WEBHOOK_BENCH = REPO / "bench" / "webhook_latency.py"
 
 
 @dataclass(frozen=True)
@@ -145,16 +146,16 @@ class Bench:
         return growth([(t, rss["sidecar"]) for t, rss in samples])[0]
 
 
-def guardrails_bench() -> None:
-    if not _GUARDRAILS_BENCH.exists():
-        print("  n/a: bench/guardrails_bench.py is not here (the guardrails branch is not merged)")
+def guardrails_bench(script: Path = _GUARDRAILS_BENCH) -> None:
+    if not script.exists():
+        print(f"  n/a: bench/{script.name} is not here (its branch is not merged)")
         return
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     try:
-        result = subprocess.run([sys.executable, str(_GUARDRAILS_BENCH)], cwd=REPO, env=env,
+        result = subprocess.run([sys.executable, str(script)], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
-        print("  guardrails_bench.py did not finish within 300 s")
+        print(f"  {script.name} did not finish within 300 s")
         return
     print("\n".join("  " + line for line in (result.stdout + result.stderr).rstrip().splitlines()))
 
@@ -213,6 +214,8 @@ def main() -> int:
         targets.stop()
     print("\n== guardrail scan (bench/guardrails_bench.py)", flush=True)
     guardrails_bench()
+    print("\n== callout latency added by a webhook guardrail, local detector (bench/webhook_latency.py)", flush=True)
+    guardrails_bench(_WEBHOOK_BENCH)
     print("\n== the callout's input scan of a 1 MB prompt", flush=True)
     input_scan()
     print("\n== targets (reported, never asserted)")
