@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from types import MappingProxyType
 
 from sidecar.core.credentials import Credential
 from sidecar.features.guardrails.webhook.config import DEFAULT_BREAKER, OnError, WebhookConfig
@@ -42,7 +41,7 @@ def parse_webhook(fields: Mapping, action: str | None) -> WebhookConfig | None:
     config = WebhookConfig(
         url=url or "",
         api_key=_credential(api_key_at) if api_key_at else Credential(),
-        headers=MappingProxyType(_headers(headers_at)) if headers_at else MappingProxyType({}),
+        headers=tuple(_headers(headers_at).items()) if headers_at else (),
         on_error=OnError(fields.read("on_error", lambda w: w.as_choice(_ON_ERROR), default_on_error.value)),
         threshold=fields.read("threshold", lambda w: w.as_number(0.0, 1.0), None),
         max_connections=fields.read("max_connections", lambda w: w.as_int(minimum=1), 32),

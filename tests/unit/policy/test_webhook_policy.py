@@ -72,6 +72,7 @@ def test_every_key(tmp_path: Path) -> None:
     assert (webhook.breaker.consecutive_failures, webhook.breaker.cooldown) == (1, 60.0)
     assert (guardrail.action, guardrail.direction, guardrail.messages, guardrail.default_on, guardrail.hold_back) == (
         "mask", "both", "user", False, 32)
+    assert isinstance(hash(guardrail), int)  # frozen policy objects stay hashable
 
 
 def test_a_bare_duration_is_the_whole_call(tmp_path: Path) -> None:

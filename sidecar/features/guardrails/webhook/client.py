@@ -165,7 +165,7 @@ class WebhookClient:
             outcome = result.error.value if result.error else "ok"
             self._metrics.webhook_call(context.guardrail, outcome,
                                        None if result.error is CallError.BREAKER_OPEN else result.seconds)
-        if result.error is not None:
+        if result.error is not None and result.error is not CallError.BREAKER_OPEN:  # the breaker logs its moves
             log.warning("webhook guardrail error", extra={"fields": {
                 "request_id": context.request_id, "guardrail": context.guardrail,
                 "direction": context.direction.value, "error": result.error.value, "detail": result.detail,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import MappingProxyType
 
 from sidecar.core.credentials import Credential
 from sidecar.core.routes import BreakerConfig
@@ -34,8 +32,9 @@ class WebhookConfig:
     """
 
     url: str
-    # Header values are plain text or a credential read at call time (a rotated Secret needs no reload).
-    headers: Mapping[str, str | Credential] = field(default_factory=lambda: MappingProxyType({}))
+    # (name, value) pairs; a value is plain text or a credential read at call time (a rotated Secret
+    # needs no reload). A tuple, so the frozen policy objects stay hashable.
+    headers: tuple[tuple[str, str | Credential], ...] = ()
     api_key: Credential = field(default_factory=Credential)  # sent as `Authorization: Bearer …`
     timeout: float = 0.5
     connect_timeout: float = 0.25
@@ -48,7 +47,7 @@ class WebhookConfig:
     def request_headers(self) -> dict[str, str]:
         """The headers of one call, credentials read now; a credential that is unset is left out."""
         headers: dict[str, str] = {}
-        for name, value in self.headers.items():
+        for name, value in self.headers:
             text = value if isinstance(value, str) else value.value()
             if text is not None:
                 headers[name] = text

@@ -57,7 +57,7 @@ async def test_headers_and_credentials_are_sent_but_never_the_token(detector: De
     monkeypatch.setenv("DETECTOR_KEY", "s3cret")
     (tmp_path / "team").write_text("payments-key\n")
     webhook = config(detector, api_key=Credential(env="DETECTOR_KEY"),
-                     headers={"X-Team": "payments", "X-Api-Key": Credential(file=tmp_path / "team")})
+                     headers=(("X-Team", "payments"), ("X-Api-Key", Credential(file=tmp_path / "team"))))
     async with running() as client:
         assert (await client.inspect(webhook, context(), TEXTS)).ok
     [call] = detector.calls
