@@ -18,9 +18,10 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from sidecar.appkeys import SETTINGS
-from sidecar.core.errors import GatewayError, ProviderError, UpstreamTimeout, UpstreamUnreachable
+from sidecar.core.errors import GatewayError, Phase, ProviderError
 from sidecar.core.types import JSONDict, Usage
 from sidecar.forward.exchange import Exchange, OutputGuard
+from sidecar.forward.failures import PROVIDER_FAILURES, as_gateway_error
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
 from sidecar.responses import JSON_CONTENT_TYPE
 
@@ -39,8 +40,8 @@ async def relay_completion(
         exchange.completion_chars = _content_chars(completion)
         for guard in exchange.guards:
             guard.on_completion(completion)
-    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
-        return exchange.fail(transport_error(exc))
+    except PROVIDER_FAILURES as exc:
+        return exchange.fail(_failure(exc, Phase.ANSWER))
     completion["model"] = exchange.decision.model_key
     completion["request_id"] = exchange.decision.request_id
     exchange.status = 200
@@ -62,8 +63,8 @@ async def relay_stream(
             exchange.status = 200
             await _pump(upstream, response, exchange)
             return response
-    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
-        return exchange.fail(transport_error(exc))
+    except PROVIDER_FAILURES as exc:
+        return exchange.fail(_failure(exc, Phase.ANSWER))
 
 
 class _ClientGone(Exception):
@@ -98,8 +99,8 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         exchange.error = "client_disconnected"
         # Raised so the attempt closes the provider connection (the provider stops generating).
         raise asyncio.CancelledError() from None
-    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
-        error = transport_error(exc, mid_stream=True)
+    except PROVIDER_FAILURES as exc:
+        error = _failure(exc, Phase.STREAM)
         exchange.error, exchange.fault = error.code or error.error_type, error
         await _end_with_error(response, error)
     except asyncio.CancelledError:
@@ -137,15 +138,12 @@ def _content_chars(completion: JSONDict) -> int:
     return total
 
 
-def transport_error(exc: Exception, *, mid_stream: bool = False) -> GatewayError:
-    """A provider transport failure in the gateway's terms; GatewayErrors pass through as they are."""
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        return UpstreamTimeout("Provider stalled mid-stream") if mid_stream else UpstreamTimeout()
-    if mid_stream:
-        return ProviderError("Provider connection broke mid-stream", code="stream_broken")
-    return UpstreamUnreachable("Provider connection failed")
+def _failure(exc: BaseException, phase: Phase) -> GatewayError:
+    """A caught provider failure in the gateway's terms (core.errors' table; never None here)."""
+    error = as_gateway_error(exc, phase)
+    if error is None:
+        raise exc
+    return error
 
 
 class _ChunkStamper:
