@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
@@ -18,6 +18,7 @@ from typing import TypeVar
 import yaml
 
 T = TypeVar("T")
+S = TypeVar("S", bound=str)
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -140,12 +141,14 @@ class Located:
             return None
         return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
-    def as_choice(self, choices: tuple[str, ...]) -> str | None:
+    def as_choice(self, choices: Sequence[S]) -> S | None:
+        """The choice this scalar spells (a StrEnum member when given members); None: reported."""
         value = self.scalar()
-        if value not in choices:
-            self.error(f"must be one of {', '.join(choices)}")
-            return None
-        return str(value)
+        for choice in choices:
+            if value == choice:
+                return choice
+        self.error(f"must be one of {', '.join(choices)}")
+        return None
 
     # ---- collections ---------------------------------------------------------------------
     def items(self) -> Iterator[Located]:

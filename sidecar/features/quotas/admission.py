@@ -15,7 +15,7 @@ from sidecar.core.errors import QuotaExhausted, RateLimited
 from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.estimate import Estimate
 from sidecar.features.quotas.headers import Level, rate_limit_headers, retry_after
-from sidecar.features.quotas.limits import MICRO_USD, Identity, Limit, Price
+from sidecar.features.quotas.limits import MICRO_USD, Identity, Limit, Price, Unit
 from sidecar.features.quotas.windows import current_window
 
 MINUTE = 60.0
@@ -42,7 +42,7 @@ def _charge(limit: Limit, who: Identity, estimate: Estimate, price: Price | None
     return Charge(f"{key}:{window.id}", "window", limit.cap, amount, enforced, window_end=window.end)
 
 
-def _amount(unit: str, estimate: Estimate, price: Price | None) -> int:
+def _amount(unit: Unit, estimate: Estimate, price: Price | None) -> int:
     if unit == "tokens":
         return estimate.total
     if unit == "spend":
@@ -88,7 +88,7 @@ def limit_error(level: Level, who: Identity, zone: ZoneInfo, levels: Sequence[Le
     return error_class(message, code=limit.kind, headers=headers)
 
 
-def _show(unit: str, value: float) -> str:
+def _show(unit: Unit, value: float) -> str:
     if unit == "spend":
         return f"${value / MICRO_USD:.6f}".rstrip("0").rstrip(".")
     return str(math.ceil(value) if value > 0 else 0)

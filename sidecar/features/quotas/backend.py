@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from sidecar.features.quotas.limits import Counter
+
 
 class BackendUnavailable(Exception):
     """The counter store could not be reached; each limit's `on_backend_error` decides."""
@@ -25,7 +27,7 @@ class BackendUnavailable(Exception):
 @dataclass(frozen=True)
 class Charge:
     key: str
-    counter: str  # "bucket" | "window" | "slots"
+    counter: Counter
     cap: int
     amount: int
     enforced: bool
@@ -47,7 +49,7 @@ class Adjustment:
     """Settlement of one charge: `delta` (real minus reserved) for counters; release for slots."""
 
     key: str
-    counter: str
+    counter: Counter
     delta: int = 0
     cap: int = 1
     period: float = 60.0
