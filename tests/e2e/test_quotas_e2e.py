@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -133,9 +134,9 @@ def local_midnight_after_now() -> datetime:
     return datetime(today.year, today.month, today.day, tzinfo=zone)
 
 
-async def exhaust(url: str, name: str, body: dict[str, object], most: int = 20) -> tuple[int, list[int], tuple]:
+async def exhaust(url: str, name: str, body: dict[str, object], most: int = 20) -> tuple[int, list[int], tuple[int, Any, Any]]:
     """Sends `body` until denied; the admitted requests' real usage, and the denial."""
-    used = []
+    used: list[int] = []
     for _ in range(most):
         status, headers, answer = await call(url, name, body)
         if status != 200:

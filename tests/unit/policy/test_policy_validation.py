@@ -77,7 +77,9 @@ def test_env_reference_with_a_default_loads_when_unset(tmp_path: Path, monkeypat
 
 def located(text: str) -> tuple[Located, ErrorLog]:
     log = ErrorLog()
-    return Located("f.yaml", yaml.compose(text), "guardrails.custom.pattern", log), log
+    node = yaml.compose(text)
+    assert node is not None
+    return Located("f.yaml", node, "guardrails.custom.pattern", log), log
 
 
 def test_invalid_regex_is_an_error_with_its_line() -> None:
