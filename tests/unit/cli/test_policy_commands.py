@@ -45,16 +45,16 @@ def test_check_on_the_demo_policies_prints_one_line_and_exits_0() -> None:
 
 
 def test_check_prints_every_error_and_exits_1() -> None:
-    result = sidecar("check", "--skip-envoy", "tests/policy_cases/many_errors")
+    result = sidecar("check", "--skip-envoy", "tests/policy_cases/files/many_errors")
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    expected = (REPO / "tests/policy_cases/many_errors/expected.txt").read_text().splitlines()
+    expected = (REPO / "tests/policy_cases/files/many_errors/expected.txt").read_text().splitlines()
     assert len(lines) == len(expected) + 1
-    assert all(line.startswith("tests/policy_cases/many_errors/") for line in lines[:-1])
-    assert lines[2] == ("tests/policy_cases/many_errors/models.yaml:9: models.gpt-4.deployments[0].provider: "
+    assert all(line.startswith("tests/policy_cases/files/many_errors/") for line in lines[:-1])
+    assert lines[2] == ("tests/policy_cases/files/many_errors/models.yaml:9: models.gpt-4.deployments[0].provider: "
                         "unknown provider 'ghost' (defined: demo)")
-    assert lines[-1] == "tests/policy_cases/many_errors: 6 errors"
+    assert lines[-1] == "tests/policy_cases/files/many_errors: 6 errors"
 
 
 def test_explain_an_allowed_request(tmp_path: Path) -> None:
@@ -113,9 +113,9 @@ def test_explain_by_token_name_from_stdin_and_unknown_token() -> None:
 
 
 def test_explain_refuses_an_invalid_policy_and_a_missing_body(tmp_path: Path) -> None:
-    result = sidecar("explain", "--token-name", "demo", "--body", "-", "tests/policy_cases/unknown_key", stdin="{}")
+    result = sidecar("explain", "--token-name", "demo", "--body", "-", "tests/policy_cases/tokens/unknown_key", stdin="{}")
     assert result.returncode == 1
-    assert result.stderr.splitlines()[0] == "tests/policy_cases/unknown_key/tokens.yaml:5: tokens.demo.model: unknown key"
+    assert result.stderr.splitlines()[0] == "tests/policy_cases/tokens/unknown_key/tokens.yaml:5: tokens.demo.model: unknown key"
     result = sidecar("explain", "--token-name", "demo", "--body", str(tmp_path / "none.json"), "policies")
     assert result.returncode == 2
     assert "cannot read --body" in result.stderr
