@@ -21,10 +21,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import Gauge
 
-from sidecar.features.observability.metrics import GatewayMetrics
 from sidecar.policy.loader import folder_version, load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.snapshot import Policy
@@ -43,8 +44,21 @@ class Scan:
     settling: bool = False  # the files changed while being read: look again next time
 
 
+class ReloadMetrics(Protocol):
+    """What the watcher reports (the sidecar's GatewayMetrics); a Protocol, so policy/ does not
+    depend on features/observability."""
+
+    reload_errors: Gauge
+
+    def reload(self, ok: bool, errors: int = 0) -> None: ...
+
+    def policy_loaded(self, version: str, loaded_at: float) -> None: ...
+
+
 class PolicyWatcher:
-    def __init__(self, folder: Path, store: PolicyStore, metrics: GatewayMetrics) -> None:
+    """Polls a policy folder and swaps each valid change into the store (invalid ones are logged)."""
+
+    def __init__(self, folder: Path, store: PolicyStore, metrics: ReloadMetrics) -> None:
         self.folder = folder
         self.store = store
         self.metrics = metrics
@@ -100,7 +114,7 @@ class PolicyWatcher:
                 log.exception("policy watcher failed")
 
 
-def install_watcher(app: web.Application, store: PolicyStore, metrics: GatewayMetrics, interval: float) -> None:
+def install_watcher(app: web.Application, store: PolicyStore, metrics: ReloadMetrics, interval: float) -> None:
     """Watches the folder the serving policy came from, from startup to shutdown."""
 
     async def watch(app: web.Application) -> AsyncIterator[None]:
