@@ -35,6 +35,8 @@ SHOWN_SECTIONS = ("guardrails", "limits", "breaker")
 
 @dataclass
 class Explanation:
+    """What `explain` found for one request: the decision's status and code, token, model, trace and the body."""
+
     policy_version: str
     policy_source: str
     request_id: str
@@ -52,9 +54,11 @@ class Explanation:
 
     @property
     def allowed(self) -> bool:
+        """True when the callout would let the request through (status 200)."""
         return self.status == 200
 
     def as_json(self) -> dict[str, Any]:
+        """The explanation as a JSON-ready dict (`explain --json`); every shown trace section is present."""
         data = dataclasses.asdict(self)
         trace = data.pop("trace")
         for section in SHOWN_SECTIONS:

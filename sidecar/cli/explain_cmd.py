@@ -23,6 +23,7 @@ _EMPTY = MappingProxyType({"guardrails": "none fired", "limits": "none apply", "
 
 
 def add_parser(sub: Any) -> None:
+    """Adds the `explain` subcommand to the CLI's subparsers."""
     parser = sub.add_parser("explain", help="dry-run one request: what would the gateway decide, and why")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--token", help="the client's token (cgt_…)")
@@ -56,6 +57,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def render(e: Explanation) -> str:
+    """The explanation as aligned text lines, one `name  value` row per fact."""
     lines = [
         _row("policy", f"{e.policy_source} (version {e.policy_version})"),
         _row("request", f"{e.request_id} (dry run: no provider called, no quota used)"),

@@ -33,6 +33,7 @@ LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: runs the sidecar (settings from GATEWAY_* variables; GATEWAY_SIDECAR_WORKERS processes)."""
     from sidecar.app import init_app
     from sidecar.appkeys import POLICY_STORE
     from sidecar.features.drain.stage import handle_sigterm
@@ -70,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_provider(args: argparse.Namespace) -> int:
+    """`demo-provider`: runs the local OpenAI-compatible demo provider on 127.0.0.1."""
     from sidecar.devtools.demo_provider import init_demo_provider
 
     web.run_app(init_demo_provider(args.stream_delay), host="127.0.0.1", port=args.port, print=None,
@@ -78,6 +80,7 @@ def cmd_demo_provider(args: argparse.Namespace) -> int:
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
+    """`envoy-config`: prints (or writes to --output) the Envoy config for the current settings."""
     text = render(Settings.from_env())
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -118,6 +121,7 @@ def _validate_envoy(settings: Settings) -> str:
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
+    """`token new`: prints a new client token once and the `tokens:` entry (its SHA-256) to paste."""
     token = mint_token()
     print(f"token (give it to the client; it is not stored anywhere): {token}\n")
     print("paste under `tokens:` in a policy file:")
@@ -130,6 +134,7 @@ def cmd_token_new(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`run`: demo provider, sidecar and Envoy together in the foreground (`make run`); 1 on an invalid policy."""
     from sidecar.devtools.launcher import Stack
 
     settings = Settings.from_env()
@@ -174,6 +179,7 @@ DEMO_TOKEN = "cgt_demo_Jm3kQ8vYx2LrT9pWn4HsZ6bC1dF7gK0a"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `python -m sidecar` entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sidecar")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the sidecar (settings from GATEWAY_* variables)").set_defaults(func=cmd_serve)

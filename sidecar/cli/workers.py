@@ -25,6 +25,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def worker_count(env: Mapping[str, str] | None = None) -> int:
+    """Sidecar processes to run: GATEWAY_SIDECAR_WORKERS (at least 1); always 1 inside a worker."""
     env = os.environ if env is None else env
     if env.get(_CHILD_ENV):
         return 1
@@ -32,6 +33,7 @@ def worker_count(env: Mapping[str, str] | None = None) -> int:
 
 
 def is_child(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is a worker started by `serve_workers`."""
     return bool((os.environ if env is None else env).get(_CHILD_ENV))
 
 

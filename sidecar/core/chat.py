@@ -20,6 +20,9 @@ _MAX_REQUEST_ID_LENGTH = 128
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """A validated Chat Completions request: the decoded body plus the fields the gateway decides on (OpenAI's names).
+    """
+
     body: dict[str, Any]
     model: str
     stream: bool
@@ -29,6 +32,9 @@ class ChatRequest:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Raw request bytes -> ChatRequest, per OpenAI's Chat Completions reference; raises InvalidRequest (400) naming
+    the bad `param`.
+    """
     body = _load_json(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():

@@ -69,37 +69,50 @@ class GatewayError(Exception):
         return {"message": self.message, "type": self.error_type, "code": self.code, "param": self.param}
 
     def body(self) -> bytes:
+        """The JSON bytes a client receives: `{"error": error_object()}`."""
         return orjson.dumps({"error": self.error_object()})
 
 
 class InvalidRequest(GatewayError):
+    """400: the request body breaks the contract (`param` names the field, `code` what is wrong)."""
+
     status = 400
     error_type = "invalid_request_error"
 
 
 class AuthenticationFailed(GatewayError):
+    """401: missing, malformed, unknown or expired `Authorization: Bearer cgt_…` token."""
+
     status = 401
     error_type = "authentication_error"
     default_code = "invalid_api_key"
 
 
 class PermissionDenied(GatewayError):
+    """403: the token may not use the requested model."""
+
     status = 403
     error_type = "permission_error"
     default_code = "model_not_allowed"
 
 
 class NotFound(GatewayError):
+    """404: no such route or resource."""
+
     status = 404
     error_type = "invalid_request_error"
     default_code = "not_found"
 
 
 class ModelNotFound(NotFound):
+    """404: the requested model key is not in the policy."""
+
     default_code = "model_not_found"
 
 
 class WrongModelCategory(GatewayError):
+    """422: the model exists but is not a chat model (its `category` is not `llm`)."""
+
     status = 422
     error_type = "invalid_request_error"
     default_code = "model_not_llm"
@@ -118,6 +131,7 @@ class GuardrailBlocked(GatewayError):
         self.findings = findings
 
     def error_object(self) -> dict[str, Any]:
+        """The contract's guardrail error: message, type, guardrail_key, action, findings."""
         return {
             "message": self.message,
             "type": self.error_type,
@@ -128,23 +142,31 @@ class GuardrailBlocked(GatewayError):
 
 
 class RateLimited(GatewayError):
+    """429: a rate limit (requests/tokens per minute, concurrency) is full; `Retry-After` says when to retry."""
+
     status = 429
     error_type = "rate_limit_exceeded"
     default_code = "rate_limit_exceeded"
 
 
 class QuotaExhausted(RateLimited):
+    """429 with type `insufficient_quota`: a daily/monthly token or spend quota is used up."""
+
     error_type = "insufficient_quota"
     default_code = "insufficient_quota"
 
 
 class ServiceUnavailable(GatewayError):
+    """503: the gateway cannot serve the request now (sent by the callout as the 460 sentinel)."""
+
     status = 503
     error_type = "service_unavailable"
     default_code = "service_unavailable"
 
 
 class BreakerOpen(ServiceUnavailable):
+    """503: every deployment of the model has an open circuit breaker; `Retry-After` in seconds."""
+
     error_type = "circuit_breaker_open"
     default_code = "circuit_breaker_open"
 

@@ -56,6 +56,8 @@ class Deployment:
 
 @dataclass(frozen=True)
 class ModelRoute:
+    """A model key clients send, its category (`llm`, `embedding`, …) and its deployments in policy order."""
+
     key: str
     category: str
     deployments: tuple[Deployment, ...]
@@ -63,9 +65,12 @@ class ModelRoute:
 
 @dataclass(frozen=True)
 class ModelRegistry:
+    """The policy's models by key."""
+
     routes: Mapping[str, ModelRoute]
 
     def resolve_llm(self, key: str) -> ModelRoute:
+        """The chat model `key`; raises ModelNotFound (404) or WrongModelCategory (422)."""
         route = self.routes.get(key)
         if route is None:
             raise ModelNotFound(f"The model '{key}' does not exist", param="model")

@@ -40,14 +40,17 @@ def reply_text(body: dict[str, Any]) -> str:
 
 
 def count_tokens(text: str) -> int:
+    """The demo's token count: whitespace-separated words, at least 1."""
     return max(1, len(text.split()))
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
+    """The demo's prompt tokens: words of every message's content, plus 3 per message."""
     return sum(count_tokens(str(m.get("content", ""))) + 3 for m in body.get("messages", []))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions: a canned answer, whole or as SSE chunks (OpenAI's shapes, usage included)."""
     body = orjson.loads(await request.read())
     received = request.app[RECEIVED]
     entry: dict[str, Any] = {"headers": {k.lower(): v for k, v in request.headers.items()}, "body": body,
@@ -108,10 +111,12 @@ def _pieces(text: str, by_chars: bool) -> list[str]:
 
 
 async def list_received(request: web.Request) -> web.Response:
+    """GET /_requests: the most recent requests received (headers and bodies), for tests."""
     return web.json_response(request.app[RECEIVED])
 
 
 def init_demo_provider(stream_delay: float = 0.0) -> web.Application:
+    """The demo provider app; `stream_delay` seconds between streamed chunks."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[RECEIVED] = []
     app[STREAM_DELAY] = stream_delay

@@ -40,6 +40,10 @@ HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server ca
 
 @dataclass
 class Fault:
+    """A failure to play for one model: `mode` (see MODES), HTTP `status`, `delay` seconds, after `after` words,
+    `times` times (None: always).
+    """
+
     mode: str = "ok"
     status: int = 500
     delay: float = 0.0
@@ -53,11 +57,13 @@ RECEIVED = web.AppKey("received", list)
 
 
 async def openai_chat(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions in OpenAI's wire format, playing the model's fault."""
     body = await _json(request)
     return await _serve(request, OPENAI, str(body.get("model")), body)
 
 
 async def azure_chat(request: web.Request) -> web.StreamResponse:
+    """POST /openai/deployments/{deployment}/chat/completions in Azure's format; 401 without api-key or api-version."""
     body = await _json(request)
     deployment = request.match_info["deployment"]
     if not request.headers.get("api-key") or not request.query.get("api-version"):
@@ -67,6 +73,7 @@ async def azure_chat(request: web.Request) -> web.StreamResponse:
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages in Anthropic's Messages format; 401 without x-api-key or anthropic-version."""
     body = await _json(request)
     model = str(body.get("model"))
     if not request.headers.get("x-api-key") or not request.headers.get("anthropic-version"):
@@ -181,6 +188,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 async def set_mode(request: web.Request) -> web.Response:
+    """POST /_mode `{"model", "mode", …}`: sets a model's Fault; 400 for an unknown mode."""
     spec = await _json(request)
     model = str(spec.pop("model"))
     known = {f.name for f in fields(Fault)}
@@ -192,15 +200,18 @@ async def set_mode(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
+    """GET /_stats: requests counted per model."""
     return web.json_response(request.app[COUNTS])
 
 
 async def received(request: web.Request) -> web.Response:
+    """GET /_requests[?model=]: the requests received, for tests."""
     model = request.query.get("model")
     return web.json_response([r for r in request.app[RECEIVED] if model is None or r["model"] == model])
 
 
 def init_faulty_provider() -> web.Application:
+    """The faulty provider app (OpenAI, Azure and Anthropic routes plus the /_ control routes)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[FAULTS], app[COUNTS], app[RECEIVED] = {}, {}, []
     app.router.add_post("/v1/chat/completions", openai_chat)
@@ -213,6 +224,7 @@ def init_faulty_provider() -> web.Application:
 
 
 def main() -> None:
+    """`python -m sidecar.devtools.faulty_provider --port N`."""
     parser = argparse.ArgumentParser(prog="python -m sidecar.devtools.faulty_provider")
     parser.add_argument("--port", type=int, default=8091)
     args = parser.parse_args()

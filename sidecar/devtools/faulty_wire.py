@@ -18,11 +18,13 @@ _ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_err
 
 
 def words(model: str) -> list[str]:
+    """The answer text for `model`, split into words that keep their leading space."""
     text = f"reply from {model} one two three"
     return [word if index == 0 else " " + word for index, word in enumerate(text.split(" "))]
 
 
 def completion(wire: str, model: str, prompt_tokens: int) -> dict[str, Any]:
+    """A whole answer in `wire`'s format (OpenAI chat.completion or Anthropic message)."""
     text = "".join(words(model))
     if wire == ANTHROPIC:
         return {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant", "model": model,
@@ -36,6 +38,7 @@ def completion(wire: str, model: str, prompt_tokens: int) -> dict[str, Any]:
 
 
 def error_body(wire: str, status: int, message: str) -> bytes:
+    """An error body as `wire`'s provider sends it (OpenAI error object or Anthropic `{"type": "error"}`)."""
     if wire == ANTHROPIC:
         kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
@@ -52,6 +55,7 @@ class StreamEvents:
         self._id = ("msg_" if wire == ANTHROPIC else "chatcmpl-") + uuid.uuid4().hex[:20]
 
     def head(self) -> list[bytes]:
+        """The stream's opening events (Anthropic's message_start; OpenAI's role chunk)."""
         if self.wire == ANTHROPIC:
             message: dict[str, Any] = {"id": self._id, "type": "message", "role": "assistant",
                                        "model": self.model, "content": [], "stop_reason": None,
@@ -68,12 +72,14 @@ class StreamEvents:
         return head
 
     def word(self, text: str) -> bytes:
+        """One content delta event carrying `text`."""
         if self.wire == ANTHROPIC:
             return _named("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                   "delta": {"type": "text_delta", "text": text}})
         return self._chunk({"content": text})
 
     def tail(self, *, finish: bool = True) -> list[bytes]:
+        """The closing events (finish reason unless `finish=False`, usage when asked, `[DONE]`)."""
         count = len(words(self.model))
         if self.wire == ANTHROPIC:
             return [_named("content_block_stop", {"type": "content_block_stop", "index": 0}),
@@ -97,6 +103,7 @@ class StreamEvents:
                                                        for index, delta, reason in choices]})
 
     def error_event(self, status: int, message: str) -> bytes:
+        """An in-stream error event in `wire`'s format."""
         if self.wire == ANTHROPIC:
             return b"event: error\ndata: " + error_body(self.wire, status, message) + b"\n\n"
         return b"data: " + error_body(self.wire, status, message) + b"\n\n"

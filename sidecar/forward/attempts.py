@@ -34,6 +34,10 @@ _STREAM_BODY_OVER = 1024 * 1024
 
 
 class Attempts:
+    """Tries the decision's deployments in order until one answers (fallback before the first byte; see the module
+    doc).
+    """
+
     def __init__(self, request: web.Request, exchange: Exchange, body: dict[str, Any],
                  candidates: Sequence[Deployment]) -> None:
         self._session = request.app[HTTP_CLIENT]

@@ -29,6 +29,7 @@ from sidecar.responses import JSON_CONTENT_TYPE
 async def relay_completion(
     send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
 ) -> web.Response:
+    """Relays a whole chat.completion (OpenAI's shape, the client's model key); failures become JSON errors."""
     try:
         async with send as upstream:
             payload = await upstream.read()
@@ -51,6 +52,9 @@ async def relay_completion(
 async def relay_stream(
     request: web.Request, send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
 ) -> web.StreamResponse:
+    """Relays an SSE stream of chat.completion.chunk events ending with `data: [DONE]`; a late failure is an error
+    event.
+    """
     try:
         async with send as upstream:
             if upstream.status != 200:
@@ -203,6 +207,7 @@ def _flushed(guards: list[OutputGuard]) -> list[JSONDict]:
 
 
 def usage_of(value: Any) -> Usage | None:
+    """A provider's `usage` object as Usage, or None when it lacks integer prompt/completion tokens."""
     if not isinstance(value, dict):
         return None
     prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")

@@ -40,6 +40,7 @@ class _TypeSpecific(TypedDict, total=False):
 
 
 def parse_guardrails(section: Located) -> GuardrailSet:
+    """The `guardrails:` section -> GuardrailSet; a broken entry is reported (FILE:LINE) and left out."""
     mapping = section.mapping()
     if mapping is None:
         return GuardrailSet()

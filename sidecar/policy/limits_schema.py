@@ -29,6 +29,7 @@ BACKEND_ERROR_MODES: tuple[BackendErrorMode, ...] = ("open", "closed")
 
 
 def parse_limits(section: Located, tokens: TokenStore, models: ModelRegistry) -> LimitsPolicy:
+    """The `limits:` section -> LimitsPolicy; token and model names are checked against the other sections."""
     fields = section.mapping()
     if fields is None:
         return LimitsPolicy()

@@ -19,6 +19,8 @@ from sidecar.providers.registry import PROVIDER_TYPES
 
 @dataclass(frozen=True)
 class ProviderConfig:
+    """One `providers:` entry as read: type, base URL, credential, headers, timeouts (seconds), breaker."""
+
     name: str
     type: str
     base_url: str
@@ -30,6 +32,7 @@ class ProviderConfig:
 
 
 def parse_providers(section: Located, default_breaker: BreakerConfig | None = None) -> dict[str, ProviderConfig]:
+    """The `providers:` section -> ProviderConfig by name; a provider's own `breaker:` overrides `default_breaker`."""
     providers: dict[str, ProviderConfig] = {}
     mapping = section.mapping()
     if mapping is None:

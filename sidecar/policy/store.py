@@ -14,15 +14,19 @@ _KEEP_VERSIONS = 8
 
 
 class PolicyStore:
+    """The serving policy, and the 8 most recent ones by version (a decision names the one it was made under)."""
+
     def __init__(self, initial: Policy) -> None:
         self._current = initial
         self._recent: OrderedDict[str, Policy] = OrderedDict({initial.version: initial})
 
     @property
     def current(self) -> Policy:
+        """The policy new requests are decided under."""
         return self._current
 
     def swap(self, policy: Policy) -> None:
+        """Makes `policy` current (atomic for readers: one attribute assignment)."""
         self._recent[policy.version] = policy
         self._recent.move_to_end(policy.version)
         while len(self._recent) > _KEEP_VERSIONS:
@@ -30,4 +34,5 @@ class PolicyStore:
         self._current = policy
 
     def get(self, version: str) -> Policy:
+        """The policy of `version`, or the current one when it is no longer (or never was) kept."""
         return self._recent.get(version, self._current)

@@ -103,9 +103,11 @@ class PolicyWatcher:
         return "unchanged"
 
     def check_once(self) -> str:
+        """One scan and apply, in the calling thread; returns reloaded/rejected/restored/settling/unchanged."""
         return self.apply(self.scan())
 
     async def run(self, interval: float) -> None:
+        """Scans every `interval` seconds (file reads in a thread) until cancelled; never raises."""
         while True:
             await asyncio.sleep(interval)
             try:

@@ -19,6 +19,9 @@ from sidecar.features.drain.drain import Drain
 
 
 def install(app: web.Application, extensions: Extensions, grace_seconds: float) -> Drain:
+    """Installs the stage that refuses new requests while draining (503 `gateway_shutting_down`) and puts the Drain on
+    the app.
+    """
     drain = Drain(grace_seconds)
     app[DRAIN] = drain
 

@@ -48,6 +48,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def record_exchange(metrics: GatewayMetrics, exchange: Exchange) -> None:
+    """Counts one forwarded exchange when it ends: status (499 for a client gone), latency, time to first byte, tokens.
+    """
     decision, now = exchange.decision, time.monotonic()
     metrics.request(decision.model_key, exchange.status or CLIENT_CLOSED, decision.token_name)
     for guard in exchange.guards:
@@ -80,6 +82,7 @@ def record_callout(app: web.Application, check: Check, error: GatewayError | Non
 
 
 def decision_fields(check: Check, error: GatewayError | None, seconds: float) -> dict[str, object]:
+    """The callout decision log line's fields (request id, token, team, model, status, code, decision_ms …)."""
     requested = check.request.model if check.request else None
     return {
         "request_id": check.request_id,

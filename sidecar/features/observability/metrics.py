@@ -20,6 +20,10 @@ _CALLOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class GatewayMetrics:
+    """The sidecar's Prometheus metrics in one registry (names follow Prometheus' conventions: `_seconds`, counters'
+    `_total`).
+    """
+
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
@@ -50,10 +54,12 @@ class GatewayMetrics:
 
     # ---- requests (the callout records denials, the forwarding finisher the rest) -----------
     def request(self, model: str | None, status: int, token: str | None) -> None:
+        """Counts one request by model key, final HTTP status and token name."""
         self.requests.labels(model or UNKNOWN, str(status), token or UNKNOWN).inc()
 
     def exchange(self, model: str, token: str, seconds: float, first_byte_seconds: float | None,
                  prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """Observes one forwarded exchange: duration and time to first byte in seconds, tokens by kind."""
         self.latency.labels(model).observe(seconds)
         if first_byte_seconds is not None:
             self.ttft.labels(model).observe(first_byte_seconds)
@@ -63,6 +69,7 @@ class GatewayMetrics:
             self.tokens.labels(model, token, "completion").inc(completion_tokens)
 
     def callout_seconds(self, seconds: float) -> None:
+        """Observes how long the callout took to decide, in seconds."""
         self.callout.observe(seconds)
 
     # ---- for guardrails, quotas and the breaker ----------------------------------------------
@@ -80,14 +87,17 @@ class GatewayMetrics:
 
     # ---- policy reloads ----------------------------------------------------------------------
     def policy_loaded(self, version: str, loaded_at: float) -> None:
+        """The serving policy's version and load time (Unix seconds); clears the reload error gauge."""
         self.policy.info({"version": version})
         self.loaded_at.set(loaded_at)
         self.reload_errors.set(0)
 
     def reload(self, ok: bool, errors: int = 0) -> None:
+        """Counts a reload attempt; a failed one sets the error gauge to its number of errors."""
         self.reloads.labels("success" if ok else "failure").inc()
         if not ok:
             self.reload_errors.set(errors)
 
     def render(self) -> bytes:
+        """The registry in Prometheus' text exposition format."""
         return generate_latest(self.registry)
