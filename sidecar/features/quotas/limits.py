@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 MICRO_USD = 1_000_000  # spend is counted in integer micro-dollars, so every backend adds integers
 
@@ -24,18 +24,29 @@ Period = Literal["minute", "day", "month"]
 PerField = Literal["token", "team", "model"]
 """An identity a limit counts separately per (`per:` in the policy)."""
 StoreBackend = Literal["memory", "redis"]
+K = TypeVar("K", bound=str)
 
 COUNTERS: tuple[Counter, ...] = ("bucket", "window", "slots")
+UNITS: tuple[Unit, ...] = ("requests", "tokens", "spend")
 PER_FIELDS: tuple[PerField, ...] = ("token", "team", "model")
 STORE_BACKENDS: tuple[StoreBackend, ...] = ("memory", "redis")
 
 
 def counter_named(name: str) -> Counter:
     """`name` as a Counter (decoding a reservation); ValueError for anything else."""
-    for counter in COUNTERS:
-        if counter == name:
-            return counter
-    raise ValueError(f"unknown counter {name!r}")
+    return _one_of(name, COUNTERS, "counter")
+
+
+def unit_named(name: str) -> Unit:
+    """`name` as a Unit (decoding a reservation); ValueError for anything else."""
+    return _one_of(name, UNITS, "unit")
+
+
+def _one_of(name: str, choices: tuple[K, ...], what: str) -> K:
+    for choice in choices:
+        if choice == name:
+            return choice
+    raise ValueError(f"unknown {what} {name!r}")
 
 
 class LimitKind(StrEnum):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar.features.quotas.backend import Adjustment, Charge
 from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
-from sidecar.features.quotas.limits import Counter, LimitsPolicy, counter_named
+from sidecar.features.quotas.limits import Counter, LimitsPolicy, Unit, counter_named, unit_named
 
 if TYPE_CHECKING:
     from sidecar.forward.exchange import Exchange
@@ -23,7 +23,7 @@ EXTRA_KEY = "quota"
 class Record:
     reservation_id: str
     estimate: Estimate
-    charges: tuple[tuple[str, Counter, str, int, int], ...]  # key, counter, unit, amount, cap
+    charges: tuple[tuple[str, Counter, Unit, int, int], ...]  # key, counter, unit, amount, cap
 
     def to_extra(self) -> dict[str, Any]:
         return {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
@@ -33,12 +33,12 @@ class Record:
     def from_extra(cls, value: Any) -> Record | None:
         if not isinstance(value, dict):
             return None
-        charges = tuple((str(k), counter_named(str(c)), str(u), int(a), int(cap))
+        charges = tuple((str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
                         for k, c, u, a, cap in value["charges"])
         return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges)
 
     @classmethod
-    def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[str]) -> Record:
+    def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[Unit]) -> Record:
         rows = tuple((c.key, c.counter, unit, c.amount, c.cap) for c, unit in zip(charges, units, strict=True))
         return cls(reservation_id, estimate, rows)
 

@@ -121,10 +121,13 @@ def test_redis_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_every_limit_kind_has_a_spec_and_counters_decode_strictly() -> None:
-    from sidecar.features.quotas.limits import COUNTERS, KINDS, LimitKind, counter_named
+    from sidecar.features.quotas.limits import COUNTERS, KINDS, UNITS, LimitKind, counter_named, unit_named
 
     assert set(KINDS) == set(LimitKind)
     assert {spec.counter for spec in KINDS.values()} == set(COUNTERS)
     assert [counter_named(name) for name in ("bucket", "window", "slots")] == list(COUNTERS)
     with pytest.raises(ValueError, match="unknown counter 'minute'"):
         counter_named("minute")
+    assert {spec.unit for spec in KINDS.values()} == set(UNITS) == {unit_named(u) for u in UNITS}
+    with pytest.raises(ValueError, match="unknown unit 'usd'"):
+        unit_named("usd")
