@@ -43,12 +43,22 @@ class Scan:
     settling: bool = False  # the files changed while being read: look again next time
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """The last policy change that was refused: its folder version, when, and every error."""
+
+    version: str
+    at: float  # epoch seconds
+    errors: tuple[str, ...]
+
+
 class PolicyWatcher:
     def __init__(self, folder: Path, store: PolicyStore, metrics: GatewayMetrics) -> None:
         self.folder = folder
         self.store = store
         self.metrics = metrics
         self.rejected: str | None = None  # the version of the last invalid change, reported once
+        self.last_rejection: Rejection | None = None  # kept after a later valid change, for the status page
 
     def scan(self) -> Scan:
         """Blocking file reads and parsing: run in a thread by `run`."""
@@ -75,6 +85,7 @@ class PolicyWatcher:
             return "reloaded"
         if scan.errors:
             self.rejected = scan.seen
+            self.last_rejection = Rejection(scan.seen, time.time(), scan.errors)
             self.metrics.reload(ok=False, errors=len(scan.errors))
             for error in scan.errors:
                 log.error("policy error", extra={"fields": {"error": error, "rejected_version": scan.seen}})
@@ -100,14 +111,19 @@ class PolicyWatcher:
                 log.exception("policy watcher failed")
 
 
+POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
+
+
 def install_watcher(app: web.Application, store: PolicyStore, metrics: GatewayMetrics, interval: float) -> None:
     """Watches the folder the serving policy came from, from startup to shutdown."""
+
+    watcher = PolicyWatcher(Path(store.current.source), store, metrics)
+    app[POLICY_WATCHER] = watcher
 
     async def watch(app: web.Application) -> AsyncIterator[None]:
         if interval <= 0:
             yield
             return
-        watcher = PolicyWatcher(Path(store.current.source), store, metrics)
         task = asyncio.create_task(watcher.run(interval))
         yield
         task.cancel()
