@@ -24,10 +24,12 @@
     if (s === null || s === undefined) return "–";
     return s < 1 ? Math.round(s * 1000) + " ms" : s.toFixed(2) + " s";
   }
-  function amount(n, unit) {
+  // Per-minute buckets drain continuously, so levels are fractional: "used" rounds up and "left"
+  // down, as the x-ratelimit-remaining header does.
+  function amount(n, unit, round) {
     if (n === null || n === undefined) return "–";
     if (unit === "spend") return "$" + n.toFixed(4);
-    return Math.floor(n).toLocaleString("en-US");
+    return (round || Math.floor)(n).toLocaleString("en-US");
   }
   function fill(tableId, rows) {
     const body = byId(tableId).tBodies[0];
@@ -143,7 +145,7 @@
         li.dataset.limit = l.limit;
         li.dataset.scope = l.scope;
         li.append(meter(l.used, l.cap), `${l.label} (${l.limit}, ${l.scope}${l.shadow ? ", shadow" : ""}): `,
-                  el("b", amount(l.used, l.unit), "used"), " used · ", el("span", amount(l.left, l.unit), "left"),
+                  el("b", amount(l.used, l.unit, Math.ceil), "used"), " used · ", el("span", amount(l.left, l.unit), "left"),
                   ` left of ${amount(l.cap, l.unit)}` + (l.resets_at ? ` · resets ${l.resets_at}` : ""));
         list.append(li);
       }
