@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import aiohttp
 import pytest
 
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
+from tests.e2e.conftest import REPO
 from tests.e2e.status_support import QUOTA, get, limit_of, status_json
 from tests.e2e.support import DEMO_TOKEN, RESTRICTED_TOKEN, chat_body, post_chat
 
@@ -90,3 +92,20 @@ def test_the_scrape_listener_serves_sidecar_and_envoy_metrics_only(status_gatewa
         assert get(status_gateway.metrics_url + path)[0] == 404, path
     request_post = get(status_gateway.metrics_url + "/metrics", {"X-HTTP-Method-Override": "POST"})
     assert request_post[0] == 200  # an override header changes nothing: only the real method counts
+
+
+def test_every_envoy_series_the_dashboard_reads_exists_in_a_real_scrape(status_gateway: Stack) -> None:
+    dashboard = (REPO / "deploy" / "monitoring" / "grafana-dashboard.json").read_text(encoding="utf-8")
+    wanted = re.findall(r"(envoy_[a-z_]+)\{([^}]*)\}", dashboard.replace('\\"', '"'))
+    assert wanted
+    status, _, body = get(status_gateway.metrics_url + "/stats/prometheus")
+    assert status == 200
+    scraped = body.decode()
+    for name, selector in wanted:
+        labels = re.findall(r'(envoy_[a-z_]+)="([^"$]*)"', selector)
+        lines = [line for line in scraped.splitlines() if line.startswith(name + "{")]
+        assert lines, f"{name} not in Envoy's /stats/prometheus"
+        for label, value in labels:
+            assert any(f'{label}="{value}"' in line for line in lines), (name, label, value)
+    for label in re.findall(r"by \((envoy_[a-z_]+)\)", dashboard):
+        assert f"{label}=" in scraped, label
