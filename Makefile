@@ -25,6 +25,10 @@ test: $(STAMP)
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && apt-get install -y -qq redis-server >/dev/null); } || \
 		echo "note: redis-server missing; the Redis-backed tests are skipped (apt-get install redis-server)"
+	@command -v promtool >/dev/null && command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && \
+		command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq prometheus chromium >/dev/null); } || \
+		echo "note: promtool or chromium missing; their tests are skipped (apt-get install prometheus chromium)"
 	$(PY) -m ruff check sidecar tests
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -41,12 +45,14 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
-# Refresh what deploy/base ships: the Envoy config for in-pod settings (listen on 0.0.0.0) and a copy of
-# policies/ (kustomize cannot read outside deploy/). tests/deploy fails while they are stale.
+# Refresh what deploy/base ships: the Envoy config for in-pod settings (listen on 0.0.0.0), a copy of
+# policies/ (kustomize cannot read outside deploy/), and the PrometheusRule made from
+# deploy/monitoring/alerts.yaml. tests/deploy fails while they are stale.
 deploy-config: $(STAMP)
 	env -i GATEWAY_LISTEN_ADDRESS=0.0.0.0 $(PY) -m sidecar envoy-config -o deploy/base/envoy/envoy.yaml
 	rm -f deploy/base/policies/*.yaml deploy/base/policies/*.yml
 	cp policies/*.y*ml deploy/base/policies/
+	$(PY) deploy/monitoring/prometheusrule.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from sidecar.features.drain import stage as drain
 from sidecar.features.guardrails import install as guardrails
 from sidecar.features.observability.install import install_observability
 from sidecar.features.quotas.install import install as install_quotas
+from sidecar.features.status import install as status
 from sidecar.forward.endpoint import handle_forward
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
@@ -60,6 +61,8 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     breaker.install(app, extensions)
     # Quotas stay last: they reserve, so no later stage may deny after them.
     install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
+    # The status page's history; its listener is started by `serve` (sidecar/features/status/server.py).
+    status.install(app, extensions)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)

@@ -7,7 +7,9 @@ feature adds behaviour without rewiring the callout or the forwarding path:
 - `request_editors` change the provider-bound body on the forwarding path (masking, rewrites);
 - `output_guards` see the answer before the client does (whole completions and stream chunks);
 - `finishers` run exactly once when a forwarded exchange ends, however it ended (usage
-  settlement, breaker bookkeeping, metrics): success, provider error, timeout or disconnect.
+  settlement, breaker bookkeeping, metrics): success, provider error, timeout or disconnect;
+- `decision_observers` see each callout decision once it is made (the error for a denial, else
+  None); they only record (the status page), never change the decision.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sidecar.callout.handoff import Decision
-from sidecar.callout.pipeline import Stage
+from sidecar.callout.pipeline import Check, Stage
+from sidecar.core.errors import GatewayError
 from sidecar.core.types import JSONDict
 from sidecar.forward.exchange import Exchange, OutputGuard
 from sidecar.policy.snapshot import Policy
@@ -26,6 +29,7 @@ RequestEditor = Callable[[JSONDict, Decision, Policy], None]
 
 OutputGuardFactory = Callable[[Decision, Policy], OutputGuard | None]
 Finisher = Callable[[Exchange], Awaitable[None]]
+DecisionObserver = Callable[[Check, GatewayError | None], None]
 
 
 @dataclass
@@ -34,3 +38,4 @@ class Extensions:
     request_editors: list[RequestEditor] = field(default_factory=list)
     output_guards: list[OutputGuardFactory] = field(default_factory=list)
     finishers: list[Finisher] = field(default_factory=list)
+    decision_observers: list[DecisionObserver] = field(default_factory=list)

@@ -16,6 +16,8 @@ DEFAULT_LISTEN_PORT = 8080
 DEFAULT_SIDECAR_PORT = 8081
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_DEMO_PROVIDER_PORT = 8090
+DEFAULT_STATUS_PORT = 8082
+DEFAULT_METRICS_PORT = 9102
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 # A callout denial with this status is turned back into a 503 by Envoy's local_reply_config:
 # Envoy treats a 5xx from the callout as a failure of the callout itself.
@@ -29,6 +31,14 @@ class Settings:
     sidecar_port: int = DEFAULT_SIDECAR_PORT
     admin_port: int = DEFAULT_ADMIN_PORT
     demo_provider_port: int = DEFAULT_DEMO_PROVIDER_PORT
+    # The read-only status page (sidecar/features/status): its own listener, loopback by default;
+    # beyond loopback it needs `status_token` (GATEWAY_STATUS_TOKEN or GATEWAY_STATUS_TOKEN_FILE). 0: off.
+    status_address: str = "127.0.0.1"
+    status_port: int = DEFAULT_STATUS_PORT
+    status_token: str | None = field(default=None, repr=False)
+    # Envoy's scrape listener (on `listen_address`): GET /metrics (the sidecar's) and /stats/prometheus
+    # (Envoy's own), nothing else; the client listener never serves them.
+    metrics_port: int = DEFAULT_METRICS_PORT
     policies_dir: Path = Path("policies")
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     authz_timeout_seconds: float = 10.0
@@ -56,6 +66,10 @@ class Settings:
             sidecar_port=int(env.get("GATEWAY_SIDECAR_PORT", base.sidecar_port)),
             admin_port=int(env.get("GATEWAY_ADMIN_PORT", base.admin_port)),
             demo_provider_port=int(env.get("GATEWAY_DEMO_PROVIDER_PORT", base.demo_provider_port)),
+            status_address=env.get("GATEWAY_STATUS_ADDRESS", base.status_address),
+            status_port=int(env.get("GATEWAY_STATUS_PORT", base.status_port)),
+            status_token=_status_token(env),
+            metrics_port=int(env.get("GATEWAY_METRICS_PORT", base.metrics_port)),
             policies_dir=Path(env.get("GATEWAY_POLICIES", str(base.policies_dir))),
             max_body_bytes=int(env.get("GATEWAY_MAX_BODY_BYTES", base.max_body_bytes)),
             drain_seconds=int(env.get("GATEWAY_DRAIN_SECONDS", base.drain_seconds)),
@@ -72,6 +86,10 @@ class Settings:
             "GATEWAY_SIDECAR_PORT": str(self.sidecar_port),
             "GATEWAY_ADMIN_PORT": str(self.admin_port),
             "GATEWAY_DEMO_PROVIDER_PORT": str(self.demo_provider_port),
+            "GATEWAY_STATUS_ADDRESS": self.status_address,
+            "GATEWAY_STATUS_PORT": str(self.status_port),
+            **({"GATEWAY_STATUS_TOKEN": self.status_token} if self.status_token else {}),
+            "GATEWAY_METRICS_PORT": str(self.metrics_port),
             "GATEWAY_POLICIES": str(self.policies_dir),
             "GATEWAY_MAX_BODY_BYTES": str(self.max_body_bytes),
             "GATEWAY_DRAIN_SECONDS": str(self.drain_seconds),
@@ -79,3 +97,16 @@ class Settings:
             "GATEWAY_KEEPALIVE_SECONDS": str(self.keepalive_seconds),
             "GATEWAY_DECISION_KEY": self.decision_key.hex(),
         }
+
+
+def _status_token(env: Mapping[str, str]) -> str | None:
+    """The status page's admin token: GATEWAY_STATUS_TOKEN, else the file GATEWAY_STATUS_TOKEN_FILE
+    (a mounted Secret), stripped; None when neither is set. An unreadable file is a ValueError."""
+    token = env.get("GATEWAY_STATUS_TOKEN", "").strip()
+    path = env.get("GATEWAY_STATUS_TOKEN_FILE")
+    if not token and path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"GATEWAY_STATUS_TOKEN_FILE={path} cannot be read: {exc.strerror}") from exc
+    return token or None

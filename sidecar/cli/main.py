@@ -37,8 +37,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sidecar.app import init_app
     from sidecar.appkeys import POLICY_STORE
     from sidecar.features.drain.stage import handle_sigterm
+    from sidecar.features.status.server import listener_problem
+    from sidecar.features.status.server import serve as serve_status
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return 1
+    refusal = listener_problem(settings)
+    if refusal:
+        print(f"sidecar: refusing to start: {refusal}", file=sys.stderr)
+        return 1
     setup_logging()
     try:
         app = init_app(settings)
@@ -52,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handle_sigterm(app)  # drain in-flight streams before aiohttp's own shutdown
     if is_child():
         die_with_parent()
+    else:  # one status listener per pod/process group: extra workers would fight over its port
+        serve_status(app, settings)
 
     def serve(reuse_port: bool) -> None:
         # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
@@ -172,6 +184,8 @@ def _print_banner(stack: Stack, settings: Settings, policy: Policy, demo_token: 
     if hash_token(demo_token) in policy.tokens.by_hash:
         print(f"  demo token: {demo_token}")
     print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
+    if settings.status_port:
+        print(f"  status page: {stack.status_url}/   metrics: {stack.metrics_url}/metrics, /stats/prometheus")
     print("Ctrl-C stops everything.\n", flush=True)
 
 

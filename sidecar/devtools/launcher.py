@@ -78,6 +78,16 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.sidecar_port}"
 
     @property
+    def status_url(self) -> str:
+        """The status page (sidecar/features/status); on loopback here, whatever the settings say."""
+        return f"http://127.0.0.1:{self.settings.status_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Envoy's scrape listener: /metrics (the sidecar's) and /stats/prometheus (Envoy's)."""
+        return f"http://127.0.0.1:{self.settings.metrics_port}"
+
+    @property
     def demo_provider_url(self) -> str:
         """The demo provider's address."""
         return f"http://127.0.0.1:{self.settings.demo_provider_port}"

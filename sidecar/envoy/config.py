@@ -23,6 +23,7 @@ def render(settings: Settings, template_path: Path = TEMPLATE_PATH) -> str:
         LISTEN_PORT=settings.listen_port,
         SIDECAR_PORT=settings.sidecar_port,
         ADMIN_PORT=settings.admin_port,
+        METRICS_PORT=settings.metrics_port,
         MAX_BODY_BYTES=settings.max_body_bytes,
         BUFFER_LIMIT_BYTES=settings.max_body_bytes + _BUFFER_HEADROOM_BYTES,
         AUTHZ_TIMEOUT_SECONDS=settings.authz_timeout_seconds,

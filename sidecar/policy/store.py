@@ -6,6 +6,7 @@ on that same snapshot even if a reload lands between the callout and the forward
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from sidecar.policy.snapshot import Policy
@@ -18,6 +19,7 @@ class PolicyStore:
 
     def __init__(self, initial: Policy) -> None:
         self._current = initial
+        self.loaded_at = time.time()  # when the serving snapshot was swapped in (epoch seconds)
         self._recent: OrderedDict[str, Policy] = OrderedDict({initial.version: initial})
 
     @property
@@ -32,6 +34,7 @@ class PolicyStore:
         while len(self._recent) > _KEEP_VERSIONS:
             self._recent.popitem(last=False)
         self._current = policy
+        self.loaded_at = time.time()
 
     def get(self, version: str) -> Policy:
         """The policy of `version`, or the current one when it is no longer (or never was) kept."""

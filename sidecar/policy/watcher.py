@@ -55,6 +55,15 @@ class ReloadMetrics(Protocol):
     def policy_loaded(self, version: str, loaded_at: float) -> None: ...
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """The last policy change that was refused: its folder version, when, and every error."""
+
+    version: str
+    at: float  # epoch seconds
+    errors: tuple[str, ...]
+
+
 class PolicyWatcher:
     """Polls a policy folder and swaps each valid change into the store (invalid ones are logged)."""
 
@@ -63,6 +72,7 @@ class PolicyWatcher:
         self.store = store
         self.metrics = metrics
         self.rejected: str | None = None  # the version of the last invalid change, reported once
+        self.last_rejection: Rejection | None = None  # kept after a later valid change, for the status page
 
     def scan(self) -> Scan:
         """Blocking file reads and parsing: run in a thread by `run`."""
@@ -89,6 +99,7 @@ class PolicyWatcher:
             return "reloaded"
         if scan.errors:
             self.rejected = scan.seen
+            self.last_rejection = Rejection(scan.seen, time.time(), scan.errors)
             self.metrics.reload(ok=False, errors=len(scan.errors))
             for error in scan.errors:
                 log.error("policy error", extra={"fields": {"error": error, "rejected_version": scan.seen}})
@@ -116,14 +127,19 @@ class PolicyWatcher:
                 log.exception("policy watcher failed")
 
 
+POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
+
+
 def install_watcher(app: web.Application, store: PolicyStore, metrics: ReloadMetrics, interval: float) -> None:
     """Watches the folder the serving policy came from, from startup to shutdown."""
+
+    watcher = PolicyWatcher(Path(store.current.source), store, metrics)
+    app[POLICY_WATCHER] = watcher
 
     async def watch(app: web.Application) -> AsyncIterator[None]:
         if interval <= 0:
             yield
             return
-        watcher = PolicyWatcher(Path(store.current.source), store, metrics)
         task = asyncio.create_task(watcher.run(interval))
         yield
         task.cancel()

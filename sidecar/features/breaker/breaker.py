@@ -161,6 +161,10 @@ class BreakerBoard:
             breaker.config = config  # a reload changed thresholds: keep the state
         return breaker
 
+    def find(self, name: str) -> Breaker | None:
+        """This deployment's breaker if it has seen a request (read only: creates none)."""
+        return self._breakers.get(name)
+
     def breaker_states(self) -> dict[str, str]:
         """Deployment name -> `closed` / `open` / `half_open`, for metrics and health pages."""
         return {name: breaker.state.value for name, breaker in self._breakers.items()}

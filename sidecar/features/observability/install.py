@@ -12,11 +12,12 @@ import time
 
 from aiohttp import web
 
-from sidecar.appkeys import BREAKERS, METRICS, POLICY_STORE
+from sidecar.appkeys import BREAKERS, EXTENSIONS, METRICS, POLICY_STORE
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GatewayError
 from sidecar.extensions import Extensions
 from sidecar.features.observability.metrics import GatewayMetrics
+from sidecar.features.quotas.limits import MICRO_USD
 from sidecar.forward.exchange import Exchange
 
 decision_log = logging.getLogger("sidecar.decision")
@@ -57,6 +58,10 @@ def record_exchange(metrics: GatewayMetrics, exchange: Exchange) -> None:
         for finding in getattr(guard, "findings", ()):
             metrics.guardrail_finding(finding["guardrail"], finding["category"], finding["action"])
     usage = exchange.usage
+    price = exchange.policy.limits.price(decision.model_key)
+    if usage is not None and price is not None:
+        metrics.spent(decision.model_key, decision.token_name,
+                      price.micro_usd(usage.prompt_tokens, usage.completion_tokens) / MICRO_USD)
     metrics.exchange(
         decision.model_key, decision.token_name, now - exchange.started,
         exchange.first_byte - exchange.started if exchange.first_byte else None,
@@ -78,6 +83,9 @@ def record_callout(app: web.Application, check: Check, error: GatewayError | Non
         if error is not None:
             metrics.request(check.route.key if check.route else None, status,
                             check.token.name if check.token else None)
+    extensions = app.get(EXTENSIONS)
+    for observe in extensions.decision_observers if extensions is not None else ():
+        observe(check, error)
     decision_log.info("decision", extra={"fields": decision_fields(check, error, seconds)})
 
 

@@ -37,12 +37,20 @@ class GatewayMetrics:
                               "of the answer (first chunk of a stream)", ["model"], buckets=_TTFT_BUCKETS, registry=r)
         self.tokens = Counter("gateway_tokens", "Tokens used, as reported by the provider",
                               ["model", "token", "kind"], registry=r)
+        self.spend = Counter("gateway_spend_usd", "Spend in USD at the policy's prices (limits.models)",
+                             ["model", "token"], registry=r)
         self.callout = Histogram("gateway_callout_duration_seconds", "Time the callout took to decide",
                                  buckets=_CALLOUT_BUCKETS, registry=r)
         self.guardrail_findings = Counter("gateway_guardrail_findings", "Guardrail findings",
                                           ["guardrail", "category", "action"], registry=r)
         self.limit_denials = Counter("gateway_limit_denials", "Requests denied by a quota or rate limit",
                                      ["limit"], registry=r)
+        self.quota_backend_errors = Counter(
+            "gateway_quota_backend_errors", "Quota store calls that failed, by what the gateway did: "
+            "fail_open (admitted unchecked), fail_closed (denied 503) or settle (usage lost)", ["mode"], registry=r)
+        self.quota_used = Gauge("gateway_quota_used_ratio", "Used / cap of a calendar quota (day or month) "
+                                "as of the last request it counted; scope is e.g. token=NAME",
+                                ["limit", "kind", "scope"], registry=r)
         self.breaker = Enum("gateway_breaker_state", "Circuit breaker state per deployment", ["deployment"],
                             states=list(BREAKER_STATES), registry=r)
         self.reloads = Counter("gateway_policy_reloads", "Policy reload attempts", ["outcome"], registry=r)
@@ -80,6 +88,19 @@ class GatewayMetrics:
     def limit_denied(self, limit: str) -> None:
         """A request denied by the limit named `limit` (the policy's limit name, not a team or token)."""
         self.limit_denials.labels(limit).inc()
+
+    def spent(self, model: str, token: str, usd: float) -> None:
+        """Adds a settled request's spend (US dollars) to `gateway_spend_usd_total{model,token}`."""
+        if usd > 0:
+            self.spend.labels(model, token).inc(usd)
+
+    def quota_backend_error(self, mode: str) -> None:
+        """`mode`: fail_open | fail_closed | settle."""
+        self.quota_backend_errors.labels(mode).inc()
+
+    def quota_level(self, limit: str, kind: str, scope: str, ratio: float) -> None:
+        """A calendar quota's used/cap; `scope` is built from policy names only (token=, team=, model=)."""
+        self.quota_used.labels(limit, kind, scope).set(ratio)
 
     def breaker_state(self, deployment: str, state: str) -> None:
         """`state` is one of closed, half_open, open; `deployment` the deployment name (provider/model)."""

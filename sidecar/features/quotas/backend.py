@@ -45,6 +45,14 @@ class Reserved:
 
 
 @dataclass(frozen=True)
+class Levels:
+    """What `peek` found: per charge, the counter's level now (requests, tokens or micro-USD)."""
+
+    used: tuple[float, ...]
+    now: float  # the store's clock, epoch seconds
+
+
+@dataclass(frozen=True)
 class Adjustment:
     """Settlement of one charge: `delta` (real minus reserved) for counters; release for slots."""
 
@@ -65,6 +73,11 @@ class QuotaBackend(Protocol):
 
     async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
         """Correct counters by real usage and release slots; never fails the request."""
+        ...
+
+    async def peek(self, charges: Sequence[Charge]) -> Levels:
+        """The counters' levels now, read only (the status page): nothing is added, expired or
+        written; `amount` and `enforced` are ignored. Raises BackendUnavailable like `reserve`."""
         ...
 
     async def start(self) -> None:

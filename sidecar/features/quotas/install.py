@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from sidecar.appkeys import METRICS
 from sidecar.extensions import Extensions
 from sidecar.features.quotas.backend import QuotaBackend
 from sidecar.features.quotas.limits import StoreConfig
@@ -35,7 +36,7 @@ def install(app: web.Application, extensions: Extensions, store: StoreConfig) ->
     Install quotas as the last callout stage: a stage after it that denies would leave the
     reservation unsettled (slots are freed by their lease, token usage stays counted).
     """
-    service = QuotaService(build_backend(store), store.key_prefix)
+    service = QuotaService(build_backend(store), store.key_prefix, metrics=app.get(METRICS))
     app[QUOTAS] = service
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.features.quotas.backend import Adjustment, Charge, Reserved
+from sidecar.features.quotas.backend import Adjustment, Charge, Levels, Reserved
 
 log = logging.getLogger("sidecar.quotas")
 STATE_FILE = "quotas.json"
@@ -69,6 +69,15 @@ class MemoryBackend:
                 self._buckets[adjustment.key] = [max(0.0, level + adjustment.delta), now,
                                                  adjustment.cap / adjustment.period]
         self._dirty = True
+
+    async def peek(self, charges: Sequence[Charge]) -> Levels:
+        now = self._clock()
+        return Levels(tuple(self._peek_level(charge, now) for charge in charges), now)
+
+    def _peek_level(self, charge: Charge, now: float) -> float:
+        if charge.counter == "slots":  # leases that ran out are not counted (nor swept: read only)
+            return float(sum(1 for end in self._slots.get(charge.key, {}).values() if end > now))
+        return self._level(charge, now)
 
     def _level(self, charge: Charge, now: float) -> float:
         if charge.counter == "bucket":

@@ -18,8 +18,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, Reserved
-from sidecar.features.quotas.redis_scripts import RESERVE, SETTLE
+from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, Levels, Reserved
+from sidecar.features.quotas.redis_scripts import PEEK, RESERVE, SETTLE
 
 
 class RedisBackend:
@@ -29,6 +29,7 @@ class RedisBackend:
         self._client: redis.Redis | None = None
         self._reserve: Any = None
         self._settle: Any = None
+        self._peek: Any = None
 
     async def start(self) -> None:
         # Connections are made lazily, so a sidecar starts (and fails open or closed) while Redis is down.
@@ -37,6 +38,7 @@ class RedisBackend:
             retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=True)
         self._reserve = self._client.register_script(RESERVE)
         self._settle = self._client.register_script(SETTLE)
+        self._peek = self._client.register_script(PEEK)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -55,6 +57,13 @@ class RedisBackend:
         for adjustment in adjustments:
             args += [adjustment.counter, adjustment.delta, adjustment.cap, round(adjustment.period * 1000)]
         await self._call(self._settle, [a.key for a in adjustments], args)
+
+    async def peek(self, charges: Sequence[Charge]) -> Levels:
+        args: list[str | int] = []
+        for charge in charges:
+            args += [charge.counter, charge.cap, _extra_ms(charge)]
+        result = await self._call(self._peek, [c.key for c in charges], args)
+        return Levels(tuple(float(v) for v in result[1:]), float(result[0]) / 1000)
 
     async def _call(self, script: Any, keys: list[str], args: list[str | int]) -> list[Any]:
         if script is None:

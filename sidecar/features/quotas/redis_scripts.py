@@ -86,3 +86,30 @@ for i = 1, #KEYS do
 end
 return 1
 """
+
+# Read only, for the status page: KEYS one per charge; ARGV 3 per charge: counter type, cap, extra
+# (bucket: period ms). Returns the store's clock (ms) then each level. Writes nothing: slots whose
+# lease ran out are left for RESERVE to sweep, and simply not counted here.
+PEEK = """
+local function num(x) return string.format('%.17g', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {num(now)}
+for i = 1, #KEYS do
+  local b = (i - 1) * 3
+  local kind, cap, extra = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local level
+  if kind == 'bucket' then
+    local v = redis.call('HMGET', KEYS[i], 'u', 't')
+    level = tonumber(v[1]) or 0
+    local last = tonumber(v[2]) or now
+    level = math.max(0, level - math.max(0, now - last) * cap / extra)
+  elseif kind == 'window' then
+    level = tonumber(redis.call('GET', KEYS[i])) or 0
+  else
+    level = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
+  end
+  out[#out + 1] = num(level)
+end
+return out
+"""

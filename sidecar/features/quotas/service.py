@@ -24,6 +24,7 @@ from sidecar.features.quotas.limits import Identity, Limit
 from sidecar.features.quotas.settlement import EXTRA_KEY, Record, adjustments
 
 if TYPE_CHECKING:
+    from sidecar.features.observability.metrics import GatewayMetrics
     from sidecar.forward.exchange import Exchange
 
 log = logging.getLogger("sidecar.quotas")
@@ -46,6 +47,7 @@ class QuotaService:
     backend: QuotaBackend
     key_prefix: str = "cgt"
     counters: QuotaCounters = field(default_factory=QuotaCounters)
+    metrics: GatewayMetrics | None = None
 
     async def check(self, check: Check) -> None:
         plan = _plan(check, self.key_prefix)
@@ -73,9 +75,22 @@ class QuotaService:
                     "request_id": check.request_id, "code": error.code, "message": error.message}})
             raise error
         if not dry_run:
+            self._report_levels(levels, plan.who)
             self._report_shadow(check, levels, plan.who)
             record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits])
             check.extra[EXTRA_KEY] = record.to_extra()
+
+    def _report_levels(self, levels: list[Level], who: Identity) -> None:
+        # Calendar quotas only: alerts warn before a day's or month's quota runs out.
+        if self.metrics is None:
+            return
+        for lv in levels:
+            if lv.charge.counter == "window":
+                self.metrics.quota_level(lv.limit.name, lv.limit.kind, lv.limit.scope(who), lv.used / lv.charge.cap)
+
+    def _error(self, mode: str) -> None:
+        if self.metrics is not None:
+            self.metrics.quota_backend_error(mode)
 
     def _unavailable(self, check: Check, limits: list[Limit], exc: BackendUnavailable) -> None:
         self.counters.backend_errors += 1
@@ -83,10 +98,12 @@ class QuotaService:
         fields = {"request_id": check.request_id, "error": str(exc), "closed_limits": closed}
         if closed:
             self.counters.failed_closed += 1
+            self._error("fail_closed")
             log.error("quota store unavailable: failing closed", extra={"fields": fields})
             raise ServiceUnavailable("Quota service temporarily unavailable; please retry",
                                      code="quota_backend_unavailable", headers={"Retry-After": "1"})
         self.counters.failed_open += 1
+        self._error("fail_open")
         log.error("quota store unavailable: failing open", extra={"fields": fields})
         check.client_headers[DEGRADED_HEADER] = "store-unavailable"
 
@@ -114,6 +131,7 @@ class QuotaService:
         except BackendUnavailable as exc:
             # Slots still expire with their lease; token usage of this request is lost to the counters.
             self.counters.settle_errors += 1
+            self._error("settle")
             log.error("quota settlement failed", extra={"fields": {
                 "request_id": exchange.decision.request_id, "error": str(exc)}})
 

@@ -40,7 +40,7 @@ def test_check_on_the_demo_policies_prints_one_line_and_exits_0() -> None:
     result = sidecar("check", "policies")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (f"policies: OK (version {DEMO.version}): 1 token, 1 team, 2 models, 2 deployments, "
-                             "3 guardrails, 2 limits; envoy config valid\n")
+                             "3 guardrails, 3 limits; envoy config valid\n")
     assert result.stderr == ""
 
 
@@ -65,7 +65,7 @@ def test_explain_an_allowed_request(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"policy      policies (version {DEMO.version})"
     assert lines[1].startswith("request     req_") and lines[1].endswith("(dry run: no provider called, no quota used)")
-    assert lines[2:10] == [
+    assert lines[2:11] == [
         "token       demo (team demo-team)",
         "model       gpt-4 (llm) → demo/demo-gpt-4",
         "guardrails  none fired",
@@ -74,15 +74,17 @@ def test_explain_an_allowed_request(tmp_path: Path) -> None:
         "shadow=False",
         "            applicable: limit=per-token.tokens_per_minute, cap=1000000000, used=0.0, requested=1033, "
         "fits=True, shadow=False",
+        "            applicable: limit=per-token.tokens_per_month, cap=10000000000, used=0.0, requested=1033, "
+        "fits=True, shadow=False",
         "breaker     demo/demo-gpt-4: closed",
         "status      200 allowed",
     ]
-    assert lines[10:16] == [f"header      {name}" for name in (
+    assert lines[11:17] == [f"header      {name}" for name in (
         "x-ratelimit-limit-requests: 1000000", "x-ratelimit-limit-tokens: 1000000000",
         "x-ratelimit-remaining-requests: 1000000", "x-ratelimit-remaining-tokens: 1000000000",
         "x-ratelimit-reset-requests: 0ms", "x-ratelimit-reset-tokens: 0ms")]
-    assert lines[16] == "provider    POST http://127.0.0.1:8090/v1/chat/completions"
-    sent = json.loads("\n".join(lines[17:])[len("body"):])
+    assert lines[17] == "provider    POST http://127.0.0.1:8090/v1/chat/completions"
+    sent = json.loads("\n".join(lines[18:])[len("body"):])
     assert sent == {"model": "demo-gpt-4", "messages": CHAT["messages"], "stream": True,
                     "stream_options": {"include_usage": True}}
 

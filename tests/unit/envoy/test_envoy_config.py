@@ -28,7 +28,7 @@ def config(text: str) -> dict[str, Any]:
 
 
 def hcm(config: dict[str, Any]) -> dict[str, Any]:
-    (listener,) = config["static_resources"]["listeners"]
+    listener = config["static_resources"]["listeners"][0]  # the client listener; [1] is `metrics`
     (chain,) = listener["filter_chains"]
     (manager,) = chain["filters"]
     typed: dict[str, Any] = manager["typed_config"]
@@ -51,7 +51,7 @@ def test_no_placeholder_left(text: str) -> None:
 
 
 def test_listener_address_and_ports(config: dict[str, Any]) -> None:
-    (listener,) = config["static_resources"]["listeners"]
+    listener = config["static_resources"]["listeners"][0]  # the client listener; [1] is `metrics`
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 18080}
     assert listener["per_connection_buffer_limit_bytes"] == 3_000_000 + 1024 * 1024
 
@@ -61,7 +61,7 @@ def test_admin_bound_to_loopback(config: dict[str, Any]) -> None:
 
 
 def test_sidecar_cluster_port(config: dict[str, Any]) -> None:
-    (cluster,) = config["static_resources"]["clusters"]
+    cluster = config["static_resources"]["clusters"][0]  # [1] is `envoy_admin`
     assert cluster["name"] == "sidecar"
     assert cluster["per_connection_buffer_limit_bytes"] == 3_000_000 + 1024 * 1024
     (endpoints,) = cluster["load_assignment"]["endpoints"]
@@ -113,7 +113,7 @@ def test_sentinel_status_mapped_back_to_503(config: dict[str, Any]) -> None:
 
 def test_default_settings_render() -> None:
     config = yaml.safe_load(render(Settings()))
-    (listener,) = config["static_resources"]["listeners"]
+    listener = config["static_resources"]["listeners"][0]  # the client listener; [1] is `metrics`
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
 
 
@@ -128,3 +128,19 @@ def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
     template.write_text("x: ${NOT_A_SETTING}\n")
     with pytest.raises(KeyError):
         render(SETTINGS, template)
+
+
+def test_metrics_listener_serves_only_the_two_scrape_paths() -> None:
+    config = yaml.safe_load(render(Settings(listen_address="0.0.0.0", metrics_port=19102, admin_port=19901)))
+    listeners = {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
+    metrics = listeners["metrics"]
+    assert metrics["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 19102}
+    manager = metrics["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in manager["http_filters"]] == ["envoy.filters.http.router"]  # no callout here
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    served = {r["match"]["path"]: r["route"]["cluster"] for r in routes if "route" in r}
+    assert served == {"/metrics": "sidecar", "/stats/prometheus": "envoy_admin"}
+    assert routes[-1]["match"] == {"prefix": "/"} and routes[-1]["direct_response"]["status"] == 404
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    admin = clusters["envoy_admin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert admin["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
