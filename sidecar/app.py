@@ -54,12 +54,11 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     extensions = Extensions()
     metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
-    # Features install themselves here, in the order their callout stages should run.
-    drain.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
-    guardrails.install(extensions)
+    # Features install themselves; their callout stages run in callout.pipeline.STAGE_ORDER.
+    drain.install(app, extensions, settings.drain_seconds)
+    guardrails.install(app, extensions)
     breaker.install(app, extensions)
-    # Quotas stay last: they reserve, so no later stage may deny after them.
-    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
+    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store, settings.decision_ttl_seconds)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)

@@ -42,7 +42,7 @@ async def handle_check(request: web.Request) -> web.Response:
         return response
     record_callout(app, check, None, started)
     headers = {
-        DECISION_HEADER: encode(check.decision(), app[SETTINGS].decision_key),
+        DECISION_HEADER: encode(check.decision(app[SETTINGS].decision_ttl_seconds), app[SETTINGS].decision_key),
         "X-Request-Id": check.request_id,
         **check.client_headers,
     }

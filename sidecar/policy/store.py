@@ -29,5 +29,7 @@ class PolicyStore:
             self._recent.popitem(last=False)
         self._current = policy
 
-    def get(self, version: str) -> Policy:
-        return self._recent.get(version, self._current)
+    def get(self, version: str) -> Policy | None:
+        """The snapshot of that version, or None if this process never loaded it or dropped it
+        (a decision is never applied under a policy other than the one it was made on)."""
+        return self._recent.get(version)

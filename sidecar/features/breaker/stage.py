@@ -25,7 +25,7 @@ from sidecar.features.breaker.breaker import Breaker, BreakerBoard
 def install(app: web.Application, extensions: Extensions, *, rng: random.Random | None = None) -> BreakerBoard:
     board = BreakerBoard()
     app[BREAKERS] = board
-    extensions.stages.append(DeploymentRouter(board, rng or random.Random()).stage)
+    extensions.stages["breaker"] = DeploymentRouter(board, rng or random.Random()).stage
     return board
 
 

@@ -39,6 +39,8 @@ class MemoryBackend:
         self._buckets: dict[str, list[float]] = {}  # key -> [used, at, drain per second]
         self._windows: dict[str, list[float]] = {}  # key -> [used, window end]
         self._slots: dict[str, dict[str, float]] = {}  # key -> {reservation id: lease end}
+        # Reservation id -> (state "claimed" | "settled", marker end); absent means pending.
+        self._markers: dict[str, tuple[str, float]] = {}
         self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
         self._load()
@@ -53,10 +55,26 @@ class MemoryBackend:
                 used[index] += charge.amount
                 self._add(charge, reservation_id, used[index], now)
             self._dirty = True
-        return Reserved(admitted, tuple(used), now)
+        frees = tuple(min(self._slots.get(c.key, {}).values(), default=0.0) if c.counter == "slots" else 0.0
+                      for c in charges)
+        return Reserved(admitted, tuple(used), now, frees)
 
-    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
+    async def claim(self, reservation_id: str, slot_keys: Sequence[str], lease: float, marker_ttl: float) -> bool:
         now = self._clock()
+        if self._marker(reservation_id, now) is not None:
+            return False
+        self._markers[reservation_id] = ("claimed", now + marker_ttl)
+        for key in slot_keys:
+            self._slots.setdefault(key, {})[reservation_id] = now + lease
+        return True
+
+    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment], *, marker_ttl: float = 900.0,
+                     only_pending: bool = False) -> bool:
+        now = self._clock()
+        state = self._marker(reservation_id, now)
+        if state == "settled" or (only_pending and state == "claimed"):
+            return False
+        self._markers[reservation_id] = ("settled", now + marker_ttl)
         for adjustment in adjustments:
             if adjustment.counter == "slots":
                 self._slots.get(adjustment.key, {}).pop(reservation_id, None)
@@ -69,6 +87,11 @@ class MemoryBackend:
                 self._buckets[adjustment.key] = [max(0.0, level + adjustment.delta), now,
                                                  adjustment.cap / adjustment.period]
         self._dirty = True
+        return True
+
+    def _marker(self, reservation_id: str, now: float) -> str | None:
+        marker = self._markers.get(reservation_id)
+        return marker[0] if marker is not None and marker[1] > now else None
 
     def _level(self, charge: Charge, now: float) -> float:
         if charge.counter == "bucket":
@@ -137,6 +160,7 @@ class MemoryBackend:
         for slots in self._slots.values():
             _expire(slots, now)
         self._slots = {k: v for k, v in self._slots.items() if v}
+        self._markers = {k: v for k, v in self._markers.items() if v[1] > now}
 
     def _snapshot(self, now: float) -> dict[str, Any]:
         return {"format": _FORMAT, "saved_at": now, "buckets": self._buckets, "windows": self._windows}
