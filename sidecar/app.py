@@ -58,7 +58,8 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     drain.install(app, extensions, settings.drain_seconds)
     guardrails.install(app, extensions)
     breaker.install(app, extensions)
-    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store, settings.decision_ttl_seconds)
+    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store, settings.decision_ttl_seconds,
+                   settings.arrival_lease_seconds)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)

@@ -30,9 +30,10 @@ _VERSION = "v2"
 # 503), and the sidecar must accept the header on the forwarding path: stages bound what they put
 # in `extra` so the encoded header stays below this.
 MAX_DECISION_HEADER_BYTES = 48 * 1024
-# How long a decision may be forwarded after the callout made it. Envoy routes the request the
-# moment the callout answers (the body is already buffered), so milliseconds are normal.
-DEFAULT_DECISION_TTL_SECONDS = 10.0
+# How long a decision may be forwarded after the callout made it (Settings.decision_ttl_seconds).
+# Envoy routes the request the moment the callout answers (the body is already buffered), so
+# milliseconds are normal; a saturated sidecar can take seconds.
+DEFAULT_DECISION_TTL_SECONDS = 60.0
 
 T = TypeVar("T")
 JSONValue = Any

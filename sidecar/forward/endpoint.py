@@ -52,12 +52,14 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
                                      code="policy_version_unknown", headers={"Retry-After": "1"})
         candidates = deployment_candidates(policy, decision)
     except GatewayError as error:
+        _log_refusal(decision, error)
         await _refused(decision, extensions)
         return error_response(error, decision.request_id)
     try:
         for arrival in extensions.arrivals:  # claims the reservation: a replayed decision stops here
             await arrival(decision)
     except GatewayError as error:
+        _log_refusal(decision, error)
         return error_response(error, decision.request_id)
     guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None]
     exchange = Exchange(decision=decision, policy=policy, deployment=candidates[0],
@@ -93,6 +95,11 @@ async def _admitted_body(request: web.Request, decision: Decision) -> bytes:
     except RejectedDecision as rejected:
         raise PermissionDenied(str(rejected), code=rejected.code) from None
     return raw
+
+
+def _log_refusal(decision: Decision, error: GatewayError) -> None:
+    log.warning("forward refused", extra={"fields": {
+        "request_id": decision.request_id, "token": decision.token_name, "status": error.status, "code": error.code}})
 
 
 async def _refused(decision: Decision, extensions: Extensions) -> None:

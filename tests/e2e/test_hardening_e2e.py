@@ -27,7 +27,7 @@ from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, chat_body, parse_sse, post_
 CONC_TOKEN = "cgt_test_hardening_conc_00000000000000"
 RPM_TOKEN = "cgt_test_hardening_rpm_000000000000000"
 REPLAY_TOKEN = "cgt_test_hardening_replay_0000000000000"
-TTL = 1.0  # seconds a decision lives in these stacks (and an unclaimed slot: TTL + 1 s)
+TTL = 1.0  # seconds a decision lives in these stacks, and an unclaimed slot is held
 
 
 def write_policies(folder: Path) -> Path:
@@ -62,7 +62,8 @@ limits:
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("hardened")
-    stack = start_stack(workdir, stack_settings(write_policies(workdir / "policies"), decision_ttl_seconds=TTL))
+    stack = start_stack(workdir, stack_settings(write_policies(workdir / "policies"), decision_ttl_seconds=TTL,
+                                                arrival_lease_seconds=TTL))
     yield stack
     stack.stop()
 
@@ -177,12 +178,14 @@ async def test_a_token_over_its_rate_limit_gets_429_before_any_scan(hardened: St
     assert json.loads(body)["error"]["code"] == "requests_per_minute" or "Retry-After" in headers
 
 
-async def test_small_requests_are_answered_while_large_prompts_are_scanned(hardened: Stack) -> None:
+async def test_small_requests_are_answered_while_large_prompts_are_scanned(demo_gateway: Stack) -> None:
+    # The demo policies: PII and injection guardrails scan the demo token's prompts.
     large = chat_body("plain words without anything to find " * 100_000)  # ~3.7 MB each
     async with aiohttp.ClientSession() as session:
-        big = [asyncio.create_task(post_chat(session, hardened.base_url, large)) for _ in range(4)]
+        big = [asyncio.create_task(post_chat(session, demo_gateway.base_url, large)) for _ in range(4)]
         await asyncio.sleep(0.1)
-        small = await asyncio.gather(*(post_chat(session, hardened.base_url, chat_body(f"s{i}")) for i in range(20)))
+        small = await asyncio.gather(*(post_chat(session, demo_gateway.base_url, chat_body(f"s{i}"))
+                                       for i in range(20)))
         large_results = await asyncio.gather(*big)
     assert [s for s, _, _ in small] == [200] * 20
     assert [s for s, _, _ in large_results] == [200] * 4

@@ -30,13 +30,15 @@ def build_backend(store: StoreConfig) -> QuotaBackend:
 
 
 def install(app: web.Application, extensions: Extensions, store: StoreConfig,
-            decision_ttl: float = 10.0) -> QuotaService:
+            decision_ttl: float = 60.0, arrival_lease: float = 10.0) -> QuotaService:
     """The store is chosen once, at start: changing `limits.store` takes a restart.
 
     The stage runs as "quotas" in the callout's STAGE_ORDER; a later stage that denies undoes the
-    reservation. `decision_ttl` (seconds) is how long an unclaimed slot is held.
+    reservation. `decision_ttl` (seconds) is how long a decision may be forwarded (reservation
+    markers outlive it), `arrival_lease` how long an unclaimed slot is held.
     """
-    service = QuotaService(build_backend(store), store.key_prefix, decision_ttl=decision_ttl)
+    service = QuotaService(build_backend(store), store.key_prefix, decision_ttl=decision_ttl,
+                           arrival_lease=arrival_lease)
     app[QUOTAS] = service
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

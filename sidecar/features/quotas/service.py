@@ -2,8 +2,10 @@
 
 Callout: every applicable limit is checked and the request's estimate reserved in one atomic
 store call; a refusal is a 429 naming the limit. A concurrency slot is first held for a short
-arrival lease (the decision's lifetime): a client that leaves before the forward frees it
-within seconds. A later callout stage that denies undoes the reservation.
+arrival lease (`arrival_lease`, 10 s by default): a client that leaves before the forward frees
+it within seconds. A forward that comes later (a saturated sidecar) takes its slot again on
+claim, so under such overload a concurrency limit can be exceeded briefly. A later callout
+stage that denies undoes the reservation.
 Forwarding path: `claim` confirms the reservation once (the slots get their full lease: the
 deployment's `total` timeout + 60 s; a replayed decision is refused), `refused` releases a
 reservation the forwarding path refuses, and the finisher settles it with the real usage,
@@ -34,9 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sidecar.quotas")
 _LEASE_MARGIN = 60.0
-# The arrival lease outlives the decision by this much: a forward that comes at the very end of
-# the decision's life still finds its slot.
-_ARRIVAL_MARGIN = 1.0
+# Reservation markers outlive the decision and the lease by this much (clock steps, Redis TIME).
+_MARKER_MARGIN = 1.0
 
 
 @dataclass
@@ -55,11 +56,13 @@ class QuotaService:
     backend: QuotaBackend
     key_prefix: str = "cgt"
     counters: QuotaCounters = field(default_factory=QuotaCounters)
-    # Seconds a decision lives (Settings.decision_ttl_seconds): the slots' arrival lease.
-    decision_ttl: float = 10.0
+    # Seconds a decision lives (Settings.decision_ttl_seconds): markers outlive it.
+    decision_ttl: float = 60.0
+    # Seconds an unclaimed slot is held (Settings.arrival_lease_seconds).
+    arrival_lease: float = 10.0
 
     async def check(self, check: Check) -> None:
-        plan = _plan(check, self.key_prefix, self.decision_ttl + _ARRIVAL_MARGIN)
+        plan = _plan(check, self.key_prefix, self.arrival_lease)
         if plan is None:
             return
         # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
@@ -161,7 +164,7 @@ class QuotaService:
 
     def _marker_ttl(self, record: Record) -> float:
         # A marker must outlive every chance to use the decision again (its lifetime) and the claim.
-        return max(record.lease, self.decision_ttl) + _ARRIVAL_MARGIN
+        return max(record.lease, self.decision_ttl) + _MARKER_MARGIN
 
 
 def _trace(check: Check, levels: list[Level], estimate: Estimate) -> None:
