@@ -27,6 +27,7 @@ from sidecar.forward.attempts import Attempts
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.relay import relay_completion, relay_stream
 from sidecar.policy.snapshot import Policy
+from sidecar.policy.watcher import POLICY_WATCHER
 from sidecar.providers.registry import provider_for
 from sidecar.responses import error_response
 
@@ -47,6 +48,8 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
     try:
         raw = await _admitted_body(request, decision)
         policy = app[POLICY_STORE].get(decision.policy_version)
+        if policy is None and POLICY_WATCHER in app:  # another worker may have reloaded first
+            policy = await app[POLICY_WATCHER].catch_up(decision.policy_version)
         if policy is None:
             raise ServiceUnavailable("The gateway's policy changed while the request was in flight; retry it",
                                      code="policy_version_unknown", headers={"Retry-After": "1"})

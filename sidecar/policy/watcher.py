@@ -10,6 +10,9 @@ the snapshot they started with. An invalid change keeps the last good snapshot, 
 error and shows up in metrics; the same broken content is not reported again every second.
 Runtime state (quota counters, breaker state) lives on app objects, never in the snapshot, so it
 survives any reload.
+
+`catch_up` lets the forwarding path look at once when a decision names a version this process
+does not hold yet (another sidecar worker reloaded first), instead of refusing it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class PolicyWatcher:
         self.store = store
         self.metrics = metrics
         self.rejected: str | None = None  # the version of the last invalid change, reported once
+        self._looking = asyncio.Lock()
 
     def scan(self) -> Scan:
         """Blocking file reads and parsing: run in a thread by `run`."""
@@ -91,6 +95,14 @@ class PolicyWatcher:
     def check_once(self) -> str:
         return self.apply(self.scan())
 
+    async def catch_up(self, version: str) -> Policy | None:
+        """The snapshot of `version` after one look at the folder now, or None if the folder holds
+        another version (one look at a time; later callers find what it swapped in)."""
+        async with self._looking:
+            if self.store.get(version) is None and folder_version(self.folder) == version:
+                self.apply(await asyncio.to_thread(self.scan))
+        return self.store.get(version)
+
     async def run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
@@ -98,6 +110,9 @@ class PolicyWatcher:
                 self.apply(await asyncio.to_thread(self.scan))
             except Exception:  # the watcher must outlive any surprise; the serving policy stays
                 log.exception("policy watcher failed")
+
+
+POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
 
 
 def install_watcher(app: web.Application, store: PolicyStore, metrics: GatewayMetrics, interval: float) -> None:
@@ -108,6 +123,7 @@ def install_watcher(app: web.Application, store: PolicyStore, metrics: GatewayMe
             yield
             return
         watcher = PolicyWatcher(Path(store.current.source), store, metrics)
+        app[POLICY_WATCHER] = watcher
         task = asyncio.create_task(watcher.run(interval))
         yield
         task.cancel()

@@ -71,7 +71,7 @@ async def check_input(check: Check) -> None:
     if masks:
         edits = _mask_edits(masks)
         if len(orjson.dumps(edits)) > _MAX_MASK_EDIT_BYTES:
-            # Refused here, before quotas reserve anything: a larger header would fail in Envoy.
+            # Refused here (the quota reservation is undone): a larger header would fail in Envoy.
             raise InvalidRequest(f"The request has too many values to mask ({len(edits)})",
                                  param="messages", code="too_many_masked_values")
         check.put(MASKS, tuple(MaskEdit(*edit) for edit in edits))

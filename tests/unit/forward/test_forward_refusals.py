@@ -18,6 +18,7 @@ from sidecar.app import CHAT_PATH, init_app
 from sidecar.appkeys import POLICY_STORE
 from sidecar.callout.endpoint import AUTHZ_PREFIX
 from sidecar.callout.handoff import DECISION_HEADER, Decision, body_digest, encode
+from sidecar.policy.loader import folder_version
 from sidecar.settings import Settings
 from tests.unit.forward.test_forwarding_provider_client import (
     COMPLETION,
@@ -140,3 +141,18 @@ async def test_a_refused_forward_gives_the_slot_back(limited: TestClient[Any, An
     assert error["code"] == "decision_body_mismatch"
     assert (await callout(limited, raw))[0] == 200  # released by the refusal
     assert upstream_calls(provider) == []
+
+
+async def test_a_version_another_worker_loaded_first_is_caught_up(aiohttp_client: ClientFactory, policy_dir: Path,
+                                                                  provider: aioresponses) -> None:
+    # The background watcher looks only once an hour here: the forward must look by itself.
+    app = init_app(Settings(policies_dir=policy_dir, decision_key=KEY, policy_poll_seconds=3600))
+    client = await aiohttp_client(app)
+    policy = policy_dir / "policy.yaml"
+    policy.write_text(policy.read_text() + "\n# changed: another worker already serves this\n")
+    newer = folder_version(policy_dir)
+    assert app[POLICY_STORE].get(newer) is None
+    provider.post(PROVIDER_URL, payload=COMPLETION)
+    raw = orjson.dumps(chat_body())
+    assert (await forward(client, raw, signed(client, raw, policy_version=newer))).status == 200
+    assert app[POLICY_STORE].current.version == newer
