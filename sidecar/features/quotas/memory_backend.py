@@ -5,7 +5,8 @@ add cannot interleave. Durable because counters are written to `STATE_DIR/quotas
 file, fsync, atomic rename) every `flush_interval` when they changed and once more on shutdown
 (SIGTERM), after in-flight requests have settled. Crash-loss bound: a hard crash (SIGKILL, OOM,
 power loss) loses at most the usage recorded in the last `flush_interval` (1 s by default).
-In-flight slots are not persisted: their requests died with the process.
+In-flight slots are not persisted: their requests died with the process. Reservation markers
+are, so a decision claimed or settled before a restart is still refused after it.
 
 One process per state file: several sidecar processes or replicas must share the Redis backend.
 """
@@ -66,6 +67,7 @@ class MemoryBackend:
         self._markers[reservation_id] = ("claimed", now + marker_ttl)
         for key in slot_keys:
             self._slots.setdefault(key, {})[reservation_id] = now + lease
+        self._dirty = True
         return True
 
     async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment], *, marker_ttl: float = 900.0,
@@ -163,7 +165,8 @@ class MemoryBackend:
         self._markers = {k: v for k, v in self._markers.items() if v[1] > now}
 
     def _snapshot(self, now: float) -> dict[str, Any]:
-        return {"format": _FORMAT, "saved_at": now, "buckets": self._buckets, "windows": self._windows}
+        return {"format": _FORMAT, "saved_at": now, "buckets": self._buckets, "windows": self._windows,
+                "markers": self._markers}
 
     def _load(self) -> None:
         if self._path is None or not self._path.exists():
@@ -175,6 +178,8 @@ class MemoryBackend:
             now = self._clock()
             self._buckets = {str(k): [float(v[0]), float(v[1]), float(v[2])] for k, v in data["buckets"].items()}
             self._windows = {str(k): [float(v[0]), float(v[1])] for k, v in data["windows"].items() if v[1] > now}
+            self._markers = {str(k): (str(v[0]), float(v[1])) for k, v in data.get("markers", {}).items()
+                             if v[1] > now}
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             # Refusing to start would take the whole gateway down; starting from zero is logged loudly.
             log.exception("quota state unreadable; starting with empty counters",
