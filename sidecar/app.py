@@ -55,12 +55,12 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     extensions = Extensions()
     metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
-    # Features install themselves here, in the order their callout stages should run.
-    drain.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
-    guardrails.install(extensions)
+    # Features install themselves; their callout stages run in callout.pipeline.STAGE_ORDER.
+    drain.install(app, extensions, settings.drain_seconds)
+    guardrails.install(app, extensions)
     breaker.install(app, extensions)
-    # Quotas stay last: they reserve, so no later stage may deny after them.
-    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
+    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store, settings.decision_ttl_seconds,
+                   settings.arrival_lease_seconds)
     # The status page's history; its listener is started by `serve` (sidecar/features/status/server.py).
     status.install(app, extensions)
     app[EXTENSIONS] = extensions

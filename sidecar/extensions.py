@@ -3,7 +3,12 @@
 The app factory builds one `Extensions` and each feature's `install()` appends to it, so a
 feature adds behaviour without rewiring the callout or the forwarding path:
 
-- `stages` run in the callout after token, body and model checks (deny by raising GatewayError);
+- `stages` run in the callout, by name in `callout.pipeline.STAGE_ORDER` (deny by raising
+  GatewayError);
+- `arrivals` run on the forwarding path once the decision is verified, before the provider is
+  called (the quota reservation is claimed here: a decision replayed is refused);
+- `refusals` run when the forwarding path refuses a verified decision before calling the
+  provider: they release what the callout reserved (idempotent per reservation);
 - `request_editors` change the provider-bound body on the forwarding path (masking, rewrites);
 - `output_guards` see the answer before the client does (whole completions and stream chunks);
 - `finishers` run exactly once when a forwarded exchange ends, however it ended (usage
@@ -30,11 +35,15 @@ RequestEditor = Callable[[JSONDict, Decision, Policy], None]
 OutputGuardFactory = Callable[[Decision, Policy], OutputGuard | None]
 Finisher = Callable[[Exchange], Awaitable[None]]
 DecisionObserver = Callable[[Check, GatewayError | None], None]
+Arrival = Callable[[Decision], Awaitable[None]]
+Refusal = Callable[[Decision], Awaitable[None]]
 
 
 @dataclass
 class Extensions:
-    stages: list[Stage] = field(default_factory=list)
+    stages: dict[str, Stage] = field(default_factory=dict)
+    arrivals: list[Arrival] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
     request_editors: list[RequestEditor] = field(default_factory=list)
     output_guards: list[OutputGuardFactory] = field(default_factory=list)
     finishers: list[Finisher] = field(default_factory=list)

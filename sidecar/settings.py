@@ -47,12 +47,31 @@ class Settings:
     policy_poll_seconds: float = 1.0
     # SSE comment sent to the client during provider silences, so Envoy and clients don't time out.
     keepalive_seconds: float = 15.0
-    # Signs the decision the callout hands to the forwarding path; shared by all sidecar workers.
+    # Signs the decision the callout hands to the forwarding path; shared by all sidecar workers
+    # (a parent `serve` hands its key to the workers it starts).
     decision_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    # How long a decision may be forwarded after the callout made it (seconds). Envoy forwards
+    # within milliseconds, but a sidecar saturated by a burst (1,000 streams opened at once on the
+    # bench) can take over 10 s between the callout and the forward.
+    decision_ttl_seconds: float = 60.0
+    # How long an admitted request's concurrency slot waits for the forward to claim it (seconds):
+    # a client that leaves before the forward frees its slot after this.
+    arrival_lease_seconds: float = 10.0
+    # Slow clients (Envoy): the whole request head must arrive within `request_headers_timeout`,
+    # the whole request (head, body and the callout) within `request_timeout`; neither touches
+    # the response phase, so long streams are not cut. Seconds.
+    request_headers_timeout_seconds: float = 10.0
+    request_timeout_seconds: float = 60.0
+    # Envoy's overload manager: past 95% of this heap it stops accepting requests, past 98% it
+    # resets the streams buffering most; and it accepts at most this many client connections.
+    envoy_max_heap_bytes: int = 1024 * 1024 * 1024
+    envoy_max_connections: int = 10000
 
     def __post_init__(self) -> None:
         if self.keepalive_seconds <= 0:
             raise ValueError("GATEWAY_KEEPALIVE_SECONDS must be more than 0")
+        if self.decision_ttl_seconds <= 0 or self.arrival_lease_seconds <= 0:
+            raise ValueError("GATEWAY_DECISION_TTL_SECONDS and GATEWAY_ARRIVAL_LEASE_SECONDS must be more than 0")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +95,13 @@ class Settings:
             policy_poll_seconds=float(env.get("GATEWAY_POLICY_POLL_SECONDS", base.policy_poll_seconds)),
             keepalive_seconds=float(env.get("GATEWAY_KEEPALIVE_SECONDS", base.keepalive_seconds)),
             decision_key=bytes.fromhex(key) if key else base.decision_key,
+            decision_ttl_seconds=float(env.get("GATEWAY_DECISION_TTL_SECONDS", base.decision_ttl_seconds)),
+            arrival_lease_seconds=float(env.get("GATEWAY_ARRIVAL_LEASE_SECONDS", base.arrival_lease_seconds)),
+            request_headers_timeout_seconds=float(env.get("GATEWAY_REQUEST_HEADERS_TIMEOUT_SECONDS",
+                                                          base.request_headers_timeout_seconds)),
+            request_timeout_seconds=float(env.get("GATEWAY_REQUEST_TIMEOUT_SECONDS", base.request_timeout_seconds)),
+            envoy_max_heap_bytes=int(env.get("GATEWAY_ENVOY_MAX_HEAP_BYTES", base.envoy_max_heap_bytes)),
+            envoy_max_connections=int(env.get("GATEWAY_ENVOY_MAX_CONNECTIONS", base.envoy_max_connections)),
         )
 
     def env(self) -> dict[str, str]:
@@ -96,6 +122,12 @@ class Settings:
             "GATEWAY_POLICY_POLL_SECONDS": str(self.policy_poll_seconds),
             "GATEWAY_KEEPALIVE_SECONDS": str(self.keepalive_seconds),
             "GATEWAY_DECISION_KEY": self.decision_key.hex(),
+            "GATEWAY_DECISION_TTL_SECONDS": str(self.decision_ttl_seconds),
+            "GATEWAY_ARRIVAL_LEASE_SECONDS": str(self.arrival_lease_seconds),
+            "GATEWAY_REQUEST_HEADERS_TIMEOUT_SECONDS": str(self.request_headers_timeout_seconds),
+            "GATEWAY_REQUEST_TIMEOUT_SECONDS": str(self.request_timeout_seconds),
+            "GATEWAY_ENVOY_MAX_HEAP_BYTES": str(self.envoy_max_heap_bytes),
+            "GATEWAY_ENVOY_MAX_CONNECTIONS": str(self.envoy_max_connections),
         }
 
 

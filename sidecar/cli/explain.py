@@ -122,7 +122,7 @@ def _allowed(app: web.Application, check: Check) -> Explanation:
     upstream = provider_for(deployment).build_request(body, request_id=check.request_id)
     explanation = _explained(check, 200, upstream.body, headers=check.client_headers)
     explanation.provider_url = upstream.url
-    explanation.extra = decision.extra
+    explanation.extra = dict(decision.extra)
     return explanation
 
 

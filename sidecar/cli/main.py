@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -16,7 +17,15 @@ from aiohttp import web
 
 from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.cli.explain_cmd import add_parser as add_explain_parser
-from sidecar.cli.workers import die_with_parent, is_child, serve_workers, unsupported, worker_count
+from sidecar.cli.workers import (
+    KeyHandoverError,
+    die_with_parent,
+    is_child,
+    read_handed_key,
+    serve_workers,
+    unsupported,
+    worker_count,
+)
 from sidecar.core.tokens import hash_token, mint_token
 from sidecar.envoy.config import render
 from sidecar.features.observability.logs import setup_logging
@@ -50,6 +59,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"sidecar: refusing to start: {refusal}", file=sys.stderr)
         return 1
     setup_logging()
+    if is_child():
+        try:
+            settings = dataclasses.replace(settings, decision_key=read_handed_key(sys.stdin))
+        except KeyHandoverError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     try:
         app = init_app(settings)
     except PolicyError as exc:
@@ -78,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     # aiohttp's default (8190 bytes a header) would answer a large decision with a plain-text 400.
                     max_field_size=MAX_DECISION_HEADER_BYTES + 1024)
 
-    serve_workers(worker_count(), serve, settings.drain_seconds + 5.0)
+    serve_workers(worker_count(), serve, settings.drain_seconds + 5.0, settings.decision_key)
     return 0
 
 

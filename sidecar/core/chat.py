@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from sidecar.core.errors import InvalidRequest
+from sidecar.core.json_depth import check_depth
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
@@ -36,6 +37,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     the bad `param`.
     """
     body = _load_json(raw)
+    check_depth(body, raw)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model",

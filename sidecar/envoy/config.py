@@ -29,4 +29,8 @@ def render(settings: Settings, template_path: Path = TEMPLATE_PATH) -> str:
         AUTHZ_TIMEOUT_SECONDS=settings.authz_timeout_seconds,
         DRAIN_SECONDS=settings.drain_seconds,
         SENTINEL_503=SENTINEL_503,
+        REQUEST_HEADERS_TIMEOUT_SECONDS=settings.request_headers_timeout_seconds,
+        REQUEST_TIMEOUT_SECONDS=settings.request_timeout_seconds,
+        MAX_HEAP_BYTES=settings.envoy_max_heap_bytes,
+        MAX_CONNECTIONS=settings.envoy_max_connections,
     )

@@ -1,7 +1,11 @@
 """The forwarding endpoint: Envoy routes allowed requests here, with the callout's decision.
 
 It applies the decision's body edits, calls the provider through the pooled client and relays
-the answer. It repeats no policy work: the signed decision says what was decided.
+the answer. It repeats no policy work: the signed decision says what was decided. It does check
+that the decision applies to this request: the body bytes must be the ones the callout hashed,
+the decision must not have expired, its policy version must still be known, and the body must
+not be content-encoded (Envoy decompresses before the callout). A refused, authentic decision
+releases what the callout reserved (`Extensions.refusals`).
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import orjson
 from aiohttp import web
 
 from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, SETTINGS
-from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, decode
-from sidecar.core.errors import GatewayError, PermissionDenied, ServiceUnavailable
+from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, RejectedDecision, decode, verify
+from sidecar.core.errors import GatewayError, InvalidRequest, PermissionDenied, ServiceUnavailable
 from sidecar.core.routes import Deployment
-from sidecar.extensions import Finisher
+from sidecar.extensions import Extensions, Finisher
 from sidecar.forward.attempts import Attempts
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.relay import relay_completion, relay_stream
 from sidecar.policy.snapshot import Policy
+from sidecar.policy.watcher import POLICY_WATCHER
 from sidecar.providers.registry import provider_for
 from sidecar.responses import error_response
 
@@ -34,23 +39,36 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
     try:
         decision = decode(request.headers.get(DECISION_HEADER), app[SETTINGS].decision_key)
     except InvalidDecision:
+        # Nothing in an unsigned header can be trusted, not even which reservation it names.
         rid = request.headers.get("X-Request-Id", "")
         return error_response(PermissionDenied("Requests must pass the gateway's policy check",
                                                code="missing_decision"), rid)
     extensions = app[EXTENSIONS]
-    policy = app[POLICY_STORE].get(decision.policy_version)
     started = time.monotonic()
     try:
+        raw = await _admitted_body(request, decision)
+        policy = app[POLICY_STORE].get(decision.policy_version)
+        if policy is None and POLICY_WATCHER in app:  # another worker may have reloaded first
+            policy = await app[POLICY_WATCHER].catch_up(decision.policy_version)
+        if policy is None:
+            raise ServiceUnavailable("The gateway's policy changed while the request was in flight; retry it",
+                                     code="policy_version_unknown", headers={"Retry-After": "1"})
         candidates = deployment_candidates(policy, decision)
     except GatewayError as error:
-        # Only if the decision's snapshot was dropped and its model removed since; a quota slot
-        # held by such a request expires with its lease.
+        _log_refusal(decision, error)
+        await _refused(decision, extensions)
+        return error_response(error, decision.request_id)
+    try:
+        for arrival in extensions.arrivals:  # claims the reservation: a replayed decision stops here
+            await arrival(decision)
+    except GatewayError as error:
+        _log_refusal(decision, error)
         return error_response(error, decision.request_id)
     guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None]
     exchange = Exchange(decision=decision, policy=policy, deployment=candidates[0],
                         provider=provider_for(candidates[0]), started=started, guards=guards)
     try:
-        body = edited_body(await request.read(), decision)
+        body = edited_body(raw, decision)
         for edit in extensions.request_editors:
             edit(body, decision, policy)
         # Fallbacks happen inside `attempts`, before the relay sends the client its first byte.
@@ -65,6 +83,35 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         # Shielded, and for every ending: a client disconnect cancels this handler, but usage,
         # quota slots and breaker bookkeeping must still be settled.
         await asyncio.shield(_finish(exchange, extensions.finishers))
+
+
+async def _admitted_body(request: web.Request, decision: Decision) -> bytes:
+    """The body bytes, if the decision was made for exactly them; raises GatewayError if not."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        # aiohttp would decompress it, so the provider would get bytes the callout never saw.
+        raise InvalidRequest(f"Content-Encoding '{encoding}' is not accepted on this path",
+                             code="unsupported_content_encoding")
+    raw = await request.read()
+    try:
+        verify(decision, raw)
+    except RejectedDecision as rejected:
+        raise PermissionDenied(str(rejected), code=rejected.code) from None
+    return raw
+
+
+def _log_refusal(decision: Decision, error: GatewayError) -> None:
+    log.warning("forward refused", extra={"fields": {
+        "request_id": decision.request_id, "token": decision.token_name, "status": error.status, "code": error.code}})
+
+
+async def _refused(decision: Decision, extensions: Extensions) -> None:
+    """Release what the callout reserved for a verified decision the forwarding path refuses."""
+    for refusal in extensions.refusals:
+        try:
+            await asyncio.shield(refusal(decision))
+        except Exception:
+            log.exception("refusal cleanup failed", extra={"fields": {"request_id": decision.request_id}})
 
 
 async def _finish(exchange: Exchange, finishers: list[Finisher]) -> None:

@@ -25,6 +25,9 @@ from sidecar.forward.failures import PROVIDER_FAILURES, as_gateway_error
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
 from sidecar.responses import JSON_CONTENT_TYPE
 
+# Whole answers larger than this are checked by the output guardrails in a worker thread.
+OFF_LOOP_COMPLETION_BYTES = 64 * 1024
+
 
 async def relay_completion(
     send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
@@ -39,14 +42,22 @@ async def relay_completion(
             completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
         exchange.usage = usage_of(completion.get("usage"))
         exchange.completion_chars = _content_chars(completion)
-        for guard in exchange.guards:
-            guard.on_completion(completion)
+        if exchange.guards and len(payload) > OFF_LOOP_COMPLETION_BYTES:
+            # A large answer's output scan must not stall every other request on this loop.
+            await asyncio.to_thread(_guard_completion, exchange.guards, completion)
+        else:
+            _guard_completion(exchange.guards, completion)
     except PROVIDER_FAILURES as exc:
         return exchange.fail(_failure(exc, Phase.ANSWER))
     completion["model"] = exchange.decision.model_key
     completion["request_id"] = exchange.decision.request_id
     exchange.status = 200
     return web.Response(body=orjson.dumps(completion), content_type=JSON_CONTENT_TYPE, headers=exchange.headers())
+
+
+def _guard_completion(guards: list[OutputGuard], completion: JSONDict) -> None:
+    for guard in guards:
+        guard.on_completion(completion)
 
 
 async def relay_stream(

@@ -36,6 +36,7 @@ class PolicyStore:
         self._current = policy
         self.loaded_at = time.time()
 
-    def get(self, version: str) -> Policy:
-        """The policy of `version`, or the current one when it is no longer (or never was) kept."""
-        return self._recent.get(version, self._current)
+    def get(self, version: str) -> Policy | None:
+        """The snapshot of that version, or None if this process never loaded it or dropped it
+        (a decision is never applied under a policy other than the one it was made on)."""
+        return self._recent.get(version)

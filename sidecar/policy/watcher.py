@@ -10,6 +10,9 @@ the snapshot they started with. An invalid change keeps the last good snapshot, 
 error and shows up in metrics; the same broken content is not reported again every second.
 Runtime state (quota counters, breaker state) lives on app objects, never in the snapshot, so it
 survives any reload.
+
+`catch_up` lets the forwarding path look at once when a decision names a version this process
+does not hold yet (another sidecar worker reloaded first), instead of refusing it.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class PolicyWatcher:
         self.metrics = metrics
         self.rejected: str | None = None  # the version of the last invalid change, reported once
         self.last_rejection: Rejection | None = None  # kept after a later valid change, for the status page
+        self._looking = asyncio.Lock()
 
     def scan(self) -> Scan:
         """Blocking file reads and parsing: run in a thread by `run`."""
@@ -116,6 +120,14 @@ class PolicyWatcher:
     def check_once(self) -> str:
         """One scan and apply, in the calling thread; returns reloaded/rejected/restored/settling/unchanged."""
         return self.apply(self.scan())
+
+    async def catch_up(self, version: str) -> Policy | None:
+        """The snapshot of `version` after one look at the folder now, or None if the folder holds
+        another version (one look at a time; later callers find what it swapped in)."""
+        async with self._looking:
+            if self.store.get(version) is None and folder_version(self.folder) == version:
+                self.apply(await asyncio.to_thread(self.scan))
+        return self.store.get(version)
 
     async def run(self, interval: float) -> None:
         """Scans every `interval` seconds (file reads in a thread) until cancelled; never raises."""

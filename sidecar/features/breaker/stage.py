@@ -26,7 +26,7 @@ def install(app: web.Application, extensions: Extensions, *, rng: random.Random 
     """Installs the breaker stage and puts the BreakerBoard on the app (BREAKERS)."""
     board = BreakerBoard()
     app[BREAKERS] = board
-    extensions.stages.append(DeploymentRouter(board, rng or random.Random()).stage)
+    extensions.stages["breaker"] = DeploymentRouter(board, rng or random.Random()).stage
     return board
 
 

@@ -31,7 +31,7 @@ def install(app: web.Application, extensions: Extensions, grace_seconds: float) 
             raise ShuttingDown("The gateway is shutting down; retry the request",
                                headers={"Retry-After": "1"})
 
-    extensions.stages.append(refuse_when_draining)
+    extensions.stages["drain"] = refuse_when_draining
     return drain
 
 

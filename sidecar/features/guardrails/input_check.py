@@ -16,6 +16,7 @@ import orjson
 from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GuardrailBlocked, InvalidRequest
+from sidecar.features.guardrails.decision_keys import MASKS, MaskEdit
 from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.injection import score_injection
 from sidecar.features.guardrails.masking import MaskNumbering
@@ -24,7 +25,6 @@ from sidecar.features.guardrails.pii import find_entities, resolve_overlaps
 from sidecar.features.guardrails.policy import FINDING_MESSAGES, Guardrail
 
 log = logging.getLogger("sidecar.guardrails")
-MASKS_KEY = "masks"
 # The edits travel base64-encoded (4/3 larger) in the decision header, beside the other fields.
 _MAX_MASK_EDIT_BYTES = MAX_DECISION_HEADER_BYTES * 2 // 3
 REQUEST_FIELD = "guardrails"  # a client may switch on opt-in guardrails by key
@@ -71,10 +71,10 @@ async def check_input(check: Check) -> None:
     if masks:
         edits = _mask_edits(masks)
         if len(orjson.dumps(edits)) > _MAX_MASK_EDIT_BYTES:
-            # Refused here, before quotas reserve anything: a larger header would fail in Envoy.
+            # Refused here (the quota reservation is undone): a larger header would fail in Envoy.
             raise InvalidRequest(f"The request has too many values to mask ({len(edits)})",
                                  param="messages", code="too_many_masked_values")
-        check.extra[MASKS_KEY] = edits
+        check.put(MASKS, tuple(MaskEdit(*edit) for edit in edits))
 
 
 class _Scan:

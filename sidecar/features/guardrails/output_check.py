@@ -12,6 +12,7 @@ from typing import Any
 from sidecar.callout.handoff import Decision
 from sidecar.core.errors import GuardrailBlocked
 from sidecar.core.types import JSONDict
+from sidecar.features.guardrails.decision_keys import REQUESTED_GUARDRAILS
 from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.masking import MaskNumbering, mask_text
 from sidecar.features.guardrails.pii import find_entities
@@ -23,7 +24,7 @@ log = logging.getLogger("sidecar.guardrails")
 
 
 def output_guards_for(decision: Decision, policy: Policy) -> OutputGuardrails | None:
-    requested = frozenset(decision.extra.get("requested_guardrails", ()))
+    requested = decision.get(REQUESTED_GUARDRAILS) or frozenset()
     guardrails = [g for g in policy.guardrails.applicable(decision.model_key, decision.token_name, decision.team,
                                                           requested) if g.checks_output]
     return OutputGuardrails(guardrails, decision.request_id) if guardrails else None

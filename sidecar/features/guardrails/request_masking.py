@@ -6,14 +6,15 @@ from collections import defaultdict
 from typing import Any
 
 from sidecar.callout.handoff import Decision
-from sidecar.features.guardrails.input_check import MASKS_KEY, REQUEST_FIELD
+from sidecar.features.guardrails.decision_keys import MASKS
+from sidecar.features.guardrails.input_check import REQUEST_FIELD
 from sidecar.features.guardrails.messages import get_text, replace_text
 from sidecar.policy.snapshot import Policy
 
 
 def apply_masks(body: dict[str, Any], decision: Decision, policy: Policy) -> None:
     body.pop(REQUEST_FIELD, None)  # the gateway's own field, not the provider's
-    edits = decision.extra.get(MASKS_KEY)
+    edits = decision.get(MASKS)
     if not edits:
         return
     by_text: dict[tuple[int, int], list[tuple[int, int, str]]] = defaultdict(list)

@@ -82,6 +82,8 @@ def limit_error(level: Level, who: Identity, zone: ZoneInfo, levels: Sequence[Le
         headers["Retry-After"] = retry_after(wait)
         if charge.counter == "window":
             message += f" It resets at {datetime.fromtimestamp(charge.window_end, zone).isoformat()}."
+        elif charge.counter == "slots":
+            message += f" A slot frees when a request in flight ends, at the latest in {retry_after(wait)}s."
         else:
             message += f" Retry after {retry_after(wait)}s."
     error_class = QuotaExhausted if spec.quota else RateLimited

@@ -9,6 +9,11 @@ Three counter types cover every limit kind:
 
 `reserve` is all-or-nothing over the charges of one request: every enforced charge must fit,
 then all of them (shadow ones too) are added at once. No other reservation can interleave.
+
+A reservation goes pending -> claimed -> settled, tracked by a marker per reservation id:
+the callout reserves slots with a short arrival lease (pending); the forwarding path `claim`s
+it once (the slots get their full lease; a second claim, a replayed decision, fails); `settle`
+applies at most once per reservation, whatever ends it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Reserved:
     # Per charge: the level after reserving (admitted) or as found (denied).
     used: tuple[float, ...]  # (a dry run: as found)
     now: float  # the store's clock, epoch seconds
+    # Per charge: for slots, the earliest lease end among the slots held (epoch seconds; 0 when
+    # none is held or for other counters): when a full concurrency limit frees at the latest.
+    frees_at: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,15 @@ class QuotaBackend(Protocol):
         """
         ...
 
-    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
-        """Correct counters by real usage and release slots; never fails the request."""
+    async def claim(self, reservation_id: str, slot_keys: Sequence[str], lease: float, marker_ttl: float) -> bool:
+        """Pending -> claimed, once: give the reservation's slots `lease` seconds from now (re-adding
+        a slot whose arrival lease ran out). False if it was claimed or settled before."""
+        ...
+
+    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment], *, marker_ttl: float = 900.0,
+                     only_pending: bool = False) -> bool:
+        """Correct counters by real usage and release slots, once per reservation (False: settled
+        before, or `only_pending` and already claimed: nothing changed); never fails the request."""
         ...
 
     async def peek(self, charges: Sequence[Charge]) -> Levels:

@@ -1,8 +1,15 @@
 """The quota stage of the callout and its finisher on the forwarding path.
 
 Callout: every applicable limit is checked and the request's estimate reserved in one atomic
-store call; a refusal is a 429 naming the limit. Finisher: the reservation is settled with the
-real usage and the request's concurrency slots are released, however the exchange ended.
+store call; a refusal is a 429 naming the limit. A concurrency slot is first held for a short
+arrival lease (`arrival_lease`, 10 s by default): a client that leaves before the forward frees
+it within seconds. A forward that comes later (a saturated sidecar) takes its slot again on
+claim, so under such overload a concurrency limit can be exceeded briefly. A later callout
+stage that denies undoes the reservation.
+Forwarding path: `claim` confirms the reservation once (the slots get their full lease: the
+deployment's `total` timeout + 60 s; a replayed decision is refused), `refused` releases a
+reservation the forwarding path refuses, and the finisher settles it with the real usage,
+however the exchange ended. Settlement happens at most once per reservation.
 """
 
 from __future__ import annotations
@@ -14,14 +21,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from sidecar.callout.handoff import Decision
 from sidecar.callout.pipeline import Check
-from sidecar.core.errors import ServiceUnavailable
+from sidecar.core.errors import PermissionDenied, ServiceUnavailable
 from sidecar.features.quotas.admission import denial, limit_error, oversized, plan_charges
-from sidecar.features.quotas.backend import BackendUnavailable, Charge, QuotaBackend
+from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, QuotaBackend
 from sidecar.features.quotas.estimate import Estimate, estimate_request
 from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
 from sidecar.features.quotas.limits import Identity, Limit
-from sidecar.features.quotas.settlement import EXTRA_KEY, Record, adjustments
+from sidecar.features.quotas.settlement import RESERVATION, Record, adjustments, refund
 
 if TYPE_CHECKING:
     from sidecar.features.observability.metrics import GatewayMetrics
@@ -29,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sidecar.quotas")
 _LEASE_MARGIN = 60.0
+# Reservation markers outlive the decision and the lease by this much (clock steps, Redis TIME).
+_MARKER_MARGIN = 1.0
 
 
 @dataclass
@@ -48,21 +58,26 @@ class QuotaService:
     key_prefix: str = "cgt"
     counters: QuotaCounters = field(default_factory=QuotaCounters)
     metrics: GatewayMetrics | None = None
+    # Seconds a decision lives (Settings.decision_ttl_seconds): markers outlive it.
+    decision_ttl: float = 60.0
+    # Seconds an unclaimed slot is held (Settings.arrival_lease_seconds).
+    arrival_lease: float = 10.0
 
     async def check(self, check: Check) -> None:
-        plan = _plan(check, self.key_prefix)
+        plan = _plan(check, self.key_prefix, self.arrival_lease)
         if plan is None:
             return
         # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
-        dry_run = bool(getattr(check, "dry_run", False))
+        dry_run = check.dry_run
         reservation_id = secrets.token_hex(8)
         try:
             reserved = await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
         except BackendUnavailable as exc:
             self._unavailable(check, plan.limits, exc)
             return
-        levels = [Level(lm, c, used, reserved.now)
-                  for lm, c, used in zip(plan.limits, plan.charges, reserved.used, strict=True)]
+        frees = reserved.frees_at or (0.0,) * len(plan.charges)
+        levels = [Level(lm, c, used, reserved.now, free)
+                  for lm, c, used, free in zip(plan.limits, plan.charges, reserved.used, frees, strict=True)]
         check.client_headers.update(rate_limit_headers(levels))
         if dry_run:
             _trace(check, levels, plan.estimate)
@@ -77,8 +92,10 @@ class QuotaService:
         if not dry_run:
             self._report_levels(levels, plan.who)
             self._report_shadow(check, levels, plan.who)
-            record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits])
-            check.extra[EXTRA_KEY] = record.to_extra()
+            record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits],
+                               plan.lease)
+            check.put(RESERVATION, record)
+            check.on_deny.append(lambda: self._settle(record, refund(record), check.request_id, only_pending=True))
 
     def _report_levels(self, levels: list[Level], who: Identity) -> None:
         # Calendar quotas only: alerts warn before a day's or month's quota runs out.
@@ -119,29 +136,58 @@ class QuotaService:
             "request_id": check.request_id, "limits": names, "token": who.token, "team": who.team,
             "model": who.model}})
 
+    async def claim(self, decision: Decision) -> None:
+        """Forwarding path, before the provider: confirm the reservation, once. Raises
+        PermissionDenied (`decision_replayed`) if it was claimed or settled before."""
+        record = decision.get(RESERVATION)
+        if record is None:
+            return
+        try:
+            claimed = await self.backend.claim(record.reservation_id, record.slot_keys, record.lease,
+                                               self._marker_ttl(record))
+        except BackendUnavailable as exc:
+            # As at admission: the store is down, the callout's decision stands (its limits chose).
+            self.counters.backend_errors += 1
+            log.error("quota claim failed", extra={"fields": {"request_id": decision.request_id, "error": str(exc)}})
+            return
+        if not claimed:
+            log.warning("decision replayed", extra={"fields": {"request_id": decision.request_id}})
+            raise PermissionDenied("This policy decision was used before; send the request again",
+                                   code="decision_replayed")
+
+    async def refused(self, decision: Decision) -> None:
+        """The forwarding path refused a verified decision: give back what was reserved, unless
+        the reservation was claimed (a replay must not release the original's slot)."""
+        record = decision.get(RESERVATION)
+        if record is not None:
+            await self._settle(record, refund(record), decision.request_id, only_pending=True)
+
     async def finish(self, exchange: Exchange) -> None:
-        record = Record.from_extra(exchange.decision.extra.get(EXTRA_KEY))
+        record = exchange.decision.get(RESERVATION)
         if record is None:
             return
         changes = adjustments(record, exchange, exchange.policy.limits)
-        if not changes:
-            return
+        await self._settle(record, changes, exchange.decision.request_id)
+
+    async def _settle(self, record: Record, changes: list[Adjustment], request_id: str, *,
+                      only_pending: bool = False) -> None:
         try:
-            await self.backend.settle(record.reservation_id, changes)
+            await self.backend.settle(record.reservation_id, changes, marker_ttl=self._marker_ttl(record),
+                                      only_pending=only_pending)
         except BackendUnavailable as exc:
             # Slots still expire with their lease; token usage of this request is lost to the counters.
             self.counters.settle_errors += 1
             self._error("settle")
-            log.error("quota settlement failed", extra={"fields": {
-                "request_id": exchange.decision.request_id, "error": str(exc)}})
+            log.error("quota settlement failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
+
+    def _marker_ttl(self, record: Record) -> float:
+        # A marker must outlive every chance to use the decision again (its lifetime) and the claim.
+        return max(record.lease, self.decision_ttl) + _MARKER_MARGIN
 
 
 def _trace(check: Check, levels: list[Level], estimate: Estimate) -> None:
     """What `explain` shows: every applicable limit, its level and whether this request fits."""
-    trace = getattr(check, "trace", None)
-    if not isinstance(trace, dict):
-        return
-    trace["limits"] = {
+    check.trace["limits"] = {
         "estimate": {"prompt_tokens": estimate.prompt_tokens, "completion_tokens": estimate.completion_tokens},
         "applicable": [{"limit": lv.limit.name, "cap": lv.charge.cap, "used": round(lv.used, 3),
                         "requested": lv.charge.amount, "fits": lv.fits(), "shadow": lv.limit.shadow}
@@ -156,9 +202,10 @@ class _Plan:
     charges: list[Charge]
     estimate: Estimate
     zone: ZoneInfo
+    lease: float  # seconds a confirmed slot is held if its release never comes
 
 
-def _plan(check: Check, key_prefix: str) -> _Plan | None:
+def _plan(check: Check, key_prefix: str, arrival_lease: float) -> _Plan | None:
     """The charges this request would make; None when no limit applies."""
     assert check.token is not None and check.request is not None and check.route is not None
     policy = check.policy.limits
@@ -170,8 +217,10 @@ def _plan(check: Check, key_prefix: str) -> _Plan | None:
     estimate = estimate_request(check.request, who.model, policy)
     # A slot whose release never comes (the sidecar died mid-request) frees itself after this.
     lease = max(d.timeouts.total for d in check.route.deployments) + _LEASE_MARGIN
-    charges = plan_charges(limits, who, estimate, policy.price(who.model), zone, key_prefix, lease, time.time())
+    # Until the forward claims it, a slot is held only for the decision's life (the client may leave).
+    charges = plan_charges(limits, who, estimate, policy.price(who.model), zone, key_prefix,
+                           min(arrival_lease, lease), time.time())
     too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, charges, strict=True)])
     if too_large is not None:
         raise limit_error(too_large, who, zone, [], too_large=True)
-    return _Plan(who, limits, charges, estimate, zone)
+    return _Plan(who, limits, charges, estimate, zone, lease)

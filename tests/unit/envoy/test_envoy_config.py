@@ -12,7 +12,9 @@ from sidecar.envoy.config import TEMPLATE_PATH, render
 from sidecar.settings import SENTINEL_503, Settings
 
 SETTINGS = Settings(listen_address="0.0.0.0", listen_port=18080, sidecar_port=18081, admin_port=19901,
-                    max_body_bytes=3_000_000, authz_timeout_seconds=7.5, drain_seconds=13)
+                    max_body_bytes=3_000_000, authz_timeout_seconds=7.5, drain_seconds=13,
+                    request_headers_timeout_seconds=4.0, request_timeout_seconds=33.0,
+                    envoy_max_heap_bytes=512 * 1024 * 1024, envoy_max_connections=777)
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +95,43 @@ def test_client_cannot_send_decision_headers(config: dict[str, Any]) -> None:
 
 
 def test_filter_order(config: dict[str, Any]) -> None:
+    # Decompressors before the callout: the callout and the forwarding path read the same bytes.
     assert [f["name"] for f in hcm(config)["http_filters"]] == [
-        "envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router",
+        "envoy.filters.http.header_mutation", "envoy.filters.http.decompressor", "envoy.filters.http.decompressor",
+        "envoy.filters.http.ext_authz", "envoy.filters.http.router",
     ]
+
+
+def test_decompressors_decode_requests_only(config: dict[str, Any]) -> None:
+    found = [f["typed_config"] for f in hcm(config)["http_filters"] if f["name"] == "envoy.filters.http.decompressor"]
+    assert [f["decompressor_library"]["name"] for f in found] == ["gzip", "brotli"]
+    for typed in found:
+        assert typed["request_direction_config"]["common_config"]["enabled"]["default_value"] is True
+        assert typed["response_direction_config"]["common_config"]["enabled"]["default_value"] is False
+
+
+def test_callout_sees_a_content_encoding_left_over(config: dict[str, Any]) -> None:
+    patterns = http_filter(config, "envoy.filters.http.ext_authz")["allowed_headers"]["patterns"]
+    assert {"exact": "content-encoding"} in patterns
+
+
+def test_slow_client_timeouts_bound_the_request_phase_only(config: dict[str, Any]) -> None:
+    manager = hcm(config)
+    assert manager["request_headers_timeout"] == "4.0s"
+    assert manager["request_timeout"] == "33.0s"
+    assert manager["stream_idle_timeout"] == "300s"  # the response phase keeps its long limit
+    assert manager["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+
+
+def test_overload_manager_bounds_heap_and_connections(config: dict[str, Any]) -> None:
+    overload = config["overload_manager"]
+    monitors = {m["name"]: m["typed_config"] for m in overload["resource_monitors"]}
+    assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 512 * 1024 * 1024
+    assert monitors["envoy.resource_monitors.global_downstream_max_connections"][
+        "max_active_downstream_connections"] == 777
+    actions = {a["name"] for a in overload["actions"]}
+    assert {"envoy.overload_actions.stop_accepting_requests", "envoy.overload_actions.reset_high_memory_stream",
+            "envoy.overload_actions.shrink_heap"} <= actions
 
 
 def test_drain_timeout_and_body_limit_message(config: dict[str, Any], text: str) -> None:

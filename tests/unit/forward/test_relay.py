@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import time
 from typing import Any
 
@@ -17,7 +18,14 @@ from sidecar.core.routes import Deployment, ModelRegistry
 from sidecar.core.tokens import TokenStore
 from sidecar.core.types import Usage
 from sidecar.forward.exchange import DEPLOYMENT_HEADER, Exchange
-from sidecar.forward.relay import _ChunkStamper, _json_object, _pump, usage_of
+from sidecar.forward.relay import (
+    OFF_LOOP_COMPLETION_BYTES,
+    _ChunkStamper,
+    _json_object,
+    _pump,
+    relay_completion,
+    usage_of,
+)
 from sidecar.policy.snapshot import Policy
 from sidecar.providers.openai_compat import OpenAICompatible
 
@@ -230,3 +238,47 @@ async def test_a_client_that_leaves_is_not_booked_as_a_provider_failure() -> Non
     assert ex.fault is None  # the breaker and the metrics must not blame the provider
     assert len(client.written) == 2
     assert ex.completion_chars >= 2
+
+
+class _Answer:
+    """An async context manager standing in for the provider call: one whole completion."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.status = 200
+        self._payload = payload
+
+    async def __aenter__(self) -> _Answer:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self._payload
+
+
+class _ThreadNoting:
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def on_completion(self, completion: dict[str, Any]) -> None:
+        self.threads.append(threading.current_thread().name)
+
+    def on_chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        return [chunk]
+
+    def on_end(self) -> list[dict[str, Any]]:
+        return []
+
+
+@pytest.mark.parametrize(("size", "on_loop"), [(100, True), (OFF_LOOP_COMPLETION_BYTES + 1, False)])
+async def test_a_large_answer_is_guarded_off_the_event_loop(size: int, on_loop: bool) -> None:
+    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "up",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * size},
+                               "finish_reason": "stop"}]}
+    ex = exchange()
+    guard = _ThreadNoting()
+    ex.guards = [guard]
+    response = await relay_completion(_Answer(orjson.dumps(completion)), ex)  # type: ignore[arg-type]
+    assert response.status == 200
+    assert (guard.threads == [threading.current_thread().name]) is on_loop

@@ -217,10 +217,11 @@ def test_store_swap_makes_the_new_policy_current() -> None:
     assert store.get("v2") is second
 
 
-def test_store_get_of_an_unknown_version_falls_back_to_current() -> None:
+def test_store_get_of_an_unknown_version_is_none() -> None:
+    # Never the current policy in its place: a decision applies only under the policy it was made on.
     store = PolicyStore(_policy("v1"))
-    store.swap(latest := _policy("v2"))
-    assert store.get("never-seen") is latest
+    store.swap(_policy("v2"))
+    assert store.get("never-seen") is None
 
 
 def test_store_keeps_the_eight_most_recent_versions() -> None:
@@ -228,9 +229,9 @@ def test_store_keeps_the_eight_most_recent_versions() -> None:
     store = PolicyStore(policies[0])
     for policy in policies[1:]:
         store.swap(policy)
-    # v0 and v1 were evicted: asking for them gives the current policy.
-    assert store.get("v0") is policies[9]
-    assert store.get("v1") is policies[9]
+    # v0 and v1 were evicted: they are unknown now.
+    assert store.get("v0") is None
+    assert store.get("v1") is None
     for policy in policies[2:]:
         assert store.get(policy.version) is policy
 
@@ -243,4 +244,4 @@ def test_store_swap_back_to_an_old_version_refreshes_it() -> None:
     store.swap(policies[0])  # v0 again: now the most recent, not the oldest
     store.swap(policies[8])  # evicts the oldest, which is now v1
     assert store.get("v0") is policies[0]
-    assert store.get("v1") is policies[8]
+    assert store.get("v1") is None

@@ -129,7 +129,10 @@ class Down:
     async def reserve(self, *args: object, **kwargs: object) -> None:
         raise BackendUnavailable("down")
 
-    async def settle(self, *args: object) -> None:
+    async def settle(self, *args: object, **kwargs: object) -> None:
+        raise BackendUnavailable("down")
+
+    async def claim(self, *args: object, **kwargs: object) -> None:
         raise BackendUnavailable("down")
 
 
