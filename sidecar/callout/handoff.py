@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from sidecar.core.endpoints import EndpointKind
+
 DECISION_HEADER = "x-cgt-decision"
 _VERSION = "v1"
 # Envoy reads the callout's answer headers with a 60 KiB limit (a larger one fails the callout:
@@ -40,6 +42,8 @@ class Decision:
     policy_version: str
     # Filled by later stages (guardrail masks, quota reservations) without changing the wire.
     extra: dict[str, Any] = field(default_factory=dict)
+    # Which client endpoint was decided: the forwarding path serves and books it accordingly.
+    endpoint: EndpointKind = EndpointKind.CHAT
 
 
 def encode(decision: Decision, key: bytes) -> str:
@@ -58,6 +62,7 @@ def decode(header: str | None, key: bytes) -> Decision:
         raise InvalidDecision("bad decision signature")
     data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data["deployments"] = tuple(data["deployments"])
+    data["endpoint"] = EndpointKind(data.get("endpoint", EndpointKind.CHAT))
     return Decision(**data)
 
 

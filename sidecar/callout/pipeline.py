@@ -8,16 +8,18 @@ and raises a GatewayError to deny. The same pipeline serves the live callout and
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from sidecar.callout.handoff import Decision
-from sidecar.core.chat import ChatRequest, is_valid_request_id, parse_chat_request
-from sidecar.core.errors import GatewayError
-from sidecar.core.routes import ModelRoute
+from sidecar.core.chat import is_valid_request_id, parse_chat_request
+from sidecar.core.embeddings import parse_embeddings_request
+from sidecar.core.endpoints import ClientRequest, EndpointKind
+from sidecar.core.errors import GatewayError, ModelNotFound
+from sidecar.core.routes import ModelRoute, check_category
 from sidecar.core.tokens import TokenRecord, TokenStore
 from sidecar.policy.snapshot import Policy
 
@@ -30,8 +32,10 @@ class Check:
     raw_body: bytes
     authorization: str | None
     request_id: str
+    kind: EndpointKind = EndpointKind.CHAT
+    path_model: str | None = None  # GET /models/{model}: the key in the path
     token: TokenRecord | None = None
-    request: ChatRequest | None = None
+    request: ClientRequest | None = None  # the parsed body (None for GET /models)
     route: ModelRoute | None = None
     deployments: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -45,17 +49,20 @@ class Check:
     trace: dict[str, Any] = field(default_factory=dict)
 
     def decision(self) -> Decision:
-        assert self.token is not None and self.request is not None and self.route is not None
+        assert self.token is not None
+        # The model list has neither a body nor a model: an empty key, nothing to stream.
+        assert self.kind is EndpointKind.MODELS or (self.request is not None and self.route is not None)
         return Decision(
             request_id=self.request_id,
             token_name=self.token.name,
             team=self.token.team,
-            model_key=self.route.key,
+            model_key=self.route.key if self.route else "",
             deployments=self.deployments,
-            stream=self.request.stream,
-            client_wants_usage=self.request.include_usage,
+            stream=self.request.stream if self.request else False,
+            client_wants_usage=self.request.include_usage if self.request else False,
             policy_version=self.policy.version,
             extra=self.extra,
+            endpoint=self.kind,
         )
 
 
@@ -75,33 +82,76 @@ async def authenticate(check: Check) -> None:
     check.token = check.policy.tokens.authenticate(check.authorization)
 
 
+_PARSERS: Mapping[EndpointKind, Callable[[bytes], ClientRequest]] = {
+    EndpointKind.CHAT: parse_chat_request,
+    EndpointKind.EMBEDDINGS: parse_embeddings_request,
+}
+
+
 async def parse_body(check: Check) -> None:
-    check.request = parse_chat_request(check.raw_body)
+    """The endpoint's own body parser: 400 `invalid_request_error` with `param`."""
+    check.request = _PARSERS[check.kind](check.raw_body)
     if check.request.request_id is not None:
         check.request_id = check.request.request_id
 
 
 async def resolve_model(check: Check) -> None:
+    """404 for an unknown key, 403 outside the token's allow-list (whatever the model's
+    category: a 422 would tell the client the model exists), 422 for the wrong category."""
     assert check.request is not None and check.token is not None
-    route = check.policy.models.resolve_llm(check.request.model)
+    route = check.policy.models.find(check.request.model)
     TokenStore.check_model(check.token, route.key)
+    category = check.kind.category
+    if category is not None:
+        check_category(route, category)
     check.route = route
     check.deployments = tuple(d.name for d in route.deployments)
 
 
+async def resolve_listed_model(check: Check) -> None:
+    """GET /models/{model}: a key the policy does not define and one the token may not use are
+    the same 404, so the answer reveals no key outside the allow-list. The list needs nothing."""
+    assert check.token is not None
+    if check.path_model is None:
+        return
+    route = check.policy.models.routes.get(check.path_model)
+    if route is None or not check.token.allows_model(route.key):
+        raise ModelNotFound(f"The model '{check.path_model[:100]}' does not exist", param="model")
+    check.route = route
+
+
+def per_kind(stages: Mapping[EndpointKind, Stage]) -> Stage:
+    """One stage slot that runs the endpoint's own stage (none when the mapping has no entry)."""
+
+    async def stage(check: Check) -> None:
+        chosen = stages.get(check.kind)
+        if chosen is not None:
+            await chosen(check)
+
+    return stage
+
+
 CORE_STAGES: tuple[Stage, ...] = (authenticate, parse_body, resolve_model)
+# GET /models answers from the policy alone: no provider, no guardrail, no quota, no breaker.
+MODELS_STAGES: tuple[Stage, ...] = (authenticate, resolve_listed_model)
 
 
 class DecisionPipeline:
     def __init__(self, extra_stages: Sequence[Stage] = ()) -> None:
         self.stages: tuple[Stage, ...] = CORE_STAGES + tuple(extra_stages)
 
+    def stages_for(self, kind: EndpointKind) -> tuple[Stage, ...]:
+        """Chat and embeddings run every stage; the model list only the token and key checks."""
+        return MODELS_STAGES if kind is EndpointKind.MODELS else self.stages
+
     async def decide(self, policy: Policy, raw_body: bytes, authorization: str | None,
-                     header_request_id: str | None, *, dry_run: bool = False) -> Check:
+                     header_request_id: str | None, *, dry_run: bool = False,
+                     kind: EndpointKind = EndpointKind.CHAT, path_model: str | None = None) -> Check:
         """Returns the finished Check (call `.decision()`), or raises Denied."""
-        check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id), dry_run=dry_run)
+        check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id), kind=kind,
+                      path_model=path_model, dry_run=dry_run)
         try:
-            for stage in self.stages:
+            for stage in self.stages_for(kind):
                 await stage(check)
         except GatewayError as error:
             if check.request is None:

@@ -16,10 +16,12 @@ from aiohttp import web
 
 from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, SETTINGS
 from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, decode
+from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, EndpointKind
 from sidecar.core.errors import GatewayError, PermissionDenied, ServiceUnavailable
 from sidecar.core.routes import Deployment
 from sidecar.extensions import Finisher
 from sidecar.forward.attempts import Attempts
+from sidecar.forward.embeddings import relay_embeddings
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.relay import relay_completion, relay_stream
 from sidecar.policy.snapshot import Policy
@@ -27,16 +29,28 @@ from sidecar.providers.registry import provider_for
 from sidecar.responses import error_response
 
 log = logging.getLogger("sidecar.forwarding")
+_FORWARDED_PATHS = {CHAT_PATH: EndpointKind.CHAT, EMBEDDINGS_PATH: EndpointKind.EMBEDDINGS}
+
+
+def routed_decision(request: web.Request, kind: EndpointKind) -> Decision:
+    """The callout's signed decision for this request; raises PermissionDenied (403
+    `missing_decision`) without one, or with one decided for another endpoint."""
+    try:
+        decision = decode(request.headers.get(DECISION_HEADER), request.app[SETTINGS].decision_key)
+    except InvalidDecision:
+        decision = None
+    if decision is None or decision.endpoint is not kind:
+        raise PermissionDenied("Requests must pass the gateway's policy check", code="missing_decision")
+    return decision
 
 
 async def handle_forward(request: web.Request) -> web.StreamResponse:
+    """Chat completions and embeddings: the provider call with fallbacks, then the relay."""
     app = request.app
     try:
-        decision = decode(request.headers.get(DECISION_HEADER), app[SETTINGS].decision_key)
-    except InvalidDecision:
-        rid = request.headers.get("X-Request-Id", "")
-        return error_response(PermissionDenied("Requests must pass the gateway's policy check",
-                                               code="missing_decision"), rid)
+        decision = routed_decision(request, _FORWARDED_PATHS[request.path])
+    except GatewayError as error:
+        return error_response(error, request.headers.get("X-Request-Id", ""))
     extensions = app[EXTENSIONS]
     policy = app[POLICY_STORE].get(decision.policy_version)
     started = time.monotonic()
@@ -46,7 +60,9 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         # Only if the decision's snapshot was dropped and its model removed since; a quota slot
         # held by such a request expires with its lease.
         return error_response(error, decision.request_id)
-    guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None]
+    # Output guardrails read answer text; embeddings answer vectors.
+    guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None] \
+        if decision.endpoint is EndpointKind.CHAT else []
     exchange = Exchange(decision=decision, policy=policy, deployment=candidates[0],
                         provider=provider_for(candidates[0]), started=started, guards=guards)
     try:
@@ -56,6 +72,8 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         # Fallbacks happen inside `attempts`, before the relay sends the client its first byte.
         attempts = Attempts(request, exchange, body, candidates)
         with app[DRAIN].track(exchange.watch):
+            if decision.endpoint is EndpointKind.EMBEDDINGS:
+                return await relay_embeddings(attempts, exchange)
             if decision.stream:
                 return await relay_stream(request, attempts, exchange)
             return await relay_completion(attempts, exchange)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sidecar.callout.pipeline import Check
+from sidecar.callout.pipeline import Check, per_kind
+from sidecar.core.endpoints import EndpointKind
 from sidecar.extensions import Extensions
+from sidecar.features.guardrails.embeddings_input import apply_input_masks, check_embeddings_input
 from sidecar.features.guardrails.input_check import REQUEST_FIELD, check_input
 from sidecar.features.guardrails.output_check import output_guards_for
 from sidecar.features.guardrails.request_masking import apply_masks
@@ -18,6 +20,7 @@ async def _remember_requested(check: Check) -> None:
 
 
 def install(extensions: Extensions) -> None:
-    extensions.stages.extend([check_input, _remember_requested])
-    extensions.request_editors.append(apply_masks)
+    input_stage = per_kind({EndpointKind.CHAT: check_input, EndpointKind.EMBEDDINGS: check_embeddings_input})
+    extensions.stages.extend([input_stage, _remember_requested])
+    extensions.request_editors.extend([apply_masks, apply_input_masks])
     extensions.output_guards.append(output_guards_for)
