@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.core.chat import _load_json, _request_id  # the chat body's own rules, not copies
+from sidecar.core.chat import _load_json, _request_id, required_model  # the chat body's own rules
 from sidecar.core.errors import InvalidRequest
 
 MAX_INPUTS = 2048
@@ -34,10 +34,7 @@ class EmbeddingsRequest:
 def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
     """Raises InvalidRequest (400) naming the field in `param`."""
     body = _load_json(raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("'model' is required and must be a non-empty string", param="model",
-                             code="missing_model" if model is None else "invalid_type")
+    model = required_model(body)
     texts, token_ids = _inputs(body.get("input"))
     _check_options(body)
     return EmbeddingsRequest(body=body, model=model, texts=texts, token_ids=token_ids, request_id=_request_id(body))

@@ -62,10 +62,15 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
 async def azure_chat(request: web.Request) -> web.StreamResponse:
     body = await _json(request)
     deployment = request.match_info["deployment"]
-    if not request.headers.get("api-key") or not request.query.get("api-version"):
-        _record(request, AZURE, deployment, body)
-        return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
-    return await _serve(request, AZURE, deployment, body)
+    return _azure_refusal(request, deployment, body) or await _serve(request, AZURE, deployment, body)
+
+
+def _azure_refusal(request: web.Request, deployment: str, body: dict[str, Any]) -> web.Response | None:
+    """Azure's 401 for a call without `api-key` or `api-version`; None when both are there."""
+    if request.headers.get("api-key") and request.query.get("api-version"):
+        return None
+    _record(request, AZURE, deployment, body)
+    return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
 
 
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
@@ -76,10 +81,7 @@ async def openai_embeddings(request: web.Request) -> web.StreamResponse:
 async def azure_embeddings(request: web.Request) -> web.StreamResponse:
     body = await _json(request)
     deployment = request.match_info["deployment"]
-    if not request.headers.get("api-key") or not request.query.get("api-version"):
-        _record(request, AZURE, deployment, body)
-        return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
-    return await _serve_embeddings(request, AZURE, deployment, body)
+    return _azure_refusal(request, deployment, body) or await _serve_embeddings(request, AZURE, deployment, body)
 
 
 async def _serve_embeddings(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> web.StreamResponse:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 from multidict import CIMultiDict
 
 from sidecar.core.tokens import hash_token
@@ -103,3 +104,8 @@ async def request(stack: Stack, method: str, path: str, body: Any = None, *, tok
         assert response.headers["Content-Type"].startswith("application/json"), raw[:200]
         assert response.headers["x-request-id"], "every answer carries a request id"
         return response.status, CIMultiDict(response.headers), json.loads(raw)
+
+
+def sdk(stack: Stack, token: str = DEMO_TOKEN) -> openai.AsyncOpenAI:
+    """The official SDK pointed at the gateway (no retries: every answer is the gateway's own)."""
+    return openai.AsyncOpenAI(base_url=stack.base_url + "/api/client/v1", api_key=token, max_retries=0)

@@ -13,9 +13,9 @@ import pytest
 
 from sidecar.devtools.demo_provider import EMBEDDING_DIMENSIONS, embedding_vector
 from sidecar.devtools.launcher import Stack
-from tests.e2e.client_surface import EMBEDDINGS_PATH, METERED_TOKEN, RPM_TOKEN, request, start
+from tests.e2e.client_surface import EMBEDDINGS_PATH, METERED_TOKEN, RPM_TOKEN, request, sdk, start
 from tests.e2e.faults import FaultyProvider
-from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, RESTRICTED_TOKEN, provider_requests
+from tests.e2e.support import CHAT_PATH, RESTRICTED_TOKEN, provider_requests
 from tests.e2e.test_operations_e2e import metric_samples, sidecar_log_lines, value
 
 DEPLOYMENT = "x-gateway-deployment"
@@ -28,10 +28,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyProvider) -> Iter
     stack.stop()
 
 
-def client(stack: Stack, token: str = DEMO_TOKEN) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=stack.base_url + "/api/client/v1", api_key=token, max_retries=0)
-
-
 def close_to(got: list[float], want: list[float]) -> bool:
     return len(got) == len(want) and all(abs(a - b) < 1e-6 for a, b in zip(got, want, strict=True))
 
@@ -40,8 +36,8 @@ def close_to(got: list[float], want: list[float]) -> bool:
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
 async def test_sdk_embeddings_in_both_encodings(gw: Stack, encoding: Any) -> None:
-    async with client(gw) as sdk:
-        raw = await sdk.embeddings.with_raw_response.create(
+    async with sdk(gw) as client:
+        raw = await client.embeddings.with_raw_response.create(
             model="text-embedding-3-small", input=["hello world", "bye"], encoding_format=encoding)
     answer = raw.parse()
     assert raw.headers["x-request-id"].startswith("req_")
@@ -61,22 +57,22 @@ async def test_sdk_embeddings_in_both_encodings(gw: Stack, encoding: Any) -> Non
 
 
 async def test_sdk_default_encoding_and_token_ids(gw: Stack) -> None:
-    async with client(gw) as sdk:
+    async with sdk(gw) as client:
         # Without encoding_format the SDK asks for base64 and decodes it to floats itself.
-        plain = await sdk.embeddings.create(model="text-embedding-3-small", input="hello", dimensions=8)
-        ids = await sdk.embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3], [4]])
+        plain = await client.embeddings.create(model="text-embedding-3-small", input="hello", dimensions=8)
+        ids = await client.embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3], [4]])
     assert close_to(plain.data[0].embedding, embedding_vector("hello", 8))
     assert len(ids.data) == 2 and ids.usage.prompt_tokens == 4
 
 
 async def test_sdk_errors_are_typed(gw: Stack) -> None:
-    async with client(gw) as sdk:
+    async with sdk(gw) as client:
         with pytest.raises(openai.UnprocessableEntityError):
-            await sdk.embeddings.create(model="gpt-4", input="x")
+            await client.embeddings.create(model="gpt-4", input="x")
         with pytest.raises(openai.NotFoundError):
-            await sdk.embeddings.create(model="nope", input="x")
+            await client.embeddings.create(model="nope", input="x")
         with pytest.raises(openai.BadRequestError):
-            await sdk.embeddings.create(model="text-embedding-3-small", input=[])
+            await client.embeddings.create(model="text-embedding-3-small", input=[])
 
 
 # ---- raw HTTP: every status ----------------------------------------------------------------

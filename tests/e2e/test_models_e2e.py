@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from sidecar.devtools.launcher import Stack
-from tests.e2e.client_surface import MODEL_KEYS, MODELS_PATH, request, start
+from tests.e2e.client_surface import MODEL_KEYS, MODELS_PATH, request, sdk, start
 from tests.e2e.faults import FaultyProvider
 from tests.e2e.support import DEMO_TOKEN, RESTRICTED_TOKEN
 from tests.e2e.test_operations_e2e import sidecar_log_lines  # the operations tests own these readers
@@ -21,13 +21,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyProvider) -> Iter
     stack.stop()
 
 
-def client(stack: Stack, token: str = DEMO_TOKEN) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=stack.base_url + "/api/client/v1", api_key=token, max_retries=0)
-
-
 async def test_sdk_lists_the_models_the_token_may_use(gw: Stack) -> None:
-    async with client(gw) as sdk, client(gw, RESTRICTED_TOKEN) as restricted_sdk:
-        listed = [model async for model in sdk.models.list()]
+    async with sdk(gw) as client, sdk(gw, RESTRICTED_TOKEN) as restricted_sdk:
+        listed = [model async for model in client.models.list()]
         restricted = [model.id async for model in restricted_sdk.models.list()]
     assert [m.id for m in listed] == MODEL_KEYS
     assert {(m.object, m.created, m.owned_by) for m in listed} == {("model", 0, "gateway")}
@@ -35,19 +31,19 @@ async def test_sdk_lists_the_models_the_token_may_use(gw: Stack) -> None:
 
 
 async def test_sdk_retrieves_one_model_with_its_category(gw: Stack) -> None:
-    async with client(gw) as sdk:
-        model = await sdk.models.retrieve("text-embedding-3-small")
+    async with sdk(gw) as client:
+        model = await client.models.retrieve("text-embedding-3-small")
         # A key with a slash: the SDK sends it as %2F.
-        slashed = await sdk.models.retrieve("acme/embed-v2")
+        slashed = await client.models.retrieve("acme/embed-v2")
     assert (model.id, model.object, model.owned_by) == ("text-embedding-3-small", "model", "gateway")
     assert model.model_extra == {"category": "embedding"}
     assert slashed.id == "acme/embed-v2"
 
 
 async def test_sdk_gets_not_found_for_a_model_outside_the_allow_list(gw: Stack) -> None:
-    async with client(gw, RESTRICTED_TOKEN) as sdk:
+    async with sdk(gw, RESTRICTED_TOKEN) as client:
         with pytest.raises(openai.NotFoundError) as caught:
-            await sdk.models.retrieve("text-embedding-3-small")
+            await client.models.retrieve("text-embedding-3-small")
     assert caught.value.code == "model_not_found"
 
 
