@@ -166,6 +166,9 @@ async def test_fallback_on_a_provider_5xx(gw: Stack, faulty: FaultyProvider) -> 
     status, headers, _ = await request(gw, "POST", EMBEDDINGS_PATH, {"model": "embed-5xx-fallback", "input": "x"})
     assert (status, headers[DEPLOYMENT]) == (200, "azure/emb-az-b")
     assert faulty.count("emb-5xx") == 1
+    tried = faulty.received("emb-5xx")[-1]
+    assert (tried["wire"], tried["headers"]["authorization"]) == ("openai", "Bearer sk-faulty-test-key")
+    assert tried["body"]["model"] == "emb-5xx"  # the deployment's own model name
 
 
 async def test_breaker_opens_then_503_with_retry_after(gw: Stack, faulty: FaultyProvider) -> None:
