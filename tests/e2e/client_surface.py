@@ -19,11 +19,12 @@ from tests.e2e.support import DEMO_TOKEN, RESTRICTED_TOKEN, auth
 
 METERED_TOKEN = "cgt_test_metered_00000000000000000000000000"
 RPM_TOKEN = "cgt_test_rpm_0000000000000000000000000000000"
+CONCURRENT_TOKEN = "cgt_test_concurrent_000000000000000000000000"
 EMBEDDINGS_PATH = "/api/client/v1/embeddings"
 MODELS_PATH = "/api/client/v1/models"
 # Every model key of the policy below, in its order: what an unrestricted token lists.
 MODEL_KEYS = ["gpt-4", "text-embedding-3-small", "acme/embed-v2", "embed-azure", "embed-fallback",
-              "embed-5xx-fallback", "embed-breaker", "embed-slow", "embed-guarded", "embed-quota"]
+              "embed-5xx-fallback", "embed-breaker", "embed-slow", "embed-guarded", "embed-quota", "embed-concurrent"]
 
 
 def write_policies(folder: Path, faulty: FaultyProvider) -> Path:
@@ -57,11 +58,13 @@ models:
   embed-slow: {{category: embedding, deployments: [{{provider: slow, model: emb-slow}}]}}
   embed-guarded: {{category: embedding, deployments: [{{provider: faulty, model: emb-guarded}}]}}
   embed-quota: {{category: embedding, deployments: [{{provider: demo, model: demo-embedding}}]}}
+  embed-concurrent: {{category: embedding, deployments: [{{provider: faulty, model: emb-concurrent}}]}}
 tokens:
   demo: {{sha256: {hash_token(DEMO_TOKEN)}, team: demo-team}}
   restricted: {{sha256: {hash_token(RESTRICTED_TOKEN)}, models: [gpt-4]}}
   metered: {{sha256: {hash_token(METERED_TOKEN)}, models: [embed-quota]}}
   rpm: {{sha256: {hash_token(RPM_TOKEN)}, models: [embed-quota]}}
+  concurrent: {{sha256: {hash_token(CONCURRENT_TOKEN)}, models: [embed-concurrent]}}
 guardrails:
   no-email: {{type: pii, categories: [email], action: block, scope: {{models: [embed-guarded]}}}}
   mask-phone: {{type: pii, categories: [phone], action: mask, scope: {{models: [embed-guarded]}}}}
@@ -76,6 +79,9 @@ limits:
     rpm:
       match: {{tokens: [rpm]}}
       requests_per_minute: 1
+    one-at-a-time:
+      match: {{tokens: [concurrent]}}
+      concurrent_requests: 1
 """, encoding="utf-8")
     return folder
 

@@ -3,6 +3,7 @@ breaker, timeouts, guardrails, quotas, and raw HTTP for every error status."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 from collections.abc import Iterator
@@ -13,7 +14,15 @@ import pytest
 
 from sidecar.devtools.demo_provider import EMBEDDING_DIMENSIONS, embedding_vector
 from sidecar.devtools.launcher import Stack
-from tests.e2e.client_surface import EMBEDDINGS_PATH, METERED_TOKEN, RPM_TOKEN, request, sdk, start
+from tests.e2e.client_surface import (
+    CONCURRENT_TOKEN,
+    EMBEDDINGS_PATH,
+    METERED_TOKEN,
+    RPM_TOKEN,
+    request,
+    sdk,
+    start,
+)
 from tests.e2e.faults import FaultyProvider
 from tests.e2e.support import CHAT_PATH, RESTRICTED_TOKEN, provider_requests
 from tests.e2e.test_operations_e2e import metric_samples, sidecar_log_lines, value
@@ -230,6 +239,21 @@ async def test_429_requests_per_minute(gw: Stack) -> None:
     assert (status, answer["error"]["type"], answer["error"]["code"]) == (
         429, "rate_limit_exceeded", "requests_per_minute")
     assert int(headers["Retry-After"]) >= 1
+
+
+async def test_429_concurrent_requests_and_the_slot_is_released(gw: Stack, faulty: FaultyProvider) -> None:
+    faulty.set("emb-concurrent", "slow", delay=1.5, times=1)
+    body = {"model": "embed-concurrent", "input": "x"}
+    first = asyncio.create_task(request(gw, "POST", EMBEDDINGS_PATH, body, token=CONCURRENT_TOKEN))
+    for _ in range(100):  # until the first one is with the provider
+        if faulty.count("emb-concurrent"):
+            break
+        await asyncio.sleep(0.02)
+    status, _, answer = await request(gw, "POST", EMBEDDINGS_PATH, body, token=CONCURRENT_TOKEN)
+    assert (status, answer["error"]["code"]) == (429, "concurrent_requests")
+    assert (await first)[0] == 200
+    status, _, _ = await request(gw, "POST", EMBEDDINGS_PATH, body, token=CONCURRENT_TOKEN)
+    assert status == 200  # the slot came back when the first answer ended
 
 
 async def test_tokens_settle_from_usage_and_spend_from_the_prompt_price(gw: Stack) -> None:
