@@ -64,11 +64,12 @@ def member_span(payload: bytes, key: str) -> tuple[int, int] | None:
 
 def _numbers_array_end(payload: bytes, start: int) -> int:
     """The end of an array at `start` that holds no string, array or object (numbers, literals);
-    -1 for any other array. Four memchr-speed searches instead of a walk over its digits."""
+    -1 for any other array. memchr-speed searches instead of a walk over its digits; the numbers
+    themselves are not checked (the array's bytes are relayed as the provider sent them)."""
     close = payload.find(b"]", start + 1)
     if close < 0:
         return -1
-    for char in (b"[", b"{", b'"'):
+    for char in (b"[", b"{", b"}", b'"'):
         if payload.find(char, start + 1, close) >= 0:
             return -1
     return close + 1
