@@ -8,8 +8,9 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
-from sidecar.callout.endpoint import AUTHZ_PREFIX, handle_check
+from sidecar.callout.endpoint import AUTHZ_PREFIX, callout_handler
 from sidecar.callout.pipeline import DecisionPipeline
+from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, MODELS_PATH, EndpointKind
 from sidecar.extensions import Extensions
 from sidecar.features.breaker import stage as breaker
 from sidecar.features.drain import stage as drain
@@ -18,13 +19,21 @@ from sidecar.features.observability.install import install_observability
 from sidecar.features.quotas.install import install as install_quotas
 from sidecar.features.status import install as status
 from sidecar.forward.endpoint import handle_forward
+from sidecar.forward.models import handle_models
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import install_watcher
 from sidecar.responses import unexpected_errors
 from sidecar.settings import Settings
 
-CHAT_PATH = "/api/client/v1/chat/completions"
+# The client endpoints: (method, path, kind). Envoy sends each to the callout at AUTHZ_PREFIX + path,
+# then routes the allowed request to the same path here.
+CLIENT_ROUTES = (
+    ("POST", CHAT_PATH, EndpointKind.CHAT),
+    ("POST", EMBEDDINGS_PATH, EndpointKind.EMBEDDINGS),
+    ("GET", MODELS_PATH, EndpointKind.MODELS),
+    ("GET", MODELS_PATH + "/{model:.*}", EndpointKind.MODELS),
+)
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -66,8 +75,9 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)
-    app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)
-    app.router.add_post(CHAT_PATH, handle_forward)
+    for method, path, kind in CLIENT_ROUTES:
+        app.router.add_route(method, AUTHZ_PREFIX + path, callout_handler(kind))
+        app.router.add_route(method, path, handle_models if kind is EndpointKind.MODELS else handle_forward)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     return app

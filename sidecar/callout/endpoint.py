@@ -1,4 +1,7 @@
-"""The ext_authz callout endpoint: Envoy sends every chat request here, body included.
+"""The ext_authz callout endpoint: Envoy sends every client request here, body included.
+
+One handler per endpoint kind (`callout_handler`): the kind chooses the body parser, the model
+category check and the stages; GET /models/{model} passes the key from the path.
 
 200 means allowed: the signed decision and the final request id go back as headers that Envoy
 copies onto the routed request. Any 4xx is a denial Envoy relays to the client byte for byte.
@@ -9,12 +12,14 @@ refused here, since the callout would decide on bytes that are not the JSON the 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from sidecar.appkeys import PIPELINE, POLICY_STORE, SETTINGS
 from sidecar.callout.handoff import DECISION_HEADER, encode
 from sidecar.callout.pipeline import Check, Denied, resolve_request_id
+from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import InvalidRequest
 from sidecar.features.observability.install import record_callout
 from sidecar.responses import error_response
@@ -23,7 +28,21 @@ from sidecar.settings import SENTINEL_503
 AUTHZ_PREFIX = "/authz"
 
 
-async def handle_check(request: web.Request) -> web.Response:
+def callout_handler(kind: EndpointKind) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The callout for one endpoint kind (routes: `AUTHZ_PREFIX` + the client's path)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return await handle_check(request, kind)
+
+    return handler
+
+
+def path_model(request: web.Request) -> str | None:
+    """The key of GET /models/{model}, percent-decoded (the SDKs send `/` in a key as %2F)."""
+    return request.match_info.get("model")
+
+
+async def handle_check(request: web.Request, kind: EndpointKind = EndpointKind.CHAT) -> web.Response:
     app = request.app
     started = time.monotonic()
     raw_body = await request.read()
@@ -34,6 +53,8 @@ async def handle_check(request: web.Request) -> web.Response:
             raw_body,
             request.headers.get("Authorization"),
             request.headers.get("X-Request-Id"),
+            kind=kind,
+            path_model=path_model(request),
         )
     except Denied as denied:
         error = denied.error

@@ -24,6 +24,8 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from sidecar.core.endpoints import EndpointKind
+
 DECISION_HEADER = "x-cgt-decision"
 _VERSION = "v2"
 # Envoy reads the callout's answer headers with a 60 KiB limit (a larger one fails the callout:
@@ -92,6 +94,8 @@ class Decision:
     expires_at: float = 0.0  # epoch seconds; 0 only in decisions built by tests and `explain`
     # Stage annotations by DecisionKey name, already encoded; read them with `get(KEY)`.
     extra: Mapping[str, JSONValue] = field(default_factory=dict)
+    # Which client endpoint was decided: the forwarding path serves and books it accordingly.
+    endpoint: EndpointKind = EndpointKind.CHAT
 
     def get(self, key: DecisionKey[T]) -> T | None:
         """The stage's annotation, decoded; None when the stage added none."""
@@ -136,6 +140,7 @@ def decode(header: str | None, key: bytes) -> Decision:
         raise InvalidDecision("bad decision signature")
     data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data["deployments"] = tuple(data["deployments"])
+    data["endpoint"] = EndpointKind(data.get("endpoint", EndpointKind.CHAT))
     return Decision(**data)
 
 

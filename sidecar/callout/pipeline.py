@@ -28,9 +28,11 @@ from sidecar.callout.handoff import (
     annotate,
     body_digest,
 )
-from sidecar.core.chat import ChatRequest, is_valid_request_id, parse_chat_request
-from sidecar.core.errors import GatewayError
-from sidecar.core.routes import ModelRoute
+from sidecar.core.chat import is_valid_request_id, parse_chat_request
+from sidecar.core.embeddings import parse_embeddings_request
+from sidecar.core.endpoints import ClientRequest, EndpointKind
+from sidecar.core.errors import GatewayError, ModelNotFound
+from sidecar.core.routes import ModelRoute, check_category
 from sidecar.core.tokens import TokenRecord, TokenStore
 from sidecar.policy.snapshot import Policy
 
@@ -47,8 +49,10 @@ class Check:
     raw_body: bytes
     authorization: str | None
     request_id: str
+    kind: EndpointKind = EndpointKind.CHAT
+    path_model: str | None = None  # GET /models/{model}: the key in the path
     token: TokenRecord | None = None
-    request: ChatRequest | None = None
+    request: ClientRequest | None = None  # the parsed body (None for GET /models)
     route: ModelRoute | None = None
     deployments: tuple[str, ...] = ()
     # Stage annotations, encoded by their DecisionKey: write with `put`, never directly.
@@ -70,19 +74,22 @@ class Check:
 
     def decision(self, ttl_seconds: float = DEFAULT_DECISION_TTL_SECONDS, now: float | None = None) -> Decision:
         """The signed hand-off of an allowed check; expires `ttl_seconds` after `now` (epoch s)."""
-        assert self.token is not None and self.request is not None and self.route is not None
+        assert self.token is not None
+        # The model list has neither a body nor a model: an empty key, nothing to stream.
+        assert self.kind is EndpointKind.MODELS or (self.request is not None and self.route is not None)
         return Decision(
             request_id=self.request_id,
             token_name=self.token.name,
             team=self.token.team,
-            model_key=self.route.key,
+            model_key=self.route.key if self.route else "",
             deployments=self.deployments,
-            stream=self.request.stream,
-            client_wants_usage=self.request.include_usage,
+            stream=self.request.stream if self.request else False,
+            client_wants_usage=self.request.include_usage if self.request else False,
             policy_version=self.policy.version,
             body_sha256=body_digest(self.raw_body),
             expires_at=(time.time() if now is None else now) + ttl_seconds,
             extra=dict(self.extra),
+            endpoint=self.kind,
         )
 
 
@@ -102,16 +109,28 @@ async def authenticate(check: Check) -> None:
     check.token = check.policy.tokens.authenticate(check.authorization)
 
 
+_PARSERS: Mapping[EndpointKind, Callable[[bytes], ClientRequest]] = {
+    EndpointKind.CHAT: parse_chat_request,
+    EndpointKind.EMBEDDINGS: parse_embeddings_request,
+}
+
+
 async def parse_body(check: Check) -> None:
-    check.request = parse_chat_request(check.raw_body)
+    """The endpoint's own body parser: 400 `invalid_request_error` with `param`."""
+    check.request = _PARSERS[check.kind](check.raw_body)
     if check.request.request_id is not None:
         check.request_id = check.request.request_id
 
 
 async def resolve_model(check: Check) -> None:
+    """404 for an unknown key, 403 outside the token's allow-list (whatever the model's
+    category: a 422 would tell the client the model exists), 422 for the wrong category."""
     assert check.request is not None and check.token is not None
-    route = check.policy.models.resolve_llm(check.request.model)
+    route = check.policy.models.find(check.request.model)
     TokenStore.check_model(check.token, route.key)
+    category = check.kind.category
+    if category is not None:
+        check_category(route, category)
     check.route = route
     check.deployments = tuple(d.name for d in route.deployments)
 
@@ -139,6 +158,33 @@ def ordered_stages(named: Mapping[str, Stage]) -> tuple[Stage, ...]:
     return tuple(stages[name] for name in STAGE_ORDER if name in stages)
 
 
+async def resolve_listed_model(check: Check) -> None:
+    """GET /models/{model}: a key the policy does not define and one the token may not use are
+    the same 404, so the answer reveals no key outside the allow-list. The list needs nothing."""
+    assert check.token is not None
+    if check.path_model is None:
+        return
+    route = check.policy.models.routes.get(check.path_model)
+    if route is None or not check.token.allows_model(route.key):
+        raise ModelNotFound(f"The model '{check.path_model[:100]}' does not exist", param="model")
+    check.route = route
+
+
+def per_kind(stages: Mapping[EndpointKind, Stage]) -> Stage:
+    """One stage slot that runs the endpoint's own stage (none when the mapping has no entry)."""
+
+    async def stage(check: Check) -> None:
+        chosen = stages.get(check.kind)
+        if chosen is not None:
+            await chosen(check)
+
+    return stage
+
+
+# GET /models answers from the policy alone: no provider, no guardrail, no quota, no breaker.
+MODELS_STAGES: tuple[Stage, ...] = (authenticate, resolve_listed_model)
+
+
 class DecisionPipeline:
     """Named stages run in STAGE_ORDER; a plain sequence (tests) runs after the core stages."""
 
@@ -148,12 +194,18 @@ class DecisionPipeline:
         else:
             self.stages = ordered_stages({}) + tuple(extra_stages)
 
+    def stages_for(self, kind: EndpointKind) -> tuple[Stage, ...]:
+        """Chat and embeddings run every stage; the model list only the token and key checks."""
+        return MODELS_STAGES if kind is EndpointKind.MODELS else self.stages
+
     async def decide(self, policy: Policy, raw_body: bytes, authorization: str | None,
-                     header_request_id: str | None, *, dry_run: bool = False) -> Check:
+                     header_request_id: str | None, *, dry_run: bool = False,
+                     kind: EndpointKind = EndpointKind.CHAT, path_model: str | None = None) -> Check:
         """Returns the finished Check (call `.decision()`), or raises Denied."""
-        check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id), dry_run=dry_run)
+        check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id), kind=kind,
+                      path_model=path_model, dry_run=dry_run)
         try:
-            for stage in self.stages:
+            for stage in self.stages_for(kind):
                 await stage(check)
         except GatewayError as error:
             await undo(check)

@@ -194,6 +194,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _print_banner(stack: Stack, settings: Settings, policy: Policy, demo_token: str) -> None:
     print(f"\nLLM gateway listening on {stack.base_url}/api/client/v1/chat/completions")
+    print(f"  base_url: {stack.base_url}/api/client/v1 (POST /chat/completions, POST /embeddings, GET /models)")
     print(f"  policies: {settings.policies_dir} (version {policy.version})")
     print(f"  models:   {', '.join(sorted(policy.models.routes))}")
     if hash_token(demo_token) in policy.tokens.by_hash:

@@ -38,10 +38,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     """
     body = _load_json(raw)
     check_depth(body, raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("'model' is required and must be a non-empty string", param="model",
-                             code="missing_model" if model is None else "invalid_type")
+    model = required_model(body)
     _check_messages(body.get("messages"))
     _check_sampling(body)
     max_tokens = _positive_int(body, "max_tokens")
@@ -55,6 +52,15 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         max_tokens=max_completion if max_completion is not None else max_tokens,
         request_id=_request_id(body),
     )
+
+
+def required_model(body: dict[str, Any]) -> str:
+    """The body's `model`; raises InvalidRequest (400, param `model`) unless a non-empty string."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model",
+                             code="missing_model" if model is None else "invalid_type")
+    return model
 
 
 def _load_json(raw: bytes) -> dict[str, Any]:

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sidecar.core.credentials import Credential
+from sidecar.core.endpoints import EMBEDDING_CATEGORY, LLM_CATEGORY
 from sidecar.core.errors import ModelNotFound, WrongModelCategory
 from sidecar.core.kinds import FAILURE_KINDS, Outcome
 
-LLM_CATEGORY = "llm"
+_SERVED_AS = {LLM_CATEGORY: "a chat model", EMBEDDING_CATEGORY: "an embedding model"}
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,23 @@ class ModelRegistry:
 
     def resolve_llm(self, key: str) -> ModelRoute:
         """The chat model `key`; raises ModelNotFound (404) or WrongModelCategory (422)."""
+        route = self.find(key)
+        check_category(route, LLM_CATEGORY)
+        return route
+
+    def find(self, key: str) -> ModelRoute:
+        """The route of `key`; raises ModelNotFound (404) for a key the policy does not define."""
         route = self.routes.get(key)
         if route is None:
             raise ModelNotFound(f"The model '{key}' does not exist", param="model")
-        if route.category != LLM_CATEGORY:
-            raise WrongModelCategory(
-                f"The model '{key}' is a '{route.category}' model, not a chat model (category 'llm')",
-                param="model",
-            )
         return route
+
+
+def check_category(route: ModelRoute, category: str) -> None:
+    """Raises WrongModelCategory (422, code `model_not_<category>`) naming both categories."""
+    if route.category != category:
+        raise WrongModelCategory(
+            f"The model '{route.key}' is a '{route.category}' model, not {_SERVED_AS.get(category, category)} "
+            f"(category '{category}')",
+            param="model", code=f"model_not_{category}",
+        )

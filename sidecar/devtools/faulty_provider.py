@@ -1,8 +1,9 @@
 """A local provider that fails on demand: for the reliability tests and the benchmark.
 
-It speaks OpenAI (`/v1/chat/completions`), Azure OpenAI (`/openai/deployments/{d}/chat/completions`)
-and Anthropic (`/v1/messages`). How it behaves is set per upstream model name (the body's `model`,
-or Azure's deployment), so tests sharing one server do not disturb each other:
+It speaks OpenAI (`/v1/chat/completions`, `/v1/embeddings`), Azure OpenAI
+(`/openai/deployments/{d}/chat/completions` and `.../embeddings`) and Anthropic (`/v1/messages`).
+How it behaves is set per upstream model name (the body's `model`, or Azure's deployment), so tests
+sharing one server do not disturb each other:
 
     POST /_mode {"model": "m", "mode": "status", "status": 500, "times": 3}
     GET  /_stats  -> {"m": 4, ...}   requests received per model
@@ -31,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sidecar.devtools.demo_provider import embedding_vector
 from sidecar.devtools.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
 
 MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
@@ -66,10 +68,45 @@ async def azure_chat(request: web.Request) -> web.StreamResponse:
     """POST /openai/deployments/{deployment}/chat/completions in Azure's format; 401 without api-key or api-version."""
     body = await _json(request)
     deployment = request.match_info["deployment"]
-    if not request.headers.get("api-key") or not request.query.get("api-version"):
-        _record(request, AZURE, deployment, body)
-        return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
-    return await _serve(request, AZURE, deployment, body)
+    return _azure_refusal(request, deployment, body) or await _serve(request, AZURE, deployment, body)
+
+
+def _azure_refusal(request: web.Request, deployment: str, body: dict[str, Any]) -> web.Response | None:
+    """Azure's 401 for a call without `api-key` or `api-version`; None when both are there."""
+    if request.headers.get("api-key") and request.query.get("api-version"):
+        return None
+    _record(request, AZURE, deployment, body)
+    return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
+
+
+async def openai_embeddings(request: web.Request) -> web.StreamResponse:
+    """POST /v1/embeddings on the OpenAI wire, failing as the request's fault mode asks."""
+    body = await _json(request)
+    return await _serve_embeddings(request, OPENAI, str(body.get("model")), body)
+
+
+async def azure_embeddings(request: web.Request) -> web.StreamResponse:
+    """POST /openai/deployments/{d}/embeddings on the Azure wire, failing as the fault mode asks."""
+    body = await _json(request)
+    deployment = request.match_info["deployment"]
+    return _azure_refusal(request, deployment, body) or await _serve_embeddings(request, AZURE, deployment, body)
+
+
+async def _serve_embeddings(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> web.StreamResponse:
+    """Embeddings under the same faults as whole chat answers (status, slow, reset, garbage, hang)."""
+    _record(request, wire, model, body)
+    fault = _take_fault(request.app, model)
+    if fault.mode == "status":
+        return _error(wire, fault.status, f"Injected failure {fault.status} for {model}")
+    if fault.mode == "slow":
+        await asyncio.sleep(fault.delay)
+    if fault.mode in ("reset", "garbage", "hang"):
+        return await _whole(request, wire, model, 0, fault)
+    inputs = body.get("input")
+    items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    return web.json_response({"object": "list", "model": model, "usage": {"prompt_tokens": 5, "total_tokens": 5},
+                              "data": [{"object": "embedding", "index": i, "embedding": embedding_vector(str(item), 4)}
+                                       for i, item in enumerate(items)]})
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
@@ -217,6 +254,8 @@ def init_faulty_provider() -> web.Application:
     app.router.add_post("/v1/chat/completions", openai_chat)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat)
     app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_post("/v1/embeddings", openai_embeddings)
+    app.router.add_post("/openai/deployments/{deployment}/embeddings", azure_embeddings)
     app.router.add_post("/_mode", set_mode)
     app.router.add_get("/_stats", stats)
     app.router.add_get("/_requests", received)

@@ -26,7 +26,7 @@ from sidecar.features.breaker.breaker import Breaker, Permit
 from sidecar.features.breaker.stage import breaker_open
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.failures import as_gateway_error, exit_outcome
-from sidecar.providers.base import UpstreamRequest
+from sidecar.providers.base import UpstreamRequest, build_upstream
 from sidecar.providers.registry import provider_for
 
 log = logging.getLogger("sidecar.attempts")
@@ -126,7 +126,8 @@ class Attempts:
         exchange.deployment = deployment
         exchange.provider = provider = provider_for(deployment)
         # A shallow copy: providers set top-level keys (`model`) that differ per deployment.
-        return provider.build_request(dict(self._body), request_id=exchange.decision.request_id)
+        return build_upstream(provider, exchange.decision.endpoint, dict(self._body),
+                              request_id=exchange.decision.request_id)
 
     async def _send(self, deployment: Deployment, upstream: UpstreamRequest) -> aiohttp.ClientResponse:
         watch = self.watch

@@ -20,10 +20,12 @@ from aiohttp import web
 
 from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, SETTINGS
 from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, RejectedDecision, decode, verify
+from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, EndpointKind
 from sidecar.core.errors import GatewayError, InvalidRequest, PermissionDenied, ServiceUnavailable
 from sidecar.core.routes import Deployment
 from sidecar.extensions import Extensions, Finisher
 from sidecar.forward.attempts import Attempts
+from sidecar.forward.embeddings import relay_embeddings
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.relay import relay_completion, relay_stream
 from sidecar.policy.snapshot import Policy
@@ -32,27 +34,53 @@ from sidecar.providers.registry import provider_for
 from sidecar.responses import error_response
 
 log = logging.getLogger("sidecar.forwarding")
+_FORWARDED_PATHS = {CHAT_PATH: EndpointKind.CHAT, EMBEDDINGS_PATH: EndpointKind.EMBEDDINGS}
+
+
+def routed_decision(request: web.Request, kind: EndpointKind) -> Decision:
+    """The callout's signed decision for this request; raises PermissionDenied (403
+    `missing_decision`) without one, or with one decided for another endpoint."""
+    try:
+        decision = decode(request.headers.get(DECISION_HEADER), request.app[SETTINGS].decision_key)
+    except InvalidDecision:
+        raise _missing_decision() from None
+    if decision.endpoint is not kind:
+        raise _missing_decision()
+    return decision
+
+
+def _missing_decision() -> PermissionDenied:
+    return PermissionDenied("Requests must pass the gateway's policy check", code="missing_decision")
+
+
+async def decision_policy(app: web.Application, decision: Decision) -> Policy:
+    """The policy snapshot the decision was made on; raises ServiceUnavailable (503, Retry-After)
+    when this process does not hold it, even after one look at the folder (another worker may
+    have reloaded first): a decision is never applied under another policy."""
+    policy = app[POLICY_STORE].get(decision.policy_version)
+    if policy is None and POLICY_WATCHER in app:
+        policy = await app[POLICY_WATCHER].catch_up(decision.policy_version)
+    if policy is None:
+        raise ServiceUnavailable("The gateway's policy changed while the request was in flight; retry it",
+                                 code="policy_version_unknown", headers={"Retry-After": "1"})
+    return policy
 
 
 async def handle_forward(request: web.Request) -> web.StreamResponse:
+    """Chat completions and embeddings: the provider call with fallbacks, then the relay."""
     app = request.app
     try:
         decision = decode(request.headers.get(DECISION_HEADER), app[SETTINGS].decision_key)
     except InvalidDecision:
         # Nothing in an unsigned header can be trusted, not even which reservation it names.
-        rid = request.headers.get("X-Request-Id", "")
-        return error_response(PermissionDenied("Requests must pass the gateway's policy check",
-                                               code="missing_decision"), rid)
+        return error_response(_missing_decision(), request.headers.get("X-Request-Id", ""))
     extensions = app[EXTENSIONS]
     started = time.monotonic()
     try:
+        if decision.endpoint is not _FORWARDED_PATHS[request.path]:
+            raise _missing_decision()  # authentic, but decided for another endpoint
         raw = await _admitted_body(request, decision)
-        policy = app[POLICY_STORE].get(decision.policy_version)
-        if policy is None and POLICY_WATCHER in app:  # another worker may have reloaded first
-            policy = await app[POLICY_WATCHER].catch_up(decision.policy_version)
-        if policy is None:
-            raise ServiceUnavailable("The gateway's policy changed while the request was in flight; retry it",
-                                     code="policy_version_unknown", headers={"Retry-After": "1"})
+        policy = await decision_policy(app, decision)
         candidates = deployment_candidates(policy, decision)
     except GatewayError as error:
         _log_refusal(decision, error)
@@ -64,7 +92,9 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
     except GatewayError as error:
         _log_refusal(decision, error)
         return error_response(error, decision.request_id)
-    guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None]
+    # Output guardrails read answer text; embeddings answer vectors.
+    guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None] \
+        if decision.endpoint is EndpointKind.CHAT else []
     exchange = Exchange(decision=decision, policy=policy, deployment=candidates[0],
                         provider=provider_for(candidates[0]), started=started, guards=guards)
     try:
@@ -74,6 +104,8 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         # Fallbacks happen inside `attempts`, before the relay sends the client its first byte.
         attempts = Attempts(request, exchange, body, candidates)
         with app[DRAIN].track(exchange.watch):
+            if decision.endpoint is EndpointKind.EMBEDDINGS:
+                return await relay_embeddings(attempts, exchange)
             if decision.stream:
                 return await relay_stream(request, attempts, exchange)
             return await relay_completion(attempts, exchange)
@@ -93,11 +125,17 @@ async def _admitted_body(request: web.Request, decision: Decision) -> bytes:
         raise InvalidRequest(f"Content-Encoding '{encoding}' is not accepted on this path",
                              code="unsupported_content_encoding")
     raw = await request.read()
+    verify_admitted(decision, raw)
+    return raw
+
+
+def verify_admitted(decision: Decision, raw: bytes) -> None:
+    """Raises PermissionDenied (403 `decision_expired` / `decision_body_mismatch`) unless the
+    decision is alive and was made for exactly these body bytes."""
     try:
         verify(decision, raw)
     except RejectedDecision as rejected:
         raise PermissionDenied(str(rejected), code=rejected.code) from None
-    return raw
 
 
 def _log_refusal(decision: Decision, error: GatewayError) -> None:

@@ -68,6 +68,7 @@ class Exchange:
         now = time.monotonic()
         access_log.info("request", extra={"fields": {
             "request_id": self.decision.request_id,
+            "endpoint": self.decision.endpoint,
             "token": self.decision.token_name,
             "team": self.decision.team,
             "model": self.decision.model_key,

@@ -53,6 +53,15 @@ def as_gateway_error(exc: BaseException, phase: Phase) -> GatewayError | None:
     return None if kind is None else transport_error(kind, phase, type(exc).__name__)
 
 
+def provider_failure(exc: BaseException, phase: Phase) -> GatewayError:
+    """A failure caught as one of PROVIDER_FAILURES, in the gateway's terms (re-raised if the table
+    does not know it)."""
+    error = as_gateway_error(exc, phase)
+    if error is None:
+        raise exc
+    return error
+
+
 def exit_outcome(exc: BaseException) -> Outcome:
     """The breaker outcome of an exception that ended an exchange (gateway error or raw failure)."""
     if isinstance(exc, GatewayError):

@@ -21,7 +21,7 @@ from sidecar.appkeys import SETTINGS
 from sidecar.core.errors import GatewayError, Phase, ProviderError
 from sidecar.core.types import JSONDict, Usage
 from sidecar.forward.exchange import Exchange, OutputGuard
-from sidecar.forward.failures import PROVIDER_FAILURES, as_gateway_error
+from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
 from sidecar.responses import JSON_CONTENT_TYPE
 
@@ -48,7 +48,7 @@ async def relay_completion(
         else:
             _guard_completion(exchange.guards, completion)
     except PROVIDER_FAILURES as exc:
-        return exchange.fail(_failure(exc, Phase.ANSWER))
+        return exchange.fail(provider_failure(exc, Phase.ANSWER))
     completion["model"] = exchange.decision.model_key
     completion["request_id"] = exchange.decision.request_id
     exchange.status = 200
@@ -79,7 +79,7 @@ async def relay_stream(
             await _pump(upstream, response, exchange)
             return response
     except PROVIDER_FAILURES as exc:
-        return exchange.fail(_failure(exc, Phase.ANSWER))
+        return exchange.fail(provider_failure(exc, Phase.ANSWER))
 
 
 class _ClientGone(Exception):
@@ -115,7 +115,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         # Raised so the attempt closes the provider connection (the provider stops generating).
         raise asyncio.CancelledError() from None
     except PROVIDER_FAILURES as exc:
-        error = _failure(exc, Phase.STREAM)
+        error = provider_failure(exc, Phase.STREAM)
         exchange.error, exchange.fault = error.code or error.error_type, error
         await _end_with_error(response, error)
     except asyncio.CancelledError:
@@ -151,14 +151,6 @@ def _content_chars(completion: JSONDict) -> int:
         content = (choice.get("message") or {}).get("content")
         total += len(content) if isinstance(content, str) else 0
     return total
-
-
-def _failure(exc: BaseException, phase: Phase) -> GatewayError:
-    """A caught provider failure in the gateway's terms (core.errors' table; never None here)."""
-    error = as_gateway_error(exc, phase)
-    if error is None:
-        raise exc
-    return error
 
 
 class _ChunkStamper:

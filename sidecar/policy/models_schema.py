@@ -10,11 +10,12 @@ from pathlib import Path
 import yaml
 
 from sidecar.core.credentials import Credential
+from sidecar.core.endpoints import EMBEDDING_CATEGORY
 from sidecar.core.routes import BreakerConfig, Deployment, ModelRegistry, ModelRoute, Timeouts
 from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.reader import Located
 from sidecar.policy.references import check_reference
-from sidecar.providers.registry import PROVIDER_TYPES
+from sidecar.providers.registry import EMBEDDING_PROVIDER_TYPES, PROVIDER_TYPES
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,10 @@ def _parse_model(key: str, where: Located, providers: _Providers) -> ModelRoute 
             # Breaker state and fallbacks are kept per deployment name, so names must be unique.
             item.error(f"deployment '{deployment.name}' is listed twice")
         seen.add(deployment.name if deployment else "")
+        if category == EMBEDDING_CATEGORY and deployment is not None \
+                and deployment.provider not in EMBEDDING_PROVIDER_TYPES:
+            item.error(f"provider type '{deployment.provider}' cannot serve embeddings "
+                       f"(use {' or '.join(sorted(EMBEDDING_PROVIDER_TYPES))})")
     return ModelRoute(key=key, category=category, deployments=tuple(deployments))
 
 

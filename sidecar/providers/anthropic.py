@@ -37,6 +37,11 @@ class AnthropicProvider:
         )
         return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(anthropic_body))
 
+    def build_embeddings_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        # Anthropic has no embeddings API; the policy loader refuses such deployments already.
+        raise ProviderError(f"Deployment '{self.deployment.name}' (Anthropic) cannot serve embeddings",
+                            code="endpoint_not_supported", retryable=True)
+
     def _headers(self, request_id: str) -> dict[str, str]:
         headers = {
             "content-type": "application/json",

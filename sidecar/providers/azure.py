@@ -34,16 +34,23 @@ class AzureOpenAI:
                 retryable=True,
             )
         self.deployment = deployment
-        self._url = (
-            f"{deployment.base_url.rstrip('/')}/openai/deployments/{quote(deployment.upstream_model, safe='')}"
-            f"/chat/completions?api-version={quote(deployment.api_version, safe='')}"
-        )
+        self._url = self._operation_url("chat/completions")
+
+    def _operation_url(self, operation: str) -> str:
+        deployment, version = self.deployment, self.deployment.api_version or ""
+        return (f"{deployment.base_url.rstrip('/')}/openai/deployments/{quote(deployment.upstream_model, safe='')}"
+                f"/{operation}?api-version={quote(version, safe='')}")
 
     def build_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
         # The deployment in the URL selects the model; a copy keeps the client's body intact for
         # a fallback deployment that needs `model`.
         azure_body = {key: value for key, value in body.items() if key != "model"}
         return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(azure_body))
+
+    def build_embeddings_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        """`POST {endpoint}/openai/deployments/{deployment}/embeddings?api-version=...`."""
+        azure_body = {key: value for key, value in body.items() if key != "model"}
+        return UpstreamRequest(self._operation_url("embeddings"), self._headers(request_id), orjson.dumps(azure_body))
 
     def _headers(self, request_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Request-Id": request_id, **self.deployment.headers}

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import ProviderError
 from sidecar.core.types import JSONDict, SSEEvent
 
@@ -58,6 +59,14 @@ class Provider(Protocol):
         """
         ...
 
+    def build_embeddings_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        """`body` is the client's OpenAI embeddings request; the answer is OpenAI's embeddings list.
+
+        Raises ProviderError (502 `endpoint_not_supported`) for a provider without embeddings; the
+        policy loader refuses such deployments for `embedding` models, so that is a safety net.
+        """
+        ...
+
     def translate_response(self, payload: JSONDict) -> JSONDict:
         """A non-streamed provider response -> an OpenAI `chat.completion` dict (with `usage`)."""
         ...
@@ -69,3 +78,10 @@ class Provider(Protocol):
     def stream_translator(self) -> StreamTranslator:
         """A fresh translator for one streamed response."""
         ...
+
+
+def build_upstream(provider: Provider, endpoint: EndpointKind, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+    """The provider's request for the client's endpoint (chat completions or embeddings)."""
+    if endpoint is EndpointKind.EMBEDDINGS:
+        return provider.build_embeddings_request(body, request_id=request_id)
+    return provider.build_request(body, request_id=request_id)

@@ -21,6 +21,12 @@ class OpenAICompatible:
         body["model"] = self.deployment.upstream_model
         return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(body))
 
+    def build_embeddings_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        """OpenAI's `POST {base_url}/embeddings`, the body as the client sent it but for `model`."""
+        body["model"] = self.deployment.upstream_model
+        url = self.deployment.base_url.rstrip("/") + "/embeddings"
+        return UpstreamRequest(url, self._headers(request_id), orjson.dumps(body))
+
     def _headers(self, request_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Request-Id": request_id, **self.deployment.headers}
         key = self.deployment.credential.value()

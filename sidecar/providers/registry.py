@@ -20,3 +20,7 @@ PROVIDER_TYPES: Mapping[str, Callable[[Deployment], Provider]] = MappingProxyTyp
 
 def provider_for(deployment: Deployment) -> Provider:
     return PROVIDER_TYPES[deployment.provider](deployment)
+
+# Provider types with an embeddings API (OpenAI's `/embeddings` wire format); the policy loader
+# refuses an `embedding` model with a deployment of any other type.
+EMBEDDING_PROVIDER_TYPES: frozenset[str] = frozenset({"openai", "azure"})

@@ -20,9 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from sidecar.callout.pipeline import Check, Stage
+from sidecar.callout.pipeline import Check, Stage, per_kind
+from sidecar.core.endpoints import EndpointKind
 from sidecar.extensions import Extensions
 from sidecar.features.guardrails.decision_keys import REQUESTED_GUARDRAILS
+from sidecar.features.guardrails.embeddings_input import apply_input_masks, check_embeddings_input
 from sidecar.features.guardrails.input_check import REQUEST_FIELD, check_input
 from sidecar.features.guardrails.output_check import output_guards_for
 from sidecar.features.guardrails.request_masking import apply_masks
@@ -73,9 +75,9 @@ class ScanOffload:
 
 
 def install(app: web.Application, extensions: Extensions) -> None:
-    offload = ScanOffload(check_input)
+    offload = ScanOffload(per_kind({EndpointKind.CHAT: check_input, EndpointKind.EMBEDDINGS: check_embeddings_input}))
     app.cleanup_ctx.append(offload.lifecycle)
     extensions.stages["guardrails_input"] = offload.stage
     extensions.stages["guardrails_requested"] = _remember_requested
-    extensions.request_editors.append(apply_masks)
+    extensions.request_editors.extend([apply_masks, apply_input_masks])
     extensions.output_guards.append(output_guards_for)

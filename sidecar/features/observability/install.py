@@ -91,9 +91,10 @@ def record_callout(app: web.Application, check: Check, error: GatewayError | Non
 
 def decision_fields(check: Check, error: GatewayError | None, seconds: float) -> dict[str, object]:
     """The callout decision log line's fields (request id, token, team, model, status, code, decision_ms …)."""
-    requested = check.request.model if check.request else None
+    requested = check.request.model if check.request else check.path_model
     return {
         "request_id": check.request_id,
+        "endpoint": check.kind,
         "token": check.token.name if check.token else None,
         "team": check.token.team if check.token else None,
         # The resolved key, else what the client asked for (cut short: it is client input).

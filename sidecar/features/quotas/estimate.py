@@ -19,6 +19,8 @@ from typing import Any
 import orjson
 
 from sidecar.core.chat import ChatRequest
+from sidecar.core.embeddings import EmbeddingsRequest
+from sidecar.core.endpoints import ClientRequest
 from sidecar.features.quotas.limits import LimitsPolicy
 
 _PER_MESSAGE = 4
@@ -42,6 +44,21 @@ def estimate_request(request: ChatRequest, model: str, limits: LimitsPolicy) -> 
     if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
         completion *= choices  # each of the n choices may use the whole allowance
     return Estimate(prompt_tokens(request.body, limits.chars_per_token), completion)
+
+
+def estimate_for(request: ClientRequest, model: str, limits: LimitsPolicy) -> Estimate:
+    """The estimate of a chat or an embeddings request."""
+    if isinstance(request, EmbeddingsRequest):
+        return estimate_embeddings(request, limits)
+    assert isinstance(request, ChatRequest)
+    return estimate_request(request, model, limits)
+
+
+def estimate_embeddings(request: EmbeddingsRequest, limits: LimitsPolicy) -> Estimate:
+    """Embeddings read their input and write no tokens: characters / `chars_per_token` of each
+    string (at least 1 per input), or the number of token ids as given; no completion allowance."""
+    text_tokens = sum(max(1, math.ceil(len(text) / limits.chars_per_token)) for text in request.texts)
+    return Estimate(text_tokens + request.token_ids, 0)
 
 
 def prompt_tokens(body: dict[str, Any], chars_per_token: float) -> int:

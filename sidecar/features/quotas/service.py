@@ -26,7 +26,7 @@ from sidecar.callout.pipeline import Check
 from sidecar.core.errors import PermissionDenied, ServiceUnavailable
 from sidecar.features.quotas.admission import denial, limit_error, oversized, plan_charges
 from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, QuotaBackend
-from sidecar.features.quotas.estimate import Estimate, estimate_request
+from sidecar.features.quotas.estimate import Estimate, estimate_for
 from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
 from sidecar.features.quotas.limits import Identity, Limit
 from sidecar.features.quotas.settlement import RESERVATION, Record, adjustments, refund
@@ -214,7 +214,7 @@ def _plan(check: Check, key_prefix: str, arrival_lease: float) -> _Plan | None:
     if not limits:
         return None
     zone = ZoneInfo(policy.timezone)
-    estimate = estimate_request(check.request, who.model, policy)
+    estimate = estimate_for(check.request, who.model, policy)
     # A slot whose release never comes (the sidecar died mid-request) frees itself after this.
     lease = max(d.timeouts.total for d in check.route.deployments) + _LEASE_MARGIN
     # Until the forward claims it, a slot is held only for the decision's life (the client may leave).

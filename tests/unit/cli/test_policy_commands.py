@@ -99,7 +99,7 @@ def test_explain_json_of_a_denied_request(tmp_path: Path) -> None:
     assert decision == {
         "policy_version": DEMO.version, "policy_source": "policies", "status": 404, "allowed": False,
         "code": "model_not_found", "dry_run": True, "token": {"name": "demo", "team": "demo-team"},
-        "model": None, "requested_model": "gpt-5", "stream": False, "headers": {}, "provider_url": None,
+        "model": None, "requested_model": "gpt-5", "endpoint": "chat", "stream": False, "headers": {}, "provider_url": None,
         "extra": {}, "guardrails": None, "limits": None, "breaker": None, "other_findings": {},
         "body": {"error": {"message": "The model 'gpt-5' does not exist", "type": "invalid_request_error",
                            "code": "model_not_found", "param": "model"}},

@@ -16,10 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from sidecar.app import CHAT_PATH, init_app
+from sidecar.app import init_app
 from sidecar.appkeys import BREAKERS, EXTENSIONS, HTTP_CLIENT, POLICY_STORE
 from sidecar.callout.handoff import DECISION_HEADER, Decision
 from sidecar.cli.main import DEMO_TOKEN
+from sidecar.core.endpoints import CHAT_PATH
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import BreakerConfig, Deployment
 from sidecar.core.tokens import hash_token

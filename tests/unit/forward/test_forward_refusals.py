@@ -14,10 +14,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses
 
-from sidecar.app import CHAT_PATH, init_app
+from sidecar.app import init_app
 from sidecar.appkeys import POLICY_STORE
 from sidecar.callout.endpoint import AUTHZ_PREFIX
 from sidecar.callout.handoff import DECISION_HEADER, Decision, body_digest, encode
+from sidecar.core.endpoints import CHAT_PATH
 from sidecar.policy.loader import folder_version
 from sidecar.settings import Settings
 from tests.unit.forward.test_forwarding_provider_client import (

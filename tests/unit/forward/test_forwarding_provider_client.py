@@ -18,10 +18,11 @@ from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses, core
 from yarl import URL
 
-from sidecar.app import CHAT_PATH, init_app
+from sidecar.app import init_app
 from sidecar.appkeys import POLICY_STORE
 from sidecar.callout.endpoint import AUTHZ_PREFIX
 from sidecar.callout.handoff import DECISION_HEADER, Decision, body_digest, encode
+from sidecar.core.endpoints import CHAT_PATH
 from sidecar.core.tokens import hash_token
 from sidecar.forward.exchange import DEPLOYMENT_HEADER
 from sidecar.settings import Settings
