@@ -26,7 +26,7 @@ from sidecar.core.routes import Deployment
 from sidecar.features.breaker.breaker import Breaker, Permit
 from sidecar.features.breaker.stage import breaker_open
 from sidecar.forward.exchange import Exchange
-from sidecar.providers.base import UpstreamRequest
+from sidecar.providers.base import UpstreamRequest, error_from_answer
 from sidecar.providers.registry import provider_for
 
 log = logging.getLogger("sidecar.attempts")
@@ -89,7 +89,8 @@ class Attempts:
                 raise
             if response.status != 200:
                 # The body was read in _send: this read returns it from memory.
-                answer = self._exchange.provider.translate_error(response.status, await response.read())
+                answer = error_from_answer(self._exchange.provider, response.status, await response.read(),
+                                           response.headers)
                 self._book(permit, status_outcome(response.status))
                 if answer.retryable:
                     pending, last = response, answer

@@ -89,9 +89,5 @@ def deployment_candidates(policy: Policy, decision: Decision) -> list[Deployment
 def edited_body(raw: bytes, decision: Decision) -> dict[str, Any]:
     body: dict[str, Any] = orjson.loads(raw)
     body.pop("request_id", None)  # ours, not the provider's
-    if decision.stream:
-        # Ask for usage even when the client did not: accounting needs it. The relay removes
-        # the extra usage chunk again when the client did not ask for it.
-        options = body.get("stream_options") or {}
-        body["stream_options"] = {**options, "include_usage": True}
+    # `stream_options.include_usage` is each deployment's to set (providers.openai_compat.fit_openai_body).
     return body

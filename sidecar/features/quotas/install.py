@@ -13,6 +13,7 @@ from sidecar.features.quotas.backend import QuotaBackend
 from sidecar.features.quotas.limits import StoreConfig
 from sidecar.features.quotas.memory_backend import MemoryBackend
 from sidecar.features.quotas.service import QuotaService
+from sidecar.features.quotas.settlement import cap_completion
 
 STATE_DIR_ENV = "GATEWAY_STATE_DIR"
 DEFAULT_STATE_DIR = ".gateway-state"
@@ -47,4 +48,5 @@ def install(app: web.Application, extensions: Extensions, store: StoreConfig) ->
     app.cleanup_ctx.append(lifecycle)
     extensions.stages.append(service.check)
     extensions.finishers.append(service.finish)
+    extensions.request_editors.append(lambda body, decision, policy: cap_completion(body, decision.extra))
     return service

@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import ServiceUnavailable
 from sidecar.features.quotas.admission import denial, limit_error, oversized, plan_charges
+from sidecar.features.quotas.allowance import cappable, choices, fitted
 from sidecar.features.quotas.backend import BackendUnavailable, Charge, QuotaBackend
 from sidecar.features.quotas.estimate import Estimate, estimate_request
 from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
-from sidecar.features.quotas.limits import Identity, Limit
+from sidecar.features.quotas.limits import Identity, Limit, Price
 from sidecar.features.quotas.settlement import EXTRA_KEY, Record, adjustments
 
 if TYPE_CHECKING:
@@ -59,11 +60,20 @@ class QuotaService:
         except BackendUnavailable as exc:
             self._unavailable(check, plan.limits, exc)
             return
+        smaller = plan.refitted(reserved.used) if not reserved.admitted else None
+        if smaller is not None:
+            # The budget has room for less than the default allowance: reserve (and cap) what is left.
+            plan = smaller
+            try:
+                reserved = await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
+            except BackendUnavailable as exc:
+                self._unavailable(check, plan.limits, exc)
+                return
         levels = [Level(lm, c, used, reserved.now)
                   for lm, c, used in zip(plan.limits, plan.charges, reserved.used, strict=True)]
         check.client_headers.update(rate_limit_headers(levels))
         if dry_run:
-            _trace(check, levels, plan.estimate)
+            _trace(check, levels, plan.estimate, plan.cap)
         if not reserved.admitted:
             error = denial(levels, plan.who, plan.zone)
             # Counted by the metrics as limit denials (gateway_limit_denials_total).
@@ -74,8 +84,12 @@ class QuotaService:
             raise error
         if not dry_run:
             self._report_shadow(check, levels, plan.who)
-            record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits])
-            check.extra[EXTRA_KEY] = record.to_extra()
+        # A dry run reserved nothing, so its record has nothing to settle; it still carries the
+        # completion cap, so `explain` shows the body the provider would get.
+        charges = [] if dry_run else plan.charges
+        record = Record.of(reservation_id, plan.estimate, charges, [lm.spec.unit for lm in plan.limits][:len(charges)],
+                           completion_cap=plan.cap)
+        check.extra[EXTRA_KEY] = record.to_extra()
 
     def _unavailable(self, check: Check, limits: list[Limit], exc: BackendUnavailable) -> None:
         self.counters.backend_errors += 1
@@ -118,13 +132,14 @@ class QuotaService:
                 "request_id": exchange.decision.request_id, "error": str(exc)}})
 
 
-def _trace(check: Check, levels: list[Level], estimate: Estimate) -> None:
+def _trace(check: Check, levels: list[Level], estimate: Estimate, cap: int | None) -> None:
     """What `explain` shows: every applicable limit, its level and whether this request fits."""
     trace = getattr(check, "trace", None)
     if not isinstance(trace, dict):
         return
     trace["limits"] = {
         "estimate": {"prompt_tokens": estimate.prompt_tokens, "completion_tokens": estimate.completion_tokens},
+        "completion_cap": cap,
         "applicable": [{"limit": lv.limit.name, "cap": lv.charge.cap, "used": round(lv.used, 3),
                         "requested": lv.charge.amount, "fits": lv.fits(), "shadow": lv.limit.shadow}
                        for lv in levels],
@@ -138,6 +153,26 @@ class _Plan:
     charges: list[Charge]
     estimate: Estimate
     zone: ZoneInfo
+    price: Price | None
+    key_prefix: str
+    lease: float
+    now: float
+    cap: int | None = None  # the provider's completion cap per choice (sidecar.features.quotas.allowance)
+    choices: int = 1
+
+    def with_estimate(self, estimate: Estimate, cap: int | None) -> _Plan:
+        charges = plan_charges(self.limits, self.who, estimate, self.price, self.zone, self.key_prefix,
+                               self.lease, self.now)
+        return replace(self, charges=charges, estimate=estimate, cap=cap)
+
+    def refitted(self, used: tuple[float, ...]) -> _Plan | None:
+        """A smaller capped plan that fits the levels `used` (of a denied reserve), if there is one."""
+        if self.cap is None:
+            return None
+        allowance = fitted(self.estimate, self.choices, self.limits, self.charges, used, self.price)
+        if allowance is None or allowance.cap >= self.cap:
+            return None
+        return self.with_estimate(allowance.estimate, allowance.cap)
 
 
 def _plan(check: Check, key_prefix: str) -> _Plan | None:
@@ -152,8 +187,15 @@ def _plan(check: Check, key_prefix: str) -> _Plan | None:
     estimate = estimate_request(check.request, who.model, policy)
     # A slot whose release never comes (the sidecar died mid-request) frees itself after this.
     lease = max(d.timeouts.total for d in check.route.deployments) + _LEASE_MARGIN
-    charges = plan_charges(limits, who, estimate, policy.price(who.model), zone, key_prefix, lease, time.time())
-    too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, charges, strict=True)])
+    plan = _Plan(who, limits, [], estimate, zone, policy.price(who.model), key_prefix, lease, time.time())
+    if cappable(check.request, limits):
+        n = choices(check.request)
+        plan = replace(plan, choices=n).with_estimate(estimate, estimate.completion_tokens // n)
+        # An allowance larger than a limit itself shrinks to fit it (the cap tells the provider).
+        plan = plan.refitted(tuple(0.0 for _ in limits)) or plan
+    else:
+        plan = plan.with_estimate(estimate, None)
+    too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, plan.charges, strict=True)])
     if too_large is not None:
         raise limit_error(too_large, who, zone, [], too_large=True)
-    return _Plan(who, limits, charges, estimate, zone)
+    return plan

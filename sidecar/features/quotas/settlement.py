@@ -24,22 +24,39 @@ class Record:
     reservation_id: str
     estimate: Estimate
     charges: tuple[tuple[str, str, str, int, int], ...]  # key, counter, unit, amount, cap
+    # The completion tokens per choice the provider is held to (sidecar.features.quotas.allowance);
+    # None when the client set its own max_tokens or no token-counting limit applies.
+    completion_cap: int | None = None
 
     def to_extra(self) -> dict[str, Any]:
         return {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
-                "completion": self.estimate.completion_tokens, "charges": [list(c) for c in self.charges]}
+                "completion": self.estimate.completion_tokens, "charges": [list(c) for c in self.charges],
+                "cap": self.completion_cap}
 
     @classmethod
     def from_extra(cls, value: Any) -> Record | None:
         if not isinstance(value, dict):
             return None
         charges = tuple((str(k), str(c), str(u), int(a), int(cap)) for k, c, u, a, cap in value["charges"])
-        return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges)
+        completion_cap = value.get("cap")
+        return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges,
+                   int(completion_cap) if completion_cap is not None else None)
 
     @classmethod
-    def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[str]) -> Record:
+    def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[str],
+           completion_cap: int | None = None) -> Record:
         rows = tuple((c.key, c.counter, unit, c.amount, c.cap) for c, unit in zip(charges, units, strict=True))
-        return cls(reservation_id, estimate, rows)
+        return cls(reservation_id, estimate, rows, completion_cap)
+
+
+def cap_completion(body: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Holds the provider to the allowance the callout reserved: the body's `max_completion_tokens`
+    (each provider module moves it to the field its deployment expects) when the client set none."""
+    record = Record.from_extra(extra.get(EXTRA_KEY))
+    if record is None or record.completion_cap is None:
+        return
+    if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
+        body["max_completion_tokens"] = record.completion_cap
 
 
 def real_usage(exchange: Exchange, estimate: Estimate, chars_per_token: float) -> tuple[int, int] | None:
