@@ -48,6 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
+    if not is_child():  # workers share the parent's port on purpose (SO_REUSEPORT)
+        from sidecar.devtools.launcher import PortInUse, check_port_free
+
+        try:
+            check_port_free("127.0.0.1", settings.sidecar_port, "GATEWAY_SIDECAR_PORT", "the sidecar")
+        except PortInUse as exc:
+            print(f"sidecar not started: {exc}", file=sys.stderr)
+            return 1
     handle_sigterm(app)  # drain in-flight streams before aiohttp's own shutdown
     if is_child():
         die_with_parent()
@@ -130,7 +138,7 @@ def cmd_token_new(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sidecar.devtools.launcher import Stack
+    from sidecar.devtools.launcher import PortInUse, Stack
 
     settings = Settings.from_env()
     try:
@@ -149,6 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         while all(p.poll() is None for p in stack.processes.values()):
             time.sleep(0.5)
         print("a gateway process exited; stopping", file=sys.stderr)
+        return 1
+    except PortInUse as exc:  # checked before anything starts: nothing shares a taken port
+        print(f"gateway not started: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

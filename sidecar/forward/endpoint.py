@@ -20,7 +20,7 @@ from sidecar.core.errors import GatewayError, PermissionDenied, ServiceUnavailab
 from sidecar.core.routes import Deployment
 from sidecar.extensions import Finisher
 from sidecar.forward.attempts import Attempts
-from sidecar.forward.exchange import Exchange
+from sidecar.forward.exchange import CLIENT_CLOSED, Exchange
 from sidecar.forward.relay import relay_completion, relay_stream
 from sidecar.policy.snapshot import Policy
 from sidecar.providers.registry import provider_for
@@ -68,6 +68,10 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
 
 
 async def _finish(exchange: Exchange, finishers: list[Finisher]) -> None:
+    if exchange.status == 0:
+        # No answer was started: the handler was cancelled because the client left. The access log,
+        # the metric and the settlement all see the same 499.
+        exchange.status, exchange.error = CLIENT_CLOSED, exchange.error or "client_disconnected"
     for finisher in finishers:
         try:
             await finisher(exchange)

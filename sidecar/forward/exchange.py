@@ -43,6 +43,8 @@ class OutputGuard(Protocol):
 
 access_log = logging.getLogger("sidecar.access")
 DEPLOYMENT_HEADER = "x-gateway-deployment"
+# The status an exchange the client left before any answer is logged and counted with (nginx's 499).
+CLIENT_CLOSED = 499
 
 
 @dataclass

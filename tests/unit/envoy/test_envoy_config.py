@@ -94,8 +94,24 @@ def test_client_cannot_send_decision_headers(config: dict[str, Any]) -> None:
 
 def test_filter_order(config: dict[str, Any]) -> None:
     assert [f["name"] for f in hcm(config)["http_filters"]] == [
-        "envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router",
+        "envoy.filters.http.header_mutation", "envoy.filters.http.buffer", "envoy.filters.http.ext_authz",
+        "envoy.filters.http.router",
     ]
+
+
+def test_routes_envoy_answers_itself_read_the_body_first(config: dict[str, Any]) -> None:
+    # An HTTP/1 answer sent before the request body was read closes the connection (issue 15).
+    routes = {r["name"]: r for r in hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
+    buffered = {name for name, route in routes.items()
+                if not route.get("typed_per_filter_config", {}).get("envoy.filters.http.buffer", {}).get("disabled")}
+    assert buffered == {"chat_completions_wrong_method", "unknown_path"}
+
+
+def test_listener_takes_no_shared_port_and_serves_http_1_0(config: dict[str, Any]) -> None:
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["enable_reuse_port"] is False
+    assert hcm(config)["http_protocol_options"]["accept_http_10"] is True
+    assert hcm(config)["stream_error_on_invalid_http_message"] is True
 
 
 def test_drain_timeout_and_body_limit_message(config: dict[str, Any], text: str) -> None:
