@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -178,6 +179,9 @@ def _print_banner(stack: Stack, settings: Settings, policy: Policy, demo_token: 
     if hash_token(demo_token) in policy.tokens.by_hash:
         print(f"  demo token: {demo_token}")
     print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
+    if settings.demo_provider_port != Settings().demo_provider_port:
+        print(f"  explain with the same ports: GATEWAY_DEMO_PROVIDER_PORT={settings.demo_provider_port} "
+              "python -m sidecar explain …")
     print("Ctrl-C stops everything.\n", flush=True)
 
 
@@ -210,5 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--models", help="comma-separated model keys this token may use")
     new.set_defaults(func=cmd_token_new)
     args = parser.parse_args(argv)
+    from sidecar.devtools.launcher import DEMO_PROVIDER_URL_ENV
+
+    # The demo policies name their provider `${GATEWAY_DEMO_PROVIDER_URL:-…}`: every command (explain,
+    # check, serve) resolves it from GATEWAY_DEMO_PROVIDER_PORT, the port `make run` starts it on.
+    os.environ.setdefault(DEMO_PROVIDER_URL_ENV, f"http://127.0.0.1:{Settings.from_env().demo_provider_port}/v1")
     result: int = args.func(args)
     return result
