@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -26,7 +27,7 @@ SCHEMA = {"type": "json_schema", "json_schema": {"name": "reply", "strict": True
     "type": "object", "properties": {"reply": {"type": "string"}}, "required": ["reply"]}}}
 
 
-def policy(url: str) -> str:
+def policy(url: str, state_dir: Path) -> str:
     return f"""
 providers:
   openai: {{type: openai, base_url: {url}/v1, {KEY}, breaker: {{enabled: false}}}}
@@ -43,6 +44,7 @@ models:
   budget: {{deployments: [{{provider: openai, model: long-answer}}]}}
   budget-claude: {{deployments: [{{provider: claude, model: long-claude}}]}}
 limits:
+  store: {{backend: memory, state_dir: "{state_dir}"}}
   rules:
     daily: {{match: {{models: [budget, budget-claude]}}, per: [model], tokens_per_day: {BUDGET}}}
 """
@@ -51,7 +53,7 @@ limits:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, faulty: FaultyProvider) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("provider-faults")
-    folder = write_policies(workdir / "policies", policy(faulty.url))
+    folder = write_policies(workdir / "policies", policy(faulty.url, workdir / "state"))
     (folder / "tokens.yaml").write_text(f"tokens:\n  demo:\n    sha256: {hash_token(DEMO_TOKEN)}\n", encoding="utf-8")
     stack = start_gateway(workdir, folder)
     yield stack
