@@ -90,7 +90,7 @@ class Attempts:
             if response.status != 200:
                 # The body was read in _send: this read returns it from memory.
                 answer = error_from_answer(self._exchange.provider, response.status, await response.read(),
-                                           response.headers)
+                                           response.headers, self._exchange.own_rate_limit_headers())
                 self._book(permit, status_outcome(response.status))
                 if answer.retryable:
                     pending, last = response, answer

@@ -34,7 +34,8 @@ async def relay_completion(
             payload = await upstream.read()
             exchange.first_byte = time.monotonic()
             if upstream.status != 200:
-                raise error_from_answer(exchange.provider, upstream.status, payload, upstream.headers)
+                raise error_from_answer(exchange.provider, upstream.status, payload, upstream.headers,
+                                        exchange.own_rate_limit_headers())
             completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
         exchange.usage = usage_of(completion.get("usage"))
         exchange.completion_chars = _content_chars(completion)
@@ -54,7 +55,8 @@ async def relay_stream(
     try:
         async with send as upstream:
             if upstream.status != 200:
-                raise error_from_answer(exchange.provider, upstream.status, await upstream.read(), upstream.headers)
+                raise error_from_answer(exchange.provider, upstream.status, await upstream.read(), upstream.headers,
+                                        exchange.own_rate_limit_headers())
             keepalive = request.app[SETTINGS].keepalive_seconds
             response = EventSourceResponse(
                 headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True

@@ -8,7 +8,7 @@ so adding a provider touches one module here plus the policy schema.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -115,18 +115,21 @@ _RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 _BACKOFF_STATUSES = (429, 503)
 
 
-def backoff_headers(status: int, headers: Mapping[str, str]) -> dict[str, str]:
-    """The provider's rate-limit and Retry-After headers to relay with an error of `status`
-    (the status the client gets); empty for other statuses."""
+def backoff_headers(status: int, headers: Mapping[str, str], taken: Collection[str] = ()) -> dict[str, str]:
+    """The provider's rate-limit and Retry-After headers to relay with an error of `status` (the
+    status the client gets); empty for other statuses. `taken`: lower-case names the gateway already
+    sends (its own quotas' x-ratelimit-*), which the provider's must not duplicate."""
     if status not in _BACKOFF_STATUSES:
         return {}
     return {name: value for name, value in headers.items()
-            if (lower := name.lower()) in _RATE_LIMIT_HEADERS or lower.startswith(_RATE_LIMIT_PREFIXES)}
+            if ((lower := name.lower()) in _RATE_LIMIT_HEADERS or lower.startswith(_RATE_LIMIT_PREFIXES))
+            and lower not in taken}
 
 
-def error_from_answer(provider: Provider, status: int, payload: bytes, headers: Mapping[str, str]) -> ProviderError:
+def error_from_answer(provider: Provider, status: int, payload: bytes, headers: Mapping[str, str],
+                      taken: Collection[str] = ()) -> ProviderError:
     """A provider's error answer as the client gets it: the provider module's translation, with the
-    provider's Retry-After and rate-limit headers when it is a 429 or 503."""
+    provider's Retry-After and rate-limit headers (but those in `taken`) when it is a 429 or 503."""
     error = provider.translate_error(status, payload)
-    error.headers.update(backoff_headers(error.status, headers))
+    error.headers.update(backoff_headers(error.status, headers, taken))
     return error

@@ -37,6 +37,7 @@ providers:
 models:
   limited: {{deployments: [{{provider: openai, model: limited}}]}}
   limited-claude: {{deployments: [{{provider: claude, model: limited-claude}}]}}
+  limited-quota: {{deployments: [{{provider: openai, model: limited-quota}}]}}
   rejected: {{deployments: [{{provider: openai, model: rejected}}]}}
   claude: {{deployments: [{{provider: claude, model: claude-json}}]}}
   azure-old: {{deployments: [{{provider: azure-old, model: old-dep}}]}}
@@ -47,6 +48,7 @@ limits:
   store: {{backend: memory, state_dir: "{state_dir}"}}
   rules:
     daily: {{match: {{models: [budget, budget-claude]}}, per: [model], tokens_per_day: {BUDGET}}}
+    rpm: {{match: {{models: [limited-quota]}}, requests_per_minute: 1000}}
 """
 
 
@@ -81,6 +83,18 @@ async def test_a_providers_429_keeps_retry_after_and_rate_limit_headers(gw: Stac
     assert (headers["retry-after"], headers["x-ratelimit-remaining-requests"]) == ("7", "0")
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-reset-requests"]) == ("60", "7s")
     assert headers["x-request-id"]
+
+
+async def test_a_providers_429_never_duplicates_the_gateways_own_rate_limit_headers(
+        gw: Stack, faulty: FaultyProvider) -> None:
+    # Envoy appends the gateway's own x-ratelimit-* (its quotas) to every answer; two values of one
+    # header would read as "0, 999".
+    faulty.set("limited-quota", "status", status=429)
+    status, headers, raw = await chat(gw, "limited-quota")
+    assert status == 429, raw
+    assert headers.getall("retry-after") == ["7"]
+    assert headers.getall("x-ratelimit-limit-requests") == ["1000"]
+    assert len(headers.getall("x-ratelimit-remaining-requests")) == 1
 
 
 async def test_anthropics_429_headers_reach_the_openai_sdk(gw: Stack, faulty: FaultyProvider) -> None:

@@ -18,11 +18,12 @@ from sidecar.callout.pipeline import Check
 from sidecar.core.errors import ServiceUnavailable
 from sidecar.features.quotas.admission import denial, limit_error, oversized, plan_charges
 from sidecar.features.quotas.allowance import cappable, choices, fitted
-from sidecar.features.quotas.backend import BackendUnavailable, Charge, QuotaBackend
+from sidecar.features.quotas.backend import BackendUnavailable, Charge, QuotaBackend, Reserved
 from sidecar.features.quotas.estimate import Estimate, estimate_request
 from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
 from sidecar.features.quotas.limits import Identity, Limit, Price
 from sidecar.features.quotas.settlement import EXTRA_KEY, Record, adjustments
+from sidecar.forward.exchange import OWN_RATE_LIMIT_HEADERS
 
 if TYPE_CHECKING:
     from sidecar.forward.exchange import Exchange
@@ -55,23 +56,18 @@ class QuotaService:
         # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
         dry_run = bool(getattr(check, "dry_run", False))
         reservation_id = secrets.token_hex(8)
-        try:
-            reserved = await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
-        except BackendUnavailable as exc:
-            self._unavailable(check, plan.limits, exc)
-            return
-        smaller = plan.refitted(reserved.used) if not reserved.admitted else None
+        reserved = await self._reserve(check, plan, reservation_id, dry_run)
+        smaller = plan.refitted(reserved.used) if reserved is not None and not reserved.admitted else None
         if smaller is not None:
             # The budget has room for less than the default allowance: reserve (and cap) what is left.
             plan = smaller
-            try:
-                reserved = await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
-            except BackendUnavailable as exc:
-                self._unavailable(check, plan.limits, exc)
-                return
+            reserved = await self._reserve(check, plan, reservation_id, dry_run)
+        if reserved is None:
+            return
         levels = [Level(lm, c, used, reserved.now)
                   for lm, c, used in zip(plan.limits, plan.charges, reserved.used, strict=True)]
-        check.client_headers.update(rate_limit_headers(levels))
+        headers = rate_limit_headers(levels)
+        check.client_headers.update(headers)
         if dry_run:
             _trace(check, levels, plan.estimate, plan.cap)
         if not reserved.admitted:
@@ -82,14 +78,23 @@ class QuotaService:
                 log.info("quota denied", extra={"fields": {
                     "request_id": check.request_id, "code": error.code, "message": error.message}})
             raise error
+        if headers:
+            check.extra[OWN_RATE_LIMIT_HEADERS] = sorted(name.lower() for name in headers)
         if not dry_run:
             self._report_shadow(check, levels, plan.who)
         # A dry run reserved nothing, so its record has nothing to settle; it still carries the
         # completion cap, so `explain` shows the body the provider would get.
-        charges = [] if dry_run else plan.charges
-        record = Record.of(reservation_id, plan.estimate, charges, [lm.spec.unit for lm in plan.limits][:len(charges)],
-                           completion_cap=plan.cap)
+        charges, units = ([], []) if dry_run else (plan.charges, [lm.spec.unit for lm in plan.limits])
+        record = Record.of(reservation_id, plan.estimate, charges, units, completion_cap=plan.cap)
         check.extra[EXTRA_KEY] = record.to_extra()
+
+    async def _reserve(self, check: Check, plan: _Plan, reservation_id: str, dry_run: bool) -> Reserved | None:
+        """The store's answer; None when the store is down and the limits fail open (closed: raises)."""
+        try:
+            return await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
+        except BackendUnavailable as exc:
+            self._unavailable(check, plan.limits, exc)
+            return None
 
     def _unavailable(self, check: Check, limits: list[Limit], exc: BackendUnavailable) -> None:
         self.counters.backend_errors += 1

@@ -122,6 +122,8 @@ def test_backoff_headers_are_relayed_with_429_and_503_only() -> None:
     assert backoff_headers(429, headers) == expected
     assert backoff_headers(503, headers) == expected
     assert backoff_headers(400, headers) == {}
+    taken = {"x-ratelimit-remaining-requests"}  # the gateway's own quota sends it already
+    assert "x-ratelimit-remaining-requests" not in backoff_headers(429, headers, taken)
 
 
 SCHEMA_REQUEST = {"model": "k", "messages": [{"role": "user", "content": "capital of France?"}],
