@@ -18,6 +18,7 @@ MISSING_PREFIX = "TOOL MISSING"
 
 
 def in_ci() -> bool:
+    """Whether this run is CI's (`CI` set and not false), where every tool must be installed."""
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 

@@ -36,6 +36,7 @@ def cappable(request: ChatRequest, limits: Sequence[Limit]) -> bool:
 
 
 def choices(request: ChatRequest) -> int:
+    """How many choices (`n`) the request asks for; each may use the whole per-choice cap."""
     n = request.body.get("n")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
