@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.summary import report_errors, summarize
-from sidecar.settings import Settings
+from sidecar.settings import DEFAULT_DEMO_PROVIDER_PORT, Settings
 
 if TYPE_CHECKING:
     from sidecar.devtools.launcher import Stack
@@ -74,6 +75,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
+    if not is_child():  # workers share the parent's port on purpose (SO_REUSEPORT)
+        from sidecar.devtools.launcher import PortInUse, check_port_free
+
+        try:
+            check_port_free("127.0.0.1", settings.sidecar_port, "GATEWAY_SIDECAR_PORT", "the sidecar")
+        except PortInUse as exc:
+            print(f"sidecar not started: {exc}", file=sys.stderr)
+            return 1
     handle_sigterm(app)  # drain in-flight streams before aiohttp's own shutdown
     if is_child():
         die_with_parent()
@@ -162,7 +171,7 @@ def cmd_token_new(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: demo provider, sidecar and Envoy together in the foreground (`make run`); 1 on an invalid policy."""
-    from sidecar.devtools.launcher import Stack
+    from sidecar.devtools.launcher import PortInUse, Stack
 
     settings = Settings.from_env()
     try:
@@ -181,6 +190,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         while all(p.poll() is None for p in stack.processes.values()):
             time.sleep(0.5)
         print("a gateway process exited; stopping", file=sys.stderr)
+        return 1
+    except PortInUse as exc:  # checked before anything starts: nothing shares a taken port
+        print(f"gateway not started: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
@@ -202,6 +214,9 @@ def _print_banner(stack: Stack, settings: Settings, policy: Policy, demo_token: 
     print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
     if settings.status_port:
         print(f"  status page: {stack.status_url}/   metrics: {stack.metrics_url}/metrics, /stats/prometheus")
+    if settings.demo_provider_port != Settings().demo_provider_port:
+        print(f"  explain with the same ports: GATEWAY_DEMO_PROVIDER_PORT={settings.demo_provider_port} "
+              "python -m sidecar explain …")
     print("Ctrl-C stops everything.\n", flush=True)
 
 
@@ -235,5 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--models", help="comma-separated model keys this token may use")
     new.set_defaults(func=cmd_token_new)
     args = parser.parse_args(argv)
+    from sidecar.devtools.launcher import DEMO_PROVIDER_URL_ENV
+
+    # The demo policies name their provider `${GATEWAY_DEMO_PROVIDER_URL:-…}`: every command (explain,
+    # check, serve) resolves it from GATEWAY_DEMO_PROVIDER_PORT, the port `make run` starts it on.
+    port = os.environ.get("GATEWAY_DEMO_PROVIDER_PORT") or str(DEFAULT_DEMO_PROVIDER_PORT)
+    os.environ.setdefault(DEMO_PROVIDER_URL_ENV, f"http://127.0.0.1:{port}/v1")
     result: int = args.func(args)
     return result

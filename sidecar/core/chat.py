@@ -6,6 +6,8 @@ gateway relies on are checked strictly and reported with OpenAI's `param` path.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +77,34 @@ def _load_json(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object", code="invalid_json")
+    if _LONG_DIGITS.search(raw) is not None:
+        _check_integers(raw)
     return body
+
+
+# orjson reads integers exactly within [-2**63, 2**64 - 1] and turns larger ones into floats (a
+# 30-digit `seed` would reach the provider as 1.2345678901234568e+29). No OpenAI field takes such a
+# number, so those are refused, naming the field. Only a body with a run of 19+ digits (maybe in a
+# string) pays for the exact second parse.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _check_integers(raw: bytes) -> None:
+    try:
+        exact = json.loads(raw)  # arbitrary-precision integers
+    except RecursionError:
+        raise InvalidRequest("The request body is nested too deeply", code="invalid_json") from None
+    pending: list[tuple[str, Any]] = [("", exact)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend((f"{path}.{key}" if path else key, item) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+        elif type(value) is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise InvalidRequest(f"'{path}' is an integer outside the 64-bit range the gateway can relay exactly",
+                                 param=path, code="integer_out_of_range")
 
 
 def _check_messages(messages: object) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
 
 from sidecar.core.credentials import Credential
 from sidecar.core.endpoints import EMBEDDING_CATEGORY, LLM_CATEGORY
@@ -11,6 +13,19 @@ from sidecar.core.errors import ModelNotFound, WrongModelCategory
 from sidecar.core.kinds import FAILURE_KINDS, Outcome
 
 _SERVED_AS = {LLM_CATEGORY: "a chat model", EMBEDDING_CATEGORY: "an embedding model"}
+
+
+class ProviderType(StrEnum):
+    """The wire format a provider speaks, as policies spell it (`providers.<name>.type`)."""
+
+    OPENAI = "openai"  # OpenAI Chat Completions, and every server compatible with it (vLLM, Ollama …)
+    AZURE = "azure"  # Azure OpenAI: OpenAI's body, deployment and api-version in the URL
+    ANTHROPIC = "anthropic"  # Anthropic Messages API
+
+
+# Which request field carries a completion cap the gateway adds (OpenAI renamed max_tokens to
+# max_completion_tokens; older Azure api-versions and many compatible servers know only max_tokens).
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
 
 @dataclass(frozen=True)
@@ -42,13 +57,17 @@ class Deployment:
     """One provider endpoint serving a model (OpenAI-compatible, Azure OpenAI or Anthropic)."""
 
     name: str
-    provider: str  # "openai" | "azure" | "anthropic"
+    provider: ProviderType
     base_url: str
     upstream_model: str
     credential: Credential = field(default_factory=Credential)
     headers: Mapping[str, str] = field(default_factory=dict)
     api_version: str | None = None  # Azure
     default_max_tokens: int = 4096  # Anthropic requires max_tokens
+    # Whether streamed requests may carry `stream_options.include_usage` (policy: auto by type and
+    # api-version); without it the stream's usage is settled by estimate.
+    stream_include_usage: bool = True
+    max_tokens_field: MaxTokensField = "max_completion_tokens"
     timeouts: Timeouts = field(default_factory=Timeouts)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     priority: int = 0  # lower is tried first; equal priorities share traffic by `weight`

@@ -17,7 +17,13 @@ streams after `after` words); `garbage` (a body that is not JSON, or a malformed
 event after `after` words); `no_finish` (an OpenAI stream whose chunks never carry a finish_reason,
 as some compatible servers send them); `bad_shape` (after `after` words, an event that is JSON but not a
 chunk); `two_choices` (an OpenAI stream of two interleaved choices whose deltas carry no role).
+`long` (a whole answer whose usage reports 3,000 completion tokens, or the request's max_tokens /
+max_completion_tokens when smaller: a provider that writes as much as it is allowed).
 `times` makes a mode apply to that many requests only.
+
+Like the real APIs: a 429 carries `Retry-After` and rate-limit headers; Azure api-versions before
+2024-09-01 refuse `stream_options` and `max_completion_tokens` with a 400; an Anthropic request
+that forces one tool (`tool_choice: {"type": "tool"}`) is answered with that tool's `tool_use`.
 
 Run alone: `python -m sidecar.devtools.faulty_provider --port 8091`.
 """
@@ -33,10 +39,20 @@ import orjson
 from aiohttp import web
 
 from sidecar.devtools.demo_provider import embedding_vector
-from sidecar.devtools.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
+from sidecar.devtools.faulty_wire import (
+    ANTHROPIC,
+    AZURE,
+    OPENAI,
+    RATE_LIMITED_HEADERS,
+    StreamEvents,
+    completion,
+    error_body,
+    words,
+)
 
 MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
-         "bad_shape", "two_choices")
+         "bad_shape", "two_choices", "long")
+AZURE_NEWER_FIELDS = ("stream_options", "max_completion_tokens")
 HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
 
 
@@ -68,7 +84,8 @@ async def azure_chat(request: web.Request) -> web.StreamResponse:
     """POST /openai/deployments/{deployment}/chat/completions in Azure's format; 401 without api-key or api-version."""
     body = await _json(request)
     deployment = request.match_info["deployment"]
-    return _azure_refusal(request, deployment, body) or await _serve(request, AZURE, deployment, body)
+    return (_azure_refusal(request, deployment, body) or _azure_unknown_fields(request, deployment, body)
+            or await _serve(request, AZURE, deployment, body))
 
 
 def _azure_refusal(request: web.Request, deployment: str, body: dict[str, Any]) -> web.Response | None:
@@ -77,6 +94,16 @@ def _azure_refusal(request: web.Request, deployment: str, body: dict[str, Any]) 
         return None
     _record(request, AZURE, deployment, body)
     return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
+
+
+def _azure_unknown_fields(request: web.Request, deployment: str, body: dict[str, Any]) -> web.Response | None:
+    """Azure's 400 for a field its api-version does not know (before 2024-09-01: stream_options,
+    max_completion_tokens); None when every field is known."""
+    unknown = [f for f in AZURE_NEWER_FIELDS if f in body and request.query["api-version"][:10] < "2024-09-01"]
+    if not unknown:
+        return None
+    _record(request, AZURE, deployment, body)
+    return _error(AZURE, 400, f"Unrecognized request argument supplied: {unknown[0]}")
 
 
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
@@ -127,14 +154,29 @@ async def _serve(request: web.Request, wire: str, model: str, body: dict[str, An
         return _error(wire, fault.status, f"Injected failure {fault.status} for {model}")
     if fault.mode == "slow":
         await asyncio.sleep(fault.delay)
+    forced = _forced_tool(wire, body)
     if not body.get("stream"):
-        return await _whole(request, wire, model, prompt_tokens, fault)
+        if fault.mode == "long":
+            return web.json_response(completion(wire, model, prompt_tokens, completion_tokens=_allowed(body)))
+        return await _whole(request, wire, model, prompt_tokens, fault, forced)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return await _stream(request, StreamEvents(wire, model, prompt_tokens, include_usage), fault)
+    return await _stream(request, StreamEvents(wire, model, prompt_tokens, include_usage, forced), fault)
+
+
+def _forced_tool(wire: str, body: dict[str, Any]) -> str | None:
+    choice = body.get("tool_choice")
+    if wire == ANTHROPIC and isinstance(choice, dict) and choice.get("type") == "tool":
+        return str(choice.get("name"))
+    return None
+
+
+def _allowed(body: dict[str, Any]) -> int:
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    return min(3000, cap) if isinstance(cap, int) else 3000
 
 
 async def _whole(request: web.Request, wire: str, model: str, prompt_tokens: int,
-                 fault: Fault) -> web.StreamResponse:
+                 fault: Fault, forced: str | None = None) -> web.StreamResponse:
     if fault.mode == "reset":
         _drop(request)
         return web.Response()  # never sent: the connection is gone
@@ -145,7 +187,7 @@ async def _whole(request: web.Request, wire: str, model: str, prompt_tokens: int
         await response.prepare(request)
         await asyncio.sleep(HANG_SECONDS)
         return response
-    return web.json_response(completion(wire, model, prompt_tokens))
+    return web.json_response(completion(wire, model, prompt_tokens, tool=forced))
 
 
 async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> web.StreamResponse:
@@ -197,7 +239,7 @@ def _drop(request: web.Request) -> None:
 
 
 def _error(wire: str, status: int, message: str) -> web.Response:
-    headers = {"Retry-After": "7"} if status == 429 else {}
+    headers = RATE_LIMITED_HEADERS[wire] if status == 429 else {}
     return web.Response(status=status, body=error_body(wire, status, message), content_type="application/json",
                         headers=headers)
 

@@ -40,6 +40,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PortInUse(RuntimeError):
+    """A port the gateway must listen on is taken (another gateway, or any other program)."""
+
+    def __init__(self, port: int, address: str, variable: str, role: str) -> None:
+        super().__init__(f"port {port} ({variable}, {role}) is already in use on {address}: is another gateway "
+                         f"running? Stop it, or choose another port ({variable}=…; `make run` takes PORT=…).")
+        self.port = port
+
+
+def check_port_free(address: str, port: int, variable: str, role: str) -> None:
+    """Raises PortInUse when `address:port` cannot be bound.
+
+    The probe sets SO_REUSEADDR (a closed connection's TIME_WAIT does not count) but not
+    SO_REUSEPORT, so any listener there, Envoy's own SO_REUSEPORT sockets included, makes it fail.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            raise PortInUse(port, address, variable, role) from exc
+
+
 def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
     """Polls `url` until it answers 200 (RuntimeError after `timeout` seconds or when `process` exits)."""
     deadline = time.monotonic() + timeout
@@ -97,9 +120,22 @@ class Stack:
         return {**os.environ, **self.settings.env(),
                 DEMO_PROVIDER_URL_ENV: self.demo_provider_url + "/v1", **self.extra_env}
 
+    def check_ports(self) -> None:
+        """Every port this stack listens on must be free: a busy one stops the start (PortInUse)."""
+        settings = self.settings
+        ports = [(settings.listen_address, settings.listen_port, "GATEWAY_PORT", "Envoy's listener"),
+                 ("127.0.0.1", settings.sidecar_port, "GATEWAY_SIDECAR_PORT", "the sidecar"),
+                 ("127.0.0.1", settings.admin_port, "GATEWAY_ADMIN_PORT", "Envoy's admin"),
+                 (settings.listen_address, settings.metrics_port, "GATEWAY_METRICS_PORT", "Envoy's scrape listener")]
+        if self.with_demo_provider:
+            ports.append(("127.0.0.1", settings.demo_provider_port, "GATEWAY_DEMO_PROVIDER_PORT", "the demo provider"))
+        for address, port, variable, role in ports:
+            check_port_free(address, port, variable, role)
+
     def start(self) -> None:
         """Starts every process and waits until each is ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.check_ports()
         if self.with_demo_provider:
             self.start_demo_provider()
         self.start_sidecar()

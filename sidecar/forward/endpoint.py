@@ -26,7 +26,7 @@ from sidecar.core.routes import Deployment
 from sidecar.extensions import Extensions, Finisher
 from sidecar.forward.attempts import Attempts
 from sidecar.forward.embeddings import relay_embeddings
-from sidecar.forward.exchange import Exchange
+from sidecar.forward.exchange import CLIENT_CLOSED, Exchange
 from sidecar.forward.relay import relay_completion, relay_stream
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.watcher import POLICY_WATCHER
@@ -153,6 +153,10 @@ async def _refused(decision: Decision, extensions: Extensions) -> None:
 
 
 async def _finish(exchange: Exchange, finishers: list[Finisher]) -> None:
+    if exchange.status == 0:
+        # No answer was started: the handler was cancelled because the client left. The access log,
+        # the metric and the settlement all see the same 499.
+        exchange.status, exchange.error = CLIENT_CLOSED, exchange.error or "client_disconnected"
     for finisher in finishers:
         try:
             await finisher(exchange)
@@ -174,9 +178,5 @@ def deployment_candidates(policy: Policy, decision: Decision) -> list[Deployment
 def edited_body(raw: bytes, decision: Decision) -> dict[str, Any]:
     body: dict[str, Any] = orjson.loads(raw)
     body.pop("request_id", None)  # ours, not the provider's
-    if decision.stream:
-        # Ask for usage even when the client did not: accounting needs it. The relay removes
-        # the extra usage chunk again when the client did not ask for it.
-        options = body.get("stream_options") or {}
-        body["stream_options"] = {**options, "include_usage": True}
+    # `stream_options.include_usage` is each deployment's to set (providers.openai_compat.fit_openai_body).
     return body

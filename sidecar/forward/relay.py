@@ -23,6 +23,7 @@ from sidecar.core.types import JSONDict, Usage
 from sidecar.forward.exchange import Exchange, OutputGuard
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
+from sidecar.providers.base import error_from_answer
 from sidecar.responses import JSON_CONTENT_TYPE
 
 # Whole answers larger than this are checked by the output guardrails in a worker thread.
@@ -38,7 +39,8 @@ async def relay_completion(
             payload = await upstream.read()
             exchange.first_byte = time.monotonic()
             if upstream.status != 200:
-                raise exchange.provider.translate_error(upstream.status, payload)
+                raise error_from_answer(exchange.provider, upstream.status, payload, upstream.headers,
+                                        exchange.own_rate_limit_headers())
             completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
         exchange.usage = usage_of(completion.get("usage"))
         exchange.completion_chars = _content_chars(completion)
@@ -69,7 +71,8 @@ async def relay_stream(
     try:
         async with send as upstream:
             if upstream.status != 200:
-                raise exchange.provider.translate_error(upstream.status, await upstream.read())
+                raise error_from_answer(exchange.provider, upstream.status, await upstream.read(), upstream.headers,
+                                        exchange.own_rate_limit_headers())
             keepalive = request.app[SETTINGS].keepalive_seconds
             response = EventSourceResponse(
                 headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True

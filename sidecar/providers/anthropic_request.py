@@ -1,8 +1,7 @@
 """OpenAI chat request -> Anthropic Messages API request body.
 
-Only fields Anthropic understands are emitted; OpenAI-only fields (`stream_options`, `n`,
-`frequency_penalty`, `logprobs`, `response_format`, ...) are dropped rather than forwarded,
-because Anthropic rejects unknown top-level fields.
+Only fields Anthropic understands are emitted (it rejects unknown top-level fields); which OpenAI
+field becomes what, and which are refused with a 400 naming them, is `anthropic_fields`.
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from sidecar.core.errors import ProviderError
 from sidecar.core.types import JSONDict
+from sidecar.providers.anthropic_fields import check_fields, invalid, json_tool
 
 # Anthropic's temperature range is 0..1 while OpenAI's is 0..2. We clamp instead of scaling:
 # the values clients actually send (0, 0.2, 0.7, 1) keep their meaning, and only the rarely used
@@ -26,16 +25,12 @@ _SYSTEM_ROLES = ("system", "developer")
 _SYSTEM_JOINER = "\n\n"
 
 
-def invalid(message: str, param: str | None = None) -> ProviderError:
-    """A request this provider cannot express: the client's fault, so a 400 that is not retried."""
-    return ProviderError(
-        message, status=400, error_type="invalid_request_error", code="unsupported_for_provider", param=param
-    )
-
-
 def build_body(body: JSONDict, *, model: str, default_max_tokens: int) -> JSONDict:
-    """The Anthropic body for one OpenAI chat request; `body` is left untouched."""
-    _reject_multiple_choices(body)
+    """The Anthropic body for one OpenAI chat request; `body` is left untouched.
+
+    Raises ProviderError (400, `param` naming the field) for what Anthropic cannot express.
+    """
+    check_fields(body)
     system, messages = _convert_messages(body.get("messages"))
     out: JSONDict = {"model": model, "max_tokens": _max_tokens(body, default_max_tokens), "messages": messages}
     if system:
@@ -45,16 +40,14 @@ def build_body(body: JSONDict, *, model: str, default_max_tokens: int) -> JSONDi
         out["stream"] = True
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    if isinstance(body.get("top_k"), int):
+        out["top_k"] = body["top_k"]  # Anthropic's own sampling field, for clients that know it
     _copy_tools(body, out)
+    forced = json_tool(body)
+    if forced is not None:
+        out["tools"] = [forced]
+        out["tool_choice"] = {"type": "tool", "name": forced["name"]}
     return out
-
-
-def _reject_multiple_choices(body: JSONDict) -> None:
-    # Anthropic returns one completion per request; silently answering n=3 with one choice
-    # would break clients that index choices[1].
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise invalid("This model's provider supports only n=1", param="n")
 
 
 def _max_tokens(body: JSONDict, default: int) -> int:

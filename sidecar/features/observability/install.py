@@ -18,10 +18,9 @@ from sidecar.core.errors import GatewayError
 from sidecar.extensions import Extensions
 from sidecar.features.observability.metrics import GatewayMetrics
 from sidecar.features.quotas.limits import MICRO_USD
-from sidecar.forward.exchange import Exchange
+from sidecar.forward.exchange import CLIENT_CLOSED, Exchange
 
 decision_log = logging.getLogger("sidecar.decision")
-CLIENT_CLOSED = 499  # status label for an exchange the client left before any answer (nginx's convention)
 _MAX_LOGGED_MODEL = 100
 
 

@@ -14,6 +14,7 @@ from sidecar.features.quotas.backend import QuotaBackend
 from sidecar.features.quotas.limits import StoreConfig
 from sidecar.features.quotas.memory_backend import MemoryBackend
 from sidecar.features.quotas.service import QuotaService
+from sidecar.features.quotas.settlement import cap_completion
 
 STATE_DIR_ENV = "GATEWAY_STATE_DIR"
 DEFAULT_STATE_DIR = ".gateway-state"
@@ -53,4 +54,5 @@ def install(app: web.Application, extensions: Extensions, store: StoreConfig,
     extensions.arrivals.append(service.claim)
     extensions.refusals.append(service.refused)
     extensions.finishers.append(service.finish)
+    extensions.request_editors.append(lambda body, decision, policy: cap_completion(body, decision))
     return service

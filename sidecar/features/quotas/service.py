@@ -17,19 +17,22 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sidecar.callout.handoff import Decision
 from sidecar.callout.pipeline import Check
+from sidecar.core.chat import ChatRequest
 from sidecar.core.errors import PermissionDenied, ServiceUnavailable
 from sidecar.features.quotas.admission import denial, limit_error, oversized, plan_charges
-from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, QuotaBackend
+from sidecar.features.quotas.allowance import cappable, choices, fitted
+from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, QuotaBackend, Reserved
 from sidecar.features.quotas.estimate import Estimate, estimate_for
 from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
-from sidecar.features.quotas.limits import Identity, Limit
+from sidecar.features.quotas.limits import Identity, Limit, Price
 from sidecar.features.quotas.settlement import RESERVATION, Record, adjustments, refund
+from sidecar.forward.exchange import OWN_RATE_LIMIT_HEADERS
 
 if TYPE_CHECKING:
     from sidecar.features.observability.metrics import GatewayMetrics
@@ -70,17 +73,21 @@ class QuotaService:
         # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
         dry_run = check.dry_run
         reservation_id = secrets.token_hex(8)
-        try:
-            reserved = await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
-        except BackendUnavailable as exc:
-            self._unavailable(check, plan.limits, exc)
+        reserved = await self._reserve(check, plan, reservation_id, dry_run)
+        smaller = plan.refitted(reserved.used) if reserved is not None and not reserved.admitted else None
+        if smaller is not None:
+            # The budget has room for less than the default allowance: reserve (and cap) what is left.
+            plan = smaller
+            reserved = await self._reserve(check, plan, reservation_id, dry_run)
+        if reserved is None:
             return
         frees = reserved.frees_at or (0.0,) * len(plan.charges)
         levels = [Level(lm, c, used, reserved.now, free)
                   for lm, c, used, free in zip(plan.limits, plan.charges, reserved.used, frees, strict=True)]
-        check.client_headers.update(rate_limit_headers(levels))
+        headers = rate_limit_headers(levels)
+        check.client_headers.update(headers)
         if dry_run:
-            _trace(check, levels, plan.estimate)
+            _trace(check, levels, plan.estimate, plan.cap)
         if not reserved.admitted:
             error = denial(levels, plan.who, plan.zone)
             # Counted by the metrics as limit denials (gateway_limit_denials_total).
@@ -89,13 +96,27 @@ class QuotaService:
                 log.info("quota denied", extra={"fields": {
                     "request_id": check.request_id, "code": error.code, "message": error.message}})
             raise error
-        if not dry_run:
-            self._report_levels(levels, plan.who)
-            self._report_shadow(check, levels, plan.who)
-            record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits],
-                               plan.lease)
-            check.put(RESERVATION, record)
-            check.on_deny.append(lambda: self._settle(record, refund(record), check.request_id, only_pending=True))
+        if headers:
+            check.put(OWN_RATE_LIMIT_HEADERS, frozenset(name.lower() for name in headers))
+        if dry_run:
+            # Nothing reserved, nothing to settle; the record still carries the completion cap, so
+            # `explain` shows the body the provider would get.
+            check.put(RESERVATION, Record.of(reservation_id, plan.estimate, [], [], plan.lease, plan.cap))
+            return
+        self._report_levels(levels, plan.who)
+        self._report_shadow(check, levels, plan.who)
+        record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits],
+                           plan.lease, plan.cap)
+        check.put(RESERVATION, record)
+        check.on_deny.append(lambda: self._settle(record, refund(record), check.request_id, only_pending=True))
+
+    async def _reserve(self, check: Check, plan: _Plan, reservation_id: str, dry_run: bool) -> Reserved | None:
+        """The store's answer; None when the store is down and the limits fail open (closed: raises)."""
+        try:
+            return await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
+        except BackendUnavailable as exc:
+            self._unavailable(check, plan.limits, exc)
+            return None
 
     def _report_levels(self, levels: list[Level], who: Identity) -> None:
         # Calendar quotas only: alerts warn before a day's or month's quota runs out.
@@ -185,10 +206,11 @@ class QuotaService:
         return max(record.lease, self.decision_ttl) + _MARKER_MARGIN
 
 
-def _trace(check: Check, levels: list[Level], estimate: Estimate) -> None:
+def _trace(check: Check, levels: list[Level], estimate: Estimate, cap: int | None) -> None:
     """What `explain` shows: every applicable limit, its level and whether this request fits."""
     check.trace["limits"] = {
         "estimate": {"prompt_tokens": estimate.prompt_tokens, "completion_tokens": estimate.completion_tokens},
+        "completion_cap": cap,
         "applicable": [{"limit": lv.limit.name, "cap": lv.charge.cap, "used": round(lv.used, 3),
                         "requested": lv.charge.amount, "fits": lv.fits(), "shadow": lv.limit.shadow}
                        for lv in levels],
@@ -202,7 +224,27 @@ class _Plan:
     charges: list[Charge]
     estimate: Estimate
     zone: ZoneInfo
+    price: Price | None
+    key_prefix: str
     lease: float  # seconds a confirmed slot is held if its release never comes
+    hold: float  # seconds an unclaimed slot is held: min(arrival lease, lease)
+    now: float
+    cap: int | None = None  # the provider's completion cap per choice (sidecar.features.quotas.allowance)
+    choices: int = 1
+
+    def with_estimate(self, estimate: Estimate, cap: int | None) -> _Plan:
+        charges = plan_charges(self.limits, self.who, estimate, self.price, self.zone, self.key_prefix,
+                               self.hold, self.now)
+        return replace(self, charges=charges, estimate=estimate, cap=cap)
+
+    def refitted(self, used: tuple[float, ...]) -> _Plan | None:
+        """A smaller capped plan that fits the levels `used` (of a denied reserve), if there is one."""
+        if self.cap is None:
+            return None
+        allowance = fitted(self.estimate, self.choices, self.limits, self.charges, used, self.price)
+        if allowance is None or allowance.cap >= self.cap:
+            return None
+        return self.with_estimate(allowance.estimate, allowance.cap)
 
 
 def _plan(check: Check, key_prefix: str, arrival_lease: float) -> _Plan | None:
@@ -218,9 +260,16 @@ def _plan(check: Check, key_prefix: str, arrival_lease: float) -> _Plan | None:
     # A slot whose release never comes (the sidecar died mid-request) frees itself after this.
     lease = max(d.timeouts.total for d in check.route.deployments) + _LEASE_MARGIN
     # Until the forward claims it, a slot is held only for the decision's life (the client may leave).
-    charges = plan_charges(limits, who, estimate, policy.price(who.model), zone, key_prefix,
-                           min(arrival_lease, lease), time.time())
-    too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, charges, strict=True)])
+    plan = _Plan(who, limits, [], estimate, zone, policy.price(who.model), key_prefix, lease,
+                 min(arrival_lease, lease), time.time())
+    if isinstance(check.request, ChatRequest) and cappable(check.request, limits):
+        n = choices(check.request)
+        plan = replace(plan, choices=n).with_estimate(estimate, estimate.completion_tokens // n)
+        # An allowance larger than a limit itself shrinks to fit it (the cap tells the provider).
+        plan = plan.refitted(tuple(0.0 for _ in limits)) or plan
+    else:
+        plan = plan.with_estimate(estimate, None)
+    too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, plan.charges, strict=True)])
     if too_large is not None:
         raise limit_error(too_large, who, zone, [], too_large=True)
-    return _Plan(who, limits, charges, estimate, zone, lease)
+    return plan

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sidecar.callout.handoff import DecisionKey
+from sidecar.callout.handoff import Decision, DecisionKey
 from sidecar.features.quotas.backend import Adjustment, Charge
 from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
 from sidecar.features.quotas.limits import Counter, LimitsPolicy, Unit, counter_named, unit_named
@@ -39,24 +39,28 @@ class Record:
     estimate: Estimate
     charges: tuple[ChargeRow, ...]
     lease: float = 0.0
+    # The completion tokens per choice the provider is held to (sidecar.features.quotas.allowance);
+    # None when the client set its own max_tokens or no token-counting limit applies.
+    completion_cap: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
-                "completion": self.estimate.completion_tokens, "lease": self.lease,
+                "completion": self.estimate.completion_tokens, "lease": self.lease, "cap": self.completion_cap,
                 "charges": [[c.key, c.counter, c.unit, c.amount, c.cap] for c in self.charges]}
 
     @classmethod
     def from_json(cls, value: Any) -> Record:
         charges = tuple(ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
                         for k, c, u, a, cap in value["charges"])
+        cap = value.get("cap")
         return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges,
-                   float(value["lease"]))
+                   float(value["lease"]), int(cap) if cap is not None else None)
 
     @classmethod
     def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[Unit],
-           lease: float) -> Record:
+           lease: float, completion_cap: int | None = None) -> Record:
         rows = tuple(ChargeRow(c.key, c.counter, unit, c.amount, c.cap) for c, unit in zip(charges, units, strict=True))
-        return cls(reservation_id, estimate, rows, lease)
+        return cls(reservation_id, estimate, rows, lease, completion_cap)
 
     @property
     def slot_keys(self) -> list[str]:
@@ -65,6 +69,16 @@ class Record:
 
 RESERVATION: DecisionKey[Record] = DecisionKey("quota", Record.to_json, Record.from_json)
 """The quota stage's annotation: what the callout reserved, for the forwarding path to settle."""
+
+
+def cap_completion(body: dict[str, Any], decision: Decision) -> None:
+    """Holds the provider to the allowance the callout reserved: the body's `max_completion_tokens`
+    (each provider module moves it to the field its deployment expects) when the client set none."""
+    record = decision.get(RESERVATION)
+    if record is None or record.completion_cap is None:
+        return
+    if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
+        body["max_completion_tokens"] = record.completion_cap
 
 
 def real_usage(exchange: Exchange, estimate: Estimate, chars_per_token: float) -> tuple[int, int] | None:

@@ -65,11 +65,12 @@ def test_explain_an_allowed_request(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"policy      policies (version {DEMO.version})"
     assert lines[1].startswith("request     req_") and lines[1].endswith("(dry run: no provider called, no quota used)")
-    assert lines[2:11] == [
+    assert lines[2:12] == [
         "token       demo (team demo-team)",
         "model       gpt-4 (llm) → demo/demo-gpt-4",
         "guardrails  none fired",
         "limits      estimate: prompt_tokens=9, completion_tokens=1024",
+        "            completion_cap: 1024",
         "            applicable: limit=per-token.requests_per_minute, cap=1000000, used=0.0, requested=1, fits=True, "
         "shadow=False",
         "            applicable: limit=per-token.tokens_per_minute, cap=1000000000, used=0.0, requested=1033, "
@@ -79,14 +80,16 @@ def test_explain_an_allowed_request(tmp_path: Path) -> None:
         "breaker     demo/demo-gpt-4: closed",
         "status      200 allowed",
     ]
-    assert lines[11:17] == [f"header      {name}" for name in (
+    assert lines[12:18] == [f"header      {name}" for name in (
         "x-ratelimit-limit-requests: 1000000", "x-ratelimit-limit-tokens: 1000000000",
         "x-ratelimit-remaining-requests: 1000000", "x-ratelimit-remaining-tokens: 1000000000",
         "x-ratelimit-reset-requests: 0ms", "x-ratelimit-reset-tokens: 0ms")]
-    assert lines[17] == "provider    POST http://127.0.0.1:8090/v1/chat/completions"
-    sent = json.loads("\n".join(lines[18:])[len("body"):])
+    assert lines[18] == "provider    POST http://127.0.0.1:8090/v1/chat/completions"
+    sent = json.loads("\n".join(lines[19:])[len("body"):])
+    # The demo's tokens_per_minute limit counts tokens: the provider is held to the reserved allowance,
+    # in the field a compatible server knows (max_tokens).
     assert sent == {"model": "demo-gpt-4", "messages": CHAT["messages"], "stream": True,
-                    "stream_options": {"include_usage": True}}
+                    "stream_options": {"include_usage": True}, "max_tokens": 1024}
 
 
 def test_explain_json_of_a_denied_request(tmp_path: Path) -> None:

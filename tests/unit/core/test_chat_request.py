@@ -382,3 +382,24 @@ def test_error_body_has_openai_shape() -> None:
         "message": "'temperature' must be a number between 0 and 2", "type": "invalid_request_error",
         "code": "invalid_value", "param": "temperature",
     }}
+
+
+# ---- integers beyond 64 bits (orjson would turn them into floats) ----------------------------
+
+@pytest.mark.parametrize(("raw_field", "param"), [
+    (b'"seed": 123456789012345678901234567890', "seed"),
+    (b'"seed": -9223372036854775809', "seed"),
+    (b'"tools": [{"type": "function", "function": {"name": "f", "parameters": {"maximum": 18446744073709551616}}}]',
+     "tools[0].function.parameters.maximum"),
+])
+def test_integers_beyond_64_bits_are_refused_naming_the_field(raw_field: bytes, param: str) -> None:
+    error = rejected(b'{"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], ' + raw_field + b"}")
+    assert (error.status, error.param, error.code) == (400, param, "integer_out_of_range")
+
+
+@pytest.mark.parametrize("value", [9223372036854775807, -9223372036854775808, 18446744073709551615])
+def test_64_bit_integers_keep_their_exact_value(value: int) -> None:
+    raw = b'{"model": "gpt-4", "messages": [{"role": "user", "content": "1234567890123456789012"}], "seed": %d}' % value
+    parsed = parse_chat_request(raw)
+    assert parsed.body["seed"] == value and type(parsed.body["seed"]) is int
+    assert orjson.loads(orjson.dumps(parsed.body))["seed"] == value  # and on the way to the provider

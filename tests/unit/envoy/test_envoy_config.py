@@ -98,7 +98,7 @@ def test_filter_order(config: dict[str, Any]) -> None:
     # Decompressors before the callout: the callout and the forwarding path read the same bytes.
     assert [f["name"] for f in hcm(config)["http_filters"]] == [
         "envoy.filters.http.header_mutation", "envoy.filters.http.decompressor", "envoy.filters.http.decompressor",
-        "envoy.filters.http.ext_authz", "envoy.filters.http.router",
+        "envoy.filters.http.buffer", "envoy.filters.http.ext_authz", "envoy.filters.http.router",
     ]
 
 
@@ -132,6 +132,22 @@ def test_overload_manager_bounds_heap_and_connections(config: dict[str, Any]) ->
     actions = {a["name"] for a in overload["actions"]}
     assert {"envoy.overload_actions.stop_accepting_requests", "envoy.overload_actions.reset_high_memory_stream",
             "envoy.overload_actions.shrink_heap"} <= actions
+
+
+def test_routes_envoy_answers_itself_read_the_body_first(config: dict[str, Any]) -> None:
+    # An HTTP/1 answer sent before the request body was read closes the connection (issue 15).
+    routes = {r["name"]: r for r in hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
+    buffered = {name for name, route in routes.items()
+                if not route.get("typed_per_filter_config", {}).get("envoy.filters.http.buffer", {}).get("disabled")}
+    assert buffered == {"chat_completions_wrong_method", "embeddings_wrong_method", "models_wrong_method",
+                        "model_wrong_method", "unknown_path"}
+
+
+def test_listener_takes_no_shared_port_and_serves_http_1_0(config: dict[str, Any]) -> None:
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["enable_reuse_port"] is False
+    assert hcm(config)["http_protocol_options"]["accept_http_10"] is True
+    assert hcm(config)["stream_error_on_invalid_http_message"] is True
 
 
 def test_drain_timeout_and_body_limit_message(config: dict[str, Any], text: str) -> None:

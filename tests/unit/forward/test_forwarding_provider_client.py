@@ -308,11 +308,24 @@ async def test_stream_error_event_from_provider(client: TestClient[Any, Any], pr
 
 
 async def test_stream_provider_error_status_is_json(client: TestClient[Any, Any], provider: aioresponses) -> None:
-    provider.post(PROVIDER_URL, status=401, payload={"error": {"message": "Incorrect API key provided",
+    provider.post(PROVIDER_URL, status=400, payload={"error": {"message": "Invalid 'messages'",
                                                                "type": "invalid_request_error"}})
     response = await post(client, chat_body(stream=True), decision_header(client, stream=True))
-    error = await error_of(response, 401)
-    assert error["message"] == "Incorrect API key provided"
+    error = await error_of(response, 400)
+    assert error["message"] == "Invalid 'messages'"
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "provider_authentication_failed"),
+                                              (403, "provider_permission_denied")])
+async def test_openai_compatible_provider_rejecting_the_gateway_key_is_a_502(
+        client: TestClient[Any, Any], provider: aioresponses, status: int, code: str) -> None:
+    # The client's own token already passed the callout: a 401 would tell it the wrong story.
+    provider.post(PROVIDER_URL, status=status, payload={"error": {"message": "Incorrect API key provided",
+                                                                  "type": "invalid_request_error"}})
+    response = await post(client, chat_body(stream=True), decision_header(client, stream=True))
+    error = await error_of(response, 502)
+    assert error == {"message": "The provider rejected the gateway's deployment configuration (not your API key): "
+                                "Incorrect API key provided", "type": "provider_error", "code": code, "param": None}
 
 
 async def test_stream_connection_error_is_json_502(client: TestClient[Any, Any], provider: aioresponses) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.callout.handoff import Decision
 from sidecar.core.errors import ProviderError
-from sidecar.core.routes import Deployment, ModelRegistry
+from sidecar.core.routes import Deployment, ModelRegistry, ProviderType
 from sidecar.core.tokens import TokenStore
 from sidecar.core.types import Usage
 from sidecar.forward.exchange import DEPLOYMENT_HEADER, Exchange
@@ -33,7 +33,7 @@ from sidecar.providers.openai_compat import OpenAICompatible
 def exchange(wants_usage: bool = False, model_key: str = "gpt-4") -> Exchange:
     decision = Decision(request_id="req_1", token_name="t", team=None, model_key=model_key,
                         deployments=("p/up",), stream=True, client_wants_usage=wants_usage, policy_version="v")
-    deployment = Deployment(name="p/up", provider="openai", base_url="http://provider.test/v1", upstream_model="up")
+    deployment = Deployment(name="p/up", provider=ProviderType.OPENAI, base_url="http://provider.test/v1", upstream_model="up")
     policy = Policy(version="v", source="test", tokens=TokenStore({}), models=ModelRegistry({}))
     return Exchange(decision=decision, policy=policy, deployment=deployment, provider=OpenAICompatible(deployment),
                     started=time.monotonic())

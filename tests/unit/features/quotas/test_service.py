@@ -113,7 +113,7 @@ async def test_a_dry_run_reserves_nothing_and_explains(service: QuotaService, tm
     current = policy(tmp_path, "    rpm: {requests_per_minute: 1, per: [team]}")
     for _ in range(3):
         check = await decide(service, current, dry_run=True)
-        assert "quota" not in check.extra
+        assert check.extra["quota"]["charges"] == []  # nothing reserved, nothing to settle
     assert check.trace["limits"]["applicable"] == [
         {"limit": "rpm.requests_per_minute", "cap": 1, "used": 0, "requested": 1, "fits": True, "shadow": False}]
     await decide(service, current)
