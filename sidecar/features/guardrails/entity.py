@@ -30,6 +30,8 @@ class Entity:
     category: str
     start: int
     end: int
+    # The guardrail whose detector found it, where several guardrails share one scan.
+    source: str = ""
 
     @property
     def length(self) -> int:
@@ -37,4 +39,4 @@ class Entity:
 
     def shifted(self, offset: int) -> Entity:
         """Same entity moved by ``offset`` (used for window -> stream coordinates)."""
-        return Entity(self.category, self.start + offset, self.end + offset)
+        return Entity(self.category, self.start + offset, self.end + offset, self.source)

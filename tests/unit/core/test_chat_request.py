@@ -161,7 +161,7 @@ def test_message_not_an_object(message: object) -> None:
 def test_unknown_role(role: object) -> None:
     error = rejected_body(with_messages({"role": role, "content": "x"}))
     assert (error.param, error.code) == ("messages[0].role", "invalid_role")
-    assert error.message == "'messages[0].role' must be one of assistant, developer, system, tool, user"
+    assert error.message == "'messages[0].role' must be one of assistant, developer, function, system, tool, user"
 
 
 def test_missing_role() -> None:
