@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 PathItem = str | int
 Path = tuple[PathItem, ...]
@@ -53,6 +53,7 @@ class Field(StrEnum):
 
 # Plain-string fields of an answer's message (or delta), in the order they are read.
 ANSWER_STRING_FIELDS = (Field.CONTENT, Field.REASONING_CONTENT, Field.REASONING, Field.REFUSAL)
+_STRING_FIELDS = {field.value: field for field in ANSWER_STRING_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,21 +65,26 @@ class Segment:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
+class Text(NamedTuple):
     """One string a model reads or writes (possibly joined from several parts).
 
-    `index` is the message index (requests) or the choice index (answers); `role` is the
+    `owner_index` is the message index (requests) or the choice index (answers); `role` is the
     message's role (`assistant` for answers). `key` identifies a stream's field across chunks.
     """
 
     path: Path
     field: Field
     role: str
-    index: int
+    owner_index: int  # the message index (requests) or the choice index (answers)
     text: str
-    segments: tuple[Segment, ...]
+    # Empty for a text stored whole at `path` (the common case: no Segment to build).
+    segments: tuple[Segment, ...] = ()
     key: tuple[int, Field, int] | None = None
+
+    @property
+    def parts(self) -> tuple[Segment, ...]:
+        """Where the text is stored: one segment per string it was joined from."""
+        return self.segments or (Segment(self.path, 0, len(self.text)),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,7 @@ def set_at(root: Any, path: Path, value: Any) -> None:
 
 def _single(path: Path, field: Field, role: str, index: int, text: str,
             key: tuple[int, Field, int] | None = None) -> Text:
-    return Text(path, field, role, index, text, (Segment(path, 0, len(text)),), key)
+    return Text(path, field, role, index, text, (), key)
 
 
 def _content(path: Path, role: str, index: int, content: object) -> Iterator[Text]:
@@ -158,19 +164,29 @@ def request_texts(body: dict[str, Any], *, names: bool = False) -> Iterator[Text
         if not isinstance(message, dict):
             continue
         role = str(message.get("role"))
-        base: Path = ("messages", index)
-        yield from _content((*base, "content"), role, index, message.get("content"))
-        if isinstance(message.get("refusal"), str):
-            yield _single((*base, "refusal"), Field.REFUSAL, role, index, message["refusal"])
-        if names and isinstance(message.get("name"), str):
-            yield _single((*base, "name"), Field.NAME, role, index, message["name"])
-        calls = message.get("tool_calls")
-        for call_index, call in enumerate(calls if isinstance(calls, list) else ()):
-            if isinstance(call, dict):
-                yield from _function_texts((*base, "tool_calls", call_index, "function"), call.get("function"),
-                                           Field.TOOL_ARGUMENTS, role, index, names)
-        yield from _function_texts((*base, "function_call"), message.get("function_call"),
-                                   Field.FUNCTION_ARGUMENTS, role, index, names)
+        content = message.get("content")
+        if isinstance(content, str):  # the common case, without a generator of its own
+            yield Text(("messages", index, "content"), Field.CONTENT, role, index, content)
+        elif content is not None:
+            yield from _content(("messages", index, "content"), role, index, content)
+        # Any key beyond role and content: refusal, name, tool or function calls.
+        if len(message) > ("role" in message) + ("content" in message):
+            yield from _message_extras(message, index, role, names)
+
+
+def _message_extras(message: dict[str, Any], index: int, role: str, names: bool) -> Iterator[Text]:
+    base: Path = ("messages", index)
+    if isinstance(message.get("refusal"), str):
+        yield _single((*base, "refusal"), Field.REFUSAL, role, index, message["refusal"])
+    if names and isinstance(message.get("name"), str):
+        yield _single((*base, "name"), Field.NAME, role, index, message["name"])
+    calls = message.get("tool_calls")
+    for call_index, call in enumerate(calls if isinstance(calls, list) else ()):
+        if isinstance(call, dict):
+            yield from _function_texts((*base, "tool_calls", call_index, "function"), call.get("function"),
+                                       Field.TOOL_ARGUMENTS, role, index, names)
+    yield from _function_texts((*base, "function_call"), message.get("function_call"),
+                               Field.FUNCTION_ARGUMENTS, role, index, names)
 
 
 def _answer_texts(choices: object, member: str, stream: bool) -> Iterator[Text]:
@@ -181,10 +197,11 @@ def _answer_texts(choices: object, member: str, stream: bool) -> Iterator[Text]:
         number = choice.get("index", position)
         number = number if isinstance(number, int) else position
         base: Path = ("choices", position, member)
-        for field in ANSWER_STRING_FIELDS:
-            if isinstance(message.get(field.value), str):
-                key = (number, field, 0) if stream else None
-                yield _single((*base, field.value), field, "assistant", number, message[field.value], key)
+        # By the message's own keys: a stream delta usually has one or two.
+        for name, value in message.items():
+            field = _STRING_FIELDS.get(name)
+            if field is not None and isinstance(value, str):
+                yield Text((*base, name), field, "assistant", number, value, (), (number, field, 0) if stream else None)
         calls = message.get("tool_calls")
         for call_position, call in enumerate(calls if isinstance(calls, list) else ()):
             if not isinstance(call, dict):
@@ -194,9 +211,10 @@ def _answer_texts(choices: object, member: str, stream: bool) -> Iterator[Text]:
             key = (number, Field.TOOL_ARGUMENTS, call_number) if stream else None
             yield from _function_texts((*base, "tool_calls", call_position, "function"), call.get("function"),
                                        Field.TOOL_ARGUMENTS, "assistant", number, False, key)
-        key = (number, Field.FUNCTION_ARGUMENTS, 0) if stream else None
-        yield from _function_texts((*base, "function_call"), message.get("function_call"),
-                                   Field.FUNCTION_ARGUMENTS, "assistant", number, False, key)
+        if "function_call" in message:
+            key = (number, Field.FUNCTION_ARGUMENTS, 0) if stream else None
+            yield from _function_texts((*base, "function_call"), message["function_call"],
+                                       Field.FUNCTION_ARGUMENTS, "assistant", number, False, key)
 
 
 def completion_texts(completion: dict[str, Any]) -> Iterator[Text]:
@@ -233,7 +251,7 @@ def text_edits(text: Text, start: int, end: int, replacement: str) -> list[Edit]
     others, so a value split across two parts becomes one placeholder.
     """
     edits: list[Edit] = []
-    for segment in text.segments:
+    for segment in text.parts:
         low, high = max(start, segment.start), min(end, segment.end)
         if low < high or (low == high == start and segment.start <= start < segment.end):
             edits.append(Edit(segment.path, low - segment.start, high - segment.start,

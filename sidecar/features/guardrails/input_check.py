@@ -13,6 +13,8 @@ sends to the provider; masked arguments stay valid JSON.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,7 +26,7 @@ from sidecar.core.walk import Edit, Text, request_texts, text_edits
 from sidecar.features.guardrails.detect import Finder, entities_of
 from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.injection import score_injection
-from sidecar.features.guardrails.masking import MaskNumbering, json_safe, view_replacements
+from sidecar.features.guardrails.masking import MaskNumbering, Replacement, json_safe
 from sidecar.features.guardrails.pii import resolve_overlaps
 from sidecar.features.guardrails.policy import FINDING_MESSAGES, Action, Guardrail, GuardrailType
 from sidecar.features.guardrails.view import View, view_of
@@ -59,7 +61,7 @@ async def check_input(check: Check) -> None:
     if not applicable:
         return
     scan = _Scan(list(request_texts(check.request.body)), applicable)
-    masks: dict[int, list[Entity]] = {}
+    masks: dict[int, list[_Found]] = {}
     for guardrail in applicable:
         hits = scan.hits(guardrail)
         if not hits:
@@ -85,17 +87,45 @@ async def check_input(check: Check) -> None:
         check.extra[MASKS_KEY] = edits
 
 
+# An entity in raw characters of its text (joined text parts), with its normalised value.
+_Found = tuple[Entity, str]
+
+
+class _Reading:
+    """The views of one text a detector reads: its normalised view, and for a text joined from
+    several parts also the parts joined by newlines (a value that ends one part and a word that
+    starts the next must not hide each other)."""
+
+    def __init__(self, text: Text) -> None:
+        self.views: list[tuple[View, tuple[int, ...]]] = [(view_of(text.text, json=text.field.is_json), ())]
+        if len(text.segments) > 1:
+            pieces = [text.text[s.start:s.end] for s in text.segments]
+            separators = tuple(sum(len(p) + 1 for p in pieces[:k + 1]) - 1 for k in range(len(pieces) - 1))
+            self.views.append((view_of("\n".join(pieces)), separators))
+
+    def found(self, entities_in: Callable[[View, int], list[Entity]]) -> list[_Found]:
+        values: dict[Entity, str] = {}
+        for number, (view, separators) in enumerate(self.views):
+            for entity in entities_in(view, number):
+                start, end = view.raw_span(entity.start, entity.end)
+                start -= bisect_left(separators, start)
+                end -= bisect_left(separators, end)
+                raw = Entity(entity.category, start, end, entity.source)
+                values.setdefault(raw, view.text[entity.start:entity.end])
+        return [(e, values[e]) for e in resolve_overlaps(values)]
+
+
 class _Scan:
-    """Runs each detector at most once over each text's normalised view and shares the results."""
+    """Runs each detector at most once over each text's normalised views and shares the results."""
 
     def __init__(self, texts: list[Text], guardrails: list[Guardrail]) -> None:
         self.texts = texts
-        self.views: list[View] = [view_of(t.text, json=t.field.is_json) for t in texts]
-        self._finder = Finder(guardrails)
-        self._pii = [self._finder.pii(v.text) for v in self.views]
+        self.readings = [_Reading(t) for t in texts]
+        finder = Finder(guardrails)
+        self._pii = [[finder.pii(view.text) for view, _ in r.views] for r in self.readings]
 
-    def hits(self, guardrail: Guardrail) -> list[tuple[int, list[Entity]]]:
-        """(text index, entities in view coordinates) for each text the guardrail reads and flags."""
+    def hits(self, guardrail: Guardrail) -> list[tuple[int, list[_Found]]]:
+        """(text index, entities found) for each text the guardrail reads and flags."""
         read = [i for i, t in enumerate(self.texts) if guardrail.reads_role(t.role)]
         if guardrail.type is GuardrailType.SIZE:
             return self._size(guardrail, read)
@@ -106,41 +136,44 @@ class _Scan:
                 found.append((index, entities))
         return found
 
-    def _entities(self, guardrail: Guardrail, index: int) -> list[Entity]:
-        text = self.views[index].text
+    def _entities(self, guardrail: Guardrail, index: int) -> list[_Found]:
         if guardrail.type is GuardrailType.PROMPT_INJECTION:
-            score = score_injection(text)
-            return [Entity("prompt_injection", 0, len(text))] if score.score >= guardrail.threshold else []
-        return entities_of(guardrail, text, self._pii[index])
+            view = self.readings[index].views[0][0]
+            score = score_injection(view.text)
+            return [(Entity("prompt_injection", 0, len(view.raw)), "")] if score.score >= guardrail.threshold else []
+        pii = self._pii[index]
+        return self.readings[index].found(lambda view, number: entities_of(guardrail, view.text, pii[number]))
 
-    def _size(self, guardrail: Guardrail, read: list[int]) -> list[tuple[int, list[Entity]]]:
+    def _size(self, guardrail: Guardrail, read: list[int]) -> list[tuple[int, list[_Found]]]:
         total = sum(len(self.texts[i].text) for i in read)
-        messages = {self.texts[i].index for i in read}
+        messages = {self.texts[i].owner_index for i in read}
         too_many = guardrail.max_messages is not None and len(messages) > guardrail.max_messages
         too_long = guardrail.max_chars is not None and total > guardrail.max_chars
         if not read or not (too_many or too_long):
             return []
-        return [(read[-1], [Entity("size", 0, 0)])]
+        return [(read[-1], [(Entity("size", 0, 0), "")])]
 
 
-def _findings(guardrail: Guardrail, hits: list[tuple[Text, list[Entity]]]) -> list[dict[str, Any]]:
+def _findings(guardrail: Guardrail, hits: list[tuple[Text, list[_Found]]]) -> list[dict[str, Any]]:
     """One finding per category and message; never the matched value."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
-    for text, entities in hits:
-        for entity in entities:
-            key = (entity.category, text.index)
+    for text, found in hits:
+        for entity, _ in found:
+            key = (entity.category, text.owner_index)
             seen.setdefault(key, {"category": entity.category, "message": FINDING_MESSAGES[guardrail.type],
-                                  "message_index": text.index, "role": text.role})
+                                  "message_index": text.owner_index, "role": text.role})
     return list(seen.values())
 
 
-def _mask_edits(scan: _Scan, masks: dict[int, list[Entity]]) -> list[list[Any]]:
+def _mask_edits(scan: _Scan, masks: dict[int, list[_Found]]) -> list[list[Any]]:
     """[[path, [[start, end, placeholder], ...]], ...] in reading order, numbered per request."""
     numbering = MaskNumbering()
     edits: list[Edit] = []
     for index in sorted(masks):
-        text, view = scan.texts[index], scan.views[index]
-        spans = view_replacements(view, resolve_overlaps(masks[index]), numbering)
+        text = scan.texts[index]
+        values = {entity: value for entity, value in masks[index]}
+        spans: list[Replacement] = [(e.start, e.end, numbering.placeholder(e.category, values[e]))
+                                    for e in resolve_overlaps(values)]
         if text.field.is_json:
             spans = json_safe(text.text, spans)
         for start, end, placeholder in spans:
@@ -151,9 +184,9 @@ def _mask_edits(scan: _Scan, masks: dict[int, list[Entity]]) -> list[list[Any]]:
     return [[list(path), spans] for path, spans in grouped.items()]
 
 
-def _log_findings(request_id: str, guardrail: Guardrail, hits: list[tuple[Text, list[Entity]]]) -> None:
+def _log_findings(request_id: str, guardrail: Guardrail, hits: list[tuple[Text, list[_Found]]]) -> None:
     log.info("guardrail finding", extra={"fields": {
         "request_id": request_id, "guardrail": guardrail.key, "action": guardrail.action, "direction": "input",
-        "findings": [{"category": e.category, "message_index": t.index, "role": t.role, "field": t.field.value}
-                     for t, entities in hits for e in entities],
+        "findings": [{"category": e.category, "message_index": t.owner_index, "role": t.role, "field": t.field.value}
+                     for t, found in hits for e, _ in found],
     }})

@@ -77,7 +77,7 @@ class OutputGuardrails:
             entities = self._finder(view.text)
             if not entities:
                 continue
-            self._act(entities, text.index, text.field)
+            self._act(entities, text.owner_index, text.field)
             masked = resolve_overlaps(e for e in entities if e.source in self._masking)
             if masked:
                 spans = view_replacements(view, masked, self._numbering)
@@ -93,15 +93,16 @@ class OutputGuardrails:
         for text in list(chunk_texts(chunk)):
             assert text.key is not None
             choice = chunk["choices"][text.path[1]]
-            entries = _take_logprobs(choice, text.field)
+            entries = _take_logprobs(choice, text.field) if choice.get("logprobs") else None
             out, released = self._stream(text.key).feed(text.text, entries)
             set_at(chunk, text.path, out)
-            if text.field in LOGPROB_FIELDS:
+            if entries is not None:
                 logprobs_fed.add((text.key[0], text.field))
                 _put_logprobs(choice, text.field, released)
         for position, choice in enumerate(choices):
             if isinstance(choice, dict):
-                self._feed_bare_logprobs(choice, position, logprobs_fed)
+                if choice.get("logprobs"):
+                    self._feed_bare_logprobs(choice, position, logprobs_fed)
                 if choice.get("finish_reason") is not None:
                     self._finish_choice(choice, _choice_index(choice, position))
         if choices and all(isinstance(c, dict) and _carries_nothing(c) for c in choices):
@@ -207,12 +208,12 @@ def _put_text(delta: dict[str, Any], field: Field, call_index: int, text: str) -
 
 def _carries_nothing(choice: dict[str, Any]) -> bool:
     """A choice with no finish_reason, no logprobs entries and only empty text in its delta."""
-    if choice.get("finish_reason") is not None:
-        return False
+    delta = choice.get("delta") or {}
+    if delta.get("content") or choice.get("finish_reason") is not None:
+        return False  # the common case, decided first
     logprobs = choice.get("logprobs")
     if isinstance(logprobs, dict) and any(logprobs.values()):
         return False
-    delta = choice.get("delta") or {}
     return all(_empty_value(name, value) for name, value in delta.items())
 
 

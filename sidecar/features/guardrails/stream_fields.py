@@ -30,17 +30,17 @@ class FieldStream:
         self.scanner = scanner
         self._on_findings = on_findings
         self._reported = 0
-        self._fed = 0  # raw characters fed so far (the stream offset of the next delta)
         self._entry_end = 0  # stream offset where the next logprobs entry's token starts
         self._entries: deque[tuple[int, int, Any]] = deque()
 
     def feed(self, text: str, entries: list[Any] | None = None) -> tuple[str, list[Any]]:
         """The text and logprobs entries that may leave now."""
-        self._hold(entries)
-        self._fed += len(text)
+        if entries:
+            self._hold(entries)
         out = self.scanner.feed(text)
-        self._report()
-        return out, self._released()
+        if len(self.scanner.findings) > self._reported:
+            self._report()
+        return out, self._released() if self._entries else []
 
     def finish(self) -> tuple[str, list[Any]]:
         """Everything still held (the choice finished or the stream ended)."""

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 # Default-ignorable code points (Unicode DerivedCoreProperties) and every category-Cf character
 # (Unicode 15.1); tests/unit/features/guardrails/test_view.py checks this against unicodedata.
@@ -40,8 +39,7 @@ _SIMPLE_ESCAPES: Final = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", 
 _AT_SIGNS: Final = {"\ufe6b": "@", "\uff20": "@"}
 
 
-@dataclass(frozen=True, slots=True)
-class View:
+class View(NamedTuple):
     """`text` is what detectors read; `starts[i]`/`ends[i]` are the raw span behind `text[i]`."""
 
     raw: str
