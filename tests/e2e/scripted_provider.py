@@ -21,7 +21,7 @@ TEXT_FIELDS = ("reasoning_content", "reasoning", "content", "refusal")
 
 
 def script_of(body: dict[str, Any]) -> dict[str, Any]:
-    last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+    last: dict[str, Any] = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
     content = last.get("content")
     if isinstance(content, str) and content.startswith("script:"):
         script: dict[str, Any] = json.loads(content[len("script:"):])

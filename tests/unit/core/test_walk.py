@@ -53,7 +53,7 @@ def test_names_only_when_asked() -> None:
 
 
 def test_joined_parts_split_edits_over_their_segments() -> None:
-    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "mail pat.sample@"},
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": [{"type": "text", "text": "mail pat.sample@"},
                                                       {"type": "text", "text": "example.com now"}]}]}
     text = next(request_texts(body))
     start = text.text.index("pat")

@@ -52,7 +52,7 @@ async def decide(policy: Policy, model: str, messages: list[dict[str, Any]]) -> 
 
 def masked(policy: Policy, check: Check) -> dict[str, Any]:
     assert check.request is not None
-    body = json.loads(json.dumps(check.request.body))
+    body: dict[str, Any] = json.loads(json.dumps(check.request.body))
     decision = Decision("req_1", "t", None, "mask", ("demo",), False, False, policy.version,
                         extra=json.loads(json.dumps(check.extra)))
     apply_masks(body, decision, policy)
