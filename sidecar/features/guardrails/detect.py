@@ -19,8 +19,17 @@ class Finder:
     """Callable `text -> entities` (sorted by start; may overlap across guardrails)."""
 
     def __init__(self, guardrails: Sequence[Guardrail]) -> None:
-        self._guardrails = tuple(g for g in guardrails if g.type in (GuardrailType.PII, GuardrailType.PATTERN))
-        self._categories = frozenset().union(*(g.categories for g in self._guardrails if g.type is GuardrailType.PII))
+        # Built per request: a plain loop, the cheapest way for the usual one or two guardrails.
+        kept: list[Guardrail] = []
+        categories: frozenset[str] = frozenset()
+        for guardrail in guardrails:
+            if guardrail.type is GuardrailType.PII:
+                kept.append(guardrail)
+                categories = categories | guardrail.categories if categories else guardrail.categories
+            elif guardrail.type is GuardrailType.PATTERN:
+                kept.append(guardrail)
+        self._guardrails = tuple(kept)
+        self._categories = categories
 
     def pii(self, text: str) -> list[Entity]:
         """The union scan alone (input checks share it between guardrails)."""

@@ -54,7 +54,6 @@ class OutputGuardrails:
 
     def __init__(self, guardrails: list[Guardrail], request_id: str, *, json_answer: bool = False) -> None:
         self._guardrails = guardrails
-        self._by_key = {g.key: g for g in guardrails}
         self._masking = frozenset(g.key for g in guardrails if g.action is Action.MASK)
         self._finder = Finder(guardrails)
         self._hold_back = max(g.hold_back for g in guardrails)
