@@ -12,9 +12,11 @@ detector see). `get_at`/`set_at` read and replace the string a path names, in pl
 
 Request (`request_texts`): for every message of every role, a string `content`, or the text
 parts of a `content` array read *joined with no separator* as one `Text` (so a value split
-across two parts is one value; each part is one `Segment`), `refusal`, assistant
-`tool_calls[].function.arguments` and the legacy `function_call.arguments` (JSON texts). Tool
-and function results are the `content` of `tool`/`function` messages (string or parts).
+across two parts is one value; each part is one `Segment`), `refusal`, `reasoning_content`,
+`reasoning`, assistant `tool_calls[].function.arguments` and the legacy
+`function_call.arguments` (JSON texts). Tool and function results are the `content` of
+`tool`/`function` messages (string or parts); `Text.is_json` says whether a text is read as JSON
+(arguments always; a tool or function result when it parses as a JSON object or array).
 
 Response (`completion_texts`) and stream chunks (`chunk_texts`), for every choice: `content`,
 `refusal`, `reasoning_content`, `reasoning`, every tool call's `function.arguments` and
@@ -29,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
+
+import orjson
 
 PathItem = str | int
 Path = tuple[PathItem, ...]
@@ -80,6 +84,19 @@ class Text(NamedTuple):
     # Empty for a text stored whole at `path` (the common case: no Segment to build).
     segments: tuple[Segment, ...] = ()
     key: tuple[int, Field, int] | None = None
+
+    @property
+    def is_json(self) -> bool:
+        """Read as a JSON document: call arguments always, a tool or function result when it is one."""
+        if self.field.is_json:
+            return True
+        if self.role not in ("tool", "function") or self.text.lstrip()[:1] not in ("{", "["):
+            return False
+        try:
+            orjson.loads(self.text)
+        except orjson.JSONDecodeError:
+            return False
+        return True
 
     @property
     def parts(self) -> tuple[Segment, ...]:
@@ -176,8 +193,9 @@ def request_texts(body: dict[str, Any], *, names: bool = False) -> Iterator[Text
 
 def _message_extras(message: dict[str, Any], index: int, role: str, names: bool) -> Iterator[Text]:
     base: Path = ("messages", index)
-    if isinstance(message.get("refusal"), str):
-        yield _single((*base, "refusal"), Field.REFUSAL, role, index, message["refusal"])
+    for field in (Field.REFUSAL, Field.REASONING_CONTENT, Field.REASONING):
+        if isinstance(message.get(field.value), str):
+            yield _single((*base, field.value), field, role, index, message[field.value])
     if names and isinstance(message.get("name"), str):
         yield _single((*base, "name"), Field.NAME, role, index, message["name"])
     calls = message.get("tool_calls")

@@ -97,7 +97,8 @@ class _Reading:
     starts the next must not hide each other)."""
 
     def __init__(self, text: Text) -> None:
-        self.views: list[tuple[View, tuple[int, ...]]] = [(view_of(text.text, json=text.field.is_json), ())]
+        self.json = text.is_json
+        self.views: list[tuple[View, tuple[int, ...]]] = [(view_of(text.text, json=self.json), ())]
         if len(text.segments) > 1:
             pieces = [text.text[s.start:s.end] for s in text.segments]
             separators = tuple(sum(len(p) + 1 for p in pieces[:k + 1]) - 1 for k in range(len(pieces) - 1))
@@ -174,7 +175,7 @@ def _mask_edits(scan: _Scan, masks: dict[int, list[_Found]]) -> list[list[Any]]:
         values = {entity: value for entity, value in masks[index]}
         spans: list[Replacement] = [(e.start, e.end, numbering.placeholder(e.category, values[e]))
                                     for e in resolve_overlaps(values)]
-        if text.field.is_json:
+        if scan.readings[index].json:
             spans = json_safe(text.text, spans)
         for start, end, placeholder in spans:
             edits.extend(text_edits(text, start, end, placeholder))

@@ -27,7 +27,7 @@ REQUEST: dict[str, Any] = {"model": "m", "messages": [
     {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "sent"}]},
     {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": "{}"}},
     {"role": "function", "name": "lookup", "content": "result"},
-    {"role": "assistant", "content": None, "refusal": "no"},
+    {"role": "assistant", "content": None, "refusal": "no", "reasoning_content": "why"},
 ]}
 
 
@@ -42,6 +42,7 @@ def test_request_texts_cover_every_field_with_stable_paths() -> None:
         ("messages[4].function_call.arguments", Field.FUNCTION_ARGUMENTS, "assistant", 4, "{}"),
         ("messages[5].content", Field.CONTENT, "function", 5, "result"),
         ("messages[6].refusal", Field.REFUSAL, "assistant", 6, "no"),
+        ("messages[6].reasoning_content", Field.REASONING_CONTENT, "assistant", 6, "why"),
     ]
     assert all(get_at(REQUEST, t.path) is not None for t in request_texts(REQUEST))
 
@@ -86,6 +87,14 @@ def test_chunk_texts_key_tool_call_deltas_by_their_index() -> None:
     keys = [(t.key, path_text(t.path)) for t in chunk_texts(chunk)]
     assert keys == [((2, Field.TOOL_ARGUMENTS, 1), "choices[0].delta.tool_calls[0].function.arguments"),
                     ((2, Field.TOOL_ARGUMENTS, 0), "choices[0].delta.tool_calls[1].function.arguments")]
+
+
+@pytest.mark.parametrize(("role", "content", "is_json"), [
+    ("tool", '{"a": 1}', True), ("function", ' [1, 2]', True), ("tool", "[note] x", False),
+    ("user", '{"a": 1}', False), ("tool", "plain", False)])
+def test_tool_results_read_as_json_when_they_are_json(role: str, content: str, is_json: bool) -> None:
+    (text,) = request_texts({"messages": [{"role": role, "content": content}]})
+    assert text.is_json is is_json
 
 
 @pytest.mark.parametrize("body", [{}, {"messages": "x"}, {"messages": [1, None, {"role": "user"}]}])

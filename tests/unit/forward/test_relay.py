@@ -230,3 +230,11 @@ async def test_a_client_that_leaves_is_not_booked_as_a_provider_failure() -> Non
     assert ex.fault is None  # the breaker and the metrics must not blame the provider
     assert len(client.written) == 2
     assert ex.completion_chars >= 2
+
+
+def test_completion_chars_count_every_text_the_walker_yields() -> None:
+    from sidecar.forward.relay import _content_chars
+
+    completion = {"choices": [{"index": 0, "message": {"content": "abcd", "reasoning_content": "ef", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}}]}
+    assert _content_chars(completion) == 4 + 2 + 7

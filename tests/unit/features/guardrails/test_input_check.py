@@ -74,6 +74,10 @@ HIDDEN = [
     pytest.param([{"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": f"found {EMAIL}"}]}],
                  0, id="tool-result-parts"),
     pytest.param([{"role": "function", "name": "f", "content": f"found {EMAIL}"}], 0, id="function-result"),
+    pytest.param([{"role": "tool", "tool_call_id": "c1", "content": '{"owner": "pat.sample\\u0040example.com"}'}],
+                 0, id="escaped-at-in-json-tool-result"),
+    pytest.param([{"role": "assistant", "content": "ok", "reasoning_content": f"user is {EMAIL}"}], 0,
+                 id="reasoning-sent-back"),
     pytest.param([{"role": "assistant", "content": None, "refusal": f"not to {EMAIL}"}], 0, id="refusal"),
     pytest.param([{"role": "user", "content": [{"type": "text", "text": "mail pat.sample@"},
                                                {"type": "text", "text": "example.com"}]}], 0, id="split-parts"),
@@ -108,6 +112,19 @@ async def test_masked_arguments_number_becomes_a_string(policy: Policy) -> None:
     check = await decide(policy, "mask", [call('{"card": 4111111111111111, "n": 2}')])
     arguments = masked(policy, check)["messages"][0]["tool_calls"][0]["function"]["arguments"]
     assert json.loads(arguments) == {"card": "[CREDIT_CARD_1]", "n": 2}
+
+
+async def test_json_tool_result_number_becomes_a_string(policy: Policy) -> None:
+    result = {"role": "tool", "tool_call_id": "c1", "content": '{"card": 4111111111111111, "note": "card 4111"}'}
+    check = await decide(policy, "mask", [result])
+    assert json.loads(masked(policy, check)["messages"][0]["content"]) == {"card": "[CREDIT_CARD_1]",
+                                                                            "note": "card 4111"}
+
+
+async def test_prose_tool_result_is_not_read_as_json(policy: Policy) -> None:
+    result = {"role": "tool", "tool_call_id": "c1", "content": "[note] card 4111111111111111 and a\\u0040b.example"}
+    check = await decide(policy, "mask", [result])
+    assert masked(policy, check)["messages"][0]["content"] == "[note] card [CREDIT_CARD_1] and a\\u0040b.example"
 
 
 async def test_split_value_is_one_placeholder_and_words_around_parts_still_count(policy: Policy) -> None:
