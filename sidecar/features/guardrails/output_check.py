@@ -25,7 +25,7 @@ from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.masking import MaskNumbering, json_safe, replace_spans, view_replacements
 from sidecar.features.guardrails.pii import resolve_overlaps
 from sidecar.features.guardrails.policy import FINDING_MESSAGES, Action, Guardrail
-from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, FieldStream
+from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, FieldStream, overlaps_any
 from sidecar.features.guardrails.stream_scan import StreamScanner
 from sidecar.features.guardrails.view import view_of
 from sidecar.policy.snapshot import Policy
@@ -80,7 +80,11 @@ class OutputGuardrails:
             masked = resolve_overlaps(e for e in entities if e.source in self._masking)
             if masked:
                 spans = view_replacements(view, masked, self._numbering)
-                set_at(completion, text.path, replace_spans(text.text, json_safe(text.text, spans) if json else spans))
+                spans = json_safe(text.text, spans) if json else spans
+                set_at(completion, text.path, replace_spans(text.text, spans))
+                if text.field in LOGPROB_FIELDS:
+                    _drop_masked_logprobs(completion["choices"][text.path[1]], text.field,
+                                          [(start, end) for start, end, _ in spans])
 
     def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
         self._envelope = {key: chunk[key] for key in ("id", "created", "model") if key in chunk}
@@ -178,6 +182,21 @@ def _take_logprobs(choice: dict[str, Any], field: Field) -> list[Any] | None:
         return None
     entries: list[Any] = logprobs[name]
     return entries
+
+
+def _drop_masked_logprobs(choice: dict[str, Any], field: Field, spans: list[tuple[int, int]]) -> None:
+    """A whole completion's logprobs entries whose token overlaps a masked value go (as in streams)."""
+    entries = _take_logprobs(choice, field)
+    if not entries:
+        return
+    kept, offset = [], 0
+    for entry in entries:
+        token = entry.get("token") if isinstance(entry, dict) else None
+        end = offset + (len(token) if isinstance(token, str) else 0)
+        if not overlaps_any(offset, end, spans):
+            kept.append(entry)
+        offset = end
+    _put_logprobs(choice, field, kept)
 
 
 def _put_logprobs(choice: dict[str, Any], field: Field, entries: list[Any]) -> None:

@@ -75,5 +75,9 @@ class FieldStream:
         return out
 
     def _masked(self, start: int, end: int) -> bool:
-        spans = self.scanner.masked_spans
-        return any(low < max(end, start + 1) and start < high for low, high in spans)
+        return overlaps_any(start, end, self.scanner.masked_spans)
+
+
+def overlaps_any(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    """Whether the token at [start, end) touches a masked span (an empty token counts as one character)."""
+    return any(low < max(end, start + 1) and start < high for low, high in spans)

@@ -213,3 +213,13 @@ def test_stream_without_finish_reason_releases_every_field_at_the_end() -> None:
     end = guard.on_end()
     assert joined(out + end, "content") == "hi pat" and joined(out + end, "refusal") == "no kim"
     assert arguments(out + end) == {3: '{"a": "b'}
+
+
+def test_whole_completion_logprobs_of_masked_text_are_dropped() -> None:
+    tokens = ["mail ", "pat.sample", "@example.com", " now"]
+    body = completion({"content": "".join(tokens)})
+    body["choices"][0]["logprobs"] = {"content": [logprob(t) for t in tokens], "refusal": None}
+    guards().on_completion(body)
+    choice = body["choices"][0]
+    assert choice["message"]["content"] == "mail [EMAIL_1] now"
+    assert [e["token"] for e in choice["logprobs"]["content"]] == ["mail ", " now"]
