@@ -33,7 +33,7 @@ def test_view_text(raw: str, seen: str) -> None:
 @pytest.mark.parametrize("raw", ["plain ascii text", "café 中文 ok"])
 def test_unchanged_text_needs_no_map(raw: str) -> None:
     view = view_of(raw)
-    assert view.text is raw and view.starts is None
+    assert view.text is raw and view.maps == ()
 
 
 def test_raw_span_covers_the_original_characters() -> None:
@@ -53,6 +53,18 @@ def test_json_escapes_are_decoded_with_offsets_into_the_escaped_text() -> None:
     assert raw[start:end] == "pat.sample\\u0040example.com"
 
 
+@pytest.mark.parametrize("raw", [
+    "a\u200b\u200cb ＠ \ufb01x \u0664\u0661 end", "\u200b" * 5 + "x", "ﬁﬁﬁ@ﬁ", "中文\u00ad中文４",
+])
+def test_every_view_character_maps_back_in_order(raw: str) -> None:
+    view = view_of(raw)
+    spans = [view.raw_span(i, i + 1) for i in range(len(view.text))]
+    assert all(0 <= a < b <= len(raw) for a, b in spans)
+    assert spans == sorted(spans)
+    for (a, b), char in zip(spans, view.text, strict=True):
+        assert view_of(raw[a:b]).text.find(char) != -1
+
+
 def test_json_escapes_are_read_only_for_json_texts() -> None:
     assert view_of("a\\u0040b").text == "a\\u0040b"
 
@@ -62,3 +74,15 @@ def test_the_ignorable_class_covers_every_format_character() -> None:
     missing = [hex(c) for c in range(sys.maxunicode + 1)
                if unicodedata.category(chr(c)) == "Cf" and not ignorable.match(chr(c))]
     assert missing == []
+
+
+@pytest.mark.parametrize("at", [4090, 4093, 4096, 8190])
+def test_values_across_the_scan_blocks_of_a_long_text(at: int) -> None:
+    email = "pat.sample\u200b@\u200bexample.com"
+    raw = "x " * (at // 2) + email + " ok " + "中" + "\u200b" * 3 + "y" * 5000 + " ４１１１ １１１１ １１１１ １１１１"
+    view = view_of(raw)
+    found = find_entities(view.text, ALL_CATEGORIES)
+    assert [e.category for e in found] == ["email", "credit_card"]
+    spans = [view.raw_span(e.start, e.end) for e in found]
+    assert raw[spans[0][0]:spans[0][1]] == email
+    assert raw[spans[1][0]:spans[1][1]] == "４１１１ １１１１ １１１１ １１１１"
