@@ -30,6 +30,7 @@ class Finder:
                 kept.append(guardrail)
         self._guardrails = tuple(kept)
         self._categories = categories
+        self._only = kept[0].key if len(kept) == 1 else ""
 
     def pii(self, text: str) -> list[Entity]:
         """The union scan alone (input checks share it between guardrails)."""
@@ -38,16 +39,23 @@ class Finder:
     def __call__(self, text: str) -> list[Entity]:
         return self.tagged(text, self.pii(text))
 
+    def source(self, entity: Entity) -> str:
+        """The key of the guardrail an entity belongs to."""
+        return entity.source or self._only
+
     def tagged(self, text: str, pii: list[Entity]) -> list[Entity]:
+        if self._only:  # one guardrail (the usual case): its findings as they are, `source` says whose
+            return entities_of(self._guardrails[0], text, pii)
         out: list[Entity] = []
         for guardrail in self._guardrails:
-            out.extend(Entity(e.category, e.start, e.end, guardrail.key) for e in entities_of(guardrail, text, pii))
+            out.extend(e._replace(source=guardrail.key) for e in entities_of(guardrail, text, pii))
         return sorted(out, key=lambda e: e.start)
 
 
 def entities_of(guardrail: Guardrail, text: str, pii: list[Entity]) -> list[Entity]:
     """A pii or pattern guardrail's own findings in `text`, given the union PII scan of it."""
     if guardrail.type is GuardrailType.PII:
-        return [e for e in pii if e.category in guardrail.categories]
+        categories = guardrail.categories
+        return [e for e in pii if e.category in categories]
     assert guardrail.matcher is not None
     return guardrail.matcher.find(text)

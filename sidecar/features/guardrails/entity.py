@@ -6,7 +6,7 @@ import it without circular imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 EMAIL = "email"
 PHONE = "phone"
@@ -23,9 +23,12 @@ ALL_CATEGORIES: frozenset[str] = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Entity:
-    """A detected span ``text[start:end]`` of a given category."""
+class Entity(NamedTuple):
+    """A detected span ``text[start:end]`` of a given category.
+
+    A NamedTuple: immutable and hashable like a frozen dataclass, and several times cheaper to
+    build (detectors and stream windows build many).
+    """
 
     category: str
     start: int

@@ -77,7 +77,7 @@ class OutputGuardrails:
             if not entities:
                 continue
             self._act(entities, text.owner_index, text.field)
-            masked = resolve_overlaps(e for e in entities if e.source in self._masking)
+            masked = resolve_overlaps(e for e in entities if self._finder.source(e) in self._masking)
             if masked:
                 spans = view_replacements(view, masked, self._numbering)
                 spans = json_safe(text.text, spans) if json else spans
@@ -147,14 +147,14 @@ class OutputGuardrails:
         if stream is None:
             index, field, _ = key
             scanner = StreamScanner(frozenset(), self._hold_back, numbering=self._numbering, finder=self._finder,
-                                    json=self._is_json(field), masks=lambda e: e.source in self._masking)
+                                    json=self._is_json(field), masks=lambda e: self._finder.source(e) in self._masking)
             stream = self._streams[key] = FieldStream(scanner, lambda found: self._act(found, index, field))
         return stream
 
     def _act(self, entities: list[Entity], choice_index: int, field: Field) -> None:
         """Count and log each guardrail's findings, in policy order; the first block raises."""
         for guardrail in self._guardrails:
-            categories = sorted({e.category for e in entities if e.source == guardrail.key})
+            categories = sorted({e.category for e in entities if self._finder.source(e) == guardrail.key})
             if categories:
                 self._report(guardrail, categories, choice_index, field)
 

@@ -14,6 +14,7 @@ as logprobs, in step with the text and drop what belonged to a masked value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Final
@@ -21,7 +22,7 @@ from typing import Final
 from .entity import Entity
 from .masking import JsonState, MaskNumbering, Replacement, json_safe, replace_spans
 from .pii import find_entities, resolve_overlaps
-from .view import view_of
+from .view import _IGNORABLE, view_of
 
 # The longest entity that contains spaces (a 34-char IBAN printed in groups
 # of four, 42 chars) must fit in the held window, so smaller values are
@@ -35,10 +36,16 @@ _CONTEXT_CHARS: Final = 32
 MAX_HOLD: Final = 16384
 # Characters that can continue a token-like entity (key, JWT, e-mail, IP).
 # Everything else - whitespace, punctuation, CJK - ends the token, so CJK
-# prose without spaces still streams out promptly.
+# prose without spaces still streams out promptly. The characters the
+# normalised view folds into these (JSON's backslash escapes, full-width
+# forms, the small @, other scripts' digits, invisible characters) continue
+# a token too, so an obfuscated value is held back whole like a plain one.
 _TOKEN_CHARS: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_.@:%-"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_.@:%-\\\ufe6b"
 )
+# The same as a regex, with the full-width forms (U+FF01-U+FF5E), every Unicode digit and the
+# invisible characters; `\d` here is any Unicode decimal digit.
+_NOT_TOKEN_CHAR: Final = re.compile(f"[^A-Za-z0-9+/=_.@:%\\\\\\-\ufe6b\uff01-\uff5e\\d{_IGNORABLE}]")
 
 
 class StreamScanner:
@@ -98,11 +105,15 @@ class StreamScanner:
 
     def _track_token_run(self, delta: str) -> None:
         end = self._base + len(self._pending) + len(delta)
-        for index in range(len(delta) - 1, -1, -1):
-            if delta[index] not in _TOKEN_CHARS:
-                self._run_start = end - len(delta) + index + 1
-                return
-        # The whole delta continues the current run: nothing to update.
+        if delta and delta[-1] not in _TOKEN_CHARS and _NOT_TOKEN_CHAR.match(delta, len(delta) - 1):
+            self._run_start = end  # the common case: a delta ending in a space or punctuation
+            return
+        last = None
+        for match in _NOT_TOKEN_CHAR.finditer(delta):
+            last = match
+        if last is not None:
+            self._run_start = end - len(delta) + last.start() + 1
+        # Otherwise the whole delta continues the current run: nothing to update.
 
     def _growth_cut(self, cut: int) -> int:
         """Move ``cut`` before a token that reaches the end and may still grow."""
@@ -126,22 +137,30 @@ class StreamScanner:
         # Entities starting inside the already-emitted context were either
         # reported before or are beyond repair; ignoring them also keeps a
         # late-validating token from pinning ``cut`` at 0 forever.
+        entities = self._find(view.text)
+        if not entities:  # the common case: nothing to place, report or mask
+            return self._release(cut, [])
         found: list[tuple[Entity, str]] = []
-        for entity in self._find(view.text):
+        for entity in entities:
             start, end = view.raw_span(entity.start, entity.end)
             if start >= offset:
-                found.append((Entity(entity.category, start, end, entity.source), view.text[entity.start:entity.end]))
+                found.append((Entity(entity.category, start - offset, end - offset, entity.source),
+                              view.text[entity.start:entity.end]))
         for entity, _ in reversed(found):
             # Never split an entity: release up to its start instead.
-            if entity.start < offset + cut < entity.end:
-                cut = entity.start - offset
-        released = [(e.shifted(-offset), value) for e, value in found if e.end <= offset + cut]
+            if entity.start < cut < entity.end:
+                cut = entity.start
+        released = [(e, value) for e, value in found if e.end <= cut]
         self.findings.extend(e.shifted(self._base) for e, _ in released)
-        raw = self._pending[:cut]
         values = {(e.start, e.end): value for e, value in released}
         # Several guardrails may report the same value: each masked value is replaced once.
         spans: list[Replacement] = [(e.start, e.end, self.numbering.placeholder(e.category, values[e.start, e.end]))
                                     for e in resolve_overlaps(e for e, _ in released if self._masks(e))]
+        return self._release(cut, spans)
+
+    def _release(self, cut: int, spans: list[Replacement]) -> str:
+        """Pass `pending[:cut]` on, with `spans` (pending coordinates) masked."""
+        raw = self._pending[:cut]
         if spans and self.json:
             spans = json_safe(raw, spans, self._json_state)
         self.masked_spans.extend((start + self._base, end + self._base) for start, end, _ in spans)

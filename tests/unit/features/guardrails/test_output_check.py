@@ -13,7 +13,7 @@ from sidecar.features.guardrails.output_check import OutputGuardrails
 from sidecar.features.guardrails.pattern_guard import compile_patterns
 from sidecar.features.guardrails.policy import Action, Direction, Guardrail, GuardrailType
 
-EMAIL = "pat.sample@example.com"
+EMAIL, CARD = "pat.sample@example.com", "4111 1111 1111 1111"
 
 
 def pii(action: Action = Action.MASK, key: str = "pii-out") -> Guardrail:
@@ -223,3 +223,19 @@ def test_whole_completion_logprobs_of_masked_text_are_dropped() -> None:
     choice = body["choices"][0]
     assert choice["message"]["content"] == "mail [EMAIL_1] now"
     assert [e["token"] for e in choice["logprobs"]["content"]] == ["mail ", " now"]
+
+
+def test_several_guardrails_each_act_on_their_own_findings() -> None:
+    emails = Guardrail(key="emails", type=GuardrailType.PII, action=Action.MASK, direction=Direction.OUTPUT,
+                       categories=frozenset({"email"}))
+    cards = Guardrail(key="cards", type=GuardrailType.PII, action=Action.LOG, direction=Direction.OUTPUT,
+                      categories=frozenset({"credit_card"}))
+    guard = guards(emails, cards)
+    chunks = [chunk({"content": p}) for p in pieces(f"mail {EMAIL} card {CARD}.", 3)] + [chunk({}, finish="stop")]
+    out = run_stream(guard, chunks)
+    assert joined(out, "content") == f"mail [EMAIL_1] card {CARD}."
+    assert sorted((f["guardrail"], f["category"], f["action"]) for f in guard.findings) == [
+        ("cards", "credit_card", "log"), ("emails", "email", "mask")]
+    with pytest.raises(GuardrailBlocked) as caught:
+        guards(emails, pii(Action.BLOCK, "blocker")).on_completion(completion({"content": f"to {EMAIL}"}))
+    assert caught.value.guardrail_key == "blocker"
