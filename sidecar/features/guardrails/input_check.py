@@ -23,11 +23,11 @@ from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GuardrailBlocked, InvalidRequest
 from sidecar.core.walk import Edit, Text, request_texts, text_edits
-from sidecar.features.guardrails.detect import Finder, entities_of
+from sidecar.features.guardrails.detect import entities_of
 from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.injection import score_injection
 from sidecar.features.guardrails.masking import MaskNumbering, Replacement, json_safe
-from sidecar.features.guardrails.pii import resolve_overlaps
+from sidecar.features.guardrails.pii import find_entities, resolve_overlaps
 from sidecar.features.guardrails.policy import FINDING_MESSAGES, Action, Guardrail, GuardrailType
 from sidecar.features.guardrails.view import View, view_of
 
@@ -60,7 +60,7 @@ async def check_input(check: Check) -> None:
                   if g.checks_input]
     if not applicable:
         return
-    scan = _Scan(list(request_texts(check.request.body)), applicable)
+    scan = _Scan(request_texts(check.request.body), applicable)
     masks: dict[int, list[_Found]] = {}
     for guardrail in applicable:
         hits = scan.hits(guardrail)
@@ -122,8 +122,12 @@ class _Scan:
     def __init__(self, texts: list[Text], guardrails: list[Guardrail]) -> None:
         self.texts = texts
         self.readings = [_Reading(t) for t in texts]
-        finder = Finder(guardrails)
-        self._pii = [[finder.pii(view.text) for view, _ in r.views] for r in self.readings]
+        categories: frozenset[str] = frozenset()
+        for guardrail in guardrails:
+            if guardrail.type is GuardrailType.PII:
+                categories = categories | guardrail.categories if categories else guardrail.categories
+        self._pii = [[find_entities(view.text, categories) if categories else [] for view, _ in r.views]
+                     for r in self.readings]
 
     def hits(self, guardrail: Guardrail) -> list[tuple[int, list[_Found]]]:
         """(text index, entities found) for each text the guardrail reads and flags."""
@@ -143,6 +147,8 @@ class _Scan:
             score = score_injection(view.text)
             return [(Entity("prompt_injection", 0, len(view.raw)), "")] if score.score >= guardrail.threshold else []
         pii = self._pii[index]
+        if guardrail.type is GuardrailType.PII and not any(pii):
+            return []  # the common case: the shared scan found nothing
         return self.readings[index].found(lambda view, number: entities_of(guardrail, view.text, pii[number]))
 
     def _size(self, guardrail: Guardrail, read: list[int]) -> list[tuple[int, list[_Found]]]:

@@ -41,6 +41,12 @@ class MessageScope(StrEnum):
     USER = "user"
 
 
+# Looked up per request: plain frozensets, as an enum member's attribute lookup costs more.
+_READS_INPUT = frozenset({Direction.INPUT, Direction.BOTH})
+_READS_OUTPUT = frozenset({Direction.OUTPUT, Direction.BOTH})
+_OUTPUT_TYPES = frozenset({GuardrailType.PII, GuardrailType.PATTERN})
+_EVERY_ROLE = MessageScope.ALL
+
 GUARDRAIL_TYPES = tuple(t.value for t in GuardrailType)
 ACTIONS = tuple(a.value for a in Action)
 DIRECTIONS = tuple(d.value for d in Direction)
@@ -89,15 +95,14 @@ class Guardrail:
 
     @property
     def checks_input(self) -> bool:
-        return self.direction in (Direction.INPUT, Direction.BOTH)
+        return self.direction in _READS_INPUT
 
     @property
     def checks_output(self) -> bool:
-        return (self.direction in (Direction.OUTPUT, Direction.BOTH)
-                and self.type in (GuardrailType.PII, GuardrailType.PATTERN))
+        return self.direction in _READS_OUTPUT and self.type in _OUTPUT_TYPES
 
     def reads_role(self, role: str) -> bool:
-        return self.messages is MessageScope.ALL or role == "user"
+        return self.messages is _EVERY_ROLE or role == "user"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ def estimate_request(request: ChatRequest, model: str, limits: LimitsPolicy) -> 
 
 
 def prompt_tokens(body: dict[str, Any], chars_per_token: float) -> int:
-    chars = sum(len(text.text) for text in request_texts(body, names=True))
+    chars = 0
+    for text in request_texts(body, names=True):
+        chars += len(text.text)
     messages = body.get("messages") or []
     images = sum(_images(message) for message in messages if isinstance(message, dict))
     tools = body.get("tools")

@@ -56,7 +56,7 @@ def test_names_only_when_asked() -> None:
 def test_joined_parts_split_edits_over_their_segments() -> None:
     body: dict[str, Any] = {"messages": [{"role": "user", "content": [{"type": "text", "text": "mail pat.sample@"},
                                                       {"type": "text", "text": "example.com now"}]}]}
-    text = next(request_texts(body))
+    text = request_texts(body)[0]
     start = text.text.index("pat")
     edits = text_edits(text, start, start + len("pat.sample@example.com"), "[EMAIL_1]")
     assert edits == [Edit(("messages", 0, "content", 0, "text"), 5, 16, "[EMAIL_1]"),
