@@ -217,40 +217,47 @@ def _message_extras(message: dict[str, Any], index: int, role: str, names: bool)
                                Field.FUNCTION_ARGUMENTS, role, index, names)
 
 
-def _answer_texts(choices: object, member: str, stream: bool) -> Iterator[Text]:
+def _answer_texts(choices: object, member: str, stream: bool) -> list[Text]:
+    out: list[Text] = []
     for position, choice in enumerate(choices if isinstance(choices, list) else ()):
         if not isinstance(choice, dict) or not isinstance(choice.get(member), dict):
             continue
         message = choice[member]
         number = choice.get("index", position)
         number = number if isinstance(number, int) else position
-        base: Path = ("choices", position, member)
         # By the message's own keys: a stream delta usually has one or two.
         for name, value in message.items():
             field = _STRING_FIELDS.get(name)
             if field is not None and isinstance(value, str):
-                yield Text((*base, name), field, "assistant", number, value, (), (number, field, 0) if stream else None)
-        calls = message.get("tool_calls")
-        for call_position, call in enumerate(calls if isinstance(calls, list) else ()):
-            if not isinstance(call, dict):
-                continue
-            call_number = call.get("index", call_position) if stream else call_position
-            call_number = call_number if isinstance(call_number, int) else call_position
-            key = (number, Field.TOOL_ARGUMENTS, call_number) if stream else None
-            yield from _function_texts((*base, "tool_calls", call_position, "function"), call.get("function"),
-                                       Field.TOOL_ARGUMENTS, "assistant", number, False, key)
-        if "function_call" in message:
-            key = (number, Field.FUNCTION_ARGUMENTS, 0) if stream else None
-            yield from _function_texts((*base, "function_call"), message["function_call"],
-                                       Field.FUNCTION_ARGUMENTS, "assistant", number, False, key)
+                out.append(Text(("choices", position, member, name), field, "assistant", number, value, (),
+                                (number, field, 0) if stream else None))
+        if "tool_calls" in message or "function_call" in message:
+            out.extend(_answer_calls(message, ("choices", position, member), number, stream))
+    return out
 
 
-def completion_texts(completion: dict[str, Any]) -> Iterator[Text]:
+def _answer_calls(message: dict[str, Any], base: Path, number: int, stream: bool) -> Iterator[Text]:
+    calls = message.get("tool_calls")
+    for call_position, call in enumerate(calls if isinstance(calls, list) else ()):
+        if not isinstance(call, dict):
+            continue
+        call_number = call.get("index", call_position) if stream else call_position
+        call_number = call_number if isinstance(call_number, int) else call_position
+        key = (number, Field.TOOL_ARGUMENTS, call_number) if stream else None
+        yield from _function_texts((*base, "tool_calls", call_position, "function"), call.get("function"),
+                                   Field.TOOL_ARGUMENTS, "assistant", number, False, key)
+    if "function_call" in message:
+        key = (number, Field.FUNCTION_ARGUMENTS, 0) if stream else None
+        yield from _function_texts((*base, "function_call"), message["function_call"],
+                                   Field.FUNCTION_ARGUMENTS, "assistant", number, False, key)
+
+
+def completion_texts(completion: dict[str, Any]) -> list[Text]:
     """Every text of a whole completion's `choices[].message`."""
     return _answer_texts(completion.get("choices"), "message", stream=False)
 
 
-def chunk_texts(chunk: dict[str, Any]) -> Iterator[Text]:
+def chunk_texts(chunk: dict[str, Any]) -> list[Text]:
     """Every text of a stream chunk's `choices[].delta`, each with its stream `key`."""
     return _answer_texts(chunk.get("choices"), "delta", stream=True)
 

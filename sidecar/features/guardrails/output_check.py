@@ -56,7 +56,6 @@ class OutputGuardrails:
         self._guardrails = guardrails
         self._masking = frozenset(g.key for g in guardrails if g.action is Action.MASK)
         self._finder = Finder(guardrails)
-        self._hold_back = max(g.hold_back for g in guardrails)
         self._request_id = request_id
         self._json_answer = json_answer
         self._numbering = MaskNumbering()
@@ -70,7 +69,7 @@ class OutputGuardrails:
         return field.is_json or (self._json_answer and field is Field.CONTENT)
 
     def on_completion(self, completion: JSONDict) -> None:
-        for text in list(completion_texts(completion)):
+        for text in completion_texts(completion):
             json = self._is_json(text.field)
             view = view_of(text.text, json=json)
             entities = self._finder(view.text)
@@ -93,7 +92,7 @@ class OutputGuardrails:
             # The usage chunk ends the answer: text held back for want of a finish_reason goes first.
             return [*self.on_end(), chunk]
         logprobs_fed: set[tuple[int, Field]] = set()
-        for text in list(chunk_texts(chunk)):
+        for text in chunk_texts(chunk):
             assert text.key is not None
             choice = chunk["choices"][text.path[1]]
             entries = _take_logprobs(choice, text.field) if choice.get("logprobs") else None
@@ -146,7 +145,8 @@ class OutputGuardrails:
         stream = self._streams.get(key)
         if stream is None:
             index, field, _ = key
-            scanner = StreamScanner(frozenset(), self._hold_back, numbering=self._numbering, finder=self._finder,
+            hold_back = max(g.hold_back for g in self._guardrails)
+            scanner = StreamScanner(frozenset(), hold_back, numbering=self._numbering, finder=self._finder,
                                     json=self._is_json(field), masks=lambda e: self._finder.source(e) in self._masking)
             stream = self._streams[key] = FieldStream(scanner, lambda found: self._act(found, index, field))
         return stream
