@@ -107,7 +107,7 @@ class OutputGuardrails:
                     self._feed_bare_logprobs(choice, position, logprobs_fed)
                 if choice.get("finish_reason") is not None:
                     self._finish_choice(choice, _choice_index(choice, position))
-        if choices and all(isinstance(c, dict) and _carries_nothing(c) for c in choices):
+        if choices and not chunk.get("usage") and all(isinstance(c, dict) and _carries_nothing(c) for c in choices):
             return []  # everything in it is being held back
         return [chunk]
 

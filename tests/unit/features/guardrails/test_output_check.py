@@ -239,3 +239,8 @@ def test_several_guardrails_each_act_on_their_own_findings() -> None:
     with pytest.raises(GuardrailBlocked) as caught:
         guards(emails, pii(Action.BLOCK, "blocker")).on_completion(completion({"content": f"to {EMAIL}"}))
     assert caught.value.guardrail_key == "blocker"
+
+
+def test_a_held_back_chunk_with_usage_is_still_sent() -> None:
+    out = guards().on_chunk({**chunk({"content": "mail pat"}), "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+    assert out and out[0]["usage"]["completion_tokens"] == 2 and out[0]["choices"][0]["delta"] == {"content": ""}
