@@ -186,7 +186,8 @@ def input_scan() -> None:
         print("  n/a: this sidecar has no guardrails")
         return
     verdict = Verdict("whole input scan of a 1 MB prompt (PII + injection)", figures["total"], TARGET_MS, "ms")
-    print(f"  PII {figures['pii']:.1f} ms + injection heuristic {figures['injection']:.1f} ms (median of 3)")
+    print(f"  walker + normalised view {figures.get('walk', 0.0):.1f} ms + PII {figures['pii']:.1f} ms"
+          f" + injection heuristic {figures['injection']:.1f} ms (median of 3)")
     print(verdict.line())
 
 

@@ -16,7 +16,8 @@ import orjson
 from sidecar.core.errors import InvalidRequest
 from sidecar.core.json_depth import check_depth
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+# `function` is the legacy (deprecated, still in the SDKs) role of a function call's result.
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 _MAX_REQUEST_ID_LENGTH = 128
 
@@ -126,7 +127,9 @@ def _check_message(index: int, message: object) -> None:
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role", code="invalid_role"
         )
     content = message.get("content")
-    may_omit_content = role == "assistant" and ("tool_calls" in message or "function_call" in message)
+    # An assistant turn may be only tool calls, a legacy function call, or a refusal.
+    may_omit_content = role == "assistant" and any(
+        message.get(name) is not None for name in ("tool_calls", "function_call", "refusal"))
     if content is None and not may_omit_content:
         raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content", code="missing_content")
     if content is not None:
@@ -134,6 +137,12 @@ def _check_message(index: int, message: object) -> None:
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise InvalidRequest(f"'{where}.tool_call_id' is required for tool messages",
                              param=f"{where}.tool_call_id", code="missing_tool_call_id")
+    if role == "function" and not isinstance(message.get("name"), str):
+        raise InvalidRequest(f"'{where}.name' is required for function messages",
+                             param=f"{where}.name", code="missing_name")
+    _check_optional_string(where, message, "refusal")
+    if message.get("function_call") is not None:
+        _check_function(f"{where}.function_call", message["function_call"], code="invalid_function_call")
     # Any role (null aside): the quota estimate reads tool calls wherever they are.
     if "tool_calls" in message and (role == "assistant" or message["tool_calls"] is not None):
         _check_tool_calls(where, message["tool_calls"])
@@ -166,6 +175,23 @@ def _check_tool_calls(where: str, tool_calls: object) -> None:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequest(f"'{call_where}.function.name' is required", param=call_where,
                                  code="invalid_tool_call")
+        _check_function(f"{call_where}.function", function, code="invalid_tool_call")
+
+
+def _check_function(where: str, function: object, *, code: str) -> None:
+    """`{name, arguments}` of a tool call or a legacy function call: arguments is a JSON string."""
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(f"'{where}.name' is required", param=where, code=code)
+    arguments = function.get("arguments")
+    if arguments is not None and not isinstance(arguments, str):
+        raise InvalidRequest(f"'{where}.arguments' must be a string (JSON text)", param=f"{where}.arguments",
+                             code="invalid_type")
+
+
+def _check_optional_string(where: str, message: dict[str, Any], name: str) -> None:
+    value = message.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"'{where}.{name}' must be a string", param=f"{where}.{name}", code="invalid_type")
 
 
 def _check_sampling(body: dict[str, Any]) -> None:

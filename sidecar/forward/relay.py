@@ -20,6 +20,7 @@ from aiohttp_sse import EventSourceResponse
 from sidecar.appkeys import SETTINGS
 from sidecar.core.errors import GatewayError, Phase, ProviderError
 from sidecar.core.types import JSONDict, Usage
+from sidecar.core.walk import chunk_texts, completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
@@ -148,12 +149,9 @@ def _well_formed(completion: JSONDict) -> JSONDict:
 
 
 def _content_chars(completion: JSONDict) -> int:
-    """Characters of answer text, for estimating usage when a provider reports none."""
-    total = 0
-    for choice in completion["choices"]:
-        content = (choice.get("message") or {}).get("content")
-        total += len(content) if isinstance(content, str) else 0
-    return total
+    """Characters of answer text (every text the exchange walker yields: content, tool-call
+    arguments, reasoning, refusal), for estimating usage when a provider reports none."""
+    return sum(len(text.text) for text in completion_texts(completion))
 
 
 class _ChunkStamper:
@@ -178,10 +176,9 @@ class _ChunkStamper:
         elif "usage" in chunk and not self._wants_usage:
             del chunk["usage"]
         out = []
+        self.completion_chars += sum(len(text.text) for text in chunk_texts(chunk))
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            content = delta.get("content")
-            self.completion_chars += len(content) if isinstance(content, str) else 0
             index = choice.get("index", 0)
             if index not in self._roles_sent:
                 self._roles_sent.add(index)

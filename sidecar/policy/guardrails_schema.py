@@ -15,8 +15,12 @@ from sidecar.features.guardrails.policy import (
     DIRECTIONS,
     GUARDRAIL_TYPES,
     MESSAGE_SCOPES,
+    Action,
+    Direction,
     Guardrail,
     GuardrailSet,
+    GuardrailType,
+    MessageScope,
     Scope,
 )
 from sidecar.policy.reader import Located, Mapping
@@ -69,7 +73,8 @@ def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
     if action == "mask" and kind in ("prompt_injection", "size"):
         where.error(f"a {kind} guardrail cannot mask; use block or log")
         return None
-    return Guardrail(key=key, type=kind, action=action, direction=direction, messages=messages,
+    return Guardrail(key=key, type=GuardrailType(kind), action=Action(action), direction=Direction(direction),
+                     messages=MessageScope(messages),
                      scope=scope, default_on=default_on, hold_back=hold_back, **specific)
 
 

@@ -126,16 +126,19 @@ def _convert_messages(messages: Any) -> tuple[str, list[JSONDict]]:
         raise invalid("'messages' must be a list", param="messages")
     system: list[str] = []
     converted: list[JSONDict] = []
-    for message in messages:
+    legacy_call: str | None = None  # the tool_use id given to the last legacy function_call
+    for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise invalid("Each message must be an object", param="messages")
         role = message.get("role")
         if role in _SYSTEM_ROLES:
             system.extend(_texts(message.get("content")))
             continue
-        blocks = _message_blocks(role, message)
+        if role == "assistant" and isinstance(message.get("function_call"), dict):
+            legacy_call = f"call_legacy_{index}"
+        blocks = _legacy_blocks(role, message, legacy_call) or _message_blocks(role, message)
         if blocks:
-            _append_merged(converted, "user" if role in ("user", "tool") else "assistant", blocks)
+            _append_merged(converted, "user" if role in ("user", "tool", "function") else "assistant", blocks)
     return _SYSTEM_JOINER.join(text for text in system if text), converted
 
 
@@ -156,6 +159,24 @@ def _message_blocks(role: Any, message: JSONDict) -> list[JSONDict]:
     if role == "tool":
         return [_tool_result_block(message)]
     raise invalid(f"Unsupported message role: {role!r}", param="messages")
+
+
+def _legacy_blocks(role: Any, message: JSONDict, legacy_call: str | None) -> list[JSONDict]:
+    """OpenAI's legacy function calling as tool use: an assistant `function_call` becomes a
+    tool_use block, the `function` message answering it its tool_result; an assistant turn that is
+    only a `refusal` becomes its text. Empty for every other message."""
+    if role == "function":
+        if legacy_call is None:
+            raise invalid("A function message needs an earlier assistant function_call", param="messages")
+        return [_tool_result_block({**message, "tool_call_id": legacy_call})]
+    if role != "assistant":
+        return []
+    extra: list[JSONDict] = []
+    if message.get("content") is None and isinstance(message.get("refusal"), str) and message["refusal"]:
+        extra.append({"type": "text", "text": message["refusal"]})
+    if isinstance(message.get("function_call"), dict) and legacy_call is not None:
+        extra.append(_tool_use_block({"id": legacy_call, "type": "function", "function": message["function_call"]}))
+    return [*_message_blocks(role, message), *extra] if extra else []
 
 
 def _texts(content: Any) -> list[str]:
@@ -181,6 +202,8 @@ def _part_block(part: Any) -> JSONDict | None:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind == "text" and isinstance(part.get("text"), str):
         return {"type": "text", "text": part["text"]} if part["text"] else None
+    if kind == "refusal" and isinstance(part.get("refusal"), str):  # an assistant's refusal part
+        return {"type": "text", "text": part["refusal"]} if part["refusal"] else None
     if kind == "image_url":
         return _image_block(part.get("image_url"))
     raise invalid(f"Unsupported content part type: {kind!r}", param="messages")

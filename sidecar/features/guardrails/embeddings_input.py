@@ -74,7 +74,8 @@ async def check_embeddings_input(check: Check) -> None:
                              code=error.code) from None
     raw = shadow.extra.get(MASKS.name)
     if raw:
-        check.put(INPUT_MASKS, tuple(InputMask(e.message_index, e.start, e.end, e.placeholder)
+        # The view's texts are the string `content` of messages[i]: message i is input i.
+        check.put(INPUT_MASKS, tuple(InputMask(int(e.path[1]), e.start, e.end, e.replacement)
                                      for e in MASKS.decode(raw)))
 
 

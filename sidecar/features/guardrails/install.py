@@ -23,10 +23,10 @@ from aiohttp import web
 from sidecar.callout.pipeline import Check, Stage, per_kind
 from sidecar.core.endpoints import EndpointKind
 from sidecar.extensions import Extensions
-from sidecar.features.guardrails.decision_keys import REQUESTED_GUARDRAILS
+from sidecar.features.guardrails.decision_keys import JSON_ANSWER, REQUESTED_GUARDRAILS
 from sidecar.features.guardrails.embeddings_input import apply_input_masks, check_embeddings_input
 from sidecar.features.guardrails.input_check import REQUEST_FIELD, check_input
-from sidecar.features.guardrails.output_check import output_guards_for
+from sidecar.features.guardrails.output_check import output_guards_for, wants_json_answer
 from sidecar.features.guardrails.request_masking import apply_masks
 
 OFFLOAD_BODY_BYTES = 64 * 1024
@@ -40,6 +40,9 @@ async def _remember_requested(check: Check) -> None:
     requested = check.request.body.get(REQUEST_FIELD)
     if requested:
         check.put(REQUESTED_GUARDRAILS, frozenset(requested))
+    # Output masks keep a JSON answer valid JSON; the forwarding path learns it from the decision.
+    if wants_json_answer(check.request.body):
+        check.put(JSON_ANSWER, True)
 
 
 class ScanOffload:

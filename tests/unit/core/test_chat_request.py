@@ -161,7 +161,7 @@ def test_message_not_an_object(message: object) -> None:
 def test_unknown_role(role: object) -> None:
     error = rejected_body(with_messages({"role": role, "content": "x"}))
     assert (error.param, error.code) == ("messages[0].role", "invalid_role")
-    assert error.message == "'messages[0].role' must be one of assistant, developer, system, tool, user"
+    assert error.message == "'messages[0].role' must be one of assistant, developer, function, system, tool, user"
 
 
 def test_missing_role() -> None:
@@ -200,6 +200,31 @@ def test_assistant_with_null_content_and_tool_calls_is_accepted() -> None:
 
 def test_assistant_with_legacy_function_call_may_omit_content() -> None:
     parse(with_messages(USER, {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}))
+
+
+def test_assistant_refusal_with_null_content_is_accepted() -> None:
+    parse(with_messages(USER, {"role": "assistant", "content": None, "refusal": "I can't help with that."}))
+
+
+def test_legacy_function_role_is_accepted_and_needs_a_name() -> None:
+    legacy = [USER, {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}]
+    parse(with_messages(*legacy, {"role": "function", "name": "f", "content": "42"}))
+    error = rejected_body(with_messages(*legacy, {"role": "function", "content": "42"}))
+    assert (error.param, error.code) == ("messages[2].name", "missing_name")
+
+
+@pytest.mark.parametrize(("message", "param", "code"), [
+    ({"role": "assistant", "content": None, "function_call": {"arguments": "{}"}},
+     "messages[1].function_call", "invalid_function_call"),
+    ({"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": {"a": 1}}},
+     "messages[1].function_call.arguments", "invalid_type"),
+    ({"role": "assistant", "content": None, "refusal": 3}, "messages[1].refusal", "invalid_type"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": 1}}]},
+     "messages[1].tool_calls[0].function.arguments", "invalid_type"),
+])
+def test_malformed_legacy_fields_are_named(message: dict[str, Any], param: str, code: str) -> None:
+    error = rejected_body(with_messages(USER, message))
+    assert (error.param, error.code) == (param, code)
 
 
 def test_user_with_tool_calls_still_needs_content() -> None:

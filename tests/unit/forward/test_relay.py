@@ -282,3 +282,11 @@ async def test_a_large_answer_is_guarded_off_the_event_loop(size: int, on_loop: 
     response = await relay_completion(_Answer(orjson.dumps(completion)), ex)  # type: ignore[arg-type]
     assert response.status == 200
     assert (guard.threads == [threading.current_thread().name]) is on_loop
+
+
+def test_completion_chars_count_every_text_the_walker_yields() -> None:
+    from sidecar.forward.relay import _content_chars
+
+    completion = {"choices": [{"index": 0, "message": {"content": "abcd", "reasoning_content": "ef", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}}]}
+    assert _content_chars(completion) == 4 + 2 + 7

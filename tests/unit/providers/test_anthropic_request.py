@@ -360,3 +360,28 @@ def test_unknown_role_is_a_client_error() -> None:
     with pytest.raises(ProviderError) as caught:
         translate({"messages": [{"role": "function", "name": "f", "content": "x"}]})
     assert caught.value.status == 400
+
+
+def test_legacy_function_calling_becomes_tool_use() -> None:
+    body = translate({"model": "m", "messages": [
+        user("weather?"),
+        {"role": "assistant", "content": None, "function_call": {"name": "weather", "arguments": '{"city": "Oslo"}'}},
+        {"role": "function", "name": "weather", "content": "sunny"},
+        {"role": "assistant", "content": None, "refusal": "I cannot say more."},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "Nor that."}]},
+        user("ok")]})
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_legacy_1", "name": "weather",
+                                           "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_legacy_1", "content": "sunny"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "I cannot say more."},
+                                          {"type": "text", "text": "Nor that."}]},
+        {"role": "user", "content": [{"type": "text", "text": "ok"}]},
+    ]
+
+
+def test_function_message_without_a_function_call_is_refused() -> None:
+    with pytest.raises(ProviderError) as caught:
+        translate({"model": "m", "messages": [user("hi"), {"role": "function", "name": "f", "content": "x"}]})
+    assert caught.value.status == 400
