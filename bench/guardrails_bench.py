@@ -77,6 +77,25 @@ def stream_cost_us(text: str, chunk: int) -> float:
     return (time.perf_counter() - start) / len(chunks) * 1e6
 
 
+def output_chunk_cost_us(text: str, chunk: int) -> float:
+    """The whole output path per content chunk with one PII mask guardrail (OutputGuardrails.on_chunk)."""
+    from sidecar.features.guardrails.entity import ALL_CATEGORIES
+    from sidecar.features.guardrails.output_check import OutputGuardrails
+    from sidecar.features.guardrails.policy import Action, Direction, Guardrail, GuardrailType
+
+    guardrail = Guardrail(key="pii", type=GuardrailType.PII, action=Action.MASK, direction=Direction.OUTPUT,
+                          categories=ALL_CATEGORIES)
+    guard = OutputGuardrails([guardrail], "bench")
+    chunks = [{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": {"content": text[i:i + chunk]}, "finish_reason": None}]}
+              for i in range(0, len(text), chunk)]
+    start = time.perf_counter()
+    for each in chunks:
+        guard.on_chunk(each)
+    guard.on_end()
+    return (time.perf_counter() - start) / len(chunks) * 1e6
+
+
 def main() -> None:
     # Imported here, after the sys.path tweak above.
     from sidecar.features.guardrails.entity import ALL_CATEGORIES
@@ -109,6 +128,9 @@ def main() -> None:
     sample = prose(20_000, seed=2) + dense[:20_000]
     for chunk in (1, 4, 16, 64):
         print(f"StreamScanner(mask=True) per chunk of {chunk:>2} chars: {stream_cost_us(sample, chunk):.1f} us")
+    for chunk in (4, 16, 64):
+        print(f"output guardrail per stream chunk of {chunk:>2} chars (walker, per-field window, logprobs): "
+              f"{output_chunk_cost_us(sample, chunk):.1f} us")
 
 
 if __name__ == "__main__":

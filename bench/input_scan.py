@@ -25,13 +25,25 @@ def _median_ms(run: Callable[[], object], repeat: int = 3) -> float:
 
 
 def input_scan_ms(size: int = 1_000_000) -> dict[str, float] | None:
-    """Median milliseconds per part, or None when this sidecar has no guardrails."""
+    """Median milliseconds per part, or None when this sidecar has no guardrails.
+
+    `walk` is reading the request through the exchange walker into the normalised views the
+    detectors read (sidecar.core.walk + features/guardrails/view.py); `total` adds it.
+    """
     try:
+        from sidecar.core.walk import request_texts
         from sidecar.features.guardrails.injection import score_injection
         from sidecar.features.guardrails.pii import ALL_CATEGORIES, find_entities
+        from sidecar.features.guardrails.view import view_of
     except ImportError:
         return None
-    text = prose(size)
+    body = {"model": "m", "messages": [{"role": "user", "content": prose(size)}]}
+
+    def walk() -> list[str]:
+        return [view_of(t.text, json=t.field.is_json).text for t in request_texts(body)]
+
+    (text,) = walk()
+    walked = _median_ms(walk)
     pii = _median_ms(lambda: find_entities(text, ALL_CATEGORIES))
     injection = _median_ms(lambda: score_injection(text))
-    return {"pii": pii, "injection": injection, "total": pii + injection}
+    return {"walk": walked, "pii": pii, "injection": injection, "total": walked + pii + injection}

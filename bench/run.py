@@ -3,7 +3,8 @@
 Starts the demo provider, a plain Envoy pass-through to it and the full gateway, then measures
 them in short interleaved rounds (round-robin, the order rotating each round) so machine noise
 hits all three alike. Environment knobs: BENCH_QUICK=1 (about a minute), BENCH_ROUNDS,
-BENCH_ROUND_SECONDS, BENCH_SOAK_SECONDS (default 120), BENCH_OPEN_STREAMS (default 1000).
+BENCH_ROUND_SECONDS, BENCH_SOAK_SECONDS (default 120), BENCH_OPEN_STREAMS (default 1000),
+BENCH_LARGE_SECONDS (default 10; quick 4): each phase of the small-beside-large-prompts run.
 Everything runs on 127.0.0.1; every loop is bounded in count and time.
 """
 
@@ -23,7 +24,8 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's `sidecar` and `bench`, whatever is installed
 
-from bench import aioclient, payload  # noqa: E402
+from bench import aioclient, large_prompts, payload  # noqa: E402
+from bench.digest import digest_costs  # noqa: E402
 from bench.input_scan import TARGET_MS, input_scan_ms  # noqa: E402
 from bench.procstat import Watcher, cpu_delta  # noqa: E402
 from bench.report import Scenario, rss_table, scenario_table, verdicts  # noqa: E402
@@ -46,6 +48,7 @@ class Config:
     round_seconds: float
     soak_seconds: float
     open_streams: int
+    large_seconds: float
 
     @classmethod
     def from_env(cls) -> Config:
@@ -55,6 +58,7 @@ class Config:
             round_seconds=float(os.environ.get("BENCH_ROUND_SECONDS", 2 if quick else 3)),
             soak_seconds=float(os.environ.get("BENCH_SOAK_SECONDS", 15 if quick else 120)),
             open_streams=int(os.environ.get("BENCH_OPEN_STREAMS", 1000)),
+            large_seconds=float(os.environ.get("BENCH_LARGE_SECONDS", 4 if quick else 10)),
         )
 
 
@@ -146,6 +150,23 @@ class Bench:
         return growth([(t, rss["sidecar"]) for t, rss in samples])[0]
 
 
+    def beside_large_prompts(self) -> None:
+        gateway = self.targets.all()[2]
+        result = run_async(large_prompts.measure(gateway.url, self.headers, self.config.large_seconds))
+        alone, beside = result.alone, result.beside
+        print(f"  small 1 KB requests alone:          p50 {alone.p50_ms:7.1f} ms  p99 {alone.p99_ms:7.1f} ms"
+              f"  ({alone.requests} ok, {alone.errors} failed)")
+        print(f"  beside 4 clients of 4 MB prompts:   p50 {beside.p50_ms:7.1f} ms  p99 {beside.p99_ms:7.1f} ms"
+              f"  ({beside.requests} ok, {beside.errors} failed)")
+        print(f"  large prompts answered: {result.large_done} by status {result.large_statuses}")
+
+
+def digest() -> None:
+    for label, (digest_us, total_us) in digest_costs().items():
+        print(f"  {label} body: SHA-256 {digest_us:.1f} µs; digest + sign + decode + verify {total_us:.1f} µs "
+              "(best of 5; the callout and the forwarding path each hash the body once)")
+
+
 def guardrails_bench(script: Path = _GUARDRAILS_BENCH) -> None:
     if not script.exists():
         print(f"  n/a: bench/{script.name} is not here (its branch is not merged)")
@@ -166,7 +187,8 @@ def input_scan() -> None:
         print("  n/a: this sidecar has no guardrails")
         return
     verdict = Verdict("whole input scan of a 1 MB prompt (PII + injection)", figures["total"], TARGET_MS, "ms")
-    print(f"  PII {figures['pii']:.1f} ms + injection heuristic {figures['injection']:.1f} ms (median of 3)")
+    print(f"  walker + normalised view {figures.get('walk', 0.0):.1f} ms + PII {figures['pii']:.1f} ms"
+          f" + injection heuristic {figures['injection']:.1f} ms (median of 3)")
     print(verdict.line())
 
 
@@ -210,6 +232,8 @@ def main() -> int:
         open_rss = bench.open_streams()
         print(f"\n== soak: {config.soak_seconds:g}s of mixed load through the gateway", flush=True)
         soak_growth = bench.soak()
+        print(f"\n== small requests while large prompts are in flight ({config.large_seconds:g}s each)", flush=True)
+        bench.beside_large_prompts()
     finally:
         targets.stop()
     print("\n== guardrail scan (bench/guardrails_bench.py)", flush=True)
@@ -218,6 +242,8 @@ def main() -> int:
     guardrails_bench(_WEBHOOK_BENCH)
     print("\n== the callout's input scan of a 1 MB prompt", flush=True)
     input_scan()
+    print("\n== what binding the decision to the body costs", flush=True)
+    digest()
     print("\n== targets (reported, never asserted)")
     for verdict in verdicts(results, config.open_streams, open_rss, soak_growth, _SOAK_TOLERANCE_MB):
         print(verdict.line())

@@ -26,8 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from bench import payload  # noqa: E402
 from bench.stats import median, percentile  # noqa: E402
-from sidecar.app import CHAT_PATH, init_app  # noqa: E402
+from sidecar.app import init_app  # noqa: E402
 from sidecar.callout.endpoint import AUTHZ_PREFIX  # noqa: E402
+from sidecar.core.endpoints import CHAT_PATH  # noqa: E402
 from sidecar.devtools.launcher import free_port  # noqa: E402
 from sidecar.settings import Settings  # noqa: E402
 

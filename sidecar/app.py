@@ -8,23 +8,32 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
-from sidecar.callout.endpoint import AUTHZ_PREFIX, handle_check
+from sidecar.callout.endpoint import AUTHZ_PREFIX, callout_handler
 from sidecar.callout.pipeline import DecisionPipeline
+from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, MODELS_PATH, EndpointKind
 from sidecar.extensions import Extensions
 from sidecar.features.breaker import stage as breaker
 from sidecar.features.drain import stage as drain
 from sidecar.features.guardrails import install as guardrails
-from sidecar.features.guardrails.webhook.install import install as install_webhooks
 from sidecar.features.observability.install import install_observability
 from sidecar.features.quotas.install import install as install_quotas
+from sidecar.features.status import install as status
 from sidecar.forward.endpoint import handle_forward
+from sidecar.forward.models import handle_models
 from sidecar.policy.loader import load_policy
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import install_watcher
 from sidecar.responses import unexpected_errors
 from sidecar.settings import Settings
 
-CHAT_PATH = "/api/client/v1/chat/completions"
+# The client endpoints: (method, path, kind). Envoy sends each to the callout at AUTHZ_PREFIX + path,
+# then routes the allowed request to the same path here.
+CLIENT_ROUTES = (
+    ("POST", CHAT_PATH, EndpointKind.CHAT),
+    ("POST", EMBEDDINGS_PATH, EndpointKind.EMBEDDINGS),
+    ("GET", MODELS_PATH, EndpointKind.MODELS),
+    ("GET", MODELS_PATH + "/{model:.*}", EndpointKind.MODELS),
+)
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -55,17 +64,20 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     extensions = Extensions()
     metrics = install_observability(app, extensions)  # first: later features record through app[METRICS]
     install_watcher(app, app[POLICY_STORE], metrics, settings.policy_poll_seconds)
-    # Features install themselves here, in the order their callout stages should run.
-    drain.install(app, extensions, settings.drain_seconds)  # first: a draining sidecar admits nothing
-    guardrails.install(extensions, install_webhooks(app, extensions))
+    # Features install themselves; their callout stages run in callout.pipeline.STAGE_ORDER.
+    drain.install(app, extensions, settings.drain_seconds)
+    guardrails.install(app, extensions)
     breaker.install(app, extensions)
-    # Quotas stay last: they reserve, so no later stage may deny after them.
-    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store)
+    install_quotas(app, extensions, app[POLICY_STORE].current.limits.store, settings.decision_ttl_seconds,
+                   settings.arrival_lease_seconds)
+    # The status page's history; its listener is started by `serve` (sidecar/features/status/server.py).
+    status.install(app, extensions)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app.cleanup_ctx.append(_http_client)
-    app.router.add_post(AUTHZ_PREFIX + CHAT_PATH, handle_check)
-    app.router.add_post(CHAT_PATH, handle_forward)
+    for method, path, kind in CLIENT_ROUTES:
+        app.router.add_route(method, AUTHZ_PREFIX + path, callout_handler(kind))
+        app.router.add_route(method, path, handle_models if kind is EndpointKind.MODELS else handle_forward)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     return app

@@ -6,7 +6,8 @@ It runs its own event loop in a thread, so unit tests (one loop per test) and en
 
 - `/check`: the example detector's findings (sidecar.devtools.example_detector), plus `BANANA-<n>`
   as category `codeword` with a span (placeholder numbering), `zebra` with the replacement
-  `[ANIMAL]`, and "maybe ignore" as `injection` with score 0.3;
+  `[ANIMAL]`, a run of 16 digits as `card` with a span (a bare JSON number in arguments), and
+  "maybe ignore" as `injection` with score 0.3;
 - `/slow`: answers clean after `SLOW_SECONDS` (or `?seconds=`);  `/fail`: 500;  `/garbage`: not JSON;
   `/badspan`: a span past the end of its text;  `/wrongversion`: another contract version.
 """
@@ -27,6 +28,7 @@ from sidecar.devtools.launcher import free_port
 SLOW_SECONDS = 2.0
 CALLS = web.AppKey("calls", list[dict[str, Any]])
 _CODEWORD = re.compile(r"BANANA-\d+")
+_CARD = re.compile(r"(?<!\d)\d{16}(?!\d)")
 
 
 def _findings(texts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,6 +36,9 @@ def _findings(texts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for text in texts:
         for match in _CODEWORD.finditer(text["text"]):
             findings.append({"category": "codeword", "message": "Code word",
+                             "span": {"path": text["path"], "start": match.start(), "end": match.end()}})
+        for match in _CARD.finditer(text["text"]):
+            findings.append({"category": "card", "message": "Card number",
                              "span": {"path": text["path"], "start": match.start(), "end": match.end()}})
         for match in re.finditer("zebra", text["text"]):
             findings.append({"category": "animal", "message": "Animal", "replacement": "[ANIMAL]",

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from sidecar.devtools.launcher import free_port
+from tests.tools import require
 
-MISSING = "redis-server not installed (apt-get install redis-server; .ci/run and `make test` install it)"
+HOW = "apt-get install redis-server (.ci/install-tools and `make test` install it)"
 
 
 class RedisServer:
@@ -26,9 +24,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip(MISSING)
+        binary = require("redis-server", HOW)
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / f"redis-{self.port}.log").open("wb")
         self.process = subprocess.Popen(

@@ -1,18 +1,26 @@
-"""The ext_authz callout endpoint: Envoy sends every chat request here, body included.
+"""The ext_authz callout endpoint: Envoy sends every client request here, body included.
+
+One handler per endpoint kind (`callout_handler`): the kind chooses the body parser, the model
+category check and the stages; GET /models/{model} passes the key from the path.
 
 200 means allowed: the signed decision and the final request id go back as headers that Envoy
 copies onto the routed request. Any 4xx is a denial Envoy relays to the client byte for byte.
+Envoy's decompressor has already decoded a gzip body; a body still encoded (another coding) is
+refused here, since the callout would decide on bytes that are not the JSON the provider reads.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from sidecar.appkeys import PIPELINE, POLICY_STORE, SETTINGS
 from sidecar.callout.handoff import DECISION_HEADER, encode
-from sidecar.callout.pipeline import Denied
+from sidecar.callout.pipeline import Check, Denied, resolve_request_id
+from sidecar.core.endpoints import EndpointKind
+from sidecar.core.errors import InvalidRequest
 from sidecar.features.observability.install import record_callout
 from sidecar.responses import error_response
 from sidecar.settings import SENTINEL_503
@@ -20,16 +28,33 @@ from sidecar.settings import SENTINEL_503
 AUTHZ_PREFIX = "/authz"
 
 
-async def handle_check(request: web.Request) -> web.Response:
+def callout_handler(kind: EndpointKind) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The callout for one endpoint kind (routes: `AUTHZ_PREFIX` + the client's path)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return await handle_check(request, kind)
+
+    return handler
+
+
+def path_model(request: web.Request) -> str | None:
+    """The key of GET /models/{model}, percent-decoded (the SDKs send `/` in a key as %2F)."""
+    return request.match_info.get("model")
+
+
+async def handle_check(request: web.Request, kind: EndpointKind = EndpointKind.CHAT) -> web.Response:
     app = request.app
     started = time.monotonic()
     raw_body = await request.read()
     try:
+        _refuse_encoded(request, raw_body)
         check = await app[PIPELINE].decide(
             app[POLICY_STORE].current,
             raw_body,
             request.headers.get("Authorization"),
             request.headers.get("X-Request-Id"),
+            kind=kind,
+            path_model=path_model(request),
         )
     except Denied as denied:
         error = denied.error
@@ -42,8 +67,20 @@ async def handle_check(request: web.Request) -> web.Response:
         return response
     record_callout(app, check, None, started)
     headers = {
-        DECISION_HEADER: encode(check.decision(), app[SETTINGS].decision_key),
+        DECISION_HEADER: encode(check.decision(app[SETTINGS].decision_ttl_seconds), app[SETTINGS].decision_key),
         "X-Request-Id": check.request_id,
         **check.client_headers,
     }
     return web.Response(status=200, headers=headers)
+
+
+def _refuse_encoded(request: web.Request, raw_body: bytes) -> None:
+    """Raises Denied (400 `unsupported_content_encoding`) for a body with a Content-Encoding."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return
+    error = InvalidRequest(f"Content-Encoding '{encoding}' is not supported; send the body uncompressed or gzip",
+                           code="unsupported_content_encoding")
+    check = Check(request.app[POLICY_STORE].current, raw_body, request.headers.get("Authorization"),
+                  resolve_request_id(request.headers.get("X-Request-Id")))
+    raise Denied(error, check)

@@ -4,6 +4,12 @@ Envoy copies `x-cgt-decision` from the callout's 200 answer onto the routed requ
 any client-sent `x-cgt-*` before the callout). A header, unlike in-process state, reaches the
 forwarding path whichever sidecar worker process serves it; the HMAC makes sure only the
 callout could have written it, so the forwarding path trusts it and repeats no policy work.
+
+What the decision binds (all inside the HMAC): the SHA-256 digest of the exact body bytes the
+callout decided on (`body_sha256`, hex), its expiry (`expires_at`, epoch seconds: the callout's
+clock plus `GATEWAY_DECISION_TTL_SECONDS`), the policy version, and each stage's typed
+annotations (`DecisionKey`). The forwarding path checks the first three (`verify`); a quota
+reservation in it can be claimed once only (features/quotas).
 """
 
 from __future__ import annotations
@@ -11,21 +17,67 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
+from sidecar.core.endpoints import EndpointKind
+
 DECISION_HEADER = "x-cgt-decision"
-_VERSION = "v1"
+_VERSION = "v2"
 # Envoy reads the callout's answer headers with a 60 KiB limit (a larger one fails the callout:
 # 503), and the sidecar must accept the header on the forwarding path: stages bound what they put
 # in `extra` so the encoded header stays below this.
 MAX_DECISION_HEADER_BYTES = 48 * 1024
+# How long a decision may be forwarded after the callout made it (Settings.decision_ttl_seconds).
+# Envoy routes the request the moment the callout answers (the body is already buffered), so
+# milliseconds are normal; a saturated sidecar can take seconds.
+DEFAULT_DECISION_TTL_SECONDS = 60.0
+
+T = TypeVar("T")
+JSONValue = Any
+"""A value orjson can serialise (None, bool, int, float, str, list, dict of these)."""
 
 
 class InvalidDecision(Exception):
-    pass
+    """The header is missing, forged, or cannot be decoded: nothing in it can be trusted."""
+
+
+class RejectedDecision(Exception):
+    """An authentic decision that must not be forwarded: `code` says why (`decision_expired`,
+    `decision_body_mismatch`)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DecisionKey(Generic[T]):
+    """A typed annotation a callout stage adds to the decision, in the spirit of `web.AppKey`.
+
+    `encode` turns the value into JSON-able data for the header, `decode` turns it back (and may
+    raise ValueError/TypeError/KeyError on a malformed value: the header is signed, so that is a
+    bug, not an attack). One key per stage that annotates; names are unique.
+    """
+
+    __slots__ = ("_decode", "_encode", "name")
+
+    def __init__(self, name: str, encode: Callable[[T], JSONValue], decode: Callable[[JSONValue], T]) -> None:
+        self.name = name
+        self._encode = encode
+        self._decode = decode
+
+    def encode(self, value: T) -> JSONValue:
+        return self._encode(value)
+
+    def decode(self, value: JSONValue) -> T:
+        return self._decode(value)
+
+    def __repr__(self) -> str:
+        return f"<DecisionKey {self.name}>"
 
 
 @dataclass(frozen=True)
@@ -38,8 +90,37 @@ class Decision:
     stream: bool
     client_wants_usage: bool
     policy_version: str
-    # Filled by later stages (guardrail masks, quota reservations) without changing the wire.
-    extra: dict[str, Any] = field(default_factory=dict)
+    body_sha256: str = ""  # hex SHA-256 of the exact body bytes the callout read
+    expires_at: float = 0.0  # epoch seconds; 0 only in decisions built by tests and `explain`
+    # Stage annotations by DecisionKey name, already encoded; read them with `get(KEY)`.
+    extra: Mapping[str, JSONValue] = field(default_factory=dict)
+    # Which client endpoint was decided: the forwarding path serves and books it accordingly.
+    endpoint: EndpointKind = EndpointKind.CHAT
+
+    def get(self, key: DecisionKey[T]) -> T | None:
+        """The stage's annotation, decoded; None when the stage added none."""
+        raw = self.extra.get(key.name)
+        return None if raw is None else key.decode(raw)
+
+
+def annotate(extra: dict[str, JSONValue], key: DecisionKey[T], value: T) -> None:
+    """Store a stage's annotation in a Check's `extra` (the only way annotations are written)."""
+    extra[key.name] = key.encode(value)
+
+
+def body_digest(raw_body: bytes) -> str:
+    """Hex SHA-256 of the body bytes (hashlib: OpenSSL, about 2 GB/s on one core)."""
+    return hashlib.sha256(raw_body).hexdigest()
+
+
+def verify(decision: Decision, raw_body: bytes, now: float | None = None) -> None:
+    """Raises RejectedDecision if the decision expired or was made for other body bytes."""
+    now = time.time() if now is None else now
+    if now > decision.expires_at:
+        raise RejectedDecision("The gateway's policy decision for this request has expired", "decision_expired")
+    if not hmac.compare_digest(body_digest(raw_body), decision.body_sha256):
+        raise RejectedDecision("The request body is not the one the gateway's policy check decided on",
+                               "decision_body_mismatch")
 
 
 def encode(decision: Decision, key: bytes) -> str:
@@ -49,6 +130,7 @@ def encode(decision: Decision, key: bytes) -> str:
 
 
 def decode(header: str | None, key: bytes) -> Decision:
+    """The decision in `header`; raises InvalidDecision if it is missing or not signed by `key`."""
     if not header:
         raise InvalidDecision("missing decision")
     version, _, rest = header.partition(".")
@@ -58,6 +140,7 @@ def decode(header: str | None, key: bytes) -> Decision:
         raise InvalidDecision("bad decision signature")
     data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data["deployments"] = tuple(data["deployments"])
+    data["endpoint"] = EndpointKind(data.get("endpoint", EndpointKind.CHAT))
     return Decision(**data)
 
 

@@ -21,10 +21,12 @@ from aiohttp import web
 from sidecar.app import init_app
 from sidecar.appkeys import EXTENSIONS, PIPELINE
 from sidecar.callout.pipeline import Check, Stage, authenticate, new_request_id
+from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import AuthenticationFailed, GatewayError
 from sidecar.forward.endpoint import deployment_candidates, edited_body  # the forwarding path's own, not copies
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.store import PolicyStore
+from sidecar.providers.base import build_upstream
 from sidecar.providers.registry import provider_for
 from sidecar.settings import Settings
 
@@ -35,6 +37,8 @@ SHOWN_SECTIONS = ("guardrails", "limits", "breaker")
 
 @dataclass
 class Explanation:
+    """What `explain` found for one request: the decision's status and code, token, model, trace and the body."""
+
     policy_version: str
     policy_source: str
     request_id: str
@@ -46,15 +50,18 @@ class Explanation:
     headers: dict[str, str]
     body: Any  # the error object of a denial, the provider-bound request body of an allowed request
     requested_model: str | None = None
+    endpoint: EndpointKind = EndpointKind.CHAT
     provider_url: str | None = None
     code: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def allowed(self) -> bool:
+        """True when the callout would let the request through (status 200)."""
         return self.status == 200
 
     def as_json(self) -> dict[str, Any]:
+        """The explanation as a JSON-ready dict (`explain --json`); every shown trace section is present."""
         data = dataclasses.asdict(self)
         trace = data.pop("trace")
         for section in SHOWN_SECTIONS:
@@ -66,24 +73,40 @@ class Explanation:
 
 
 async def explain(settings: Settings, policy: Policy, raw_body: bytes, *, token: str | None = None,
-                  token_name: str | None = None, app_factory: AppFactory = init_app) -> Explanation:
-    """Decide `raw_body` as the callout would, for a token given as the secret or by its policy name."""
+                  token_name: str | None = None, endpoint: EndpointKind | None = None,
+                  app_factory: AppFactory = init_app) -> Explanation:
+    """Decide `raw_body` as the callout would, for a token given as the secret or by its policy name.
+
+    `endpoint`: chat completions or embeddings; None tells them apart by the body (`input`
+    without `messages` is an embeddings request).
+    """
     settings = dataclasses.replace(settings, policies_dir=Path(policy.source), policy_poll_seconds=0)
     app = app_factory(settings, PolicyStore(policy))
     runner = web.AppRunner(app)
     await runner.setup()  # runs cleanup_ctx: stages that need runtime state (backends) get it
     try:
-        return await _run(app, policy, raw_body, token, token_name)
+        return await _run(app, policy, raw_body, token, token_name, endpoint or body_endpoint(raw_body))
     finally:
         await runner.cleanup()
 
 
+def body_endpoint(raw_body: bytes) -> EndpointKind:
+    """EMBEDDINGS for a JSON object with `input` and no `messages`; CHAT otherwise (its parser reports)."""
+    try:
+        body = orjson.loads(raw_body)
+    except orjson.JSONDecodeError:
+        return EndpointKind.CHAT
+    is_embeddings = isinstance(body, dict) and "input" in body and "messages" not in body
+    return EndpointKind.EMBEDDINGS if is_embeddings else EndpointKind.CHAT
+
+
 async def _run(app: web.Application, policy: Policy, raw_body: bytes, token: str | None,
-               token_name: str | None) -> Explanation:
+               token_name: str | None, endpoint: EndpointKind) -> Explanation:
     token = token.removeprefix("Bearer ").strip() if token else None
-    check = Check(policy, raw_body, f"Bearer {token}" if token else None, new_request_id(), dry_run=True)
+    check = Check(policy, raw_body, f"Bearer {token}" if token else None, new_request_id(), kind=endpoint,
+                  dry_run=True)
     stages: list[Stage] = [_as_named(token_name) if stage is authenticate and token_name else stage
-                           for stage in app[PIPELINE].stages]
+                           for stage in app[PIPELINE].stages_for(endpoint)]
     try:
         for stage in stages:
             await stage(check)
@@ -115,10 +138,10 @@ def _allowed(app: web.Application, check: Check) -> Explanation:
     for edit in app[EXTENSIONS].request_editors:
         edit(body, decision, check.policy)
     deployment = deployment_candidates(check.policy, decision)[0]
-    upstream = provider_for(deployment).build_request(body, request_id=check.request_id)
+    upstream = build_upstream(provider_for(deployment), decision.endpoint, body, request_id=check.request_id)
     explanation = _explained(check, 200, upstream.body, headers=check.client_headers)
     explanation.provider_url = upstream.url
-    explanation.extra = decision.extra
+    explanation.extra = dict(decision.extra)
     return explanation
 
 
@@ -133,5 +156,5 @@ def _explained(check: Check, status: int, body: bytes, *, code: str | None = Non
         if route else None,
         stream=check.request.stream if check.request else None,
         trace=dict(check.trace), headers=dict(headers), body=orjson.loads(body),
-        requested_model=check.request.model if check.request else None,
+        requested_model=check.request.model if check.request else None, endpoint=check.kind,
     )

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from sidecar.cli.explain import SHOWN_SECTIONS, Explanation, explain
+from sidecar.core.endpoints import EndpointKind
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.summary import report_errors
@@ -23,11 +24,16 @@ _EMPTY = MappingProxyType({"guardrails": "none fired", "limits": "none apply", "
 
 
 def add_parser(sub: Any) -> None:
+    """Adds the `explain` subcommand to the CLI's subparsers."""
     parser = sub.add_parser("explain", help="dry-run one request: what would the gateway decide, and why")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--token", help="the client's token (cgt_…)")
     who.add_argument("--token-name", help="a token's name in the policy (for when you hold only its hash)")
-    parser.add_argument("--body", required=True, help="file with the chat completion request body (- for stdin)")
+    parser.add_argument("--body", required=True,
+                        help="file with a chat completion or embeddings request body (- for stdin)")
+    parser.add_argument("--endpoint", choices=[EndpointKind.CHAT.value, EndpointKind.EMBEDDINGS.value],
+                        help="which endpoint the body is for (default: embeddings when it has `input` "
+                             "and no `messages`, else chat)")
     parser.add_argument("--json", action="store_true", help="print the decision as one JSON object")
     parser.add_argument("dir", nargs="?", help="policy folder (default: GATEWAY_POLICIES or ./policies)")
     parser.set_defaults(func=cmd_explain)
@@ -47,7 +53,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         report_errors(folder, exc)
         return 1
-    explanation = asyncio.run(explain(settings, policy, raw_body, token=args.token, token_name=args.token_name))
+    endpoint = EndpointKind(args.endpoint) if args.endpoint else None
+    explanation = asyncio.run(explain(settings, policy, raw_body, token=args.token, token_name=args.token_name,
+                                      endpoint=endpoint))
     if args.json:
         sys.stdout.write(orjson.dumps(explanation.as_json()).decode() + "\n")
     else:
@@ -56,6 +64,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def render(e: Explanation) -> str:
+    """The explanation as aligned text lines, one `name  value` row per fact."""
     lines = [
         _row("policy", f"{e.policy_source} (version {e.policy_version})"),
         _row("request", f"{e.request_id} (dry run: no provider called, no quota used)"),

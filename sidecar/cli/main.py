@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +18,15 @@ from aiohttp import web
 
 from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.cli.explain_cmd import add_parser as add_explain_parser
-from sidecar.cli.workers import die_with_parent, is_child, serve_workers, unsupported, worker_count
+from sidecar.cli.workers import (
+    KeyHandoverError,
+    die_with_parent,
+    is_child,
+    read_handed_key,
+    serve_workers,
+    unsupported,
+    worker_count,
+)
 from sidecar.core.tokens import hash_token, mint_token
 from sidecar.envoy.config import render
 from sidecar.features.observability.logs import setup_logging
@@ -24,7 +34,7 @@ from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.summary import report_errors, summarize
-from sidecar.settings import Settings
+from sidecar.settings import DEFAULT_DEMO_PROVIDER_PORT, Settings
 
 if TYPE_CHECKING:
     from sidecar.devtools.launcher import Stack
@@ -33,12 +43,29 @@ LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: runs the sidecar (settings from GATEWAY_* variables; GATEWAY_SIDECAR_WORKERS processes)."""
     from sidecar.app import init_app
     from sidecar.appkeys import POLICY_STORE
     from sidecar.features.drain.stage import handle_sigterm
+    from sidecar.features.status.server import listener_problem
+    from sidecar.features.status.server import serve as serve_status
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return 1
+    refusal = listener_problem(settings)
+    if refusal:
+        print(f"sidecar: refusing to start: {refusal}", file=sys.stderr)
+        return 1
     setup_logging()
+    if is_child():
+        try:
+            settings = dataclasses.replace(settings, decision_key=read_handed_key(sys.stdin))
+        except KeyHandoverError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     try:
         app = init_app(settings)
     except PolicyError as exc:
@@ -48,9 +75,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
+    if not is_child():  # workers share the parent's port on purpose (SO_REUSEPORT)
+        from sidecar.devtools.launcher import PortInUse, check_port_free
+
+        try:
+            check_port_free("127.0.0.1", settings.sidecar_port, "GATEWAY_SIDECAR_PORT", "the sidecar")
+        except PortInUse as exc:
+            print(f"sidecar not started: {exc}", file=sys.stderr)
+            return 1
     handle_sigterm(app)  # drain in-flight streams before aiohttp's own shutdown
     if is_child():
         die_with_parent()
+    else:  # one status listener per pod/process group: extra workers would fight over its port
+        serve_status(app, settings)
 
     def serve(reuse_port: bool) -> None:
         # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
@@ -65,11 +102,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     # aiohttp's default (8190 bytes a header) would answer a large decision with a plain-text 400.
                     max_field_size=MAX_DECISION_HEADER_BYTES + 1024)
 
-    serve_workers(worker_count(), serve, settings.drain_seconds + 5.0)
+    serve_workers(worker_count(), serve, settings.drain_seconds + 5.0, settings.decision_key)
     return 0
 
 
 def cmd_demo_provider(args: argparse.Namespace) -> int:
+    """`demo-provider`: runs the local OpenAI-compatible demo provider on 127.0.0.1."""
     from sidecar.devtools.demo_provider import init_demo_provider
 
     web.run_app(init_demo_provider(args.stream_delay), host="127.0.0.1", port=args.port, print=None,
@@ -78,6 +116,7 @@ def cmd_demo_provider(args: argparse.Namespace) -> int:
 
 
 def cmd_envoy_config(args: argparse.Namespace) -> int:
+    """`envoy-config`: prints (or writes to --output) the Envoy config for the current settings."""
     text = render(Settings.from_env())
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -118,6 +157,7 @@ def _validate_envoy(settings: Settings) -> str:
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
+    """`token new`: prints a new client token once and the `tokens:` entry (its SHA-256) to paste."""
     token = mint_token()
     print(f"token (give it to the client; it is not stored anywhere): {token}\n")
     print("paste under `tokens:` in a policy file:")
@@ -130,7 +170,8 @@ def cmd_token_new(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sidecar.devtools.launcher import Stack
+    """`run`: demo provider, sidecar and Envoy together in the foreground (`make run`); 1 on an invalid policy."""
+    from sidecar.devtools.launcher import PortInUse, Stack
 
     settings = Settings.from_env()
     try:
@@ -150,6 +191,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             time.sleep(0.5)
         print("a gateway process exited; stopping", file=sys.stderr)
         return 1
+    except PortInUse as exc:  # checked before anything starts: nothing shares a taken port
+        print(f"gateway not started: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
@@ -162,11 +206,17 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _print_banner(stack: Stack, settings: Settings, policy: Policy, demo_token: str) -> None:
     print(f"\nLLM gateway listening on {stack.base_url}/api/client/v1/chat/completions")
+    print(f"  base_url: {stack.base_url}/api/client/v1 (POST /chat/completions, POST /embeddings, GET /models)")
     print(f"  policies: {settings.policies_dir} (version {policy.version})")
     print(f"  models:   {', '.join(sorted(policy.models.routes))}")
     if hash_token(demo_token) in policy.tokens.by_hash:
         print(f"  demo token: {demo_token}")
     print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
+    if settings.status_port:
+        print(f"  status page: {stack.status_url}/   metrics: {stack.metrics_url}/metrics, /stats/prometheus")
+    if settings.demo_provider_port != Settings().demo_provider_port:
+        print(f"  explain with the same ports: GATEWAY_DEMO_PROVIDER_PORT={settings.demo_provider_port} "
+              "python -m sidecar explain …")
     print("Ctrl-C stops everything.\n", flush=True)
 
 
@@ -174,6 +224,7 @@ DEMO_TOKEN = "cgt_demo_Jm3kQ8vYx2LrT9pWn4HsZ6bC1dF7gK0a"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `python -m sidecar` entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sidecar")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the sidecar (settings from GATEWAY_* variables)").set_defaults(func=cmd_serve)
@@ -199,5 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--models", help="comma-separated model keys this token may use")
     new.set_defaults(func=cmd_token_new)
     args = parser.parse_args(argv)
+    from sidecar.devtools.launcher import DEMO_PROVIDER_URL_ENV
+
+    # The demo policies name their provider `${GATEWAY_DEMO_PROVIDER_URL:-…}`: every command (explain,
+    # check, serve) resolves it from GATEWAY_DEMO_PROVIDER_PORT, the port `make run` starts it on.
+    port = os.environ.get("GATEWAY_DEMO_PROVIDER_PORT") or str(DEFAULT_DEMO_PROVIDER_PORT)
+    os.environ.setdefault(DEMO_PROVIDER_URL_ENV, f"http://127.0.0.1:{port}/v1")
     result: int = args.func(args)
     return result

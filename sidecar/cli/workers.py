@@ -3,8 +3,10 @@
 `GATEWAY_SIDECAR_WORKERS=N` (default 1): the process Envoy's launcher started serves as worker
 0 and starts N-1 more `python -m sidecar serve` processes; the kernel spreads Envoy's
 connections over all of them. This works because the callout hands its decision to the
-forwarding path in a signed header (the key comes from GATEWAY_DECISION_KEY, shared by all),
-so any worker can forward what any other decided. State that must be exact across requests
+forwarding path in a signed header, so any worker can forward what any other decided: all
+workers sign with one key, the parent's (GATEWAY_DECISION_KEY, or the one it made), which the
+parent writes to each child's stdin (not its environment, which other local users' tools can
+read). A child that gets no valid key refuses to start and says why. State that must be exact across requests
 (quotas) then needs a shared backend such as Redis: each worker keeps its own memory.
 """
 
@@ -16,15 +18,22 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from typing import IO
 
 from sidecar.policy.snapshot import Policy
 
 WORKERS_ENV = "GATEWAY_SIDECAR_WORKERS"
 _CHILD_ENV = "GATEWAY_SIDECAR_WORKER_CHILD"
 _PR_SET_PDEATHSIG = 1
+_KEY_BYTES = 32
+
+
+class KeyHandoverError(Exception):
+    """A worker child got no usable decision key from its parent."""
 
 
 def worker_count(env: Mapping[str, str] | None = None) -> int:
+    """Sidecar processes to run: GATEWAY_SIDECAR_WORKERS (at least 1); always 1 inside a worker."""
     env = os.environ if env is None else env
     if env.get(_CHILD_ENV):
         return 1
@@ -32,6 +41,7 @@ def worker_count(env: Mapping[str, str] | None = None) -> int:
 
 
 def is_child(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is a worker started by `serve_workers`."""
     return bool((os.environ if env is None else env).get(_CHILD_ENV))
 
 
@@ -52,15 +62,29 @@ def die_with_parent() -> None:
         return
 
 
-def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float) -> None:
-    """Runs `serve(reuse_port)` here and in count-1 child processes; stops the children after."""
+def read_handed_key(stream: IO[str]) -> bytes:
+    """A child's decision key: one hex line its parent wrote to its stdin. Raises
+    KeyHandoverError saying what was wrong."""
+    line = stream.readline().strip()
+    try:
+        key = bytes.fromhex(line)
+    except ValueError:
+        key = b""
+    if len(key) < _KEY_BYTES:
+        raise KeyHandoverError(f"this sidecar worker ({_CHILD_ENV}=1) needs the decision key of the process that "
+                               f"started it on stdin ({_KEY_BYTES * 2}+ hex digits); it got none, so requests "
+                               "decided by another worker could not be forwarded here. Start workers through "
+                               f"`python -m sidecar serve` with {WORKERS_ENV}.")
+    return key
+
+
+def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float, decision_key: bytes) -> None:
+    """Runs `serve(reuse_port)` here and in count-1 child processes that get `decision_key` on
+    their stdin; stops the children after."""
     if count <= 1 and not is_child():
         serve(False)
         return
-    children = [
-        subprocess.Popen([sys.executable, "-m", "sidecar", "serve"], env={**os.environ, _CHILD_ENV: "1"})
-        for _ in range(count - 1)
-    ]
+    children = [_start_child(decision_key) for _ in range(count - 1)]
     try:
         serve(True)
     finally:
@@ -72,3 +96,12 @@ def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+def _start_child(decision_key: bytes) -> subprocess.Popen[bytes]:
+    child = subprocess.Popen([sys.executable, "-m", "sidecar", "serve"], env={**os.environ, _CHILD_ENV: "1"},
+                             stdin=subprocess.PIPE)
+    assert child.stdin is not None  # stdin=PIPE
+    child.stdin.write(decision_key.hex().encode() + b"\n")
+    child.stdin.close()
+    return child

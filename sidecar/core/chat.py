@@ -6,20 +6,27 @@ gateway relies on are checked strictly and reported with OpenAI's `param` path.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from sidecar.core.errors import InvalidRequest
+from sidecar.core.json_depth import check_depth
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+# `function` is the legacy (deprecated, still in the SDKs) role of a function call's result.
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 _MAX_REQUEST_ID_LENGTH = 128
 
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """A validated Chat Completions request: the decoded body plus the fields the gateway decides on (OpenAI's names).
+    """
+
     body: dict[str, Any]
     model: str
     stream: bool
@@ -29,11 +36,12 @@ class ChatRequest:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Raw request bytes -> ChatRequest, per OpenAI's Chat Completions reference; raises InvalidRequest (400) naming
+    the bad `param`.
+    """
     body = _load_json(raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequest("'model' is required and must be a non-empty string", param="model",
-                             code="missing_model" if model is None else "invalid_type")
+    check_depth(body, raw)
+    model = required_model(body)
     _check_messages(body.get("messages"))
     _check_sampling(body)
     max_tokens = _positive_int(body, "max_tokens")
@@ -49,6 +57,15 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     )
 
 
+def required_model(body: dict[str, Any]) -> str:
+    """The body's `model`; raises InvalidRequest (400, param `model`) unless a non-empty string."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model",
+                             code="missing_model" if model is None else "invalid_type")
+    return model
+
+
 def _load_json(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object", code="invalid_json")
@@ -61,7 +78,34 @@ def _load_json(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object", code="invalid_json")
+    if _LONG_DIGITS.search(raw) is not None:
+        _check_integers(raw)
     return body
+
+
+# orjson reads integers exactly within [-2**63, 2**64 - 1] and turns larger ones into floats (a
+# 30-digit `seed` would reach the provider as 1.2345678901234568e+29). No OpenAI field takes such a
+# number, so those are refused, naming the field. Only a body with a run of 19+ digits (maybe in a
+# string) pays for the exact second parse.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _check_integers(raw: bytes) -> None:
+    try:
+        exact = json.loads(raw)  # arbitrary-precision integers
+    except RecursionError:
+        raise InvalidRequest("The request body is nested too deeply", code="invalid_json") from None
+    pending: list[tuple[str, Any]] = [("", exact)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend((f"{path}.{key}" if path else key, item) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+        elif type(value) is int and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise InvalidRequest(f"'{path}' is an integer outside the 64-bit range the gateway can relay exactly",
+                                 param=path, code="integer_out_of_range")
 
 
 def _check_messages(messages: object) -> None:
@@ -83,7 +127,9 @@ def _check_message(index: int, message: object) -> None:
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role", code="invalid_role"
         )
     content = message.get("content")
-    may_omit_content = role == "assistant" and ("tool_calls" in message or "function_call" in message)
+    # An assistant turn may be only tool calls, a legacy function call, or a refusal.
+    may_omit_content = role == "assistant" and any(
+        message.get(name) is not None for name in ("tool_calls", "function_call", "refusal"))
     if content is None and not may_omit_content:
         raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content", code="missing_content")
     if content is not None:
@@ -91,6 +137,12 @@ def _check_message(index: int, message: object) -> None:
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise InvalidRequest(f"'{where}.tool_call_id' is required for tool messages",
                              param=f"{where}.tool_call_id", code="missing_tool_call_id")
+    if role == "function" and not isinstance(message.get("name"), str):
+        raise InvalidRequest(f"'{where}.name' is required for function messages",
+                             param=f"{where}.name", code="missing_name")
+    _check_optional_string(where, message, "refusal")
+    if message.get("function_call") is not None:
+        _check_function(f"{where}.function_call", message["function_call"], code="invalid_function_call")
     # Any role (null aside): the quota estimate reads tool calls wherever they are.
     if "tool_calls" in message and (role == "assistant" or message["tool_calls"] is not None):
         _check_tool_calls(where, message["tool_calls"])
@@ -123,6 +175,23 @@ def _check_tool_calls(where: str, tool_calls: object) -> None:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequest(f"'{call_where}.function.name' is required", param=call_where,
                                  code="invalid_tool_call")
+        _check_function(f"{call_where}.function", function, code="invalid_tool_call")
+
+
+def _check_function(where: str, function: object, *, code: str) -> None:
+    """`{name, arguments}` of a tool call or a legacy function call: arguments is a JSON string."""
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(f"'{where}.name' is required", param=where, code=code)
+    arguments = function.get("arguments")
+    if arguments is not None and not isinstance(arguments, str):
+        raise InvalidRequest(f"'{where}.arguments' must be a string (JSON text)", param=f"{where}.arguments",
+                             code="invalid_type")
+
+
+def _check_optional_string(where: str, message: dict[str, Any], name: str) -> None:
+    value = message.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"'{where}.{name}' must be a string", param=f"{where}.{name}", code="invalid_type")
 
 
 def _check_sampling(body: dict[str, Any]) -> None:

@@ -27,11 +27,18 @@ class _FileReading:
 
 @dataclass(frozen=True)
 class Credential:
+    """Where a provider's API key comes from: an environment variable or a mounted secret file (never the policy
+    itself).
+    """
+
     env: str | None = None
     file: Path | None = None
     _reading: _FileReading = field(default_factory=_FileReading, compare=False, repr=False)
 
     def value(self) -> str | None:
+        """The key now, or None when unset/missing; a file is re-read at most every few seconds and when its mtime
+        changes.
+        """
         if self.env is not None:
             return os.environ.get(self.env) or None
         if self.file is not None:

@@ -1,18 +1,52 @@
-"""The gateway's error hierarchy: every failure anywhere maps to one OpenAI-style JSON shape.
+"""The gateway's error hierarchy, and the one table from transport failures to errors and outcomes.
 
-`{"error": {"message", "type", "code", "param"}}` with the contract's status; a subclass only
-chooses its status, type and code, and may add fields (the guardrail block adds its findings).
+Every failure anywhere maps to one OpenAI-style JSON shape, `{"error": {"message", "type", "code",
+"param"}}` with the contract's status; a subclass only chooses its status, type and code, and may
+add fields (the guardrail block adds its findings). Drawn as a tree, with status and `code`:
+
+    GatewayError                      500  api_error
+    ├── InvalidRequest                400  (code per instance)
+    ├── AuthenticationFailed          401  invalid_api_key
+    ├── PermissionDenied              403  model_not_allowed
+    ├── NotFound                      404  not_found
+    │   └── ModelNotFound             404  model_not_found
+    ├── WrongModelCategory            422  model_not_llm
+    ├── GuardrailBlocked              400  (type guardrail_block; key, action, findings)
+    ├── RateLimited                   429  rate_limit_exceeded
+    │   └── QuotaExhausted            429  insufficient_quota
+    ├── ServiceUnavailable            503  service_unavailable
+    │   ├── BreakerOpen               503  circuit_breaker_open
+    │   ├── GuardrailUnavailable      503  guardrail_unavailable  (guardrail_key)
+    │   └── ShuttingDown              503  gateway_shutting_down
+    └── ProviderError                 (status per instance, 502 by default)
+        ├── UpstreamTimeout           504  provider_timeout       retryable
+        ├── UpstreamUnreachable       502  provider_unreachable   retryable
+        └── StreamBroken              502  stream_broken          (after the first byte)
+
+Transport failures (the HTTP client's exceptions while talking to a provider) are mapped in ONE
+table, `TRANSPORT_FAILURES`, keyed by `Transport` kind: per kind, the gateway error it becomes in
+each `Phase` of a forwarded exchange and the breaker `Outcome` it books when it ends one raw. The
+cut: core holds the mapping by *kind* and never imports aiohttp; `sidecar.forward.failures`
+classifies aiohttp/asyncio exceptions into kinds (a few isinstance checks) and is the only place
+that knows the client library, in the spirit of httpx's `_transports/default.py` mapping.
+A gateway error's own outcome comes from `breaker_outcome` (the second half of the table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
 
+from sidecar.core.kinds import Outcome
+
 
 class GatewayError(Exception):
+    """Base of every error a client can see; `body()` is its JSON (OpenAI's error object shape)."""
+
     status: int = 500
     error_type: str = "api_error"
     default_code: str | None = None
@@ -32,40 +66,54 @@ class GatewayError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
 
     def error_object(self) -> dict[str, Any]:
+        """The object under `"error"`: message, type, code, param (OpenAI's error shape)."""
         return {"message": self.message, "type": self.error_type, "code": self.code, "param": self.param}
 
     def body(self) -> bytes:
+        """The JSON bytes a client receives: `{"error": error_object()}`."""
         return orjson.dumps({"error": self.error_object()})
 
 
 class InvalidRequest(GatewayError):
+    """400: the request body breaks the contract (`param` names the field, `code` what is wrong)."""
+
     status = 400
     error_type = "invalid_request_error"
 
 
 class AuthenticationFailed(GatewayError):
+    """401: missing, malformed, unknown or expired `Authorization: Bearer cgt_…` token."""
+
     status = 401
     error_type = "authentication_error"
     default_code = "invalid_api_key"
 
 
 class PermissionDenied(GatewayError):
+    """403: the token may not use the requested model."""
+
     status = 403
     error_type = "permission_error"
     default_code = "model_not_allowed"
 
 
 class NotFound(GatewayError):
+    """404: no such route or resource."""
+
     status = 404
     error_type = "invalid_request_error"
     default_code = "not_found"
 
 
 class ModelNotFound(NotFound):
+    """404: the requested model key is not in the policy."""
+
     default_code = "model_not_found"
 
 
 class WrongModelCategory(GatewayError):
+    """422: the model exists but is not a chat model (its `category` is not `llm`)."""
+
     status = 422
     error_type = "invalid_request_error"
     default_code = "model_not_llm"
@@ -84,6 +132,7 @@ class GuardrailBlocked(GatewayError):
         self.findings = findings
 
     def error_object(self) -> dict[str, Any]:
+        """The contract's guardrail error: message, type, guardrail_key, action, findings."""
         return {
             "message": self.message,
             "type": self.error_type,
@@ -94,25 +143,53 @@ class GuardrailBlocked(GatewayError):
 
 
 class RateLimited(GatewayError):
+    """429: a rate limit (requests/tokens per minute, concurrency) is full; `Retry-After` says when to retry."""
+
     status = 429
     error_type = "rate_limit_exceeded"
     default_code = "rate_limit_exceeded"
 
 
 class QuotaExhausted(RateLimited):
+    """429 with type `insufficient_quota`: a daily/monthly token or spend quota is used up."""
+
     error_type = "insufficient_quota"
     default_code = "insufficient_quota"
 
 
 class ServiceUnavailable(GatewayError):
+    """503: the gateway cannot serve the request now (sent by the callout as the 460 sentinel)."""
+
     status = 503
     error_type = "service_unavailable"
     default_code = "service_unavailable"
 
 
 class BreakerOpen(ServiceUnavailable):
+    """503: every deployment of the model has an open circuit breaker; `Retry-After` in seconds."""
+
     error_type = "circuit_breaker_open"
     default_code = "circuit_breaker_open"
+
+
+class GuardrailUnavailable(ServiceUnavailable):
+    """503: a webhook guardrail with `on_error: closed` got no usable answer from its detector.
+
+    `reason` is the call's error kind (`timeout`, `connect`, `http_error`, `invalid_answer`,
+    `breaker_open`); `retry_after` is whole seconds for `Retry-After`; `what` is `request` or
+    `answer`. The error object adds `guardrail_key`.
+    """
+
+    default_code = "guardrail_unavailable"
+
+    def __init__(self, guardrail_key: str, reason: str, retry_after: int, what: str = "request") -> None:
+        super().__init__(f"Guardrail '{guardrail_key}' could not check the {what} ({reason}); retry later",
+                         headers={"Retry-After": str(retry_after)})
+        self.guardrail_key = guardrail_key
+
+    def error_object(self) -> dict[str, Any]:
+        """OpenAI's error object plus `guardrail_key`."""
+        return {**super().error_object(), "guardrail_key": self.guardrail_key}
 
 
 class ProviderError(GatewayError):
@@ -140,16 +217,130 @@ class ProviderError(GatewayError):
 
 
 class UpstreamTimeout(ProviderError):
+    """A provider deadline passed (connect, first byte, idle or total): 504, a fallback may follow."""
+
     def __init__(self, message: str = "Provider timed out") -> None:
         super().__init__(message, status=504, error_type="timeout", code="provider_timeout", retryable=True)
 
 
 class UpstreamUnreachable(ProviderError):
+    """No usable connection to the provider before its answer: 502, a fallback may follow."""
+
     def __init__(self, message: str = "Provider unreachable") -> None:
         super().__init__(message, status=502, error_type="provider_error", code="provider_unreachable", retryable=True)
+
+
+class StreamBroken(ProviderError):
+    """The provider's connection broke after the client got its first byte: an in-band error event."""
+
+    def __init__(self, message: str = "Provider connection broke mid-stream") -> None:
+        super().__init__(message, code="stream_broken")
 
 
 class ShuttingDown(ServiceUnavailable):
     """The sidecar got SIGTERM: new requests go elsewhere; streams past the grace period end with it."""
 
     default_code = "gateway_shutting_down"
+
+
+# ---- the one failure table -------------------------------------------------------------------
+
+
+class Transport(StrEnum):
+    """What went wrong on the wire, independent of the HTTP client library that reported it."""
+
+    CONNECT = "connect"  # no connection (refused, DNS, TLS), or any other client-library failure
+    TIMEOUT = "timeout"  # one of the exchange's deadlines passed
+    DISCONNECTED = "disconnected"  # the provider closed the connection before its answer was complete
+    PAYLOAD = "payload"  # the answer's framing broke (chunked encoding, content length, compression)
+    RESET = "reset"  # a write to a connection already closed (the client library's reset error)
+    CLIENT_GONE = "client_gone"  # our handler was cancelled or a plain socket reset: the client left
+
+
+class Phase(StrEnum):
+    """Where in a forwarded exchange a failure happened; the client sees different errors."""
+
+    ATTEMPT = "attempt"  # sending, awaiting the answer's head, reading a whole answer: a fallback may follow
+    ANSWER = "answer"  # relaying the answer, before the client got a byte: a JSON error with its status
+    STREAM = "stream"  # after the client's first byte: an error event, then `data: [DONE]`
+
+
+ErrorFactory = Callable[[str], GatewayError]
+"""Builds the client's error from the failing exception's type name (e.g. `ClientConnectorError`)."""
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """One row: the error per phase (None: not the provider's failure, re-raised as is) and the
+    breaker outcome when the raw exception ends an exchange."""
+
+    outcome: Outcome
+    errors: Mapping[Phase, ErrorFactory] | None
+
+
+def _unreachable(name: str) -> GatewayError:
+    return UpstreamUnreachable(f"Provider unreachable: {name}")
+
+
+_CONNECTION_BROKE: Mapping[Phase, ErrorFactory] = {
+    Phase.ATTEMPT: _unreachable,
+    Phase.ANSWER: lambda _name: UpstreamUnreachable("Provider connection failed"),
+    Phase.STREAM: lambda _name: StreamBroken(),
+}
+
+TRANSPORT_FAILURES: Mapping[Transport, FailureRule] = {
+    Transport.TIMEOUT: FailureRule(Outcome.TIMEOUT, {
+        Phase.ATTEMPT: lambda _name: UpstreamTimeout(),
+        Phase.ANSWER: lambda _name: UpstreamTimeout(),
+        Phase.STREAM: lambda _name: UpstreamTimeout("Provider stalled mid-stream"),
+    }),
+    Transport.CONNECT: FailureRule(Outcome.CONNECT, _CONNECTION_BROKE),
+    Transport.DISCONNECTED: FailureRule(Outcome.CONNECT, _CONNECTION_BROKE),
+    Transport.PAYLOAD: FailureRule(Outcome.CONNECT, _CONNECTION_BROKE),
+    # While talking to the provider a reset is the provider's connection; a reset that reaches the
+    # end of the exchange raw came from writing to the client (the relay turns provider-side
+    # breakage into errors first), so the breaker learns nothing from it.
+    Transport.RESET: FailureRule(Outcome.NEUTRAL, _CONNECTION_BROKE),
+    Transport.CLIENT_GONE: FailureRule(Outcome.NEUTRAL, None),
+}
+
+# A gateway error's outcome: the first matching class wins; other ProviderErrors go by status.
+_ERROR_OUTCOMES: tuple[tuple[type[GatewayError], Outcome], ...] = (
+    (ShuttingDown, Outcome.NEUTRAL),
+    (UpstreamTimeout, Outcome.TIMEOUT),
+    (UpstreamUnreachable, Outcome.CONNECT),
+    (StreamBroken, Outcome.CONNECT),
+)
+
+
+def transport_error(kind: Transport, phase: Phase, name: str) -> GatewayError | None:
+    """The client's error for a transport failure of `kind` in `phase`; None: re-raise it as is.
+
+    `name` is the exception's type name, quoted in the attempt phase's message.
+    """
+    errors = TRANSPORT_FAILURES[kind].errors
+    return None if errors is None else errors[phase](name)
+
+
+def transport_outcome(kind: Transport | None) -> Outcome:
+    """The breaker outcome of a raw exception ending an exchange (None: not a transport failure)."""
+    return Outcome.NEUTRAL if kind is None else TRANSPORT_FAILURES[kind].outcome
+
+
+def breaker_outcome(error: GatewayError) -> Outcome:
+    """What a gateway error says about the provider's health, in breaker terms."""
+    for kind, outcome in _ERROR_OUTCOMES:
+        if isinstance(error, kind):
+            return outcome
+    if isinstance(error, ProviderError):
+        return status_outcome(error.status)
+    return Outcome.SUCCESS  # the provider answered; a guardrail or the request itself said no
+
+
+def status_outcome(status: int) -> Outcome:
+    """A provider's HTTP status in breaker terms: 429, any 5xx, or healthy (2xx, the client's own 4xx)."""
+    if status == 429:
+        return Outcome.RATE_LIMITED
+    if status >= 500:
+        return Outcome.SERVER_ERROR
+    return Outcome.SUCCESS

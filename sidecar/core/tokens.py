@@ -16,6 +16,8 @@ TOKEN_PREFIX = "cgt_"
 
 @dataclass(frozen=True)
 class TokenRecord:
+    """One client token of the policy: its name, SHA-256 (hex) of the token, team, allowed models, expiry (UTC)."""
+
     name: str
     sha256: str
     team: str | None = None
@@ -23,14 +25,20 @@ class TokenRecord:
     expires: datetime | None = None
 
     def allows_model(self, model_key: str) -> bool:
+        """Whether the token may use `model_key` (None models: every model)."""
         return self.models is None or model_key in self.models
 
 
 @dataclass(frozen=True)
 class TokenStore:
+    """The policy's tokens by the SHA-256 hex of the token string."""
+
     by_hash: Mapping[str, TokenRecord]
 
     def authenticate(self, authorization: str | None, now: datetime | None = None) -> TokenRecord:
+        """The record for an `Authorization: Bearer cgt_…` header; raises AuthenticationFailed (401) with a code saying
+        why.
+        """
         token = _bearer_token(authorization)
         digest = hash_token(token)
         record = self.by_hash.get(digest)
@@ -44,6 +52,7 @@ class TokenStore:
 
     @staticmethod
     def check_model(record: TokenRecord, model_key: str) -> None:
+        """Raises PermissionDenied (403, param `model`) when the token may not use `model_key`."""
         if not record.allows_model(model_key):
             raise PermissionDenied(f"This token may not use the model '{model_key}'", param="model")
 
@@ -61,8 +70,10 @@ def _bearer_token(authorization: str | None) -> str:
 
 
 def hash_token(token: str) -> str:
+    """SHA-256 of the token, lowercase hex (what policies store under `sha256`)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def mint_token() -> str:
+    """A new random client token: `cgt_` + 43 URL-safe characters (256 bits)."""
     return TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -32,4 +32,5 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """prompt_tokens + completion_tokens, as OpenAI's `usage.total_tokens`."""
         return self.prompt_tokens + self.completion_tokens

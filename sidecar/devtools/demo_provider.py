@@ -1,14 +1,21 @@
 """A local provider speaking OpenAI's wire format, for `make run`, the tests and the benchmark.
 
 It answers with a short deterministic reply built from the last user message (so output-side
-features can be exercised on purpose), streams it word by word, and reports `usage`. The
-sidecar treats it like any other OpenAI-compatible provider. `GET /_requests` lists what it
+features can be exercised on purpose), streams it word by word, and reports `usage`. It serves
+embeddings too: deterministic unit vectors derived from each input's SHA-256 (the same input
+gives the same vector), `EMBEDDING_DIMENSIONS` long unless `dimensions` says otherwise, as float
+arrays or base64 (little-endian float32, OpenAI's encoding). The sidecar treats it like any other
+OpenAI-compatible provider. `GET /_requests` lists what it
 received, so tests can check exactly what reached the provider.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import math
+import struct
 import time
 import uuid
 from typing import Any
@@ -19,6 +26,7 @@ from aiohttp import web
 RECEIVED = web.AppKey("received", list)
 STREAM_DELAY = web.AppKey("stream_delay", float)
 _KEEP_RECEIVED = 200
+EMBEDDING_DIMENSIONS = 64
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -40,14 +48,17 @@ def reply_text(body: dict[str, Any]) -> str:
 
 
 def count_tokens(text: str) -> int:
+    """The demo's token count: whitespace-separated words, at least 1."""
     return max(1, len(text.split()))
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
+    """The demo's prompt tokens: words of every message's content, plus 3 per message."""
     return sum(count_tokens(str(m.get("content", ""))) + 3 for m in body.get("messages", []))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions: a canned answer, whole or as SSE chunks (OpenAI's shapes, usage included)."""
     body = orjson.loads(await request.read())
     received = request.app[RECEIVED]
     entry: dict[str, Any] = {"headers": {k.lower(): v for k, v in request.headers.items()}, "body": body,
@@ -107,14 +118,52 @@ def _pieces(text: str, by_chars: bool) -> list[str]:
     return [word if index == 0 else " " + word for index, word in enumerate(words)]
 
 
+def embedding_vector(item: str | list[int], dimensions: int) -> list[float]:
+    """A unit vector from SHA-256 blocks of the input (text, or token ids as their JSON)."""
+    seed = item.encode() if isinstance(item, str) else orjson.dumps(item)
+    values: list[float] = []
+    counter = 0
+    while len(values) < dimensions:
+        block = hashlib.sha256(seed + counter.to_bytes(4, "little")).digest()
+        values.extend(word / 2**31 - 1.0 for word in struct.unpack("<8I", block))
+        counter += 1
+    values = values[:dimensions]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """POST /embeddings (OpenAI's shape): deterministic unit vectors, `float` or `base64`, with usage."""
+    body = orjson.loads(await request.read())
+    request.app[RECEIVED].append({"headers": {k.lower(): v for k, v in request.headers.items()}, "body": body,
+                                  "outcome": "completed"})
+    del request.app[RECEIVED][:-_KEEP_RECEIVED]
+    raw = body.get("input")
+    items: list[Any] = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw or [])
+    dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    data = []
+    for index, item in enumerate(items):
+        vector = embedding_vector(item, dimensions)
+        encoded: list[float] | str = vector
+        if body.get("encoding_format") == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(count_tokens(item) if isinstance(item, str) else len(item) for item in items)
+    return web.json_response({"object": "list", "data": data, "model": body.get("model"),
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
 async def list_received(request: web.Request) -> web.Response:
+    """GET /_requests: the most recent requests received (headers and bodies), for tests."""
     return web.json_response(request.app[RECEIVED])
 
 
 def init_demo_provider(stream_delay: float = 0.0) -> web.Application:
+    """The demo provider app; `stream_delay` seconds between streamed chunks."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[RECEIVED] = []
     app[STREAM_DELAY] = stream_delay
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/_requests", list_received)
     return app

@@ -35,6 +35,8 @@ def detect(texts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def check(request: web.Request) -> web.Response:
+    """POST /check: the gateway's `cgt.guardrail.v1` document in, `{"version", "findings"}` out
+    (400 for another version)."""
     body = await request.json()
     if body.get("version") != VERSION:
         return web.json_response({"error": f"expected {VERSION}"}, status=400)
@@ -42,12 +44,14 @@ async def check(request: web.Request) -> web.Response:
 
 
 def init_detector() -> web.Application:
+    """The detector's aiohttp app (one route, POST /check)."""
     app = web.Application(client_max_size=16 * 1024 * 1024)  # the gateway sends whole conversations
     app.router.add_post("/check", check)
     return app
 
 
 def main() -> None:
+    """`python -m sidecar.devtools.example_detector [--host H] [--port P]`: serves until stopped."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

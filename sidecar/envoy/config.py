@@ -14,15 +14,23 @@ _BUFFER_HEADROOM_BYTES = 1024 * 1024
 
 
 def render(settings: Settings, template_path: Path = TEMPLATE_PATH) -> str:
+    """The Envoy bootstrap YAML: the packaged template (`envoy.yaml.tmpl`) with the settings' ports, limits and
+    timeouts.
+    """
     template = Template(template_path.read_text(encoding="utf-8"))
     return template.substitute(
         LISTEN_ADDRESS=settings.listen_address,
         LISTEN_PORT=settings.listen_port,
         SIDECAR_PORT=settings.sidecar_port,
         ADMIN_PORT=settings.admin_port,
+        METRICS_PORT=settings.metrics_port,
         MAX_BODY_BYTES=settings.max_body_bytes,
         BUFFER_LIMIT_BYTES=settings.max_body_bytes + _BUFFER_HEADROOM_BYTES,
         AUTHZ_TIMEOUT_SECONDS=settings.authz_timeout_seconds,
         DRAIN_SECONDS=settings.drain_seconds,
         SENTINEL_503=SENTINEL_503,
+        REQUEST_HEADERS_TIMEOUT_SECONDS=settings.request_headers_timeout_seconds,
+        REQUEST_TIMEOUT_SECONDS=settings.request_timeout_seconds,
+        MAX_HEAP_BYTES=settings.envoy_max_heap_bytes,
+        MAX_CONNECTIONS=settings.envoy_max_connections,
     )

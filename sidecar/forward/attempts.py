@@ -10,7 +10,6 @@ the one the relay reads from on leaving the context (where mid-stream faults are
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import Sequence
@@ -20,13 +19,14 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.appkeys import BREAKERS, HTTP_CLIENT
-from sidecar.core.errors import GatewayError, ProviderError, ShuttingDown, UpstreamTimeout, UpstreamUnreachable
+from sidecar.core.errors import GatewayError, Phase, ProviderError, breaker_outcome, status_outcome
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import Deployment
 from sidecar.features.breaker.breaker import Breaker, Permit
 from sidecar.features.breaker.stage import breaker_open
 from sidecar.forward.exchange import Exchange
-from sidecar.providers.base import UpstreamRequest
+from sidecar.forward.failures import as_gateway_error, exit_outcome
+from sidecar.providers.base import UpstreamRequest, build_upstream, error_from_answer
 from sidecar.providers.registry import provider_for
 
 log = logging.getLogger("sidecar.attempts")
@@ -34,6 +34,10 @@ _STREAM_BODY_OVER = 1024 * 1024
 
 
 class Attempts:
+    """Tries the decision's deployments in order until one answers (fallback before the first byte; see the module
+    doc).
+    """
+
     def __init__(self, request: web.Request, exchange: Exchange, body: dict[str, Any],
                  candidates: Sequence[Deployment]) -> None:
         self._session = request.app[HTTP_CLIENT]
@@ -81,7 +85,7 @@ class Attempts:
             try:
                 response = await self._send(deployment, upstream)
             except GatewayError as error:
-                self._book(permit, outcome_of(error))
+                self._book(permit, breaker_outcome(error))
                 last = error
                 if _retryable(error):
                     self._log_failed(deployment, error)
@@ -89,7 +93,8 @@ class Attempts:
                 raise
             if response.status != 200:
                 # The body was read in _send: this read returns it from memory.
-                answer = self._exchange.provider.translate_error(response.status, await response.read())
+                answer = error_from_answer(self._exchange.provider, response.status, await response.read(),
+                                           response.headers, self._exchange.own_rate_limit_headers())
                 self._book(permit, status_outcome(response.status))
                 if answer.retryable:
                     pending, last = response, answer
@@ -122,7 +127,8 @@ class Attempts:
         exchange.deployment = deployment
         exchange.provider = provider = provider_for(deployment)
         # A shallow copy: providers set top-level keys (`model`) that differ per deployment.
-        return provider.build_request(dict(self._body), request_id=exchange.decision.request_id)
+        return build_upstream(provider, exchange.decision.endpoint, dict(self._body),
+                              request_id=exchange.decision.request_id)
 
     async def _send(self, deployment: Deployment, upstream: UpstreamRequest) -> aiohttp.ClientResponse:
         watch = self.watch
@@ -143,11 +149,10 @@ class Attempts:
         except BaseException as exc:
             if response is not None:
                 response.close()
-            if isinstance(exc, TimeoutError):
-                raise UpstreamTimeout() from exc
-            if isinstance(exc, aiohttp.ClientError):
-                raise UpstreamUnreachable(f"Provider unreachable: {type(exc).__name__}") from exc
-            raise
+            error = as_gateway_error(exc, Phase.ATTEMPT)
+            if error is None or error is exc:
+                raise
+            raise error from exc
         return response
 
     def _log_failed(self, deployment: Deployment, error: GatewayError) -> None:
@@ -163,47 +168,14 @@ class Attempts:
         if permit is not None:  # None: an error answer, booked when it arrived
             fault = self._exchange.fault
             if exc is not None:
-                permit.record(_exit_outcome(exc))
+                permit.record(exit_outcome(exc))
             else:
-                permit.record(outcome_of(fault) if fault is not None else Outcome.SUCCESS)
+                permit.record(breaker_outcome(fault) if fault is not None else Outcome.SUCCESS)
         if exc is None:
             response.release()  # back to the pool
         else:
             # Client gone or stream broken: drop the connection so the provider stops generating.
             response.close()
-
-
-def outcome_of(error: GatewayError) -> Outcome:
-    """What an error says about the provider's health, in breaker terms."""
-    if isinstance(error, ShuttingDown):
-        return Outcome.NEUTRAL
-    if isinstance(error, UpstreamTimeout):
-        return Outcome.TIMEOUT
-    if isinstance(error, UpstreamUnreachable) or error.code == "stream_broken":
-        return Outcome.CONNECT
-    if isinstance(error, ProviderError):
-        return status_outcome(error.status)
-    return Outcome.SUCCESS  # the provider answered; a guardrail or the request itself said no
-
-
-def status_outcome(status: int) -> Outcome:
-    if status == 429:
-        return Outcome.RATE_LIMITED
-    if status >= 500:
-        return Outcome.SERVER_ERROR
-    return Outcome.SUCCESS  # a 4xx about the request: the provider itself is healthy
-
-
-def _exit_outcome(exc: BaseException) -> Outcome:
-    if isinstance(exc, GatewayError):
-        return outcome_of(exc)
-    if isinstance(exc, asyncio.CancelledError | ConnectionResetError):
-        return Outcome.NEUTRAL  # the client went away (aiohttp's reset errors are ClientErrors too)
-    if isinstance(exc, TimeoutError):
-        return Outcome.TIMEOUT
-    if isinstance(exc, aiohttp.ClientError):
-        return Outcome.CONNECT
-    return Outcome.NEUTRAL
 
 
 def _retryable(error: GatewayError) -> bool:

@@ -24,6 +24,8 @@ T = TypeVar("T")
 
 
 class Watch:
+    """The timers of one forwarded exchange (seconds, loop time) and the switch a shutdown flips."""
+
     def __init__(self) -> None:
         self.timeouts = Timeouts()
         self.started: float | None = None  # set by begin(), or by the first wait
@@ -37,6 +39,7 @@ class Watch:
         self.started = asyncio.get_running_loop().time()
 
     def stop(self) -> None:
+        """Ends the wait in progress and every later one with ShuttingDown (a draining sidecar)."""
         self.stopped = True
         if self._timer is not None:
             self._timer.reschedule(asyncio.get_running_loop().time())
@@ -66,15 +69,19 @@ class Watch:
         return self.started
 
     def total_deadline(self) -> float:
+        """Loop time when the attempt must be over (`timeouts.total` after it began)."""
         return self._start() + self.timeouts.total
 
     def first_byte_deadline(self) -> float:
+        """Loop time by which the answer must start (`timeouts.first_byte` after it began)."""
         return self._start() + self.timeouts.first_byte
 
     def idle_deadline(self) -> float:
+        """Loop time by which the next read must complete (`timeouts.idle` from now)."""
         return asyncio.get_running_loop().time() + self.timeouts.idle
 
     def lines(self, content: LineSource) -> TimedLines:
+        """The stream's lines under the first-byte, idle and total deadlines (TimeoutError when one passes)."""
         self.close()
         self._lines = TimedLines(self, content)
         return self._lines
@@ -110,6 +117,7 @@ class TimedLines:
         self._fired = False
 
     async def readline(self) -> bytes:
+        """The next line (b"" at the end); raises TimeoutError past a deadline, ShuttingDown once stopped."""
         if self._watch.stopped:
             raise _shutting_down()
         if self._first:
@@ -142,6 +150,7 @@ class TimedLines:
             self._task.cancel()
 
     def close(self) -> None:
+        """Cancels the timer (the stream is over)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, math.inf

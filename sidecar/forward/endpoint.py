@@ -1,7 +1,11 @@
 """The forwarding endpoint: Envoy routes allowed requests here, with the callout's decision.
 
 It applies the decision's body edits, calls the provider through the pooled client and relays
-the answer. It repeats no policy work: the signed decision says what was decided.
+the answer. It repeats no policy work: the signed decision says what was decided. It does check
+that the decision applies to this request: the body bytes must be the ones the callout hashed,
+the decision must not have expired, its policy version must still be known, and the body must
+not be content-encoded (Envoy decompresses before the callout). A refused, authentic decision
+releases what the callout reserved (`Extensions.refusals`).
 """
 
 from __future__ import annotations
@@ -15,50 +19,97 @@ import orjson
 from aiohttp import web
 
 from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, SETTINGS
-from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, decode
-from sidecar.core.errors import GatewayError, PermissionDenied, ServiceUnavailable
+from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, RejectedDecision, decode, verify
+from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, EndpointKind
+from sidecar.core.errors import GatewayError, InvalidRequest, PermissionDenied, ServiceUnavailable
 from sidecar.core.routes import Deployment
-from sidecar.extensions import Finisher
+from sidecar.extensions import Extensions, Finisher
 from sidecar.forward.attempts import Attempts
-from sidecar.forward.exchange import Exchange
+from sidecar.forward.embeddings import relay_embeddings
+from sidecar.forward.exchange import CLIENT_CLOSED, Exchange
 from sidecar.forward.relay import relay_completion, relay_stream
 from sidecar.policy.snapshot import Policy
+from sidecar.policy.watcher import POLICY_WATCHER
 from sidecar.providers.registry import provider_for
 from sidecar.responses import error_response
 
 log = logging.getLogger("sidecar.forwarding")
+_FORWARDED_PATHS = {CHAT_PATH: EndpointKind.CHAT, EMBEDDINGS_PATH: EndpointKind.EMBEDDINGS}
+
+
+def routed_decision(request: web.Request, kind: EndpointKind) -> Decision:
+    """The callout's signed decision for this request; raises PermissionDenied (403
+    `missing_decision`) without one, or with one decided for another endpoint."""
+    try:
+        decision = decode(request.headers.get(DECISION_HEADER), request.app[SETTINGS].decision_key)
+    except InvalidDecision:
+        raise _missing_decision() from None
+    if decision.endpoint is not kind:
+        raise _missing_decision()
+    return decision
+
+
+def _missing_decision() -> PermissionDenied:
+    return PermissionDenied("Requests must pass the gateway's policy check", code="missing_decision")
+
+
+async def decision_policy(app: web.Application, decision: Decision) -> Policy:
+    """The policy snapshot the decision was made on; raises ServiceUnavailable (503, Retry-After)
+    when this process does not hold it, even after one look at the folder (another worker may
+    have reloaded first): a decision is never applied under another policy."""
+    policy = app[POLICY_STORE].get(decision.policy_version)
+    if policy is None and POLICY_WATCHER in app:
+        policy = await app[POLICY_WATCHER].catch_up(decision.policy_version)
+    if policy is None:
+        raise ServiceUnavailable("The gateway's policy changed while the request was in flight; retry it",
+                                 code="policy_version_unknown", headers={"Retry-After": "1"})
+    return policy
 
 
 async def handle_forward(request: web.Request) -> web.StreamResponse:
+    """Chat completions and embeddings: the provider call with fallbacks, then the relay."""
     app = request.app
     try:
         decision = decode(request.headers.get(DECISION_HEADER), app[SETTINGS].decision_key)
     except InvalidDecision:
-        rid = request.headers.get("X-Request-Id", "")
-        return error_response(PermissionDenied("Requests must pass the gateway's policy check",
-                                               code="missing_decision"), rid)
+        # Nothing in an unsigned header can be trusted, not even which reservation it names.
+        return error_response(_missing_decision(), request.headers.get("X-Request-Id", ""))
     extensions = app[EXTENSIONS]
-    policy = app[POLICY_STORE].get(decision.policy_version)
     started = time.monotonic()
     try:
+        if decision.endpoint is not _FORWARDED_PATHS[request.path]:
+            raise _missing_decision()  # authentic, but decided for another endpoint
+        raw = await _admitted_body(request, decision)
+        policy = await decision_policy(app, decision)
         candidates = deployment_candidates(policy, decision)
     except GatewayError as error:
-        # Only if the decision's snapshot was dropped and its model removed since; a quota slot
-        # held by such a request expires with its lease.
+        _log_refusal(decision, error)
+        await _refused(decision, extensions)
         return error_response(error, decision.request_id)
-    guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None]
+    try:
+        for arrival in extensions.arrivals:  # claims the reservation: a replayed decision stops here
+            await arrival(decision)
+    except GatewayError as error:
+        _log_refusal(decision, error)
+        return error_response(error, decision.request_id)
+    # Output guardrails read answer text; embeddings answer vectors.
+    chat = decision.endpoint is EndpointKind.CHAT
+    guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None] \
+        if chat else []
     async_guards = [g for g in (factory(decision, policy) for factory in extensions.async_output_guards)
-                    if g is not None]
+                    if g is not None] if chat else []
     exchange = Exchange(decision=decision, policy=policy, deployment=candidates[0],
                         provider=provider_for(candidates[0]), started=started, guards=guards,
                         async_guards=async_guards)
     try:
-        body = edited_body(await request.read(), decision)
+        body = edited_body(raw, decision)
         for edit in extensions.request_editors:
             edit(body, decision, policy)
         # Fallbacks happen inside `attempts`, before the relay sends the client its first byte.
         attempts = Attempts(request, exchange, body, candidates)
         with app[DRAIN].track(exchange.watch):
+            if decision.endpoint is EndpointKind.EMBEDDINGS:
+                return await relay_embeddings(attempts, exchange)
             if decision.stream:
                 return await relay_stream(request, attempts, exchange)
             return await relay_completion(attempts, exchange)
@@ -70,7 +121,46 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         await asyncio.shield(_finish(exchange, extensions.finishers))
 
 
+async def _admitted_body(request: web.Request, decision: Decision) -> bytes:
+    """The body bytes, if the decision was made for exactly them; raises GatewayError if not."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        # aiohttp would decompress it, so the provider would get bytes the callout never saw.
+        raise InvalidRequest(f"Content-Encoding '{encoding}' is not accepted on this path",
+                             code="unsupported_content_encoding")
+    raw = await request.read()
+    verify_admitted(decision, raw)
+    return raw
+
+
+def verify_admitted(decision: Decision, raw: bytes) -> None:
+    """Raises PermissionDenied (403 `decision_expired` / `decision_body_mismatch`) unless the
+    decision is alive and was made for exactly these body bytes."""
+    try:
+        verify(decision, raw)
+    except RejectedDecision as rejected:
+        raise PermissionDenied(str(rejected), code=rejected.code) from None
+
+
+def _log_refusal(decision: Decision, error: GatewayError) -> None:
+    log.warning("forward refused", extra={"fields": {
+        "request_id": decision.request_id, "token": decision.token_name, "status": error.status, "code": error.code}})
+
+
+async def _refused(decision: Decision, extensions: Extensions) -> None:
+    """Release what the callout reserved for a verified decision the forwarding path refuses."""
+    for refusal in extensions.refusals:
+        try:
+            await asyncio.shield(refusal(decision))
+        except Exception:
+            log.exception("refusal cleanup failed", extra={"fields": {"request_id": decision.request_id}})
+
+
 async def _finish(exchange: Exchange, finishers: list[Finisher]) -> None:
+    if exchange.status == 0:
+        # No answer was started: the handler was cancelled because the client left. The access log,
+        # the metric and the settlement all see the same 499.
+        exchange.status, exchange.error = CLIENT_CLOSED, exchange.error or "client_disconnected"
     for finisher in finishers:
         try:
             await finisher(exchange)
@@ -92,9 +182,5 @@ def deployment_candidates(policy: Policy, decision: Decision) -> list[Deployment
 def edited_body(raw: bytes, decision: Decision) -> dict[str, Any]:
     body: dict[str, Any] = orjson.loads(raw)
     body.pop("request_id", None)  # ours, not the provider's
-    if decision.stream:
-        # Ask for usage even when the client did not: accounting needs it. The relay removes
-        # the extra usage chunk again when the client did not ask for it.
-        options = body.get("stream_options") or {}
-        body["stream_options"] = {**options, "include_usage": True}
+    # `stream_options.include_usage` is each deployment's to set (providers.openai_compat.fit_openai_body).
     return body

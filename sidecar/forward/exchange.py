@@ -13,7 +13,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from sidecar.callout.handoff import Decision
+from sidecar.callout.handoff import Decision, DecisionKey
 from sidecar.core.errors import GatewayError
 from sidecar.core.routes import Deployment
 from sidecar.core.types import JSONDict, Usage
@@ -71,6 +71,13 @@ async def release_chunks(guards: list[AsyncOutputGuard], pending: list[JSONDict]
 
 access_log = logging.getLogger("sidecar.access")
 DEPLOYMENT_HEADER = "x-gateway-deployment"
+# The status an exchange the client left before any answer is logged and counted with (nginx's 499).
+CLIENT_CLOSED = 499
+# Decision key: the rate-limit header names the callout sends the client on success (the
+# gateway's own quotas). Envoy appends them to every answer, so a provider's 429 relays only its
+# other back-off headers: the client never gets two values of one header.
+OWN_RATE_LIMIT_HEADERS: DecisionKey[frozenset[str]] = DecisionKey(
+    "rate_limit_headers", sorted, lambda names: frozenset(str(name) for name in names))
 
 
 @dataclass
@@ -97,6 +104,7 @@ class Exchange:
         now = time.monotonic()
         access_log.info("request", extra={"fields": {
             "request_id": self.decision.request_id,
+            "endpoint": self.decision.endpoint,
             "token": self.decision.token_name,
             "team": self.decision.team,
             "model": self.decision.model_key,
@@ -109,6 +117,10 @@ class Exchange:
             "ttfb_ms": round((self.first_byte - self.started) * 1000, 1) if self.first_byte else None,
             "error": self.error,
         }})
+
+    def own_rate_limit_headers(self) -> frozenset[str]:
+        """Lower-case header names Envoy adds from the callout to this exchange's answer."""
+        return self.decision.get(OWN_RATE_LIMIT_HEADERS) or frozenset()
 
     def headers(self) -> dict[str, str]:
         return {"X-Request-Id": self.decision.request_id, DEPLOYMENT_HEADER: self.deployment.name}

@@ -18,44 +18,64 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from sidecar.appkeys import SETTINGS
-from sidecar.core.errors import GatewayError, ProviderError, UpstreamTimeout, UpstreamUnreachable
+from sidecar.core.errors import GatewayError, Phase, ProviderError
 from sidecar.core.types import JSONDict, Usage
+from sidecar.core.walk import chunk_texts, completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
+from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
+from sidecar.providers.base import error_from_answer
 from sidecar.responses import JSON_CONTENT_TYPE
+
+# Whole answers larger than this are checked by the output guardrails in a worker thread.
+OFF_LOOP_COMPLETION_BYTES = 64 * 1024
 
 
 async def relay_completion(
     send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
 ) -> web.Response:
+    """Relays a whole chat.completion (OpenAI's shape, the client's model key); failures become JSON errors."""
     try:
         async with send as upstream:
             payload = await upstream.read()
             exchange.first_byte = time.monotonic()
             if upstream.status != 200:
-                raise exchange.provider.translate_error(upstream.status, payload)
+                raise error_from_answer(exchange.provider, upstream.status, payload, upstream.headers,
+                                        exchange.own_rate_limit_headers())
             completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
         exchange.usage = usage_of(completion.get("usage"))
         exchange.completion_chars = _content_chars(completion)
-        for guard in exchange.guards:
-            guard.on_completion(completion)
-        for async_guard in exchange.async_guards:
+        if exchange.guards and len(payload) > OFF_LOOP_COMPLETION_BYTES:
+            # A large answer's output scan must not stall every other request on this loop.
+            await asyncio.to_thread(_guard_completion, exchange.guards, completion)
+        else:
+            _guard_completion(exchange.guards, completion)
+        for async_guard in exchange.async_guards:  # webhook guardrails: awaited on the loop, after the others
             await async_guard.check_completion(completion)
-    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
-        return exchange.fail(transport_error(exc))
+    except PROVIDER_FAILURES as exc:
+        return exchange.fail(provider_failure(exc, Phase.ANSWER))
     completion["model"] = exchange.decision.model_key
     completion["request_id"] = exchange.decision.request_id
     exchange.status = 200
     return web.Response(body=orjson.dumps(completion), content_type=JSON_CONTENT_TYPE, headers=exchange.headers())
 
 
+def _guard_completion(guards: list[OutputGuard], completion: JSONDict) -> None:
+    for guard in guards:
+        guard.on_completion(completion)
+
+
 async def relay_stream(
     request: web.Request, send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
 ) -> web.StreamResponse:
+    """Relays an SSE stream of chat.completion.chunk events ending with `data: [DONE]`; a late failure is an error
+    event.
+    """
     try:
         async with send as upstream:
             if upstream.status != 200:
-                raise exchange.provider.translate_error(upstream.status, await upstream.read())
+                raise error_from_answer(exchange.provider, upstream.status, await upstream.read(), upstream.headers,
+                                        exchange.own_rate_limit_headers())
             keepalive = request.app[SETTINGS].keepalive_seconds
             response = EventSourceResponse(
                 headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True
@@ -64,8 +84,8 @@ async def relay_stream(
             exchange.status = 200
             await _pump(upstream, response, exchange)
             return response
-    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
-        return exchange.fail(transport_error(exc))
+    except PROVIDER_FAILURES as exc:
+        return exchange.fail(provider_failure(exc, Phase.ANSWER))
 
 
 class _ClientGone(Exception):
@@ -100,8 +120,8 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         exchange.error = "client_disconnected"
         # Raised so the attempt closes the provider connection (the provider stops generating).
         raise asyncio.CancelledError() from None
-    except (GatewayError, TimeoutError, aiohttp.ClientError) as exc:
-        error = transport_error(exc, mid_stream=True)
+    except PROVIDER_FAILURES as exc:
+        error = provider_failure(exc, Phase.STREAM)
         exchange.error, exchange.fault = error.code or error.error_type, error
         await _end_with_error(response, error)
     except asyncio.CancelledError:
@@ -131,23 +151,9 @@ def _well_formed(completion: JSONDict) -> JSONDict:
 
 
 def _content_chars(completion: JSONDict) -> int:
-    """Characters of answer text, for estimating usage when a provider reports none."""
-    total = 0
-    for choice in completion["choices"]:
-        content = (choice.get("message") or {}).get("content")
-        total += len(content) if isinstance(content, str) else 0
-    return total
-
-
-def transport_error(exc: Exception, *, mid_stream: bool = False) -> GatewayError:
-    """A provider transport failure in the gateway's terms; GatewayErrors pass through as they are."""
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        return UpstreamTimeout("Provider stalled mid-stream") if mid_stream else UpstreamTimeout()
-    if mid_stream:
-        return ProviderError("Provider connection broke mid-stream", code="stream_broken")
-    return UpstreamUnreachable("Provider connection failed")
+    """Characters of answer text (every text the exchange walker yields: content, tool-call
+    arguments, reasoning, refusal), for estimating usage when a provider reports none."""
+    return sum(len(text.text) for text in completion_texts(completion))
 
 
 class _ChunkStamper:
@@ -172,10 +178,9 @@ class _ChunkStamper:
         elif "usage" in chunk and not self._wants_usage:
             del chunk["usage"]
         out = []
+        self.completion_chars += sum(len(text.text) for text in chunk_texts(chunk))
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            content = delta.get("content")
-            self.completion_chars += len(content) if isinstance(content, str) else 0
             index = choice.get("index", 0)
             if index not in self._roles_sent:
                 self._roles_sent.add(index)
@@ -207,6 +212,7 @@ def _flushed(guards: list[OutputGuard]) -> list[JSONDict]:
 
 
 def usage_of(value: Any) -> Usage | None:
+    """A provider's `usage` object as Usage, or None when it lacks integer prompt/completion tokens."""
     if not isinstance(value, dict):
         return None
     prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")

@@ -1,4 +1,9 @@
-"""Server-sent events: reading a provider's stream and writing OpenAI-style events."""
+"""Server-sent events: reading a provider's stream and writing OpenAI-style events.
+
+The framing follows the WHATWG HTML standard's server-sent events (`event:`/`data:` fields, a blank
+line ends an event, `:` starts a comment); the payloads follow OpenAI's Chat Completions streaming
+reference (`chat.completion.chunk` objects, then `data: [DONE]`).
+"""
 
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ async def read_events(content: LineSource) -> AsyncIterator[SSEEvent]:
 
 
 def data_event(payload: dict[str, Any]) -> bytes:
+    """One SSE `data:` event holding `payload` as JSON (WHATWG server-sent events)."""
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
@@ -59,6 +65,8 @@ def error_event(error: GatewayError) -> bytes:
 
 
 class ChunkSource(Protocol):
+    """What BufferedLines reads: an aiohttp StreamReader's `readany()` (b"" at the end)."""
+
     async def readany(self) -> bytes: ...
 
 
@@ -83,6 +91,7 @@ class BufferedLines:
         self._partial = b""
 
     async def readline(self) -> bytes:
+        """The next line with its b"\\n" (the last one may lack it); b"" at the end of the stream."""
         while self._next >= len(self._lines):
             chunk = await self._content.readany()
             if not chunk:

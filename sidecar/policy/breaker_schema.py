@@ -10,6 +10,7 @@ from sidecar.policy.reader import Located
 
 
 def parse_breaker(where: Located, base: BreakerConfig) -> BreakerConfig:
+    """A `breaker:` block over `base` (keys not given keep base's values); errors go to the section's log."""
     fields = where.mapping()
     if fields is None:
         return base

@@ -8,6 +8,7 @@ from typing import TypedDict
 
 import yaml
 
+from sidecar.core.guardrail_webhook import WebhookConfig
 from sidecar.features.guardrails.entity import ALL_CATEGORIES
 from sidecar.features.guardrails.pattern_guard import PatternMatcher, compile_patterns
 from sidecar.features.guardrails.policy import (
@@ -15,21 +16,26 @@ from sidecar.features.guardrails.policy import (
     DIRECTIONS,
     GUARDRAIL_TYPES,
     MESSAGE_SCOPES,
+    Action,
+    Direction,
     Guardrail,
     GuardrailSet,
+    GuardrailType,
+    MessageScope,
     Scope,
 )
-from sidecar.features.guardrails.webhook.config import WebhookConfig
 from sidecar.policy.reader import Located, Mapping
 from sidecar.policy.webhook_schema import WEBHOOK_KEYS, parse_webhook
 
-_TYPE_KEYS = MappingProxyType({
-    "pii": {"categories"},
-    "pattern": {"deny_regexes", "deny_keywords", "allow_regexes"},
-    "prompt_injection": {"threshold"},
-    "size": {"max_chars", "max_messages"},
-    "webhook": set(WEBHOOK_KEYS),
+_TYPE_KEYS: MappingProxyType[GuardrailType, frozenset[str]] = MappingProxyType({
+    GuardrailType.PII: frozenset({"categories"}),
+    GuardrailType.PATTERN: frozenset({"deny_regexes", "deny_keywords", "allow_regexes"}),
+    GuardrailType.PROMPT_INJECTION: frozenset({"threshold"}),
+    GuardrailType.SIZE: frozenset({"max_chars", "max_messages"}),
+    GuardrailType.WEBHOOK: WEBHOOK_KEYS,
 })
+# Guardrails that flag a whole text (no span): there is nothing to mask.
+_CANNOT_MASK = frozenset({GuardrailType.PROMPT_INJECTION, GuardrailType.SIZE})
 
 
 class _TypeSpecific(TypedDict, total=False):
@@ -44,6 +50,7 @@ class _TypeSpecific(TypedDict, total=False):
 
 
 def parse_guardrails(section: Located) -> GuardrailSet:
+    """The `guardrails:` section -> GuardrailSet; a broken entry is reported (FILE:LINE) and left out."""
     mapping = section.mapping()
     if mapping is None:
         return GuardrailSet()
@@ -56,8 +63,10 @@ def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
     if fields is None:
         return None
     type_at = fields.require("type")
-    kind = type_at.as_choice(GUARDRAIL_TYPES) if type_at else None
-    action = _required_choice(fields, "action", ACTIONS)
+    type_name = type_at.as_choice(GUARDRAIL_TYPES) if type_at else None
+    kind = GuardrailType(type_name) if type_name else None
+    action_name = _required_choice(fields, "action", ACTIONS)
+    action = Action(action_name) if action_name else None
     direction = fields.read("direction", lambda w: w.as_choice(DIRECTIONS), "input")
     messages = fields.read("messages", lambda w: w.as_choice(MESSAGE_SCOPES), "all")
     default_on = fields.read("default_on", Located.as_bool, True)
@@ -69,10 +78,11 @@ def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
     fields.finish()
     if kind is None or action is None or specific is None:
         return None
-    if action == "mask" and kind in ("prompt_injection", "size"):
+    if action is Action.MASK and kind in _CANNOT_MASK:
         where.error(f"a {kind} guardrail cannot mask; use block or log")
         return None
-    return Guardrail(key=key, type=kind, action=action, direction=direction, messages=messages,
+    return Guardrail(key=key, type=kind, action=action, direction=Direction(direction),
+                     messages=MessageScope(messages),
                      scope=scope, default_on=default_on, hold_back=hold_back, **specific)
 
 
@@ -81,16 +91,16 @@ def _required_choice(fields: Mapping, key: str, choices: tuple[str, ...]) -> str
     return at.as_choice(choices) if at else None
 
 
-def _type_specific(kind: str, fields: Mapping, action: str | None) -> _TypeSpecific | None:
-    if kind == "webhook":
+def _type_specific(kind: GuardrailType, fields: Mapping, action: Action | None) -> _TypeSpecific | None:
+    if kind is GuardrailType.WEBHOOK:
         webhook = parse_webhook(fields, action)
         return None if webhook is None else {"webhook": webhook}
-    if kind == "pii":
+    if kind is GuardrailType.PII:
         return {"categories": _categories(fields)}
-    if kind == "pattern":
+    if kind is GuardrailType.PATTERN:
         matcher = _matcher(fields)
         return None if matcher is None else {"matcher": matcher}
-    if kind == "prompt_injection":
+    if kind is GuardrailType.PROMPT_INJECTION:
         return {"threshold": fields.read("threshold", lambda w: w.as_number(0.0, 1.0), 0.5)}
     max_chars = fields.read("max_chars", lambda w: w.as_int(minimum=1), None)
     max_messages = fields.read("max_messages", lambda w: w.as_int(minimum=1), None)
@@ -100,14 +110,15 @@ def _type_specific(kind: str, fields: Mapping, action: str | None) -> _TypeSpeci
     return {"max_chars": max_chars, "max_messages": max_messages}
 
 
-def _reject_foreign_keys(kind: str | None, fields: Mapping) -> None:
+def _reject_foreign_keys(kind: GuardrailType | None, fields: Mapping) -> None:
     if kind is None:
         return
-    for other, keys in _TYPE_KEYS.items():
-        for name in keys - _TYPE_KEYS[kind]:
-            found = fields.get(name) if other != kind else None
-            if found is not None:
-                found.error(f"only {other} guardrails take {name}")
+    foreign = sorted(set().union(*_TYPE_KEYS.values()) - _TYPE_KEYS[kind])
+    for name in foreign:
+        found = fields.get(name)
+        if found is not None:  # once per key, naming every type that takes it (`threshold`: two)
+            owners = " and ".join(t for t, keys in _TYPE_KEYS.items() if name in keys)
+            found.error(f"only {owners} guardrails take {name}")
 
 
 def _categories(fields: Mapping) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.core.routes import ModelRegistry
@@ -11,18 +12,24 @@ from sidecar.features.quotas.limits import (
     KINDS,
     MICRO_USD,
     PER_FIELDS,
+    STORE_BACKENDS,
     Limit,
+    LimitKind,
     LimitsPolicy,
     ModelQuotaSettings,
+    PerField,
     Price,
     StoreConfig,
 )
 from sidecar.policy.reader import Located
 
-BACKENDS = ("memory", "redis")
+BackendErrorMode = Literal["open", "closed"]
+"""`on_backend_error`: admit (open) or refuse (closed) when the counter store is unreachable."""
+BACKEND_ERROR_MODES: tuple[BackendErrorMode, ...] = ("open", "closed")
 
 
 def parse_limits(section: Located, tokens: TokenStore, models: ModelRegistry) -> LimitsPolicy:
+    """The `limits:` section -> LimitsPolicy; token and model names are checked against the other sections."""
     fields = section.mapping()
     if fields is None:
         return LimitsPolicy()
@@ -58,7 +65,7 @@ def _store(where: Located) -> StoreConfig:
     if fields is None:
         return StoreConfig()
     default = StoreConfig()
-    backend = fields.read("backend", lambda w: w.as_choice(BACKENDS), default.backend)
+    backend = fields.read("backend", lambda w: w.as_choice(STORE_BACKENDS), default.backend)
     state_dir = fields.read("state_dir", Located.as_str, None)
     redis_url = fields.read("redis_url", Located.as_str, None)
     if backend == "redis" and redis_url is None:
@@ -143,7 +150,7 @@ def _rule(name: str, where: Located, tokens: TokenStore, models: ModelRegistry) 
     per_at = fields.get("per")
     per = _per(per_at) if per_at else ("token",)
     shadow = fields.read("shadow", Located.as_bool, False)
-    on_error = fields.read("on_backend_error", lambda w: w.as_choice(("open", "closed")), "open")
+    on_error = fields.read("on_backend_error", lambda w: w.as_choice(BACKEND_ERROR_MODES), "open")
     caps = {kind: cap for kind in KINDS if (cap := _cap(fields.get(kind), kind)) is not None}
     fields.finish()
     if not caps and not any(kind in fields.entries for kind in KINDS):
@@ -152,7 +159,7 @@ def _rule(name: str, where: Located, tokens: TokenStore, models: ModelRegistry) 
             for kind, cap in caps.items()]
 
 
-def _cap(where: Located | None, kind: str) -> int | None:
+def _cap(where: Located | None, kind: LimitKind) -> int | None:
     if where is None:
         return None
     if KINDS[kind].unit == "spend":
@@ -161,7 +168,7 @@ def _cap(where: Located | None, kind: str) -> int | None:
     return where.as_int(minimum=1)
 
 
-def _per(where: Located) -> tuple[str, ...]:
+def _per(where: Located) -> tuple[PerField, ...]:
     values = where.str_list()
     if values is None:
         return ("token",)
@@ -169,7 +176,7 @@ def _per(where: Located) -> tuple[str, ...]:
     if unknown or len(set(values)) != len(values):
         where.error(f"must list distinct values out of {', '.join(PER_FIELDS)} ([] means one shared counter)")
         return ("token",)
-    return tuple(sorted(values, key=PER_FIELDS.index))
+    return tuple(field for field in PER_FIELDS if field in values)  # in PER_FIELDS' order
 
 
 def _match(where: Located, tokens: TokenStore, models: ModelRegistry) -> tuple[

@@ -55,6 +55,9 @@ def folder_version(folder: Path) -> str:
 
 
 def load_policy(folder: Path) -> Policy:
+    """A policy folder's *.yaml/*.yml files -> one immutable Policy; raises PolicyError listing every `FILE:LINE:
+    key.path: message`.
+    """
     if not folder.is_dir():
         raise PolicyError([f"{folder}: not a directory"])
     log = ErrorLog()

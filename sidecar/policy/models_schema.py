@@ -10,26 +10,59 @@ from pathlib import Path
 import yaml
 
 from sidecar.core.credentials import Credential
-from sidecar.core.routes import BreakerConfig, Deployment, ModelRegistry, ModelRoute, Timeouts
+from sidecar.core.endpoints import EMBEDDING_CATEGORY
+from sidecar.core.routes import (
+    BreakerConfig,
+    Deployment,
+    MaxTokensField,
+    ModelRegistry,
+    ModelRoute,
+    ProviderType,
+    Timeouts,
+)
 from sidecar.policy.breaker_schema import parse_breaker
-from sidecar.policy.reader import Located
+from sidecar.policy.reader import Located, Mapping
 from sidecar.policy.references import check_reference
-from sidecar.providers.registry import PROVIDER_TYPES
+from sidecar.providers.registry import (
+    EMBEDDING_PROVIDER_TYPES,
+    PROVIDER_TYPES,
+    auto_max_tokens_field,
+    auto_stream_include_usage,
+)
+
+AUTO = "auto"
+_MAX_TOKENS_FIELDS: tuple[MaxTokensField, ...] = ("max_completion_tokens", "max_tokens")
 
 
 @dataclass(frozen=True)
 class ProviderConfig:
+    """One `providers:` entry as read: type, base URL, credential, headers, timeouts (seconds), breaker."""
+
     name: str
-    type: str
+    type: ProviderType
     base_url: str
     credential: Credential
     headers: dict[str, str]
     api_version: str | None
     timeouts: Timeouts
     breaker: BreakerConfig
+    stream_include_usage: bool | None = None  # None: auto (by type and api_version)
+    max_tokens_field: MaxTokensField | None = None  # None: auto
+
+    def include_usage(self, override: bool | None) -> bool:
+        """A deployment's `stream_include_usage`: its own, else the provider's, else automatic."""
+        for value in (override, self.stream_include_usage):
+            if value is not None:
+                return value
+        return auto_stream_include_usage(self.type, self.api_version)
+
+    def cap_field(self, override: MaxTokensField | None) -> MaxTokensField:
+        """A deployment's `max_tokens_field`: its own, else the provider's, else automatic."""
+        return override or self.max_tokens_field or auto_max_tokens_field(self.type, self.base_url, self.api_version)
 
 
 def parse_providers(section: Located, default_breaker: BreakerConfig | None = None) -> dict[str, ProviderConfig]:
+    """The `providers:` section -> ProviderConfig by name; a provider's own `breaker:` overrides `default_breaker`."""
     providers: dict[str, ProviderConfig] = {}
     mapping = section.mapping()
     if mapping is None:
@@ -46,7 +79,8 @@ def _parse_provider(name: str, where: Located, default_breaker: BreakerConfig) -
     if fields is None:
         return None
     type_at = fields.require("type")
-    provider_type = type_at.as_choice(tuple(sorted(PROVIDER_TYPES))) if type_at else None
+    type_name = type_at.as_choice(tuple(sorted(PROVIDER_TYPES))) if type_at else None
+    provider_type = ProviderType(type_name) if type_name else None
     url_at = fields.require("base_url")
     base_url = url_at.as_str() if url_at else None
     if url_at is not None and base_url is not None and not base_url.startswith(("http://", "https://")):
@@ -57,16 +91,36 @@ def _parse_provider(name: str, where: Located, default_breaker: BreakerConfig) -
     headers_at = fields.get("headers")
     headers = _headers(headers_at) if headers_at else {}
     api_version = fields.read("api_version", _version_string, None)
-    if provider_type == "azure" and api_version is None:
+    if provider_type is ProviderType.AZURE and api_version is None:
         where.error("azure providers need api_version")
     timeouts_at = fields.get("timeouts")
     timeouts = _timeouts(timeouts_at) if timeouts_at else Timeouts()
     breaker_at = fields.get("breaker")
     breaker = parse_breaker(breaker_at, default_breaker) if breaker_at else default_breaker
+    include_usage, cap_field = _include_usage(fields), _cap_field(fields)
     fields.finish()
     if provider_type is None or base_url is None:
         return None
-    return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts, breaker)
+    return ProviderConfig(name, provider_type, base_url, credential, headers, api_version, timeouts, breaker,
+                          include_usage, cap_field)
+
+
+def _include_usage(fields: Mapping) -> bool | None:
+    """`stream_include_usage`: `auto` (None, the default), `true` or `false`."""
+    where = fields.get("stream_include_usage")
+    value = where.scalar() if where is not None else AUTO
+    if isinstance(value, bool):
+        return value
+    if value != AUTO and where is not None:
+        where.error("must be auto, true or false")
+    return None
+
+
+def _cap_field(fields: Mapping) -> MaxTokensField | None:
+    """`max_tokens_field`: `auto` (None, the default), `max_completion_tokens` or `max_tokens`."""
+    where = fields.get("max_tokens_field")
+    value = where.as_choice((AUTO, *_MAX_TOKENS_FIELDS)) if where is not None else AUTO
+    return next((f for f in _MAX_TOKENS_FIELDS if f == value), None)
 
 
 def _version_string(where: Located) -> str | None:
@@ -160,6 +214,10 @@ def _parse_model(key: str, where: Located, providers: _Providers) -> ModelRoute 
             # Breaker state and fallbacks are kept per deployment name, so names must be unique.
             item.error(f"deployment '{deployment.name}' is listed twice")
         seen.add(deployment.name if deployment else "")
+        if category == EMBEDDING_CATEGORY and deployment is not None \
+                and deployment.provider not in EMBEDDING_PROVIDER_TYPES:
+            item.error(f"provider type '{deployment.provider}' cannot serve embeddings "
+                       f"(use {' or '.join(sorted(EMBEDDING_PROVIDER_TYPES))})")
     return ModelRoute(key=key, category=category, deployments=tuple(deployments))
 
 
@@ -177,6 +235,7 @@ def _parse_deployment(where: Located, known: _Providers, index: int) -> Deployme
     priority = fields.read("priority", lambda w: w.as_int(minimum=0), index)
     weight = fields.read("weight", lambda w: w.as_number(minimum=0.001, maximum=1e6), 1.0)
     timeouts_at = fields.get("timeouts")
+    include_usage, cap_field = _include_usage(fields), _cap_field(fields)
     fields.finish()
     if provider_at is not None and provider_name is not None and provider_name not in known.valid:
         check_reference(provider_at, "provider", provider_name, known.defined)
@@ -193,6 +252,8 @@ def _parse_deployment(where: Located, known: _Providers, index: int) -> Deployme
         headers=provider.headers,
         api_version=provider.api_version,
         default_max_tokens=default_max_tokens,
+        stream_include_usage=provider.include_usage(include_usage),
+        max_tokens_field=provider.cap_field(cap_field),
         timeouts=_timeouts(timeouts_at, provider.timeouts) if timeouts_at else provider.timeouts,
         breaker=provider.breaker,
         priority=priority,

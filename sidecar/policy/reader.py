@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
@@ -18,6 +18,7 @@ from typing import TypeVar
 import yaml
 
 T = TypeVar("T")
+S = TypeVar("S", bound=str)
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -34,11 +35,14 @@ class PolicyError(Exception):
 
 @dataclass
 class ErrorLog:
+    """The errors of one load, in the order found, each `FILE:LINE: key.path: message`."""
+
     errors: list[str] = field(default_factory=list)
     # One constructor per load turns scalar nodes into values (a fresh loader per scalar costs more).
     constructor: yaml.constructor.SafeConstructor = field(default_factory=yaml.constructor.SafeConstructor)
 
     def add(self, file: str, node: yaml.Node | None, path: str, message: str) -> None:
+        """Records `message` at `node`'s line (1-based; line 1 when there is no node)."""
         line = node.start_mark.line + 1 if node is not None else 1
         self.errors.append(f"{file}:{line}: {path or '(file)'}: {message}")
 
@@ -53,20 +57,24 @@ class Located:
     log: ErrorLog
 
     def error(self, message: str) -> None:
+        """Reports `message` at this node."""
         self.log.add(self.file, self.node, self.path, message)
 
     def child(self, node: yaml.Node, key: str | int) -> Located:
+        """The node under this one at mapping `key` or list index `key`, with its path extended."""
         path = f"{self.path}[{key}]" if isinstance(key, int) else (f"{self.path}.{key}" if self.path else key)
         return Located(self.file, node, path, self.log)
 
     # ---- scalars -------------------------------------------------------------------------
     def scalar(self) -> object:
+        """The YAML value of a scalar node (str, int, float, bool, date, None); a sentinel for lists and mappings."""
         if not isinstance(self.node, yaml.ScalarNode):
             return _NOT_SCALAR
         value: object = self.log.constructor.construct_object(self.node, deep=True)
         return value
 
     def as_str(self) -> str | None:
+        """A non-empty string (with `${VAR}` / `${VAR:-default}` expanded), or None after reporting why."""
         value = self.scalar()
         if isinstance(value, (date, datetime)) and isinstance(self.node, yaml.ScalarNode):
             # An unquoted `2024-06-01` (Azure's api_version) is a date to YAML; the author meant the text.
@@ -103,6 +111,7 @@ class Located:
             return None
 
     def as_int(self, minimum: int | None = None) -> int | None:
+        """An integer (not a bool) of at least `minimum`, or None after reporting why."""
         value = self.scalar()
         if isinstance(value, bool) or not isinstance(value, int):
             self.error("must be an integer")
@@ -113,6 +122,7 @@ class Located:
         return value
 
     def as_number(self, minimum: float | None = None, maximum: float | None = None) -> float | None:
+        """An int or float within [minimum, maximum], as float, or None after reporting why."""
         value = self.scalar()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.error("must be a number")
@@ -123,6 +133,7 @@ class Located:
         return float(value)
 
     def as_bool(self) -> bool | None:
+        """true or false, or None after reporting why."""
         value = self.scalar()
         if not isinstance(value, bool):
             self.error("must be true or false")
@@ -140,15 +151,18 @@ class Located:
             return None
         return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
-    def as_choice(self, choices: tuple[str, ...]) -> str | None:
+    def as_choice(self, choices: Sequence[S]) -> S | None:
+        """The choice this scalar spells (a StrEnum member when given members); None: reported."""
         value = self.scalar()
-        if value not in choices:
-            self.error(f"must be one of {', '.join(choices)}")
-            return None
-        return str(value)
+        for choice in choices:
+            if value == choice:
+                return choice
+        self.error(f"must be one of {', '.join(choices)}")
+        return None
 
     # ---- collections ---------------------------------------------------------------------
     def items(self) -> Iterator[Located]:
+        """The items of a list node (reports `must be a list` otherwise)."""
         if not isinstance(self.node, yaml.SequenceNode):
             self.error("must be a list")
             return
@@ -156,12 +170,14 @@ class Located:
             yield self.child(node, index)
 
     def str_list(self) -> tuple[str, ...] | None:
+        """A list of non-empty strings, or None after reporting why."""
         values = [item.as_str() for item in self.items()]
         if not isinstance(self.node, yaml.SequenceNode) or any(v is None for v in values):
             return None
         return tuple(v for v in values if v is not None)
 
     def mapping(self) -> Mapping | None:
+        """This node read as a Mapping, or None after reporting `must be a mapping`."""
         if not isinstance(self.node, yaml.MappingNode):
             self.error("must be a mapping")
             return None
@@ -196,16 +212,19 @@ class Mapping:
             self.entries[key] = child
 
     def get(self, key: str) -> Located | None:
+        """The entry at `key`, or None; either way `key` counts as known for `finish()`."""
         self._read.add(key)
         return self.entries.get(key)
 
     def require(self, key: str) -> Located | None:
+        """The entry at `key`, or None after reporting `is required`."""
         found = self.get(key)
         if found is None:
             self.where.log.add(self.where.file, self.where.node, _join(self.where.path, key), "is required")
         return found
 
     def read(self, key: str, reader: Callable[[Located], T | None], default: T) -> T:
+        """`reader` applied to the entry at `key`; `default` when it is absent or invalid (invalid is reported)."""
         found = self.get(key)
         if found is None:
             return default
@@ -218,6 +237,7 @@ class Mapping:
         yield from self.entries.items()
 
     def finish(self) -> None:
+        """Reports every key nobody read as `unknown key`."""
         for key, where in self.entries.items():
             if key not in self._read:
                 where.log.add(where.file, where.node, where.path, "unknown key")

@@ -12,6 +12,8 @@ from sidecar.features.quotas.limits import LimitsPolicy
 
 @dataclass(frozen=True)
 class Policy:
+    """One immutable snapshot of a policy folder; `version` is the first 12 hex digits of the files' SHA-256."""
+
     version: str  # content hash of the policy files: logs and metrics say which policy decided
     source: str  # the folder it was loaded from
     tokens: TokenStore

@@ -15,6 +15,7 @@ _COUNTED_ELSEWHERE = frozenset({"version", "source", "tokens", "models"})
 
 
 def summarize(policy: Policy) -> str:
+    """One line for `check`: `DIR: OK (version …): 1 token, 1 team, 2 models, …`."""
     routes = policy.models.routes.values()
     parts = [
         _count(len(policy.tokens.by_hash), "token"),

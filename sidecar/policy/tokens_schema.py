@@ -13,6 +13,7 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_tokens(section: Located, known_models: Collection[str]) -> TokenStore:
+    """The `tokens:` section -> TokenStore; models must be among `known_models`, sha256 64 lowercase hex digits."""
     records: dict[str, TokenRecord] = {}
     mapping = section.mapping()
     if mapping is None:

@@ -10,6 +10,9 @@ the snapshot they started with. An invalid change keeps the last good snapshot, 
 error and shows up in metrics; the same broken content is not reported again every second.
 Runtime state (quota counters, breaker state) lives on app objects, never in the snapshot, so it
 survives any reload.
+
+`catch_up` lets the forwarding path look at once when a decision names a version this process
+does not hold yet (another sidecar worker reloaded first), instead of refusing it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import Gauge
 
-from sidecar.features.observability.metrics import GatewayMetrics
 from sidecar.policy.loader import folder_version, load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.snapshot import Policy
@@ -43,12 +47,36 @@ class Scan:
     settling: bool = False  # the files changed while being read: look again next time
 
 
+class ReloadMetrics(Protocol):
+    """What the watcher reports (the sidecar's GatewayMetrics); a Protocol, so policy/ does not
+    depend on features/observability."""
+
+    reload_errors: Gauge
+
+    def reload(self, ok: bool, errors: int = 0) -> None: ...
+
+    def policy_loaded(self, version: str, loaded_at: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The last policy change that was refused: its folder version, when, and every error."""
+
+    version: str
+    at: float  # epoch seconds
+    errors: tuple[str, ...]
+
+
 class PolicyWatcher:
-    def __init__(self, folder: Path, store: PolicyStore, metrics: GatewayMetrics) -> None:
+    """Polls a policy folder and swaps each valid change into the store (invalid ones are logged)."""
+
+    def __init__(self, folder: Path, store: PolicyStore, metrics: ReloadMetrics) -> None:
         self.folder = folder
         self.store = store
         self.metrics = metrics
         self.rejected: str | None = None  # the version of the last invalid change, reported once
+        self.last_rejection: Rejection | None = None  # kept after a later valid change, for the status page
+        self._looking = asyncio.Lock()
 
     def scan(self) -> Scan:
         """Blocking file reads and parsing: run in a thread by `run`."""
@@ -75,6 +103,7 @@ class PolicyWatcher:
             return "reloaded"
         if scan.errors:
             self.rejected = scan.seen
+            self.last_rejection = Rejection(scan.seen, time.time(), scan.errors)
             self.metrics.reload(ok=False, errors=len(scan.errors))
             for error in scan.errors:
                 log.error("policy error", extra={"fields": {"error": error, "rejected_version": scan.seen}})
@@ -89,9 +118,19 @@ class PolicyWatcher:
         return "unchanged"
 
     def check_once(self) -> str:
+        """One scan and apply, in the calling thread; returns reloaded/rejected/restored/settling/unchanged."""
         return self.apply(self.scan())
 
+    async def catch_up(self, version: str) -> Policy | None:
+        """The snapshot of `version` after one look at the folder now, or None if the folder holds
+        another version (one look at a time; later callers find what it swapped in)."""
+        async with self._looking:
+            if self.store.get(version) is None and folder_version(self.folder) == version:
+                self.apply(await asyncio.to_thread(self.scan))
+        return self.store.get(version)
+
     async def run(self, interval: float) -> None:
+        """Scans every `interval` seconds (file reads in a thread) until cancelled; never raises."""
         while True:
             await asyncio.sleep(interval)
             try:
@@ -100,14 +139,19 @@ class PolicyWatcher:
                 log.exception("policy watcher failed")
 
 
-def install_watcher(app: web.Application, store: PolicyStore, metrics: GatewayMetrics, interval: float) -> None:
+POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
+
+
+def install_watcher(app: web.Application, store: PolicyStore, metrics: ReloadMetrics, interval: float) -> None:
     """Watches the folder the serving policy came from, from startup to shutdown."""
+
+    watcher = PolicyWatcher(Path(store.current.source), store, metrics)
+    app[POLICY_WATCHER] = watcher
 
     async def watch(app: web.Application) -> AsyncIterator[None]:
         if interval <= 0:
             yield
             return
-        watcher = PolicyWatcher(Path(store.current.source), store, metrics)
         task = asyncio.create_task(watcher.run(interval))
         yield
         task.cancel()

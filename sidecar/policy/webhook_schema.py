@@ -16,17 +16,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sidecar.core.credentials import Credential
-from sidecar.features.guardrails.webhook.config import DEFAULT_BREAKER, OnError, WebhookConfig
+from sidecar.core.guardrail_webhook import DEFAULT_BREAKER, OnError, WebhookConfig
 from sidecar.policy.breaker_schema import parse_breaker
 from sidecar.policy.models_schema import _credential  # the providers' own {env|file} reader
 from sidecar.policy.reader import Located, Mapping
 
-WEBHOOK_KEYS = frozenset({"url", "api_key", "headers", "timeout", "on_error", "threshold", "max_connections",
-                          "stream_chars", "breaker"})
+WEBHOOK_KEYS: frozenset[str] = frozenset({"url", "api_key", "headers", "timeout", "on_error", "threshold",
+                                          "max_connections", "stream_chars", "breaker"})
 _ON_ERROR = tuple(kind.value for kind in OnError)
 
 
 def parse_webhook(fields: Mapping, action: str | None) -> WebhookConfig | None:
+    """The webhook keys of one guardrail entry (`fields`, its other keys read elsewhere) as a
+    WebhookConfig (durations in seconds); None when `url` is missing or invalid. Errors are
+    reported on `fields` (FILE:LINE: KEY: message), never raised. `action` (`block`/`mask`/`log`)
+    chooses the default `on_error`: open for `log`, closed otherwise."""
     url_at = fields.require("url")
     url = url_at.as_str() if url_at else None
     if url_at is not None and url is not None and not url.startswith(("http://", "https://")):

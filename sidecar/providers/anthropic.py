@@ -14,6 +14,7 @@ import orjson
 from sidecar.core.errors import ProviderError
 from sidecar.core.routes import Deployment
 from sidecar.core.types import JSONDict
+from sidecar.providers.anthropic_fields import json_tool
 from sidecar.providers.anthropic_request import build_body
 from sidecar.providers.anthropic_response import completion, error_from_payload
 from sidecar.providers.anthropic_stream import AnthropicStreamTranslator
@@ -30,12 +31,22 @@ class AnthropicProvider:
         self._url = deployment.base_url.rstrip("/") + "/v1/messages"
         # Anthropic's answers carry no timestamp, so `created` comes from here; injectable for tests.
         self._clock = clock
+        # The forced tool that carries `response_format` (its input is the answer's content); set by
+        # build_request, read back by the translations of this exchange's answer.
+        self._json_tool: str | None = None
 
     def build_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
         anthropic_body = build_body(
             body, model=self.deployment.upstream_model, default_max_tokens=self.deployment.default_max_tokens
         )
+        forced = json_tool(body)
+        self._json_tool = str(forced["name"]) if forced is not None else None
         return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(anthropic_body))
+
+    def build_embeddings_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        # Anthropic has no embeddings API; the policy loader refuses such deployments already.
+        raise ProviderError(f"Deployment '{self.deployment.name}' (Anthropic) cannot serve embeddings",
+                            code="endpoint_not_supported", retryable=True)
 
     def _headers(self, request_id: str) -> dict[str, str]:
         headers = {
@@ -50,10 +61,10 @@ class AnthropicProvider:
         return headers
 
     def translate_response(self, payload: JSONDict) -> JSONDict:
-        return completion(payload, created=int(self._clock()))
+        return completion(payload, created=int(self._clock()), json_tool=self._json_tool)
 
     def translate_error(self, status: int, payload: bytes) -> ProviderError:
         return error_from_payload(status, payload)
 
     def stream_translator(self) -> AnthropicStreamTranslator:
-        return AnthropicStreamTranslator(created=int(self._clock()))
+        return AnthropicStreamTranslator(created=int(self._clock()), json_tool=self._json_tool)

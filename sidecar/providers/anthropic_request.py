@@ -1,8 +1,7 @@
 """OpenAI chat request -> Anthropic Messages API request body.
 
-Only fields Anthropic understands are emitted; OpenAI-only fields (`stream_options`, `n`,
-`frequency_penalty`, `logprobs`, `response_format`, ...) are dropped rather than forwarded,
-because Anthropic rejects unknown top-level fields.
+Only fields Anthropic understands are emitted (it rejects unknown top-level fields); which OpenAI
+field becomes what, and which are refused with a 400 naming them, is `anthropic_fields`.
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from sidecar.core.errors import ProviderError
 from sidecar.core.types import JSONDict
+from sidecar.providers.anthropic_fields import check_fields, invalid, json_tool
 
 # Anthropic's temperature range is 0..1 while OpenAI's is 0..2. We clamp instead of scaling:
 # the values clients actually send (0, 0.2, 0.7, 1) keep their meaning, and only the rarely used
@@ -26,16 +25,12 @@ _SYSTEM_ROLES = ("system", "developer")
 _SYSTEM_JOINER = "\n\n"
 
 
-def invalid(message: str, param: str | None = None) -> ProviderError:
-    """A request this provider cannot express: the client's fault, so a 400 that is not retried."""
-    return ProviderError(
-        message, status=400, error_type="invalid_request_error", code="unsupported_for_provider", param=param
-    )
-
-
 def build_body(body: JSONDict, *, model: str, default_max_tokens: int) -> JSONDict:
-    """The Anthropic body for one OpenAI chat request; `body` is left untouched."""
-    _reject_multiple_choices(body)
+    """The Anthropic body for one OpenAI chat request; `body` is left untouched.
+
+    Raises ProviderError (400, `param` naming the field) for what Anthropic cannot express.
+    """
+    check_fields(body)
     system, messages = _convert_messages(body.get("messages"))
     out: JSONDict = {"model": model, "max_tokens": _max_tokens(body, default_max_tokens), "messages": messages}
     if system:
@@ -45,16 +40,14 @@ def build_body(body: JSONDict, *, model: str, default_max_tokens: int) -> JSONDi
         out["stream"] = True
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    if isinstance(body.get("top_k"), int):
+        out["top_k"] = body["top_k"]  # Anthropic's own sampling field, for clients that know it
     _copy_tools(body, out)
+    forced = json_tool(body)
+    if forced is not None:
+        out["tools"] = [forced]
+        out["tool_choice"] = {"type": "tool", "name": forced["name"]}
     return out
-
-
-def _reject_multiple_choices(body: JSONDict) -> None:
-    # Anthropic returns one completion per request; silently answering n=3 with one choice
-    # would break clients that index choices[1].
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise invalid("This model's provider supports only n=1", param="n")
 
 
 def _max_tokens(body: JSONDict, default: int) -> int:
@@ -133,16 +126,19 @@ def _convert_messages(messages: Any) -> tuple[str, list[JSONDict]]:
         raise invalid("'messages' must be a list", param="messages")
     system: list[str] = []
     converted: list[JSONDict] = []
-    for message in messages:
+    legacy_call: str | None = None  # the tool_use id given to the last legacy function_call
+    for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise invalid("Each message must be an object", param="messages")
         role = message.get("role")
         if role in _SYSTEM_ROLES:
             system.extend(_texts(message.get("content")))
             continue
-        blocks = _message_blocks(role, message)
+        if role == "assistant" and isinstance(message.get("function_call"), dict):
+            legacy_call = f"call_legacy_{index}"
+        blocks = _legacy_blocks(role, message, legacy_call) or _message_blocks(role, message)
         if blocks:
-            _append_merged(converted, "user" if role in ("user", "tool") else "assistant", blocks)
+            _append_merged(converted, "user" if role in ("user", "tool", "function") else "assistant", blocks)
     return _SYSTEM_JOINER.join(text for text in system if text), converted
 
 
@@ -163,6 +159,24 @@ def _message_blocks(role: Any, message: JSONDict) -> list[JSONDict]:
     if role == "tool":
         return [_tool_result_block(message)]
     raise invalid(f"Unsupported message role: {role!r}", param="messages")
+
+
+def _legacy_blocks(role: Any, message: JSONDict, legacy_call: str | None) -> list[JSONDict]:
+    """OpenAI's legacy function calling as tool use: an assistant `function_call` becomes a
+    tool_use block, the `function` message answering it its tool_result; an assistant turn that is
+    only a `refusal` becomes its text. Empty for every other message."""
+    if role == "function":
+        if legacy_call is None:
+            raise invalid("A function message needs an earlier assistant function_call", param="messages")
+        return [_tool_result_block({**message, "tool_call_id": legacy_call})]
+    if role != "assistant":
+        return []
+    extra: list[JSONDict] = []
+    if message.get("content") is None and isinstance(message.get("refusal"), str) and message["refusal"]:
+        extra.append({"type": "text", "text": message["refusal"]})
+    if isinstance(message.get("function_call"), dict) and legacy_call is not None:
+        extra.append(_tool_use_block({"id": legacy_call, "type": "function", "function": message["function_call"]}))
+    return [*_message_blocks(role, message), *extra] if extra else []
 
 
 def _texts(content: Any) -> list[str]:
@@ -188,6 +202,8 @@ def _part_block(part: Any) -> JSONDict | None:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind == "text" and isinstance(part.get("text"), str):
         return {"type": "text", "text": part["text"]} if part["text"] else None
+    if kind == "refusal" and isinstance(part.get("refusal"), str):  # an assistant's refusal part
+        return {"type": "text", "text": part["refusal"]} if part["refusal"] else None
     if kind == "image_url":
         return _image_block(part.get("image_url"))
     raise invalid(f"Unsupported content part type: {kind!r}", param="messages")

@@ -12,6 +12,7 @@ import orjson
 
 from sidecar.core.errors import ProviderError
 from sidecar.core.types import JSONDict
+from sidecar.providers.base import REJECTION_PREFIX, is_provider_rejection, rejection_code
 
 
 def finish_reason(stop_reason: Any) -> str | None:
@@ -28,6 +29,11 @@ def finish_reason(stop_reason: Any) -> str | None:
         case _:
             # end_turn, stop_sequence, pause_turn and reasons added later all mean "ended normally".
             return "stop"
+
+
+def json_finish_reason(stop_reason: Any) -> str | None:
+    """The finish reason when the forced `response_format` tool answered: its tool_use is the answer."""
+    return "stop" if stop_reason == "tool_use" else finish_reason(stop_reason)
 
 
 def usage(anthropic_usage: Any) -> JSONDict:
@@ -60,22 +66,33 @@ def tool_call(block: JSONDict) -> JSONDict:
     }
 
 
-def completion(payload: JSONDict, *, created: int) -> JSONDict:
-    """A non-streamed Anthropic message -> an OpenAI `chat.completion`."""
+def completion(payload: JSONDict, *, created: int, json_tool: str | None = None) -> JSONDict:
+    """A non-streamed Anthropic message -> an OpenAI `chat.completion`.
+
+    `json_tool`: the forced tool that carried `response_format`; its input is the content (JSON text).
+    """
     blocks = [block for block in payload.get("content") or [] if isinstance(block, dict)]
+    answer = [b for b in blocks if json_tool is not None and b.get("type") == "tool_use" and b.get("name") == json_tool]
+    if answer:
+        message: JSONDict = {"role": "assistant", "content": orjson.dumps(answer[0].get("input", {})).decode()}
+        return _completion(payload, created, message, json_finish_reason(payload.get("stop_reason")))
     text = "".join(str(block.get("text") or "") for block in blocks if block.get("type") == "text")
     tool_calls = [tool_call(block) for block in blocks if block.get("type") == "tool_use"]
     # OpenAI sends content null (not "") when the assistant only calls tools; thinking blocks
     # have no OpenAI counterpart and are dropped.
-    message: JSONDict = {"role": "assistant", "content": text if text or not tool_calls else None}
+    message = {"role": "assistant", "content": text if text or not tool_calls else None}
     if tool_calls:
         message["tool_calls"] = tool_calls
+    return _completion(payload, created, message, finish_reason(payload.get("stop_reason")))
+
+
+def _completion(payload: JSONDict, created: int, message: JSONDict, reason: str | None) -> JSONDict:
     return {
         "id": payload.get("id"),
         "object": "chat.completion",
         "created": created,
         "model": payload.get("model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(payload.get("stop_reason"))}],
+        "choices": [{"index": 0, "message": message, "finish_reason": reason}],
         "usage": usage(payload.get("usage")),
     }
 
@@ -92,8 +109,9 @@ class _ErrorMapping:
     prefix: str = ""
 
 
-# Used for 401/403/404/402: the client's request was fine, this deployment's configuration is not.
-_GATEWAY_SIDE = "The provider rejected the gateway's deployment configuration (not your API key): "
+# Used for 401/403/404/402: the client's request was fine, this deployment's configuration is not
+# (the one rule of sidecar.providers.base.provider_rejection).
+_GATEWAY_SIDE = REJECTION_PREFIX
 
 
 def _mapping_for_type(anthropic_type: str | None) -> _ErrorMapping | None:
@@ -127,8 +145,8 @@ def _mapping_for_status(status: int | None) -> _ErrorMapping:
         return _ErrorMapping(502, "provider_error", None, True)
     if status == 429:
         return _ErrorMapping(429, "rate_limit_exceeded", "provider_rate_limited", True)
-    if status in (401, 402, 403, 404):
-        return _ErrorMapping(502, "provider_error", None, True, _GATEWAY_SIDE)
+    if is_provider_rejection(status):
+        return _ErrorMapping(502, "provider_error", rejection_code(status), True, _GATEWAY_SIDE)
     return _ErrorMapping(status, "invalid_request_error", None, False)
 
 

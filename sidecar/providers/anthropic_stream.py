@@ -14,6 +14,7 @@ from sidecar.core.types import JSONDict, SSEEvent
 from sidecar.providers.anthropic_response import (
     error_fields,
     finish_reason,
+    json_finish_reason,
     provider_error,
     usage,
 )
@@ -22,8 +23,11 @@ from sidecar.providers.anthropic_response import (
 class AnthropicStreamTranslator:
     """State for one stream: message id/model, usage so far, and which blocks are tool calls."""
 
-    def __init__(self, *, created: int) -> None:
+    def __init__(self, *, created: int, json_tool: str | None = None) -> None:
         self._created = created
+        # The forced tool carrying `response_format`: its input deltas are relayed as content.
+        self._json_tool = json_tool
+        self._json_blocks: set[int] = set()
         self._id: str | None = None
         self._model: str | None = None
         self._usage: JSONDict = {}
@@ -73,6 +77,9 @@ class AnthropicStreamTranslator:
             return [self._chunk({"content": block["text"]})]
         if block.get("type") != "tool_use":
             return []
+        if self._json_tool is not None and block.get("name") == self._json_tool:
+            self._json_blocks.add(index)
+            return []
         tool_index = self._tool_index[index] = len(self._tool_index)
         function = {"name": block.get("name"), "arguments": ""}
         call = {"index": tool_index, "id": block.get("id"), "type": "function", "function": function}
@@ -84,6 +91,8 @@ class AnthropicStreamTranslator:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
+        if kind == "input_json_delta" and delta.get("partial_json") and index in self._json_blocks:
+            return [self._chunk({"content": delta["partial_json"]})]
         # Anthropic opens tool input with an empty partial_json; relaying "" would be noise.
         if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
             call = {"index": self._tool_index[index], "function": {"arguments": delta["partial_json"]}}
@@ -93,7 +102,8 @@ class AnthropicStreamTranslator:
 
     def _message_delta(self, delta: Any, delta_usage: Any) -> list[JSONDict]:
         self._remember_usage(delta_usage)
-        reason = finish_reason(delta.get("stop_reason") if isinstance(delta, dict) else None)
+        stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        reason = json_finish_reason(stop_reason) if self._json_blocks else finish_reason(stop_reason)
         return [self._chunk({}, finish_reason=reason)]
 
     def _remember_usage(self, fields: Any) -> None:

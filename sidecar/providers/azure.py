@@ -17,11 +17,8 @@ from sidecar.providers.base import UpstreamRequest
 from sidecar.providers.openai_compat import (
     OpenAIStreamTranslator,
     error_from_openai_payload,
+    fit_openai_body,
 )
-
-# Statuses that, coming from Azure, describe the gateway's deployment (key, RBAC, deployment name)
-# rather than the client's request; relayed as 401/403/404 they would look like the client's fault.
-_GATEWAY_SIDE_STATUSES = (401, 403, 404)
 
 
 class AzureOpenAI:
@@ -34,16 +31,24 @@ class AzureOpenAI:
                 retryable=True,
             )
         self.deployment = deployment
-        self._url = (
-            f"{deployment.base_url.rstrip('/')}/openai/deployments/{quote(deployment.upstream_model, safe='')}"
-            f"/chat/completions?api-version={quote(deployment.api_version, safe='')}"
-        )
+        self._url = self._operation_url("chat/completions")
+
+    def _operation_url(self, operation: str) -> str:
+        deployment, version = self.deployment, self.deployment.api_version or ""
+        return (f"{deployment.base_url.rstrip('/')}/openai/deployments/{quote(deployment.upstream_model, safe='')}"
+                f"/{operation}?api-version={quote(version, safe='')}")
 
     def build_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
         # The deployment in the URL selects the model; a copy keeps the client's body intact for
         # a fallback deployment that needs `model`.
         azure_body = {key: value for key, value in body.items() if key != "model"}
+        fit_openai_body(azure_body, self.deployment)
         return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(azure_body))
+
+    def build_embeddings_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        """`POST {endpoint}/openai/deployments/{deployment}/embeddings?api-version=...`."""
+        azure_body = {key: value for key, value in body.items() if key != "model"}
+        return UpstreamRequest(self._operation_url("embeddings"), self._headers(request_id), orjson.dumps(azure_body))
 
     def _headers(self, request_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Request-Id": request_id, **self.deployment.headers}
@@ -58,17 +63,9 @@ class AzureOpenAI:
 
     def translate_error(self, status: int, payload: bytes) -> ProviderError:
         # Content-filter rejections (400, code "content_filter") keep Azure's message and code
-        # through the OpenAI mapping, so the client learns why it was refused.
-        error = error_from_openai_payload(status, payload)
-        if status in _GATEWAY_SIDE_STATUSES:
-            return ProviderError(
-                f"The provider rejected the gateway's deployment configuration (not your API key): {error.message}",
-                status=502,
-                error_type="provider_error",
-                code=error.code,
-                retryable=True,
-            )
-        return error
+        # through the OpenAI mapping, so the client learns why it was refused; a 401/403/404 (key,
+        # RBAC, deployment name) is the gateway's fault, a 502 as for every provider.
+        return error_from_openai_payload(status, payload)
 
     def stream_translator(self) -> AzureStreamTranslator:
         return AzureStreamTranslator()

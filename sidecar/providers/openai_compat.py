@@ -9,7 +9,7 @@ import orjson
 from sidecar.core.errors import ProviderError
 from sidecar.core.routes import Deployment
 from sidecar.core.types import JSONDict, SSEEvent
-from sidecar.providers.base import UpstreamRequest
+from sidecar.providers.base import UpstreamRequest, is_provider_rejection, provider_rejection
 
 
 class OpenAICompatible:
@@ -19,7 +19,14 @@ class OpenAICompatible:
 
     def build_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
         body["model"] = self.deployment.upstream_model
+        fit_openai_body(body, self.deployment)
         return UpstreamRequest(self._url, self._headers(request_id), orjson.dumps(body))
+
+    def build_embeddings_request(self, body: JSONDict, *, request_id: str) -> UpstreamRequest:
+        """OpenAI's `POST {base_url}/embeddings`, the body as the client sent it but for `model`."""
+        body["model"] = self.deployment.upstream_model
+        url = self.deployment.base_url.rstrip("/") + "/embeddings"
+        return UpstreamRequest(url, self._headers(request_id), orjson.dumps(body))
 
     def _headers(self, request_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Request-Id": request_id, **self.deployment.headers}
@@ -36,6 +43,26 @@ class OpenAICompatible:
 
     def stream_translator(self) -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator()
+
+
+def fit_openai_body(body: JSONDict, deployment: Deployment) -> None:
+    """The deployment's own settings on an OpenAI-format body (a per-attempt copy; top-level keys only).
+
+    Streams ask for usage (`stream_options.include_usage`, for accounting; the relay drops the
+    extra chunk when the client did not ask) where the deployment takes it, and carry no
+    `stream_options` at all where it does not (Azure before 2024-09-01 rejects the field: usage is
+    then settled by estimate). A `max_completion_tokens` moves to `max_tokens` for deployments
+    that only know the older name.
+    """
+    if body.get("stream"):
+        if deployment.stream_include_usage:
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        else:
+            body.pop("stream_options", None)
+    if deployment.max_tokens_field == "max_tokens" and body.get("max_tokens") is None \
+            and body.get("max_completion_tokens") is not None:
+        body["max_tokens"] = body.pop("max_completion_tokens")
 
 
 class OpenAIStreamTranslator:
@@ -74,8 +101,13 @@ def _chunk_shaped(choices: Any) -> bool:
 
 
 def error_from_openai_payload(status: int, payload: bytes) -> ProviderError:
-    """Keep the provider's message and type; map its status so clients see a sensible one."""
+    """Keep the provider's message and type; map its status so clients see a sensible one.
+
+    A 401/402/403/404 is the provider rejecting the gateway's deployment: a 502 (`provider_rejection`).
+    """
     message, error_type, code, param = _error_fields(payload)
+    if is_provider_rejection(status):
+        return provider_rejection(status, message or f"Provider returned HTTP {status}")
     mapped = status if 400 <= status < 500 else 502
     return ProviderError(
         message or f"Provider returned HTTP {status}",

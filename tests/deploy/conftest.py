@@ -1,15 +1,15 @@
-"""The overlays are rendered once per session; everything here skips only when kubectl is missing."""
+"""The overlays are rendered once per session; without kubectl everything here skips loudly (fails in CI)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.deploy.support import OVERLAYS, Rendered, kubectl, render_overlay
+from tests.deploy.support import OVERLAYS, Rendered, render_overlay
+from tests.tools import require
 
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, Rendered]:
-    path = kubectl()
-    if path is None:
-        pytest.skip("kubectl not found: the deploy/ checks render the overlays with `kubectl kustomize`")
+    path = require("kubectl", "the deploy/ checks render the overlays with `kubectl kustomize` "
+                              "(.ci/install-tools puts one in .venv/bin)")
     return {overlay: render_overlay(path, overlay) for overlay in OVERLAYS}

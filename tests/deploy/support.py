@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from tests.tools import find
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BASE = DEPLOY / "base"
@@ -25,7 +27,7 @@ Doc = dict[str, Any]
 
 
 def kubectl() -> str | None:
-    return shutil.which("kubectl")
+    return find("kubectl")
 
 
 def kubernetes_validate() -> str:

@@ -35,7 +35,8 @@ def _run_probe(probe: dict[str, Any], port: int) -> subprocess.CompletedProcess[
 
 @pytest.fixture
 def sidecar(tmp_path: Path) -> Iterator[Stack]:
-    settings = Settings(sidecar_port=free_port(), policies_dir=BASE / "policies", drain_seconds=1)
+    settings = Settings(sidecar_port=free_port(), status_port=free_port(), policies_dir=BASE / "policies",
+                        drain_seconds=1)
     stack = Stack(settings, tmp_path, with_demo_provider=False, log=(tmp_path / "sidecar.log").open("wb"))
     try:
         stack.start_sidecar()
@@ -81,7 +82,8 @@ def test_sidecar_probe_command_fails_when_nothing_answers_or_the_path_is_wrong(
 @pytest.fixture
 def envoy(rendered: dict[str, Rendered], tmp_path: Path) -> Iterator[tuple[Settings, subprocess.Popen[bytes]]]:
     """Envoy with the pod's arguments, on free loopback ports (no sidecar needed: 404s are Envoy's own)."""
-    settings = Settings(listen_port=free_port(), admin_port=free_port(), sidecar_port=free_port())
+    settings = Settings(listen_port=free_port(), admin_port=free_port(), sidecar_port=free_port(),
+                        metrics_port=free_port())
     config = tmp_path / "envoy.yaml"
     config.write_text(render(settings), encoding="utf-8")
     args = list(rendered["prod"].container(ENVOY)["args"])

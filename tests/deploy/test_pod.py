@@ -92,9 +92,10 @@ def test_sidecar_is_loopback_only_and_probed_from_inside(overlay: str, rendered:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_envoy_serves_one_port_and_is_probed_on_its_listener(overlay: str, rendered: dict[str, Rendered]) -> None:
+def test_envoy_serves_clients_and_scrapes_and_is_probed_on_its_listener(overlay: str, rendered: dict[str, Rendered]) -> None:
     envoy = rendered[overlay].container(ENVOY)
-    assert envoy["ports"] == [{"name": "http", "containerPort": DEFAULTS.listen_port, "protocol": "TCP"}]
+    assert envoy["ports"] == [{"name": "http", "containerPort": DEFAULTS.listen_port, "protocol": "TCP"},
+                              {"name": "metrics", "containerPort": DEFAULTS.metrics_port, "protocol": "TCP"}]
     assert envoy["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert envoy["startupProbe"]["tcpSocket"] == {"port": "http"}
     assert envoy["livenessProbe"]["tcpSocket"] == {"port": "http"}

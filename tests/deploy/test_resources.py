@@ -32,7 +32,8 @@ def test_ports_agree_with_the_shipped_envoy_config(overlay: str, rendered: dict[
     listener = resources["listeners"][0]["address"]["socket_address"]
     cluster = resources["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     admin = _envoy_config(r)["admin"]["address"]["socket_address"]
-    assert [p["containerPort"] for p in r.container(ENVOY)["ports"]] == [listener["port_value"]]
+    scrape = resources["listeners"][1]["address"]["socket_address"]  # the `metrics` listener
+    assert [p["containerPort"] for p in r.container(ENVOY)["ports"]] == [listener["port_value"], scrape["port_value"]]
     assert str(listener["port_value"]) == r.env(SIDECAR)["GATEWAY_PORT"]
     assert str(cluster["endpoint"]["address"]["socket_address"]["port_value"]) == r.env(SIDECAR)["GATEWAY_SIDECAR_PORT"]
     assert str(admin["port_value"]) == r.env(ENVOY)["GATEWAY_ADMIN_PORT"] == r.env(SIDECAR)["GATEWAY_ADMIN_PORT"]
@@ -102,19 +103,20 @@ def test_service_reaches_envoy_only(overlay: str, rendered: dict[str, Rendered])
     r = rendered[overlay]
     service = r.one("Service")["spec"]
     assert service["selector"] == LABELS
-    assert [(p["port"], p["targetPort"]) for p in service["ports"]] == [(DEFAULTS.listen_port, "http")]
+    assert [(p["port"], p["targetPort"]) for p in service["ports"]] == [(DEFAULTS.listen_port, "http"),
+                                                                        (DEFAULTS.metrics_port, "metrics")]
     assert LABELS.items() <= r.one("Deployment")["spec"]["template"]["metadata"]["labels"].items()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policy_admits_only_the_envoy_port(overlay: str, rendered: dict[str, Rendered]) -> None:
+def test_network_policy_admits_only_the_envoy_ports(overlay: str, rendered: dict[str, Rendered]) -> None:
     policy = rendered[overlay].one("NetworkPolicy")["spec"]
     assert policy["podSelector"] == {"matchLabels": LABELS}
     assert "Ingress" in policy["policyTypes"]
     ports = [p for rule in policy["ingress"] for p in rule["ports"]]
-    assert ports == [{"port": "http", "protocol": "TCP"}]
+    assert ports == [{"port": "http", "protocol": "TCP"}, {"port": "metrics", "protocol": "TCP"}]
     envoy_ports = {p["name"]: p["containerPort"] for p in rendered[overlay].container(ENVOY)["ports"]}
-    assert envoy_ports == {"http": DEFAULTS.listen_port}
+    assert envoy_ports == {"http": DEFAULTS.listen_port, "metrics": DEFAULTS.metrics_port}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

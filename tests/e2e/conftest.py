@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 def stack_settings(policies: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "listen_port": free_port(), "sidecar_port": free_port(), "admin_port": free_port(),
-        "demo_provider_port": free_port(), "policies_dir": policies, "max_body_bytes": 8 * 1024 * 1024,
+        "demo_provider_port": free_port(), "status_port": free_port(), "metrics_port": free_port(),
+        "policies_dir": policies, "max_body_bytes": 8 * 1024 * 1024,
         "drain_seconds": 1,
     }
     values.update(overrides)
@@ -81,3 +82,14 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]
     provider = FaultyProvider(tmp_path_factory.mktemp("faulty"))
     yield provider
     provider.stop()
+
+
+@pytest.fixture(scope="session")
+def status_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack with guardrails and a daily quota for `demo`: the status page's tests."""
+    from tests.e2e.status_support import write_status_policies
+
+    workdir = tmp_path_factory.mktemp("status")
+    stack = start_stack(workdir, stack_settings(write_status_policies(workdir / "policies")))
+    yield stack
+    stack.stop()

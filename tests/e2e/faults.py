@@ -74,7 +74,8 @@ def write_policies(folder: Path, providers_and_models: str) -> Path:
 def start_gateway(workdir: Path, policies: Path, **overrides: Any) -> Stack:
     values: dict[str, Any] = {
         "listen_port": free_port(), "sidecar_port": free_port(), "admin_port": free_port(),
-        "demo_provider_port": free_port(), "policies_dir": policies, "drain_seconds": 1,
+        "demo_provider_port": free_port(), "status_port": free_port(), "metrics_port": free_port(),
+        "policies_dir": policies, "drain_seconds": 1,
         "keepalive_seconds": 0.1,
     }
     values.update(overrides)

@@ -131,14 +131,16 @@ async def test_denial_carries_the_body_request_id(gateway: Stack) -> None:
 
 async def test_404_unknown_path_and_405_wrong_method(gateway: Stack) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.get(gateway.base_url + "/api/client/v1/models") as response:
+        async with session.get(gateway.base_url + "/api/client/v1/files") as response:
             assert response.status == 404
             assert response.headers["x-request-id"].startswith("req_")
             assert (await response.json())["error"]["code"] == "unknown_url"
         async with session.get(gateway.base_url + CHAT_PATH) as response:
             assert response.status == 405
             assert response.headers["Allow"] == "POST"
-            assert (await response.json())["error"]["code"] == "method_not_allowed"
+            error = (await response.json())["error"]
+            assert (error["code"], error["message"]) == (
+                "method_not_allowed", "Method GET is not allowed on this path; use POST")
 
 
 async def test_413_body_over_the_limit(gateway: Stack) -> None:

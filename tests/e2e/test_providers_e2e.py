@@ -45,13 +45,13 @@ providers:
   azure:
     type: azure
     base_url: {url}
-    api_version: "2024-06-01"
+    api_version: "2024-10-21"
     {key}
     breaker: {{consecutive_failures: 2, cooldown: 30s}}
   azure-nb:
     type: azure
     base_url: {url}
-    api_version: "2024-06-01"
+    api_version: "2024-10-21"
     {key}
     breaker: {{enabled: false}}
   azure-nokey:
@@ -185,7 +185,7 @@ async def test_azure_completion(gw: Stack, faulty: FaultyProvider) -> None:
     assert headers[DEPLOYMENT] == "azure/gpt4o-ok"
     sent = faulty.received("gpt4o-ok")[-1]
     assert sent["headers"]["api-key"] == KEY
-    assert sent["query"] == {"api-version": "2024-06-01"}
+    assert sent["query"] == {"api-version": "2024-10-21"}
     assert "model" not in sent["body"], "Azure takes the deployment from the URL"
 
 

@@ -55,7 +55,7 @@ async def test_held_back_text_without_finish_reason(gw: Stack, faulty: FaultyPro
     # The guardrail holds the short answer back whole; with no finish_reason it used to come out
     # after [the usage chunk and] without id, created and model.
     faulty.set("nofin-up", "no_finish")
-    extra = {"stream_options": {"include_usage": True}} if include_usage else {}
+    extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if include_usage else {}
     status, _, raw = await chat(gw, "nofin", stream=True, **extra)
     assert status == 200, raw
     first, *rest = events(raw)

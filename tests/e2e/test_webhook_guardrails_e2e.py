@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sidecar.core.endpoints import EMBEDDINGS_PATH
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
 from tests.detector_server import DetectorServer
@@ -221,3 +222,47 @@ async def test_output_on_error_closed(stack: Stack, stream: bool) -> None:
         assert not any((c.get("delta") or {}).get("content") for p in payloads[:-2]
                        for c in json.loads(p).get("choices") or ())
     assert (error["code"], error["guardrail_key"]) == ("guardrail_unavailable", "wh-out-closed")
+
+
+ARGUMENTS = '{"card": 4111111111111111, "memo": "BANANA-7"}'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_input_mask_reaches_tool_call_arguments_as_valid_json(stack: Stack, detector: DetectorServer,
+                                                                    stream: bool) -> None:
+    rid = f"wh-mask-tools-{stream}"
+    messages = [
+        {"role": "user", "content": "pay it"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "pay", "arguments": ARGUMENTS}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "paid the zebra"},
+        {"role": "user", "content": "echo: done"},
+    ]
+    body = {"model": "gpt-4", "messages": messages, "stream": stream, "request_id": rid}
+    async with aiohttp.ClientSession() as session:
+        status, _, raw = await post_chat(session, stack.base_url, body, token=TOKENS["mask"])
+    assert status == 200, raw
+    sent = received(stack, rid)
+    assert sent is not None
+    arguments = sent["body"]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(arguments) == {"card": "[CARD_1]", "memo": "[CODEWORD_1]"}  # a provider can parse it
+    assert sent["body"]["messages"][2]["content"] == "paid the [ANIMAL]"
+    [call] = [c for c in detector.calls if c["body"]["request_id"] == rid]
+    assert [t["path"] for t in call["body"]["texts"]] == [
+        "messages[0].content", "messages[1].tool_calls[0].function.arguments", "messages[2].content",
+        "messages[3].content"]
+
+
+async def test_embeddings_inputs_are_masked_before_the_provider(stack: Stack, detector: DetectorServer) -> None:
+    rid = "wh-embeddings-mask"
+    body = {"model": "text-embedding-3-small", "input": ["a zebra", "code BANANA-5"], "request_id": rid}
+    async with aiohttp.ClientSession() as session, session.post(
+            stack.base_url + EMBEDDINGS_PATH, json=body,
+            headers={"Authorization": f"Bearer {TOKENS['mask']}"}) as response:
+        status, raw = response.status, await response.read()
+    assert status == 200, raw
+    assert len(json.loads(raw)["data"]) == 2
+    sent = received(stack, rid)
+    assert sent is not None and sent["body"]["input"] == ["a [ANIMAL]", "code [CODEWORD_1]"]
+    [call] = [c for c in detector.calls if c["body"]["request_id"] == rid]
+    assert [t["path"] for t in call["body"]["texts"]] == ["input[0]", "input[1]"]

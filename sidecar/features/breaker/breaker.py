@@ -32,6 +32,8 @@ Clock = Callable[[], float]
 
 
 class State(StrEnum):
+    """A breaker's state; the values are the metric's state labels."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -46,10 +48,14 @@ class Permit:
     probe: bool
 
     def record(self, outcome: Outcome) -> None:
+        """Books this attempt's outcome on the breaker that admitted it."""
         self.breaker.record(self, outcome)
 
 
 class Breaker:
+    """One deployment's circuit breaker: consecutive failures or an error rate over a window open it; probes close it.
+    """
+
     def __init__(self, name: str, config: BreakerConfig, clock: Clock = time.monotonic) -> None:
         self.name = name
         self.config = config
@@ -92,6 +98,7 @@ class Breaker:
 
     # ---- outcomes ----------------------------------------------------------------------
     def record(self, permit: Permit, outcome: Outcome) -> None:
+        """Books an outcome; ignored when the permit was admitted under an earlier state."""
         if permit.generation != self._generation or not self.config.enabled:
             return  # admitted under an earlier state: its outcome no longer decides anything
         failed = outcome in self.config.failure_on
@@ -146,12 +153,17 @@ class BreakerBoard:
         self._breakers: dict[str, Breaker] = {}
 
     def get(self, name: str, config: BreakerConfig) -> Breaker:
+        """The breaker of deployment `name`, created on first use; a changed config is applied, the state kept."""
         breaker = self._breakers.get(name)
         if breaker is None:
             breaker = self._breakers[name] = Breaker(name, config, self._clock)
         elif breaker.config != config:
             breaker.config = config  # a reload changed thresholds: keep the state
         return breaker
+
+    def find(self, name: str) -> Breaker | None:
+        """This deployment's breaker if it has seen a request (read only: creates none)."""
+        return self._breakers.get(name)
 
     def breaker_states(self) -> dict[str, str]:
         """Deployment name -> `closed` / `open` / `half_open`, for metrics and health pages."""

@@ -23,18 +23,22 @@ from sidecar.features.breaker.breaker import Breaker, BreakerBoard
 
 
 def install(app: web.Application, extensions: Extensions, *, rng: random.Random | None = None) -> BreakerBoard:
+    """Installs the breaker stage and puts the BreakerBoard on the app (BREAKERS)."""
     board = BreakerBoard()
     app[BREAKERS] = board
-    extensions.stages.append(DeploymentRouter(board, rng or random.Random()).stage)
+    extensions.stages["breaker"] = DeploymentRouter(board, rng or random.Random()).stage
     return board
 
 
 class DeploymentRouter:
+    """The callout stage that orders a model's deployments and keeps the ones whose breaker admits traffic."""
+
     def __init__(self, board: BreakerBoard, rng: random.Random) -> None:
         self._board = board
         self._rng = rng
 
     async def stage(self, check: Check) -> None:
+        """Sets `check.deployments` in trial order; raises BreakerOpen (503) when none is usable."""
         assert check.route is not None
         ordered = order_deployments(check.route.deployments, self._rng)
         breakers = [self._board.get(d.name, d.breaker) for d in ordered]
@@ -46,6 +50,7 @@ class DeploymentRouter:
 
 
 def order_deployments(deployments: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
+    """Deployments by priority, weighted-random within a priority (Efraimidis–Spirakis)."""
     if len(deployments) == 1:
         return list(deployments)
     # Weighted random order within a priority (Efraimidis–Spirakis): key = u ** (1 / weight).
@@ -54,6 +59,7 @@ def order_deployments(deployments: Sequence[Deployment], rng: random.Random) -> 
 
 
 def breaker_open(model_key: str, breakers: Iterable[Breaker]) -> BreakerOpen:
+    """The 503 for a model whose deployments are all open, with `Retry-After` (whole seconds, at least 1)."""
     breakers = list(breakers)
     names = ", ".join(b.name for b in breakers)
     # Half-open breakers with every probe out report 0: a second is the honest minimum.

@@ -21,6 +21,8 @@ _FINAL_WRITE_SECONDS = 2.0
 
 
 class Drain:
+    """Graceful shutdown: new requests are refused, exchanges in flight get `grace_seconds`, then are stopped."""
+
     def __init__(self, grace_seconds: float) -> None:
         self.grace_seconds = grace_seconds
         self.draining = False
@@ -31,10 +33,12 @@ class Drain:
 
     @property
     def in_flight(self) -> int:
+        """Forwarded exchanges still running."""
         return len(self._watches)
 
     @contextmanager
     def track(self, watch: Watch) -> Iterator[Watch]:
+        """Tracks one exchange's Watch while the block runs (stopped at once if the grace period is over)."""
         self._watches.add(watch)
         if self._grace_over:
             watch.stop()  # decided before the drain began, but arriving after its grace period

@@ -19,6 +19,9 @@ from sidecar.features.drain.drain import Drain
 
 
 def install(app: web.Application, extensions: Extensions, grace_seconds: float) -> Drain:
+    """Installs the stage that refuses new requests while draining (503 `gateway_shutting_down`) and puts the Drain on
+    the app.
+    """
     drain = Drain(grace_seconds)
     app[DRAIN] = drain
 
@@ -28,7 +31,7 @@ def install(app: web.Application, extensions: Extensions, grace_seconds: float) 
             raise ShuttingDown("The gateway is shutting down; retry the request",
                                headers={"Retry-After": "1"})
 
-    extensions.stages.append(refuse_when_draining)
+    extensions.stages["drain"] = refuse_when_draining
     return drain
 
 

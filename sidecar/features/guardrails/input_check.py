@@ -1,14 +1,20 @@
 """Input guardrails in the callout: one scan of the messages, then block, mask or log.
 
-PII detection runs once per text with the union of every applicable guardrail's categories,
-and each guardrail keeps the findings in its own categories. Masks are not applied here (the
-callout cannot change the body): they travel in the signed decision as edits that the
-forwarding path applies to the body it sends to the provider.
+Every text of the request that `sidecar.core.walk.request_texts` yields is read (content and
+text parts of every role, refusal, tool-call and function-call arguments, tool results),
+through its normalised view (view.py; arguments read as JSON). PII detection runs once per
+text with the union of every applicable guardrail's categories, and each guardrail keeps the
+findings in its own categories. Masks are not applied here (the callout cannot change the
+body): they travel in the signed decision as edits (`[path, [[start, end, placeholder], ...]]`
+in raw characters of the string at `path`) that the forwarding path applies to the body it
+sends to the provider; masked arguments stay valid JSON.
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,15 +22,17 @@ import orjson
 from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GuardrailBlocked, InvalidRequest
+from sidecar.core.walk import Edit, Text, request_texts, text_edits
+from sidecar.features.guardrails.decision_keys import MASKS, encode_edits
+from sidecar.features.guardrails.detect import entities_of
 from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.injection import score_injection
-from sidecar.features.guardrails.masking import MaskNumbering
-from sidecar.features.guardrails.messages import MessageText, message_texts
+from sidecar.features.guardrails.masking import MaskNumbering, Replacement, json_safe
 from sidecar.features.guardrails.pii import find_entities, resolve_overlaps
-from sidecar.features.guardrails.policy import FINDING_MESSAGES, Guardrail
+from sidecar.features.guardrails.policy import FINDING_MESSAGES, Action, Guardrail, GuardrailType
+from sidecar.features.guardrails.view import View, view_of
 
 log = logging.getLogger("sidecar.guardrails")
-MASKS_KEY = "masks"
 # The edits travel base64-encoded (4/3 larger) in the decision header, beside the other fields.
 _MAX_MASK_EDIT_BYTES = MAX_DECISION_HEADER_BYTES * 2 // 3
 REQUEST_FIELD = "guardrails"  # a client may switch on opt-in guardrails by key
@@ -52,99 +60,137 @@ async def check_input(check: Check) -> None:
                   if g.checks_input]
     if not applicable:
         return
-    texts = [t for t in message_texts(check.request.body["messages"])]
-    scan = _Scan(texts, applicable)
-    masks: list[tuple[MessageText, list[Entity]]] = []
+    scan = _Scan(request_texts(check.request.body), applicable)
+    masks: dict[int, list[_Found]] = {}
     for guardrail in applicable:
         hits = scan.hits(guardrail)
         if not hits:
             continue
-        _log_findings(check.request_id, guardrail, hits)
+        _log_findings(check.request_id, guardrail, [(scan.texts[i], e) for i, e in hits])
         # What explain prints and what the callout counts in gateway_guardrail_findings_total.
+        findings = _findings(guardrail, [(scan.texts[i], e) for i, e in hits])
         check.trace.setdefault("guardrails", []).extend(
             {"guardrail": guardrail.key, "action": guardrail.action, "direction": "input", **finding}
-            for finding in _findings(guardrail, hits))
-        if guardrail.action == "block":
-            raise GuardrailBlocked(guardrail.key, "block", _findings(guardrail, hits))
-        if guardrail.action == "mask":
-            masks.extend(hits)
+            for finding in findings)
+        if guardrail.action is Action.BLOCK:
+            raise GuardrailBlocked(guardrail.key, Action.BLOCK, findings)
+        if guardrail.action is Action.MASK:
+            for index, entities in hits:
+                masks.setdefault(index, []).extend(entities)
     if masks:
-        edits = _mask_edits(masks)
-        if len(orjson.dumps(edits)) > _MAX_MASK_EDIT_BYTES:
-            # Refused here, before quotas reserve anything: a larger header would fail in Envoy.
-            raise InvalidRequest(f"The request has too many values to mask ({len(edits)})",
+        edits = _mask_edits(scan, masks)
+        if len(orjson.dumps(encode_edits(edits))) > _MAX_MASK_EDIT_BYTES:
+            # Refused here, the quota reservation is undone: a larger header would fail in Envoy.
+            count = len(edits)
+            raise InvalidRequest(f"The request has too many values to mask ({count})",
                                  param="messages", code="too_many_masked_values")
-        check.extra[MASKS_KEY] = edits
+        check.put(MASKS, edits)
+
+
+# An entity in raw characters of its text (joined text parts), with its normalised value.
+_Found = tuple[Entity, str]
+
+
+class _Reading:
+    """The views of one text a detector reads: its normalised view, and for a text joined from
+    several parts also the parts joined by newlines (a value that ends one part and a word that
+    starts the next must not hide each other)."""
+
+    def __init__(self, text: Text) -> None:
+        self.json = text.is_json
+        self.views: list[tuple[View, tuple[int, ...]]] = [(view_of(text.text, json=self.json), ())]
+        if len(text.segments) > 1:
+            pieces = [text.text[s.start:s.end] for s in text.segments]
+            separators = tuple(sum(len(p) + 1 for p in pieces[:k + 1]) - 1 for k in range(len(pieces) - 1))
+            self.views.append((view_of("\n".join(pieces)), separators))
+
+    def found(self, entities_in: Callable[[View, int], list[Entity]]) -> list[_Found]:
+        values: dict[Entity, str] = {}
+        for number, (view, separators) in enumerate(self.views):
+            for entity in entities_in(view, number):
+                start, end = view.raw_span(entity.start, entity.end)
+                start -= bisect_left(separators, start)
+                end -= bisect_left(separators, end)
+                raw = Entity(entity.category, start, end, entity.source)
+                values.setdefault(raw, view.text[entity.start:entity.end])
+        return [(e, values[e]) for e in resolve_overlaps(values)]
 
 
 class _Scan:
-    """Runs each detector at most once over each text and shares the results."""
+    """Runs each detector at most once over each text's normalised views and shares the results."""
 
-    def __init__(self, texts: list[MessageText], guardrails: list[Guardrail]) -> None:
+    def __init__(self, texts: list[Text], guardrails: list[Guardrail]) -> None:
         self.texts = texts
-        categories = frozenset().union(*(g.categories for g in guardrails if g.type == "pii"))
-        self._pii = [find_entities(t.text, categories) for t in texts] if categories else [[] for _ in texts]
+        self.readings = [_Reading(t) for t in texts]
+        categories: frozenset[str] = frozenset()
+        for guardrail in guardrails:
+            if guardrail.type is GuardrailType.PII:
+                categories = categories | guardrail.categories if categories else guardrail.categories
+        self._pii = [[find_entities(view.text, categories) if categories else [] for view, _ in r.views]
+                     for r in self.readings]
 
-    def hits(self, guardrail: Guardrail) -> list[tuple[MessageText, list[Entity]]]:
-        read = [(i, t) for i, t in enumerate(self.texts) if guardrail.reads_role(t.role)]
-        if guardrail.type == "size":
-            return self._size(guardrail, [t for _, t in read])
+    def hits(self, guardrail: Guardrail) -> list[tuple[int, list[_Found]]]:
+        """(text index, entities found) for each text the guardrail reads and flags."""
+        read = [i for i, t in enumerate(self.texts) if guardrail.reads_role(t.role)]
+        if guardrail.type is GuardrailType.SIZE:
+            return self._size(guardrail, read)
         found = []
-        for index, text in read:
-            entities = self._entities(guardrail, index, text)
+        for index in read:
+            entities = self._entities(guardrail, index)
             if entities:
-                found.append((text, entities))
+                found.append((index, entities))
         return found
 
-    def _entities(self, guardrail: Guardrail, index: int, text: MessageText) -> list[Entity]:
-        if guardrail.type == "pii":
-            return [e for e in self._pii[index] if e.category in guardrail.categories]
-        if guardrail.type == "pattern":
-            assert guardrail.matcher is not None
-            return guardrail.matcher.find(text.text)
-        score = score_injection(text.text)
-        return [Entity("prompt_injection", 0, len(text.text))] if score.score >= guardrail.threshold else []
+    def _entities(self, guardrail: Guardrail, index: int) -> list[_Found]:
+        if guardrail.type is GuardrailType.PROMPT_INJECTION:
+            view = self.readings[index].views[0][0]
+            score = score_injection(view.text)
+            return [(Entity("prompt_injection", 0, len(view.raw)), "")] if score.score >= guardrail.threshold else []
+        pii = self._pii[index]
+        if guardrail.type is GuardrailType.PII and not any(pii):
+            return []  # the common case: the shared scan found nothing
+        return self.readings[index].found(lambda view, number: entities_of(guardrail, view.text, pii[number]))
 
-    @staticmethod
-    def _size(guardrail: Guardrail, texts: list[MessageText]) -> list[tuple[MessageText, list[Entity]]]:
-        total = sum(len(t.text) for t in texts)
-        too_many = guardrail.max_messages is not None and len({t.message_index for t in texts}) > guardrail.max_messages
+    def _size(self, guardrail: Guardrail, read: list[int]) -> list[tuple[int, list[_Found]]]:
+        total = sum(len(self.texts[i].text) for i in read)
+        messages = {self.texts[i].owner_index for i in read}
+        too_many = guardrail.max_messages is not None and len(messages) > guardrail.max_messages
         too_long = guardrail.max_chars is not None and total > guardrail.max_chars
-        if not texts or not (too_many or too_long):
+        if not read or not (too_many or too_long):
             return []
-        return [(texts[-1], [Entity("size", 0, 0)])]
+        return [(read[-1], [(Entity("size", 0, 0), "")])]
 
 
-def _findings(guardrail: Guardrail, hits: list[tuple[MessageText, list[Entity]]]) -> list[dict[str, Any]]:
+def _findings(guardrail: Guardrail, hits: list[tuple[Text, list[_Found]]]) -> list[dict[str, Any]]:
     """One finding per category and message; never the matched value."""
     seen: dict[tuple[str, int], dict[str, Any]] = {}
-    for text, entities in hits:
-        for entity in entities:
-            key = (entity.category, text.message_index)
+    for text, found in hits:
+        for entity, _ in found:
+            key = (entity.category, text.owner_index)
             seen.setdefault(key, {"category": entity.category, "message": FINDING_MESSAGES[guardrail.type],
-                                  "message_index": text.message_index, "role": text.role})
+                                  "message_index": text.owner_index, "role": text.role})
     return list(seen.values())
 
 
-def _mask_edits(masks: list[tuple[MessageText, list[Entity]]]) -> list[list[Any]]:
-    """[message_index, part_index, start, end, placeholder], in reading order, numbered per request."""
-    by_text: dict[tuple[int, int], tuple[MessageText, list[Entity]]] = {}
-    for text, entities in masks:
-        key = (text.message_index, text.part_index)
-        by_text[key] = (text, by_text.get(key, (text, []))[1] + entities)
+def _mask_edits(scan: _Scan, masks: dict[int, list[_Found]]) -> tuple[Edit, ...]:
+    """The walker edits that mask every value found, in reading order, numbered per request."""
     numbering = MaskNumbering()
-    edits = []
-    for key in sorted(by_text):
-        text, entities = by_text[key]
-        for entity in resolve_overlaps(entities):
-            placeholder = numbering.placeholder(entity.category, text.text[entity.start:entity.end])
-            edits.append([text.message_index, text.part_index, entity.start, entity.end, placeholder])
-    return edits
+    edits: list[Edit] = []
+    for index in sorted(masks):
+        text = scan.texts[index]
+        values = {entity: value for entity, value in masks[index]}
+        spans: list[Replacement] = [(e.start, e.end, numbering.placeholder(e.category, values[e]))
+                                    for e in resolve_overlaps(values)]
+        if scan.readings[index].json:
+            spans = json_safe(text.text, spans)
+        for start, end, placeholder in spans:
+            edits.extend(text_edits(text, start, end, placeholder))
+    return tuple(edits)
 
 
-def _log_findings(request_id: str, guardrail: Guardrail, hits: list[tuple[MessageText, list[Entity]]]) -> None:
+def _log_findings(request_id: str, guardrail: Guardrail, hits: list[tuple[Text, list[_Found]]]) -> None:
     log.info("guardrail finding", extra={"fields": {
         "request_id": request_id, "guardrail": guardrail.key, "action": guardrail.action, "direction": "input",
-        "findings": [{"category": e.category, "message_index": t.message_index, "role": t.role}
-                     for t, entities in hits for e in entities],
+        "findings": [{"category": e.category, "message_index": t.owner_index, "role": t.role, "field": t.field.value}
+                     for t, found in hits for e, _ in found],
     }})

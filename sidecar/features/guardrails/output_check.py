@@ -1,7 +1,14 @@
 """Output guardrails: whole completions before they reach the client, and streams as they pass.
 
-Streams are scanned with a bounded hold-back window (StreamScanner), so a value split across
-chunks is still caught; the role chunk and everything up to the window go out at once.
+Every text of the answer that `sidecar.core.walk` yields is read (content, refusal,
+reasoning_content/reasoning, every tool call's arguments, function_call arguments, for every
+choice), through the normalised view (view.py). Tool-call arguments, and the content when the
+request asked for a JSON answer (`response_format` json_object/json_schema), are read as JSON
+and masked so they stay valid JSON.
+
+Streams are scanned with a bounded hold-back window per field, per choice and per tool call
+(stream_fields.py), so a value split across chunks is still caught; a chunk whose text is held
+back keeps its other fields (ids, names, finish_reason), and its logprobs leave with its text.
 """
 
 from __future__ import annotations
@@ -12,50 +19,71 @@ from typing import Any
 from sidecar.callout.handoff import Decision
 from sidecar.core.errors import GuardrailBlocked
 from sidecar.core.types import JSONDict
+from sidecar.core.walk import Field, chunk_texts, completion_texts, set_at
+from sidecar.features.guardrails.decision_keys import JSON_ANSWER, REQUESTED_GUARDRAILS
+from sidecar.features.guardrails.detect import Finder
 from sidecar.features.guardrails.entity import Entity
-from sidecar.features.guardrails.masking import MaskNumbering, mask_text
-from sidecar.features.guardrails.pii import find_entities
-from sidecar.features.guardrails.policy import FINDING_MESSAGES, Guardrail
+from sidecar.features.guardrails.masking import MaskNumbering, json_safe, replace_spans, view_replacements
+from sidecar.features.guardrails.pii import resolve_overlaps
+from sidecar.features.guardrails.policy import FINDING_MESSAGES, Action, Guardrail
+from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, FieldStream, overlaps_any
 from sidecar.features.guardrails.stream_scan import StreamScanner
+from sidecar.features.guardrails.view import view_of
 from sidecar.policy.snapshot import Policy
 
 log = logging.getLogger("sidecar.guardrails")
+# Set by the callout (install.py) when the request asked for a JSON answer.
+
+
+def wants_json_answer(body: dict[str, Any]) -> bool:
+    """True when `response_format.type` is `json_object` or `json_schema` (OpenAI's names)."""
+    response_format = body.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
 
 
 def output_guards_for(decision: Decision, policy: Policy) -> OutputGuardrails | None:
-    requested = frozenset(decision.extra.get("requested_guardrails", ()))
+    requested = decision.get(REQUESTED_GUARDRAILS) or frozenset()
     guardrails = [g for g in policy.guardrails.applicable(decision.model_key, decision.token_name, decision.team,
                                                           requested) if g.checks_output]
-    return OutputGuardrails(guardrails, decision.request_id) if guardrails else None
+    json_answer = decision.get(JSON_ANSWER) is True
+    return OutputGuardrails(guardrails, decision.request_id, json_answer=json_answer) if guardrails else None
 
 
 class OutputGuardrails:
-    """All output guardrails of one exchange, applied in policy order."""
+    """All output guardrails of one exchange, sharing one scan per text (findings in policy order)."""
 
-    def __init__(self, guardrails: list[Guardrail], request_id: str) -> None:
+    def __init__(self, guardrails: list[Guardrail], request_id: str, *, json_answer: bool = False) -> None:
         self._guardrails = guardrails
+        self._masking = frozenset(g.key for g in guardrails if g.action is Action.MASK)
+        self._finder = Finder(guardrails)
         self._request_id = request_id
+        self._json_answer = json_answer
         self._numbering = MaskNumbering()
-        # One scanner per (guardrail, choice index): n > 1 streams interleave choices.
-        self._scanners: dict[tuple[str, int], StreamScanner] = {}
+        self._streams: dict[tuple[int, Field, int], FieldStream] = {}
         # Counted by the metrics finisher when the exchange ends (guardrail, category, action).
         self.findings: list[dict[str, str]] = []
         # id, created and model of the stream, for the chunks that release held-back text.
         self._envelope: dict[str, Any] = {}
 
+    def _is_json(self, field: Field) -> bool:
+        return field.is_json or (self._json_answer and field is Field.CONTENT)
+
     def on_completion(self, completion: JSONDict) -> None:
-        for choice in completion.get("choices") or ():
-            message = choice.get("message") or {}
-            content = message.get("content")
-            if not isinstance(content, str):
+        for text in completion_texts(completion):
+            json = self._is_json(text.field)
+            view = view_of(text.text, json=json)
+            entities = self._finder(view.text)
+            if not entities:
                 continue
-            for guardrail in self._guardrails:
-                entities = _find(guardrail, content)
-                if entities:
-                    self._act(guardrail, entities, choice.get("index", 0))
-                    if guardrail.action == "mask":
-                        content = mask_text(content, entities, self._numbering)
-            message["content"] = content
+            self._act(entities, text.owner_index, text.field)
+            masked = resolve_overlaps(e for e in entities if self._finder.source(e) in self._masking)
+            if masked:
+                spans = view_replacements(view, masked, self._numbering)
+                spans = json_safe(text.text, spans) if json else spans
+                set_at(completion, text.path, replace_spans(text.text, spans))
+                if text.field in LOGPROB_FIELDS:
+                    drop_masked_logprobs(completion["choices"][text.path[1]], text.field,
+                                          [(start, end) for start, end, _ in spans])
 
     def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
         self._envelope = {key: chunk[key] for key in ("id", "created", "model") if key in chunk}
@@ -63,81 +91,158 @@ class OutputGuardrails:
         if not choices and chunk.get("usage"):
             # The usage chunk ends the answer: text held back for want of a finish_reason goes first.
             return [*self.on_end(), chunk]
-        for choice in choices:
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            index = choice.get("index", 0)
-            text = self._feed(index, content) if isinstance(content, str) else ""
-            if choice.get("finish_reason") is not None:
-                text += self._finish(index)
-            if isinstance(content, str) or text:
-                delta["content"] = text
-                choice["delta"] = delta
-        if choices and all(_empty(c) for c in choices):
+        logprobs_fed: set[tuple[int, Field]] = set()
+        for text in chunk_texts(chunk):
+            assert text.key is not None
+            choice = chunk["choices"][text.path[1]]
+            entries = take_logprobs(choice, text.field) if choice.get("logprobs") else None
+            out, released = self._stream(text.key).feed(text.text, entries)
+            set_at(chunk, text.path, out)
+            if entries is not None:
+                logprobs_fed.add((text.key[0], text.field))
+                put_logprobs(choice, text.field, released)
+        for position, choice in enumerate(choices):
+            if isinstance(choice, dict):
+                if choice.get("logprobs"):
+                    self._feed_bare_logprobs(choice, position, logprobs_fed)
+                if choice.get("finish_reason") is not None:
+                    self._finish_choice(choice, choice_index(choice, position))
+        if choices and not chunk.get("usage") and all(isinstance(c, dict) and carries_nothing(c) for c in choices):
             return []  # everything in it is being held back
         return [chunk]
 
     def on_end(self) -> list[JSONDict]:
         released = []
-        for index in sorted({i for _, i in self._scanners}):
-            text = self._finish(index)
-            if text:
-                released.append({**self._envelope, "object": "chat.completion.chunk",
-                                 "choices": [{"index": index, "delta": {"content": text}, "finish_reason": None}]})
+        for index in sorted({key[0] for key in self._streams}):
+            choice: dict[str, Any] = {"index": index, "delta": {}, "finish_reason": None}
+            self._finish_choice(choice, index)
+            if not carries_nothing(choice):
+                released.append({**self._envelope, "object": "chat.completion.chunk", "choices": [choice]})
         return released
 
-    def _feed(self, index: int, text: str) -> str:
+    def _feed_bare_logprobs(self, choice: dict[str, Any], position: int, fed: set[tuple[int, Field]]) -> None:
+        """Logprobs entries of a chunk without text in their field (an empty token) queue all the same."""
+        index = choice_index(choice, position)
+        for field in LOGPROB_FIELDS:
+            if (index, field) in fed:
+                continue
+            entries = take_logprobs(choice, field)
+            if entries is not None:
+                _, released = self._stream((index, field, 0)).feed("", entries)
+                put_logprobs(choice, field, released)
+
+    def _finish_choice(self, choice: dict[str, Any], index: int) -> None:
+        for key in sorted((k for k in self._streams if k[0] == index), key=lambda k: (k[1].value, k[2])):
+            text, entries = self._streams.pop(key).finish()
+            if text:
+                put_text(choice.setdefault("delta", {}), key[1], key[2], text)
+            if key[1] in LOGPROB_FIELDS and entries:
+                logprobs = choice.get("logprobs")
+                held = (logprobs or {}).get(LOGPROB_FIELDS[key[1]]) or []
+                put_logprobs(choice, key[1], [*held, *entries])
+
+    def _stream(self, key: tuple[int, Field, int]) -> FieldStream:
+        stream = self._streams.get(key)
+        if stream is None:
+            index, field, _ = key
+            hold_back = max(g.hold_back for g in self._guardrails)
+            scanner = StreamScanner(frozenset(), hold_back, numbering=self._numbering, finder=self._finder,
+                                    json=self._is_json(field), masks=lambda e: self._finder.source(e) in self._masking)
+            stream = self._streams[key] = FieldStream(scanner, lambda found: self._act(found, index, field))
+        return stream
+
+    def _act(self, entities: list[Entity], choice_index: int, field: Field) -> None:
+        """Count and log each guardrail's findings, in policy order; the first block raises."""
         for guardrail in self._guardrails:
-            scanner = self._scanner(guardrail, index)
-            before = len(scanner.findings)
-            text = scanner.feed(text)
-            self._check_new(guardrail, scanner, before, index)
-        return text
+            categories = sorted({e.category for e in entities if self._finder.source(e) == guardrail.key})
+            if categories:
+                self._report(guardrail, categories, choice_index, field)
 
-    def _finish(self, index: int) -> str:
-        text = ""
-        for guardrail in self._guardrails:
-            scanner = self._scanner(guardrail, index)
-            before = len(scanner.findings)
-            text = scanner.feed(text) + scanner.finish() if text else scanner.finish()
-            self._check_new(guardrail, scanner, before, index)
-        return text
-
-    def _scanner(self, guardrail: Guardrail, index: int) -> StreamScanner:
-        key = (guardrail.key, index)
-        if key not in self._scanners:
-            finder = None if guardrail.type == "pii" else guardrail.matcher
-            self._scanners[key] = StreamScanner(
-                guardrail.categories if guardrail.type == "pii" else frozenset(), guardrail.hold_back,
-                mask=guardrail.action == "mask", numbering=self._numbering,
-                finder=finder.find if finder is not None else None)
-        return self._scanners[key]
-
-    def _check_new(self, guardrail: Guardrail, scanner: StreamScanner, before: int, index: int) -> None:
-        new = scanner.findings[before:]
-        if new:
-            self._act(guardrail, list(new), index)
-
-    def _act(self, guardrail: Guardrail, entities: list[Entity], choice_index: int) -> None:
-        categories = sorted({e.category for e in entities})
+    def _report(self, guardrail: Guardrail, categories: list[str], choice_index: int, field: Field) -> None:
         self.findings.extend({"guardrail": guardrail.key, "category": c, "action": guardrail.action}
                              for c in categories)
         log.info("guardrail finding", extra={"fields": {
             "request_id": self._request_id, "guardrail": guardrail.key, "action": guardrail.action,
-            "direction": "output", "categories": categories, "choice_index": choice_index}})
-        if guardrail.action == "block":
-            raise GuardrailBlocked(guardrail.key, "block", [
+            "direction": "output", "categories": categories, "choice_index": choice_index, "field": field.value}})
+        if guardrail.action is Action.BLOCK:
+            raise GuardrailBlocked(guardrail.key, Action.BLOCK, [
                 {"category": c, "message": FINDING_MESSAGES[guardrail.type], "choice_index": choice_index,
                  "role": "assistant"} for c in categories])
 
 
-def _find(guardrail: Guardrail, text: str) -> list[Entity]:
-    if guardrail.type == "pii":
-        return find_entities(text, guardrail.categories)
-    assert guardrail.matcher is not None
-    return guardrail.matcher.find(text)
+def choice_index(choice: dict[str, Any], position: int) -> int:
+    """A stream choice's `index` (its position in the chunk when it has none)."""
+    index = choice.get("index", position)
+    return index if isinstance(index, int) else position
 
 
-def _empty(choice: dict[str, Any]) -> bool:
+def take_logprobs(choice: dict[str, Any], field: Field) -> list[Any] | None:
+    """The choice's logprobs entries of `field` (`content` or `refusal`), None when it has none."""
+    name = LOGPROB_FIELDS.get(field)
+    logprobs = choice.get("logprobs")
+    if name is None or not isinstance(logprobs, dict) or not isinstance(logprobs.get(name), list):
+        return None
+    entries: list[Any] = logprobs[name]
+    return entries
+
+
+def drop_masked_logprobs(choice: dict[str, Any], field: Field, spans: list[tuple[int, int]]) -> None:
+    """A whole completion's logprobs entries whose token overlaps a masked value go (as in streams)."""
+    entries = take_logprobs(choice, field)
+    if not entries:
+        return
+    kept, offset = [], 0
+    for entry in entries:
+        token = entry.get("token") if isinstance(entry, dict) else None
+        end = offset + (len(token) if isinstance(token, str) else 0)
+        if not overlaps_any(offset, end, spans):
+            kept.append(entry)
+        offset = end
+    put_logprobs(choice, field, kept)
+
+
+def put_logprobs(choice: dict[str, Any], field: Field, entries: list[Any]) -> None:
+    """Set the choice's logprobs entries of `field` (creating `logprobs` only for entries)."""
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict):
+        logprobs[LOGPROB_FIELDS[field]] = entries
+    elif entries:
+        choice["logprobs"] = {LOGPROB_FIELDS[field]: entries}
+
+
+def put_text(delta: dict[str, Any], field: Field, call_index: int, text: str) -> None:
+    """Append released text to a delta, at the field (and tool call) it belongs to."""
+    if field is Field.TOOL_ARGUMENTS:
+        calls = delta.setdefault("tool_calls", [])
+        call = next((c for c in calls if isinstance(c, dict) and c.get("index") == call_index), None)
+        if call is None:
+            call = {"index": call_index, "function": {}}
+            calls.append(call)
+        function = call.setdefault("function", {})
+        function["arguments"] = (function.get("arguments") or "") + text
+    elif field is Field.FUNCTION_ARGUMENTS:
+        function = delta.setdefault("function_call", {})
+        function["arguments"] = (function.get("arguments") or "") + text
+    else:
+        delta[field.value] = (delta.get(field.value) or "") + text
+
+
+def carries_nothing(choice: dict[str, Any]) -> bool:
+    """A choice with no finish_reason, no logprobs entries and only empty text in its delta."""
     delta = choice.get("delta") or {}
-    return choice.get("finish_reason") is None and set(delta) <= {"content"} and not delta.get("content")
+    if delta.get("content") or choice.get("finish_reason") is not None:
+        return False  # the common case, decided first
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict) and any(logprobs.values()):
+        return False
+    return all(_empty_value(name, value) for name, value in delta.items())
+
+
+def _empty_value(name: str, value: Any) -> bool:
+    if name == "tool_calls" and isinstance(value, list):
+        return all(isinstance(c, dict) and set(c) <= {"index", "function"}
+                   and set(c.get("function") or {}) <= {"arguments"} and not (c.get("function") or {}).get("arguments")
+                   for c in value)
+    if name == "function_call" and isinstance(value, dict):
+        return set(value) <= {"arguments"} and not value.get("arguments")
+    return value is None or value == ""

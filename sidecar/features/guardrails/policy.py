@@ -3,22 +3,63 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 
+from sidecar.core.guardrail_webhook import WebhookConfig
 from sidecar.features.guardrails.pattern_guard import PatternMatcher
-from sidecar.features.guardrails.webhook.config import WebhookConfig
 
-GUARDRAIL_TYPES = ("pii", "pattern", "prompt_injection", "size", "webhook")
-ACTIONS = ("block", "mask", "log")
-DIRECTIONS = ("input", "output", "both")
-MESSAGE_SCOPES = ("all", "user")
+
+class GuardrailType(StrEnum):
+    """A guardrail's `type:` in the policy."""
+
+    PII = "pii"
+    PATTERN = "pattern"
+    PROMPT_INJECTION = "prompt_injection"
+    SIZE = "size"
+    WEBHOOK = "webhook"  # a team's own detector over HTTP (features/guardrails/webhook)
+
+
+class Action(StrEnum):
+    """A guardrail's `action:`; the value is what logs, metrics and the error JSON spell."""
+
+    BLOCK = "block"
+    MASK = "mask"
+    LOG = "log"
+
+
+class Direction(StrEnum):
+    """Which side of the exchange a guardrail reads (`direction:`)."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    BOTH = "both"
+
+
+class MessageScope(StrEnum):
+    """Which messages an input guardrail reads (`messages:`): every role, or the user's only."""
+
+    ALL = "all"
+    USER = "user"
+
+
+# Looked up per request: plain frozensets, as an enum member's attribute lookup costs more.
+_READS_INPUT = frozenset({Direction.INPUT, Direction.BOTH})
+_READS_OUTPUT = frozenset({Direction.OUTPUT, Direction.BOTH})
+_OUTPUT_TYPES = frozenset({GuardrailType.PII, GuardrailType.PATTERN})
+_EVERY_ROLE = MessageScope.ALL
+
+GUARDRAIL_TYPES = tuple(t.value for t in GuardrailType)
+ACTIONS = tuple(a.value for a in Action)
+DIRECTIONS = tuple(d.value for d in Direction)
+MESSAGE_SCOPES = tuple(m.value for m in MessageScope)
 # Finding messages by guardrail type: they name the kind of problem, never the matched value.
 FINDING_MESSAGES = MappingProxyType({
-    "pii": "PII detected",
-    "pattern": "Blocked pattern detected",
-    "prompt_injection": "Prompt injection detected",
-    "size": "Request too large for this guardrail",
-    "webhook": "Flagged by the detector",  # the detector's own message when it gives one
+    GuardrailType.PII: "PII detected",
+    GuardrailType.PATTERN: "Blocked pattern detected",
+    GuardrailType.PROMPT_INJECTION: "Prompt injection detected",
+    GuardrailType.SIZE: "Request too large for this guardrail",
+    GuardrailType.WEBHOOK: "Flagged by the detector",  # the detector's own message when it gives one
 })
 
 
@@ -41,15 +82,15 @@ class Scope:
 @dataclass(frozen=True)
 class Guardrail:
     key: str
-    type: str
-    action: str
-    direction: str
+    type: GuardrailType
+    action: Action
+    direction: Direction
     categories: frozenset[str] = frozenset()  # pii
     matcher: PatternMatcher | None = None  # pattern
     threshold: float = 0.5  # prompt_injection: measured best trade-off on the corpus (make bench)
     max_chars: int | None = None  # size: all message text together
     max_messages: int | None = None  # size
-    messages: str = "all"  # which roles it reads: all, or user only
+    messages: MessageScope = MessageScope.ALL  # which roles it reads
     scope: Scope = field(default_factory=Scope)
     # Off by default: runs only when the request names it in its `guardrails` field.
     default_on: bool = True
@@ -57,15 +98,26 @@ class Guardrail:
     webhook: WebhookConfig | None = None  # webhook: its detector (features/guardrails/webhook)
 
     @property
+    def reads_input(self) -> bool:
+        """Any input guardrail, built-in or webhook (`direction` input or both)."""
+        return self.direction in _READS_INPUT
+
+    @property
     def checks_input(self) -> bool:
-        return self.direction in ("input", "both") and self.webhook is None  # webhooks: their own stage
+        """A built-in input guardrail, run by the input scan (webhooks have their own call)."""
+        return self.direction in _READS_INPUT and self.webhook is None
+
+    @property
+    def calls_webhook_on_output(self) -> bool:
+        """A webhook guardrail that reads the answer (`direction` output or both)."""
+        return self.webhook is not None and self.direction in _READS_OUTPUT
 
     @property
     def checks_output(self) -> bool:
-        return self.direction in ("output", "both") and self.type in ("pii", "pattern")
+        return self.direction in _READS_OUTPUT and self.type in _OUTPUT_TYPES
 
     def reads_role(self, role: str) -> bool:
-        return self.messages == "all" or role == "user"
+        return self.messages is _EVERY_ROLE or role == "user"
 
 
 @dataclass(frozen=True)

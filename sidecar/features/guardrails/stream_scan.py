@@ -4,17 +4,25 @@ The scanner keeps a small un-emitted tail (``hold_back`` characters, moved
 further back when a candidate might still be growing) and only rescans that
 tail plus the new delta, so work per ``feed`` is bounded by the window size,
 not by the length of the whole response.
+
+Detection reads the normalised view of the window (view.py: Unicode, and JSON escapes when
+`json`), and masks replace the raw characters behind each finding. With `json` the window is
+a piece of a JSON document (tool-call arguments, a JSON answer): masks keep it valid JSON.
+`released` and `masked_spans` (raw stream offsets) let the caller release per-token data, such
+as logprobs, in step with the text and drop what belonged to a masked value.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Final
 
 from .entity import Entity
-from .masking import MaskNumbering, mask_text
-from .pii import find_entities
+from .masking import JsonState, MaskNumbering, Replacement, json_safe, replace_spans
+from .pii import find_entities, resolve_overlaps
+from .view import _IGNORABLE, view_of
 
 # The longest entity that contains spaces (a 34-char IBAN printed in groups
 # of four, 42 chars) must fit in the held window, so smaller values are
@@ -28,10 +36,16 @@ _CONTEXT_CHARS: Final = 32
 MAX_HOLD: Final = 16384
 # Characters that can continue a token-like entity (key, JWT, e-mail, IP).
 # Everything else - whitespace, punctuation, CJK - ends the token, so CJK
-# prose without spaces still streams out promptly.
+# prose without spaces still streams out promptly. The characters the
+# normalised view folds into these (JSON's backslash escapes, full-width
+# forms, the small @, other scripts' digits, invisible characters) continue
+# a token too, so an obfuscated value is held back whole like a plain one.
 _TOKEN_CHARS: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_.@:%-"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_.@:%-\\\ufe6b"
 )
+# The same as a regex, with the full-width forms (U+FF01-U+FF5E), every Unicode digit and the
+# invisible characters; `\d` here is any Unicode decimal digit.
+_NOT_TOKEN_CHAR: Final = re.compile(f"[^A-Za-z0-9+/=_.@:%\\\\\\-\ufe6b\uff01-\uff5e\\d{_IGNORABLE}]")
 
 
 class StreamScanner:
@@ -45,6 +59,8 @@ class StreamScanner:
         mask: bool = False,
         numbering: MaskNumbering | None = None,
         finder: Callable[[str], list[Entity]] | None = None,
+        json: bool = False,
+        masks: Callable[[Entity], bool] | None = None,
     ) -> None:
         if finder is None:
             find_entities("", categories)  # validates category names up front
@@ -53,6 +69,12 @@ class StreamScanner:
         self.categories = categories
         self.hold_back = max(hold_back, MIN_HOLD_BACK)
         self.mask = mask
+        # Which findings are masked (the others are only reported); every one when `mask`.
+        self._masks = masks if masks is not None else (lambda _: mask)
+        self.json = json
+        self._json_state = JsonState()  # the lexer state where the pending text starts
+        # Raw stream offsets of the masked values, for the caller's per-token bookkeeping.
+        self.masked_spans: list[tuple[int, int]] = []
         self.numbering = numbering if numbering is not None else MaskNumbering()
         # Entities in absolute (raw stream) coordinates, in stream order.
         self.findings: list[Entity] = []
@@ -72,17 +94,26 @@ class StreamScanner:
             return ""  # nothing can be released yet: skip scanning entirely
         return self._emit(cut)
 
+    @property
+    def released(self) -> int:
+        """How many raw characters of the stream have been released so far."""
+        return self._base
+
     def finish(self) -> str:
         """End of stream: scan and return everything still held."""
         return self._emit(len(self._pending))
 
     def _track_token_run(self, delta: str) -> None:
         end = self._base + len(self._pending) + len(delta)
-        for index in range(len(delta) - 1, -1, -1):
-            if delta[index] not in _TOKEN_CHARS:
-                self._run_start = end - len(delta) + index + 1
-                return
-        # The whole delta continues the current run: nothing to update.
+        if delta and delta[-1] not in _TOKEN_CHARS and _NOT_TOKEN_CHAR.match(delta, len(delta) - 1):
+            self._run_start = end  # the common case: a delta ending in a space or punctuation
+            return
+        last = None
+        for match in _NOT_TOKEN_CHAR.finditer(delta):
+            last = match
+        if last is not None:
+            self._run_start = end - len(delta) + last.start() + 1
+        # Otherwise the whole delta continues the current run: nothing to update.
 
     def _growth_cut(self, cut: int) -> int:
         """Move ``cut`` before a token that reaches the end and may still grow."""
@@ -102,18 +133,40 @@ class StreamScanner:
     def _emit(self, cut: int) -> str:
         offset = len(self._context)
         window = self._context + self._pending
+        view = view_of(window, json=self.json)
         # Entities starting inside the already-emitted context were either
         # reported before or are beyond repair; ignoring them also keeps a
         # late-validating token from pinning ``cut`` at 0 forever.
-        entities = [e for e in self._find(window) if e.start >= offset]
-        for entity in reversed(entities):
+        entities = self._find(view.text)
+        if not entities:  # the common case: nothing to place, report or mask
+            return self._release(cut, [])
+        found: list[tuple[Entity, str]] = []
+        for entity in entities:
+            start, end = view.raw_span(entity.start, entity.end)
+            if start >= offset:
+                found.append((Entity(entity.category, start - offset, end - offset, entity.source),
+                              view.text[entity.start:entity.end]))
+        for entity, _ in reversed(found):
             # Never split an entity: release up to its start instead.
-            if entity.start < offset + cut < entity.end:
-                cut = entity.start - offset
-        released = [e.shifted(-offset) for e in entities if e.end <= offset + cut]
-        self.findings.extend(e.shifted(self._base) for e in released)
+            if entity.start < cut < entity.end:
+                cut = entity.start
+        released = [(e, value) for e, value in found if e.end <= cut]
+        self.findings.extend(e.shifted(self._base) for e, _ in released)
+        values = {(e.start, e.end): value for e, value in released}
+        # Several guardrails may report the same value: each masked value is replaced once.
+        spans: list[Replacement] = [(e.start, e.end, self.numbering.placeholder(e.category, values[e.start, e.end]))
+                                    for e in resolve_overlaps(e for e, _ in released if self._masks(e))]
+        return self._release(cut, spans)
+
+    def _release(self, cut: int, spans: list[Replacement]) -> str:
+        """Pass `pending[:cut]` on, with `spans` (pending coordinates) masked."""
         raw = self._pending[:cut]
-        out = mask_text(raw, released, self.numbering) if self.mask else raw
+        if spans and self.json:
+            spans = json_safe(raw, spans, self._json_state)
+        self.masked_spans.extend((start + self._base, end + self._base) for start, end, _ in spans)
+        out = replace_spans(raw, spans) if spans else raw
+        if self.json:
+            self._json_state = self._json_state.advance(raw)
         self._context = (self._context + raw)[-_CONTEXT_CHARS:]
         self._pending = self._pending[cut:]
         self._base += cut

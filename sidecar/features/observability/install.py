@@ -12,15 +12,15 @@ import time
 
 from aiohttp import web
 
-from sidecar.appkeys import BREAKERS, METRICS, POLICY_STORE
+from sidecar.appkeys import BREAKERS, EXTENSIONS, METRICS, POLICY_STORE
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GatewayError
 from sidecar.extensions import Extensions
 from sidecar.features.observability.metrics import GatewayMetrics
-from sidecar.forward.exchange import Exchange
+from sidecar.features.quotas.limits import MICRO_USD
+from sidecar.forward.exchange import CLIENT_CLOSED, Exchange
 
 decision_log = logging.getLogger("sidecar.decision")
-CLIENT_CLOSED = 499  # status label for an exchange the client left before any answer (nginx's convention)
 _MAX_LOGGED_MODEL = 100
 
 
@@ -48,6 +48,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def record_exchange(metrics: GatewayMetrics, exchange: Exchange) -> None:
+    """Counts one forwarded exchange when it ends: status (499 for a client gone), latency, time to first byte, tokens.
+    """
     decision, now = exchange.decision, time.monotonic()
     metrics.request(decision.model_key, exchange.status or CLIENT_CLOSED, decision.token_name)
     for guard in exchange.guards:
@@ -55,6 +57,10 @@ def record_exchange(metrics: GatewayMetrics, exchange: Exchange) -> None:
         for finding in getattr(guard, "findings", ()):
             metrics.guardrail_finding(finding["guardrail"], finding["category"], finding["action"])
     usage = exchange.usage
+    price = exchange.policy.limits.price(decision.model_key)
+    if usage is not None and price is not None:
+        metrics.spent(decision.model_key, decision.token_name,
+                      price.micro_usd(usage.prompt_tokens, usage.completion_tokens) / MICRO_USD)
     metrics.exchange(
         decision.model_key, decision.token_name, now - exchange.started,
         exchange.first_byte - exchange.started if exchange.first_byte else None,
@@ -76,13 +82,18 @@ def record_callout(app: web.Application, check: Check, error: GatewayError | Non
         if error is not None:
             metrics.request(check.route.key if check.route else None, status,
                             check.token.name if check.token else None)
+    extensions = app.get(EXTENSIONS)
+    for observe in extensions.decision_observers if extensions is not None else ():
+        observe(check, error)
     decision_log.info("decision", extra={"fields": decision_fields(check, error, seconds)})
 
 
 def decision_fields(check: Check, error: GatewayError | None, seconds: float) -> dict[str, object]:
-    requested = check.request.model if check.request else None
+    """The callout decision log line's fields (request id, token, team, model, status, code, decision_ms …)."""
+    requested = check.request.model if check.request else check.path_model
     return {
         "request_id": check.request_id,
+        "endpoint": check.kind,
         "token": check.token.name if check.token else None,
         "team": check.token.team if check.token else None,
         # The resolved key, else what the client asked for (cut short: it is client input).

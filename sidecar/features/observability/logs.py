@@ -10,7 +10,10 @@ import orjson
 
 
 class JSONFormatter(logging.Formatter):
+    """One JSON object per log line: time (UTC, ms), level, logger, msg, plus the record's `fields`."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line (`exc` holds a traceback when there is one)."""
         entry: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -26,6 +29,7 @@ class JSONFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO") -> None:
+    """JSON logs on stdout at `level`; aiohttp's access log is quieted (ours carries the request id)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JSONFormatter())
     root = logging.getLogger()

@@ -20,6 +20,10 @@ _CALLOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class GatewayMetrics:
+    """The sidecar's Prometheus metrics in one registry (names follow Prometheus' conventions: `_seconds`, counters'
+    `_total`).
+    """
+
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
@@ -33,6 +37,8 @@ class GatewayMetrics:
                               "of the answer (first chunk of a stream)", ["model"], buckets=_TTFT_BUCKETS, registry=r)
         self.tokens = Counter("gateway_tokens", "Tokens used, as reported by the provider",
                               ["model", "token", "kind"], registry=r)
+        self.spend = Counter("gateway_spend_usd", "Spend in USD at the policy's prices (limits.models)",
+                             ["model", "token"], registry=r)
         self.callout = Histogram("gateway_callout_duration_seconds", "Time the callout took to decide",
                                  buckets=_CALLOUT_BUCKETS, registry=r)
         self.guardrail_findings = Counter("gateway_guardrail_findings", "Guardrail findings",
@@ -45,6 +51,12 @@ class GatewayMetrics:
                                          registry=r)
         self.limit_denials = Counter("gateway_limit_denials", "Requests denied by a quota or rate limit",
                                      ["limit"], registry=r)
+        self.quota_backend_errors = Counter(
+            "gateway_quota_backend_errors", "Quota store calls that failed, by what the gateway did: "
+            "fail_open (admitted unchecked), fail_closed (denied 503) or settle (usage lost)", ["mode"], registry=r)
+        self.quota_used = Gauge("gateway_quota_used_ratio", "Used / cap of a calendar quota (day or month) "
+                                "as of the last request it counted; scope is e.g. token=NAME",
+                                ["limit", "kind", "scope"], registry=r)
         self.breaker = Enum("gateway_breaker_state", "Circuit breaker state per deployment", ["deployment"],
                             states=list(BREAKER_STATES), registry=r)
         self.reloads = Counter("gateway_policy_reloads", "Policy reload attempts", ["outcome"], registry=r)
@@ -56,10 +68,12 @@ class GatewayMetrics:
 
     # ---- requests (the callout records denials, the forwarding finisher the rest) -----------
     def request(self, model: str | None, status: int, token: str | None) -> None:
+        """Counts one request by model key, final HTTP status and token name."""
         self.requests.labels(model or UNKNOWN, str(status), token or UNKNOWN).inc()
 
     def exchange(self, model: str, token: str, seconds: float, first_byte_seconds: float | None,
                  prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """Observes one forwarded exchange: duration and time to first byte in seconds, tokens by kind."""
         self.latency.labels(model).observe(seconds)
         if first_byte_seconds is not None:
             self.ttft.labels(model).observe(first_byte_seconds)
@@ -69,6 +83,7 @@ class GatewayMetrics:
             self.tokens.labels(model, token, "completion").inc(completion_tokens)
 
     def callout_seconds(self, seconds: float) -> None:
+        """Observes how long the callout took to decide, in seconds."""
         self.callout.observe(seconds)
 
     # ---- for guardrails, quotas and the breaker ----------------------------------------------
@@ -86,20 +101,36 @@ class GatewayMetrics:
         """A request denied by the limit named `limit` (the policy's limit name, not a team or token)."""
         self.limit_denials.labels(limit).inc()
 
+    def spent(self, model: str, token: str, usd: float) -> None:
+        """Adds a settled request's spend (US dollars) to `gateway_spend_usd_total{model,token}`."""
+        if usd > 0:
+            self.spend.labels(model, token).inc(usd)
+
+    def quota_backend_error(self, mode: str) -> None:
+        """`mode`: fail_open | fail_closed | settle."""
+        self.quota_backend_errors.labels(mode).inc()
+
+    def quota_level(self, limit: str, kind: str, scope: str, ratio: float) -> None:
+        """A calendar quota's used/cap; `scope` is built from policy names only (token=, team=, model=)."""
+        self.quota_used.labels(limit, kind, scope).set(ratio)
+
     def breaker_state(self, deployment: str, state: str) -> None:
         """`state` is one of closed, half_open, open; `deployment` the deployment name (provider/model)."""
         self.breaker.labels(deployment).state(state)
 
     # ---- policy reloads ----------------------------------------------------------------------
     def policy_loaded(self, version: str, loaded_at: float) -> None:
+        """The serving policy's version and load time (Unix seconds); clears the reload error gauge."""
         self.policy.info({"version": version})
         self.loaded_at.set(loaded_at)
         self.reload_errors.set(0)
 
     def reload(self, ok: bool, errors: int = 0) -> None:
+        """Counts a reload attempt; a failed one sets the error gauge to its number of errors."""
         self.reloads.labels("success" if ok else "failure").inc()
         if not ok:
             self.reload_errors.set(errors)
 
     def render(self) -> bytes:
+        """The registry in Prometheus' text exposition format."""
         return generate_latest(self.registry)

@@ -15,7 +15,7 @@ from sidecar.core.errors import QuotaExhausted, RateLimited
 from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.estimate import Estimate
 from sidecar.features.quotas.headers import Level, rate_limit_headers, retry_after
-from sidecar.features.quotas.limits import MICRO_USD, Identity, Limit, Price
+from sidecar.features.quotas.limits import MICRO_USD, Identity, Limit, Price, Unit
 from sidecar.features.quotas.windows import current_window
 
 MINUTE = 60.0
@@ -42,7 +42,7 @@ def _charge(limit: Limit, who: Identity, estimate: Estimate, price: Price | None
     return Charge(f"{key}:{window.id}", "window", limit.cap, amount, enforced, window_end=window.end)
 
 
-def _amount(unit: str, estimate: Estimate, price: Price | None) -> int:
+def _amount(unit: Unit, estimate: Estimate, price: Price | None) -> int:
     if unit == "tokens":
         return estimate.total
     if unit == "spend":
@@ -82,13 +82,15 @@ def limit_error(level: Level, who: Identity, zone: ZoneInfo, levels: Sequence[Le
         headers["Retry-After"] = retry_after(wait)
         if charge.counter == "window":
             message += f" It resets at {datetime.fromtimestamp(charge.window_end, zone).isoformat()}."
+        elif charge.counter == "slots":
+            message += f" A slot frees when a request in flight ends, at the latest in {retry_after(wait)}s."
         else:
             message += f" Retry after {retry_after(wait)}s."
     error_class = QuotaExhausted if spec.quota else RateLimited
     return error_class(message, code=limit.kind, headers=headers)
 
 
-def _show(unit: str, value: float) -> str:
+def _show(unit: Unit, value: float) -> str:
     if unit == "spend":
         return f"${value / MICRO_USD:.6f}".rstrip("0").rstrip(".")
     return str(math.ceil(value) if value > 0 else 0)

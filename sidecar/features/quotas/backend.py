@@ -9,6 +9,11 @@ Three counter types cover every limit kind:
 
 `reserve` is all-or-nothing over the charges of one request: every enforced charge must fit,
 then all of them (shadow ones too) are added at once. No other reservation can interleave.
+
+A reservation goes pending -> claimed -> settled, tracked by a marker per reservation id:
+the callout reserves slots with a short arrival lease (pending); the forwarding path `claim`s
+it once (the slots get their full lease; a second claim, a replayed decision, fails); `settle`
+applies at most once per reservation, whatever ends it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from sidecar.features.quotas.limits import Counter
 
 
 class BackendUnavailable(Exception):
@@ -25,7 +32,7 @@ class BackendUnavailable(Exception):
 @dataclass(frozen=True)
 class Charge:
     key: str
-    counter: str  # "bucket" | "window" | "slots"
+    counter: Counter
     cap: int
     amount: int
     enforced: bool
@@ -40,6 +47,17 @@ class Reserved:
     # Per charge: the level after reserving (admitted) or as found (denied).
     used: tuple[float, ...]  # (a dry run: as found)
     now: float  # the store's clock, epoch seconds
+    # Per charge: for slots, the earliest lease end among the slots held (epoch seconds; 0 when
+    # none is held or for other counters): when a full concurrency limit frees at the latest.
+    frees_at: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What `peek` found: per charge, the counter's level now (requests, tokens or micro-USD)."""
+
+    used: tuple[float, ...]
+    now: float  # the store's clock, epoch seconds
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ class Adjustment:
     """Settlement of one charge: `delta` (real minus reserved) for counters; release for slots."""
 
     key: str
-    counter: str
+    counter: Counter
     delta: int = 0
     cap: int = 1
     period: float = 60.0
@@ -61,8 +79,20 @@ class QuotaBackend(Protocol):
         """
         ...
 
-    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
-        """Correct counters by real usage and release slots; never fails the request."""
+    async def claim(self, reservation_id: str, slot_keys: Sequence[str], lease: float, marker_ttl: float) -> bool:
+        """Pending -> claimed, once: give the reservation's slots `lease` seconds from now (re-adding
+        a slot whose arrival lease ran out). False if it was claimed or settled before."""
+        ...
+
+    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment], *, marker_ttl: float = 900.0,
+                     only_pending: bool = False) -> bool:
+        """Correct counters by real usage and release slots, once per reservation (False: settled
+        before, or `only_pending` and already claimed: nothing changed); never fails the request."""
+        ...
+
+    async def peek(self, charges: Sequence[Charge]) -> Levels:
+        """The counters' levels now, read only (the status page): nothing is added, expired or
+        written; `amount` and `enforced` are ignored. Raises BackendUnavailable like `reserve`."""
         ...
 
     async def start(self) -> None:

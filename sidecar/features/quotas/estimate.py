@@ -1,9 +1,11 @@
 """What a request may cost before it runs: the amount admission reserves.
 
 No tokenizer: the prompt estimate is characters / `chars_per_token` (4 by default, OpenAI's
-rule of thumb for English) over the text the model reads (message contents, names, tool call
-arguments, tool definitions), plus 4 tokens of framing per message and 3 for the reply's priming,
-plus a flat 85 per image part (a low-detail image's cost). The completion allowance is the
+rule of thumb for English) over the text the model reads (every text `sidecar.core.walk`
+yields for a request, names included: contents and text parts, refusals, tool call and function
+call arguments and names, tool results; plus the tool definitions), plus 4 tokens of framing
+per message and 3 for the reply's priming, plus a flat 85 per image part (a low-detail
+image's cost). The completion allowance is the
 request's `max_completion_tokens`/`max_tokens`, else the per-model default in `limits.models`,
 else `limits.estimate.completion_tokens`, times `n` when several choices are asked for. The
 reservation is corrected with the real `usage` afterwards, so the estimate only decides
@@ -19,6 +21,9 @@ from typing import Any
 import orjson
 
 from sidecar.core.chat import ChatRequest
+from sidecar.core.embeddings import EmbeddingsRequest
+from sidecar.core.endpoints import ClientRequest
+from sidecar.core.walk import request_texts
 from sidecar.features.quotas.limits import LimitsPolicy
 
 _PER_MESSAGE = 4
@@ -44,15 +49,27 @@ def estimate_request(request: ChatRequest, model: str, limits: LimitsPolicy) -> 
     return Estimate(prompt_tokens(request.body, limits.chars_per_token), completion)
 
 
+def estimate_for(request: ClientRequest, model: str, limits: LimitsPolicy) -> Estimate:
+    """The estimate of a chat or an embeddings request."""
+    if isinstance(request, EmbeddingsRequest):
+        return estimate_embeddings(request, limits)
+    assert isinstance(request, ChatRequest)
+    return estimate_request(request, model, limits)
+
+
+def estimate_embeddings(request: EmbeddingsRequest, limits: LimitsPolicy) -> Estimate:
+    """Embeddings read their input and write no tokens: characters / `chars_per_token` of each
+    string (at least 1 per input), or the number of token ids as given; no completion allowance."""
+    text_tokens = sum(max(1, math.ceil(len(text) / limits.chars_per_token)) for text in request.texts)
+    return Estimate(text_tokens + request.token_ids, 0)
+
+
 def prompt_tokens(body: dict[str, Any], chars_per_token: float) -> int:
-    chars, images = 0, 0
+    chars = 0
+    for text in request_texts(body, names=True):
+        chars += len(text.text)
     messages = body.get("messages") or []
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        text, image_count = _message_text(message)
-        chars += len(text)
-        images += image_count
+    images = sum(_images(message) for message in messages if isinstance(message, dict))
     tools = body.get("tools")
     if tools:
         chars += len(orjson.dumps(tools))
@@ -63,24 +80,8 @@ def completion_tokens_from_chars(chars: int, chars_per_token: float) -> int:
     return math.ceil(chars / chars_per_token)
 
 
-def _message_text(message: dict[str, Any]) -> tuple[str, int]:
-    pieces: list[str] = []
-    images = 0
+def _images(message: dict[str, Any]) -> int:
     content = message.get("content")
-    if isinstance(content, str):
-        pieces.append(content)
-    elif isinstance(content, list):
-        for part in content:
-            if not isinstance(part, dict):
-                continue
-            if isinstance(part.get("text"), str):
-                pieces.append(part["text"])
-            elif part.get("type") == "image_url":
-                images += 1
-    if isinstance(message.get("name"), str):
-        pieces.append(message["name"])
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict):
-            pieces.extend(str(function.get(k) or "") for k in ("name", "arguments"))
-    return "".join(pieces), images
+    if not isinstance(content, list):
+        return 0
+    return sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")

@@ -28,6 +28,8 @@ class Level:
     charge: Charge
     used: float
     now: float
+    # Slots: the earliest lease end of the slots held (epoch seconds; 0 if unknown).
+    frees_at: float = 0.0
 
     @property
     def remaining(self) -> int:
@@ -47,7 +49,10 @@ class Level:
             return max(0.0, self.used + charge.amount - charge.cap) * charge.period / charge.cap
         if charge.counter == "window":
             return max(0.0, charge.window_end - self.now)
-        return 1.0  # a slot frees when some request in flight ends; no way to know when
+        # A slot frees when a request in flight ends (unknowable) or, at the latest, when the
+        # earliest lease runs out: seconds for a request whose client left before its forward,
+        # the deployment's `total` timeout + 60 s for one being served. The latest is the truth.
+        return max(0.0, self.frees_at - self.now) if self.frees_at else 1.0
 
     def fits(self) -> bool:
         return self.used + self.charge.amount <= self.charge.cap

@@ -9,29 +9,77 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Literal, TypeVar
 
-PER_FIELDS = ("token", "team", "model")
 MICRO_USD = 1_000_000  # spend is counted in integer micro-dollars, so every backend adds integers
+
+Unit = Literal["requests", "tokens", "spend"]
+"""What a limit counts: requests (or slots), tokens (prompt + completion), spend (micro-USD)."""
+Counter = Literal["bucket", "window", "slots"]
+"""How it counts: a leaky bucket (refills continuously), a calendar window, or slots in flight."""
+Period = Literal["minute", "day", "month"]
+"""The period a limit is stated per (buckets drain per minute; windows are calendar days/months)."""
+PerField = Literal["token", "team", "model"]
+"""An identity a limit counts separately per (`per:` in the policy)."""
+StoreBackend = Literal["memory", "redis"]
+K = TypeVar("K", bound=str)
+
+COUNTERS: tuple[Counter, ...] = ("bucket", "window", "slots")
+UNITS: tuple[Unit, ...] = ("requests", "tokens", "spend")
+PER_FIELDS: tuple[PerField, ...] = ("token", "team", "model")
+STORE_BACKENDS: tuple[StoreBackend, ...] = ("memory", "redis")
+
+
+def counter_named(name: str) -> Counter:
+    """`name` as a Counter (decoding a reservation); ValueError for anything else."""
+    return _one_of(name, COUNTERS, "counter")
+
+
+def unit_named(name: str) -> Unit:
+    """`name` as a Unit (decoding a reservation); ValueError for anything else."""
+    return _one_of(name, UNITS, "unit")
+
+
+def _one_of(name: str, choices: tuple[K, ...], what: str) -> K:
+    for choice in choices:
+        if choice == name:
+            return choice
+    raise ValueError(f"unknown {what} {name!r}")
+
+
+class LimitKind(StrEnum):
+    """A limit's key in a `limits.rules` entry; also the error `code` of a denial it causes."""
+
+    REQUESTS_PER_MINUTE = "requests_per_minute"
+    TOKENS_PER_MINUTE = "tokens_per_minute"
+    CONCURRENT_REQUESTS = "concurrent_requests"
+    TOKENS_PER_DAY = "tokens_per_day"
+    TOKENS_PER_MONTH = "tokens_per_month"
+    SPEND_PER_DAY = "spend_per_day"
+    SPEND_PER_MONTH = "spend_per_month"
 
 
 @dataclass(frozen=True)
 class KindSpec:
-    unit: str  # "requests" | "tokens" | "spend"
-    counter: str  # "bucket" (refills continuously) | "window" (calendar period) | "slots" (in flight)
-    period: str | None  # "minute" | "day" | "month"
+    """How one limit kind counts, and how its denial reads."""
+
+    unit: Unit
+    counter: Counter
+    period: Period | None  # None: slots (no period)
     quota: bool  # True: insufficient_quota when exhausted; False: rate_limit_exceeded
     label: str
 
 
-KINDS: Mapping[str, KindSpec] = {
-    "requests_per_minute": KindSpec("requests", "bucket", "minute", False, "requests per minute"),
-    "tokens_per_minute": KindSpec("tokens", "bucket", "minute", False, "tokens per minute"),
-    "concurrent_requests": KindSpec("requests", "slots", None, False, "concurrent requests"),
-    "tokens_per_day": KindSpec("tokens", "window", "day", True, "tokens per day"),
-    "tokens_per_month": KindSpec("tokens", "window", "month", True, "tokens per month"),
-    "spend_per_day": KindSpec("spend", "window", "day", True, "spend per day (USD)"),
-    "spend_per_month": KindSpec("spend", "window", "month", True, "spend per month (USD)"),
+KINDS: Mapping[LimitKind, KindSpec] = {
+    LimitKind.REQUESTS_PER_MINUTE: KindSpec("requests", "bucket", "minute", False, "requests per minute"),
+    LimitKind.TOKENS_PER_MINUTE: KindSpec("tokens", "bucket", "minute", False, "tokens per minute"),
+    LimitKind.CONCURRENT_REQUESTS: KindSpec("requests", "slots", None, False, "concurrent requests"),
+    LimitKind.TOKENS_PER_DAY: KindSpec("tokens", "window", "day", True, "tokens per day"),
+    LimitKind.TOKENS_PER_MONTH: KindSpec("tokens", "window", "month", True, "tokens per month"),
+    LimitKind.SPEND_PER_DAY: KindSpec("spend", "window", "day", True, "spend per day (USD)"),
+    LimitKind.SPEND_PER_MONTH: KindSpec("spend", "window", "month", True, "spend per month (USD)"),
 }
 
 
@@ -43,16 +91,18 @@ class Identity:
     team: str | None
     model: str
 
-    def value(self, name: str) -> str | None:
+    def value(self, name: PerField) -> str | None:
         return {"token": self.token, "team": self.team, "model": self.model}[name]
 
 
 @dataclass(frozen=True)
 class Limit:
+    """One (rule, kind) pair of the policy; `cap` is in the kind's unit (micro-USD for spend)."""
+
     rule: str
-    kind: str
+    kind: LimitKind
     cap: int  # requests, tokens, or micro-USD for spend
-    per: tuple[str, ...] = ("token",)
+    per: tuple[PerField, ...] = ("token",)
     tokens: frozenset[str] | None = None  # None: any
     teams: frozenset[str] | None = None
     models: frozenset[str] | None = None
@@ -102,7 +152,7 @@ class ModelQuotaSettings:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    backend: str = "memory"  # "memory" | "redis"
+    backend: StoreBackend = "memory"
     state_dir: Path | None = None  # memory: None means $GATEWAY_STATE_DIR or ./.gateway-state
     flush_interval: float = 1.0
     redis_url: str | None = None

@@ -5,7 +5,8 @@ add cannot interleave. Durable because counters are written to `STATE_DIR/quotas
 file, fsync, atomic rename) every `flush_interval` when they changed and once more on shutdown
 (SIGTERM), after in-flight requests have settled. Crash-loss bound: a hard crash (SIGKILL, OOM,
 power loss) loses at most the usage recorded in the last `flush_interval` (1 s by default).
-In-flight slots are not persisted: their requests died with the process.
+In-flight slots are not persisted: their requests died with the process. Reservation markers
+are, so a decision claimed or settled before a restart is still refused after it.
 
 One process per state file: several sidecar processes or replicas must share the Redis backend.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.features.quotas.backend import Adjustment, Charge, Reserved
+from sidecar.features.quotas.backend import Adjustment, Charge, Levels, Reserved
 
 log = logging.getLogger("sidecar.quotas")
 STATE_FILE = "quotas.json"
@@ -39,6 +40,8 @@ class MemoryBackend:
         self._buckets: dict[str, list[float]] = {}  # key -> [used, at, drain per second]
         self._windows: dict[str, list[float]] = {}  # key -> [used, window end]
         self._slots: dict[str, dict[str, float]] = {}  # key -> {reservation id: lease end}
+        # Reservation id -> (state "claimed" | "settled", marker end); absent means pending.
+        self._markers: dict[str, tuple[str, float]] = {}
         self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
         self._load()
@@ -53,10 +56,27 @@ class MemoryBackend:
                 used[index] += charge.amount
                 self._add(charge, reservation_id, used[index], now)
             self._dirty = True
-        return Reserved(admitted, tuple(used), now)
+        frees = tuple(min(self._slots.get(c.key, {}).values(), default=0.0) if c.counter == "slots" else 0.0
+                      for c in charges)
+        return Reserved(admitted, tuple(used), now, frees)
 
-    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
+    async def claim(self, reservation_id: str, slot_keys: Sequence[str], lease: float, marker_ttl: float) -> bool:
         now = self._clock()
+        if self._marker(reservation_id, now) is not None:
+            return False
+        self._markers[reservation_id] = ("claimed", now + marker_ttl)
+        for key in slot_keys:
+            self._slots.setdefault(key, {})[reservation_id] = now + lease
+        self._dirty = True
+        return True
+
+    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment], *, marker_ttl: float = 900.0,
+                     only_pending: bool = False) -> bool:
+        now = self._clock()
+        state = self._marker(reservation_id, now)
+        if state == "settled" or (only_pending and state == "claimed"):
+            return False
+        self._markers[reservation_id] = ("settled", now + marker_ttl)
         for adjustment in adjustments:
             if adjustment.counter == "slots":
                 self._slots.get(adjustment.key, {}).pop(reservation_id, None)
@@ -69,6 +89,20 @@ class MemoryBackend:
                 self._buckets[adjustment.key] = [max(0.0, level + adjustment.delta), now,
                                                  adjustment.cap / adjustment.period]
         self._dirty = True
+        return True
+
+    def _marker(self, reservation_id: str, now: float) -> str | None:
+        marker = self._markers.get(reservation_id)
+        return marker[0] if marker is not None and marker[1] > now else None
+
+    async def peek(self, charges: Sequence[Charge]) -> Levels:
+        now = self._clock()
+        return Levels(tuple(self._peek_level(charge, now) for charge in charges), now)
+
+    def _peek_level(self, charge: Charge, now: float) -> float:
+        if charge.counter == "slots":  # leases that ran out are not counted (nor swept: read only)
+            return float(sum(1 for end in self._slots.get(charge.key, {}).values() if end > now))
+        return self._level(charge, now)
 
     def _level(self, charge: Charge, now: float) -> float:
         if charge.counter == "bucket":
@@ -137,9 +171,11 @@ class MemoryBackend:
         for slots in self._slots.values():
             _expire(slots, now)
         self._slots = {k: v for k, v in self._slots.items() if v}
+        self._markers = {k: v for k, v in self._markers.items() if v[1] > now}
 
     def _snapshot(self, now: float) -> dict[str, Any]:
-        return {"format": _FORMAT, "saved_at": now, "buckets": self._buckets, "windows": self._windows}
+        return {"format": _FORMAT, "saved_at": now, "buckets": self._buckets, "windows": self._windows,
+                "markers": self._markers}
 
     def _load(self) -> None:
         if self._path is None or not self._path.exists():
@@ -151,6 +187,8 @@ class MemoryBackend:
             now = self._clock()
             self._buckets = {str(k): [float(v[0]), float(v[1]), float(v[2])] for k, v in data["buckets"].items()}
             self._windows = {str(k): [float(v[0]), float(v[1])] for k, v in data["windows"].items() if v[1] > now}
+            self._markers = {str(k): (str(v[0]), float(v[1])) for k, v in data.get("markers", {}).items()
+                             if v[1] > now}
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             # Refusing to start would take the whole gateway down; starting from zero is logged loudly.
             log.exception("quota state unreadable; starting with empty counters",

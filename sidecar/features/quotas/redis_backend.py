@@ -18,17 +18,20 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, Reserved
-from sidecar.features.quotas.redis_scripts import RESERVE, SETTLE
+from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, Levels, Reserved
+from sidecar.features.quotas.redis_scripts import CLAIM, PEEK, RESERVE, SETTLE
 
 
 class RedisBackend:
-    def __init__(self, url: str, timeout: float = 0.25) -> None:
+    def __init__(self, url: str, timeout: float = 0.25, key_prefix: str = "cgt") -> None:
         self._url = url
+        self._key_prefix = key_prefix
         self._timeout = timeout
         self._client: redis.Redis | None = None
         self._reserve: Any = None
         self._settle: Any = None
+        self._peek: Any = None
+        self._claim: Any = None
 
     async def start(self) -> None:
         # Connections are made lazily, so a sidecar starts (and fails open or closed) while Redis is down.
@@ -37,6 +40,8 @@ class RedisBackend:
             retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=True)
         self._reserve = self._client.register_script(RESERVE)
         self._settle = self._client.register_script(SETTLE)
+        self._peek = self._client.register_script(PEEK)
+        self._claim = self._client.register_script(CLAIM)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -48,20 +53,41 @@ class RedisBackend:
         for charge in charges:
             args += [charge.counter, charge.cap, charge.amount, int(charge.enforced), _extra_ms(charge)]
         result = await self._call(self._reserve, [c.key for c in charges], args)
-        return Reserved(bool(int(result[0])), tuple(float(v) for v in result[2:]), float(result[1]) / 1000)
+        count = len(charges)
+        return Reserved(bool(int(result[0])), tuple(float(v) for v in result[2:2 + count]), float(result[1]) / 1000,
+                        tuple(float(v) for v in result[2 + count:]))
 
-    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment]) -> None:
-        args: list[str | int] = [reservation_id]
+    async def claim(self, reservation_id: str, slot_keys: Sequence[str], lease: float, marker_ttl: float) -> bool:
+        args: list[str | int] = [reservation_id, round(lease * 1000), round(marker_ttl * 1000)]
+        result = await self._call(self._claim, [self._marker_key(reservation_id), *slot_keys], args)
+        return bool(int(result))
+
+    async def settle(self, reservation_id: str, adjustments: Sequence[Adjustment], *, marker_ttl: float = 900.0,
+                     only_pending: bool = False) -> bool:
+        args: list[str | int] = [reservation_id, round(marker_ttl * 1000), int(only_pending)]
         for adjustment in adjustments:
             args += [adjustment.counter, adjustment.delta, adjustment.cap, round(adjustment.period * 1000)]
-        await self._call(self._settle, [a.key for a in adjustments], args)
+        result = await self._call(self._settle, [self._marker_key(reservation_id), *(a.key for a in adjustments)],
+                                  args)
+        return bool(int(result))
 
-    async def _call(self, script: Any, keys: list[str], args: list[str | int]) -> list[Any]:
+    async def peek(self, charges: Sequence[Charge]) -> Levels:
+        args: list[str | int] = []
+        for charge in charges:
+            args += [charge.counter, charge.cap, _extra_ms(charge)]
+        result = await self._call(self._peek, [c.key for c in charges], args)
+        return Levels(tuple(float(v) for v in result[1:]), float(result[0]) / 1000)
+
+    def _marker_key(self, reservation_id: str) -> str:
+        # The same hash tag as the charges' keys: one cluster slot per script.
+        return f"{{{self._key_prefix}}}:reservation:{reservation_id}"
+
+    async def _call(self, script: Any, keys: list[str], args: list[str | int]) -> Any:
         if script is None:
             raise BackendUnavailable("Redis backend not started")
         try:
             async with asyncio.timeout(self._timeout * 2):
-                result: list[Any] = await script(keys=keys, args=args)
+                result = await script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise BackendUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
         return result

@@ -56,17 +56,45 @@ if ok and ARGV[2] == '1' then
 end
 local out = {ok and 1 or 0, num(now)}
 for i = 1, #KEYS do out[#out + 1] = num(used[i]) end
+-- Per charge, the earliest lease end of the slots held (0 for other counters or none held).
+for i = 1, #KEYS do
+  local frees = 0
+  if ARGV[3 + (i - 1) * 5] == 'slots' then
+    local first = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    if first[2] then frees = tonumber(first[2]) / 1000 end
+  end
+  out[#out + 1] = num(frees)
+end
 return out
 """
 
-# KEYS: one per adjustment. ARGV[1]: reservation id; then 4 per key: counter type, delta, cap, period ms.
+# KEYS[1]: the reservation's marker; then its slot keys. ARGV: reservation id, lease ms, marker ttl ms.
+# Pending -> claimed once; the slots get their full lease (a slot whose arrival lease ran out is re-added).
+CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not redis.call('SET', KEYS[1], 'claimed', 'NX', 'PX', ARGV[3]) then return 0 end
+local lease = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], now + lease, ARGV[1])
+  if redis.call('PTTL', KEYS[i]) < lease then redis.call('PEXPIRE', KEYS[i], lease) end
+end
+return 1
+"""
+
+# KEYS[1]: the reservation's marker; then one per adjustment. ARGV[1]: reservation id; ARGV[2]: marker
+# ttl ms; ARGV[3]: 1 to settle only a pending (never claimed) reservation; then 4 per key: counter type,
+# delta, cap, period ms. Applies at most once per reservation: returns 0 when it changed nothing.
 SETTLE = """
 local function num(x) return string.format('%.17g', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rid = ARGV[1]
-for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 4
+local state = redis.call('GET', KEYS[1])
+if state == 'settled' or (ARGV[3] == '1' and state == 'claimed') then return 0 end
+redis.call('SET', KEYS[1], 'settled', 'PX', ARGV[2])
+for i = 2, #KEYS do
+  local b = 4 + (i - 2) * 4
   local kind, delta = ARGV[b], tonumber(ARGV[b + 1])
   if kind == 'slots' then
     redis.call('ZREM', KEYS[i], rid)
@@ -85,4 +113,31 @@ for i = 1, #KEYS do
   end
 end
 return 1
+"""
+
+# Read only, for the status page: KEYS one per charge; ARGV 3 per charge: counter type, cap, extra
+# (bucket: period ms). Returns the store's clock (ms) then each level. Writes nothing: slots whose
+# lease ran out are left for RESERVE to sweep, and simply not counted here.
+PEEK = """
+local function num(x) return string.format('%.17g', x) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {num(now)}
+for i = 1, #KEYS do
+  local b = (i - 1) * 3
+  local kind, cap, extra = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local level
+  if kind == 'bucket' then
+    local v = redis.call('HMGET', KEYS[i], 'u', 't')
+    level = tonumber(v[1]) or 0
+    local last = tonumber(v[2]) or now
+    level = math.max(0, level - math.max(0, now - last) * cap / extra)
+  elseif kind == 'window' then
+    level = tonumber(redis.call('GET', KEYS[i])) or 0
+  else
+    level = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
+  end
+  out[#out + 1] = num(level)
+end
+return out
 """

@@ -1,7 +1,7 @@
 """Settling a reservation when the exchange ends: real usage replaces the estimate.
 
-The reservation travels in the signed decision (`extra["quota"]`), so whichever sidecar process
-forwards the request settles exactly what the callout reserved, in the same windows.
+The reservation travels in the signed decision (typed key `RESERVATION`), so whichever sidecar
+process forwards the request settles exactly what the callout reserved, in the same windows.
 """
 
 from __future__ import annotations
@@ -9,37 +9,76 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sidecar.callout.handoff import Decision, DecisionKey
 from sidecar.features.quotas.backend import Adjustment, Charge
 from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
-from sidecar.features.quotas.limits import LimitsPolicy
+from sidecar.features.quotas.limits import Counter, LimitsPolicy, Unit, counter_named, unit_named
 
 if TYPE_CHECKING:
     from sidecar.forward.exchange import Exchange
 
-EXTRA_KEY = "quota"
+
+
+@dataclass(frozen=True)
+class ChargeRow:
+    """One reserved charge as the forwarding path settles it."""
+
+    key: str
+    counter: Counter
+    unit: Unit
+    amount: int
+    cap: int
 
 
 @dataclass(frozen=True)
 class Record:
+    """A reservation: its id, the estimate charged, its charges, and the slots' full lease
+    (seconds) that the forwarding path's claim gives them."""
+
     reservation_id: str
     estimate: Estimate
-    charges: tuple[tuple[str, str, str, int, int], ...]  # key, counter, unit, amount, cap
+    charges: tuple[ChargeRow, ...]
+    lease: float = 0.0
+    # The completion tokens per choice the provider is held to (sidecar.features.quotas.allowance);
+    # None when the client set its own max_tokens or no token-counting limit applies.
+    completion_cap: int | None = None
 
-    def to_extra(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
-                "completion": self.estimate.completion_tokens, "charges": [list(c) for c in self.charges]}
+                "completion": self.estimate.completion_tokens, "lease": self.lease, "cap": self.completion_cap,
+                "charges": [[c.key, c.counter, c.unit, c.amount, c.cap] for c in self.charges]}
 
     @classmethod
-    def from_extra(cls, value: Any) -> Record | None:
-        if not isinstance(value, dict):
-            return None
-        charges = tuple((str(k), str(c), str(u), int(a), int(cap)) for k, c, u, a, cap in value["charges"])
-        return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges)
+    def from_json(cls, value: Any) -> Record:
+        charges = tuple(ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
+                        for k, c, u, a, cap in value["charges"])
+        cap = value.get("cap")
+        return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges,
+                   float(value["lease"]), int(cap) if cap is not None else None)
 
     @classmethod
-    def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[str]) -> Record:
-        rows = tuple((c.key, c.counter, unit, c.amount, c.cap) for c, unit in zip(charges, units, strict=True))
-        return cls(reservation_id, estimate, rows)
+    def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[Unit],
+           lease: float, completion_cap: int | None = None) -> Record:
+        rows = tuple(ChargeRow(c.key, c.counter, unit, c.amount, c.cap) for c, unit in zip(charges, units, strict=True))
+        return cls(reservation_id, estimate, rows, lease, completion_cap)
+
+    @property
+    def slot_keys(self) -> list[str]:
+        return [c.key for c in self.charges if c.counter == "slots"]
+
+
+RESERVATION: DecisionKey[Record] = DecisionKey("quota", Record.to_json, Record.from_json)
+"""The quota stage's annotation: what the callout reserved, for the forwarding path to settle."""
+
+
+def cap_completion(body: dict[str, Any], decision: Decision) -> None:
+    """Holds the provider to the allowance the callout reserved: the body's `max_completion_tokens`
+    (each provider module moves it to the field its deployment expects) when the client set none."""
+    record = decision.get(RESERVATION)
+    if record is None or record.completion_cap is None:
+        return
+    if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
+        body["max_completion_tokens"] = record.completion_cap
 
 
 def real_usage(exchange: Exchange, estimate: Estimate, chars_per_token: float) -> tuple[int, int] | None:
@@ -60,13 +99,25 @@ def adjustments(record: Record, exchange: Exchange, limits: LimitsPolicy) -> lis
     used = real_usage(exchange, record.estimate, limits.chars_per_token)
     price = limits.price(exchange.decision.model_key)
     result = []
-    for key, counter, unit, amount, cap in record.charges:
-        if counter == "slots":
-            result.append(Adjustment(key, "slots"))
+    for row in record.charges:
+        if row.counter == "slots":
+            result.append(Adjustment(row.key, "slots"))
             continue
-        if used is None or unit == "requests":
+        if used is None or row.unit == "requests":
             continue
-        real = sum(used) if unit == "tokens" else (price.micro_usd(*used) if price else 0)
-        if real != amount:
-            result.append(Adjustment(key, counter, real - amount, cap))
+        real = sum(used) if row.unit == "tokens" else (price.micro_usd(*used) if price else 0)
+        if real != row.amount:
+            result.append(Adjustment(row.key, row.counter, real - row.amount, row.cap))
+    return result
+
+
+def refund(record: Record) -> list[Adjustment]:
+    """Nothing reached the provider (a later callout stage denied, or the forwarding path refused
+    the decision): release the slots and give back every charge, as if never reserved."""
+    result = []
+    for row in record.charges:
+        if row.counter == "slots":
+            result.append(Adjustment(row.key, "slots"))
+        elif row.amount:
+            result.append(Adjustment(row.key, row.counter, -row.amount, row.cap))
     return result

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sidecar.features.quotas.limits import Period
+
 
 @dataclass(frozen=True)
 class Window:
@@ -18,7 +20,7 @@ class Window:
     end: float  # epoch seconds when the next window starts
 
 
-def current_window(period: str, zone: ZoneInfo, now: float) -> Window:
+def current_window(period: Period, zone: ZoneInfo, now: float) -> Window:
     local = datetime.fromtimestamp(now, zone)
     if period == "day":
         start = local.date()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from sidecar.callout.pipeline import Check, DecisionPipeline, Denied, new_request_id, resolve_request_id
+from sidecar.callout.handoff import DecisionKey
+from sidecar.callout.pipeline import Check, DecisionPipeline, Denied, Stage, new_request_id, resolve_request_id
 from sidecar.core.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -175,12 +177,60 @@ async def test_extra_stages_run_after_core_and_can_deny(policy: Policy) -> None:
     assert result.check.client_headers == {"x-ratelimit-remaining": "0"}
 
 
+MASK: DecisionKey[tuple[str, ...]] = DecisionKey("mask", list, lambda v: tuple(map(str, v)))
+
+
 async def test_extra_stage_annotations_reach_the_decision(policy: Policy) -> None:
     async def annotate(check: Check) -> None:
-        check.extra["mask"] = ["email"]
+        check.put(MASK, ("email",))
 
     check = await DecisionPipeline([annotate]).decide(policy, raw(), AUTH, None)
     assert check.decision().extra == {"mask": ["email"]}
+    assert check.decision().get(MASK) == ("email",)
+
+
+async def test_the_decision_binds_the_body_digest_and_expires_after_its_ttl(policy: Policy) -> None:
+    body = raw()
+    check = await DecisionPipeline().decide(policy, body, AUTH, None)
+    decision = check.decision(ttl_seconds=7.5, now=1000.0)
+    assert decision.body_sha256 == hashlib.sha256(body).hexdigest()
+    assert decision.expires_at == 1007.5
+
+
+async def test_named_stages_run_in_the_declared_order_not_install_order(policy: Policy) -> None:
+    seen: list[str] = []
+
+    def stage(name: str) -> Stage:
+        async def run(check: Check) -> None:
+            seen.append(name)
+        return run
+
+    # Installed costly-first; run cheap-first, after the core stages.
+    installed = {name: stage(name) for name in ("guardrails_requested", "guardrails_input", "quotas", "breaker",
+                                                "drain")}
+    await DecisionPipeline(installed).decide(policy, raw(), AUTH, None)
+    assert seen == ["drain", "breaker", "quotas", "guardrails_input", "guardrails_requested"]
+    with pytest.raises(ValueError, match="not in STAGE_ORDER"):
+        DecisionPipeline({"mystery": stage("mystery")})
+
+
+async def test_a_later_denial_undoes_what_an_earlier_stage_reserved(policy: Policy) -> None:
+    undone: list[str] = []
+
+    async def reserve(check: Check) -> None:
+        async def release() -> None:
+            undone.append("released")
+        check.on_deny.append(release)
+
+    async def block(check: Check) -> None:
+        raise InvalidRequest("blocked")
+
+    result = await denied(policy, raw(), pipeline=DecisionPipeline({"quotas": reserve, "guardrails_input": block}))
+    assert result.error.message == "blocked"
+    assert undone == ["released"]
+    undone.clear()
+    await DecisionPipeline({"quotas": reserve}).decide(policy, raw(), AUTH, None)
+    assert undone == []  # allowed: the reservation stands
 
 
 async def test_non_gateway_errors_are_not_turned_into_denials(policy: Policy) -> None:

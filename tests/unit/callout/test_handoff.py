@@ -7,13 +7,25 @@ import base64
 import orjson
 import pytest
 
-from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, decode, encode
+from sidecar.callout.handoff import (
+    DECISION_HEADER,
+    Decision,
+    DecisionKey,
+    InvalidDecision,
+    RejectedDecision,
+    annotate,
+    body_digest,
+    decode,
+    encode,
+    verify,
+)
 
 KEY = b"k" * 32
 DECISION = Decision(
     request_id="req_abc", token_name="demo", team="demo-team", model_key="gpt-4",
     deployments=("demo/demo-gpt-4", "backup/gpt-4"), stream=True, client_wants_usage=False,
-    policy_version="0123456789ab", extra={"mask": ["email"], "n": 3},
+    policy_version="0123456789ab", body_sha256=body_digest(b'{"model": "gpt-4"}'), expires_at=2_000_000_000.0,
+    extra={"mask": ["email"], "n": 3},
 )
 
 
@@ -41,7 +53,7 @@ def test_round_trip_keeps_tuple_and_optional_fields() -> None:
 def test_encoded_form_is_header_safe() -> None:
     header = encode(DECISION, KEY)
     version, payload, signature = parts(header)
-    assert version == "v1"
+    assert version == "v2"
     assert len(signature) == 24  # 18 bytes of HMAC-SHA256, base64
     assert "=" not in payload
     assert header.isascii() and " " not in header
@@ -89,10 +101,10 @@ def test_tampered_signature() -> None:
 def test_wrong_version() -> None:
     _, payload, signature = parts(encode(DECISION, KEY))
     with pytest.raises(InvalidDecision):
-        decode(f"v2.{payload}.{signature}", KEY)
+        decode(f"v1.{payload}.{signature}", KEY)  # the format before the body digest and expiry
 
 
-@pytest.mark.parametrize("header", ["v1", "v1.", "v1..", "garbage", "v1.payload", "..."])
+@pytest.mark.parametrize("header", ["v2", "v2.", "v2..", "garbage", "v2.payload", "..."])
 def test_malformed_headers(header: str) -> None:
     with pytest.raises(InvalidDecision):
         decode(header, KEY)
@@ -110,3 +122,57 @@ def test_non_ascii_signature_is_invalid_decision() -> None:
     version, payload, _ = parts(encode(DECISION, KEY))
     with pytest.raises(InvalidDecision):
         decode(f"{version}.{payload}.é", KEY)
+
+
+# ---- what the decision binds: the exact body bytes and an expiry ------------------------------
+
+BODY = b'{"model": "gpt-4"}'
+
+
+def test_digest_is_the_hex_sha256_of_the_exact_bytes() -> None:
+    assert body_digest(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert body_digest(BODY) != body_digest(BODY.replace(b": ", b":"))  # same JSON, other bytes
+
+
+def test_verify_accepts_the_decided_body_before_expiry() -> None:
+    verify(DECISION, BODY, now=DECISION.expires_at - 0.001)
+
+
+@pytest.mark.parametrize("other", [
+    b'{"model": "gpt-4", "max_tokens": 1000000}', b'{"model":"gpt-4"}', b"", BODY + b" "])
+def test_verify_refuses_another_body(other: bytes) -> None:
+    with pytest.raises(RejectedDecision) as rejected:
+        verify(DECISION, other, now=0)
+    assert rejected.value.code == "decision_body_mismatch"
+
+
+def test_verify_refuses_an_expired_decision() -> None:
+    with pytest.raises(RejectedDecision) as rejected:
+        verify(DECISION, BODY, now=DECISION.expires_at + 0.001)
+    assert rejected.value.code == "decision_expired"
+
+
+def test_digest_and_expiry_are_signed() -> None:
+    version, payload, signature = parts(encode(DECISION, KEY))
+    data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    for change in ({"body_sha256": body_digest(b"{}")}, {"expires_at": 4_000_000_000.0}):
+        forged = base64.urlsafe_b64encode(orjson.dumps({**data, **change})).rstrip(b"=").decode()
+        with pytest.raises(InvalidDecision):
+            decode(f"{version}.{forged}.{signature}", KEY)
+
+
+# ---- typed annotations ----------------------------------------------------------------------
+
+PAIR: DecisionKey[tuple[int, str]] = DecisionKey("pair", list, lambda v: (int(v[0]), str(v[1])))
+
+
+def test_a_typed_key_round_trips_through_the_header() -> None:
+    extra: dict[str, object] = {}
+    annotate(extra, PAIR, (3, "x"))
+    decision = Decision(request_id="r", token_name="t", team=None, model_key="m", deployments=(), stream=False,
+                        client_wants_usage=False, policy_version="v", extra=extra)
+    decoded = decode(encode(decision, KEY), KEY)
+    value = decoded.get(PAIR)
+    assert value == (3, "x")
+    assert isinstance(value, tuple)
+    assert decoded.get(DecisionKey("absent", str, str)) is None

@@ -40,21 +40,21 @@ def test_check_on_the_demo_policies_prints_one_line_and_exits_0() -> None:
     result = sidecar("check", "policies")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (f"policies: OK (version {DEMO.version}): 1 token, 1 team, 2 models, 2 deployments, "
-                             "3 guardrails, 2 limits; envoy config valid\n")
+                             "3 guardrails, 3 limits; envoy config valid\n")
     assert result.stderr == ""
 
 
 def test_check_prints_every_error_and_exits_1() -> None:
-    result = sidecar("check", "--skip-envoy", "tests/policy_cases/many_errors")
+    result = sidecar("check", "--skip-envoy", "tests/policy_cases/files/many_errors")
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    expected = (REPO / "tests/policy_cases/many_errors/expected.txt").read_text().splitlines()
+    expected = (REPO / "tests/policy_cases/files/many_errors/expected.txt").read_text().splitlines()
     assert len(lines) == len(expected) + 1
-    assert all(line.startswith("tests/policy_cases/many_errors/") for line in lines[:-1])
-    assert lines[2] == ("tests/policy_cases/many_errors/models.yaml:9: models.gpt-4.deployments[0].provider: "
+    assert all(line.startswith("tests/policy_cases/files/many_errors/") for line in lines[:-1])
+    assert lines[2] == ("tests/policy_cases/files/many_errors/models.yaml:9: models.gpt-4.deployments[0].provider: "
                         "unknown provider 'ghost' (defined: demo)")
-    assert lines[-1] == "tests/policy_cases/many_errors: 6 errors"
+    assert lines[-1] == "tests/policy_cases/files/many_errors: 6 errors"
 
 
 def test_explain_an_allowed_request(tmp_path: Path) -> None:
@@ -65,26 +65,31 @@ def test_explain_an_allowed_request(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"policy      policies (version {DEMO.version})"
     assert lines[1].startswith("request     req_") and lines[1].endswith("(dry run: no provider called, no quota used)")
-    assert lines[2:10] == [
+    assert lines[2:12] == [
         "token       demo (team demo-team)",
         "model       gpt-4 (llm) → demo/demo-gpt-4",
         "guardrails  none fired",
         "limits      estimate: prompt_tokens=9, completion_tokens=1024",
+        "            completion_cap: 1024",
         "            applicable: limit=per-token.requests_per_minute, cap=1000000, used=0.0, requested=1, fits=True, "
         "shadow=False",
         "            applicable: limit=per-token.tokens_per_minute, cap=1000000000, used=0.0, requested=1033, "
         "fits=True, shadow=False",
+        "            applicable: limit=per-token.tokens_per_month, cap=10000000000, used=0.0, requested=1033, "
+        "fits=True, shadow=False",
         "breaker     demo/demo-gpt-4: closed",
         "status      200 allowed",
     ]
-    assert lines[10:16] == [f"header      {name}" for name in (
+    assert lines[12:18] == [f"header      {name}" for name in (
         "x-ratelimit-limit-requests: 1000000", "x-ratelimit-limit-tokens: 1000000000",
         "x-ratelimit-remaining-requests: 1000000", "x-ratelimit-remaining-tokens: 1000000000",
         "x-ratelimit-reset-requests: 0ms", "x-ratelimit-reset-tokens: 0ms")]
-    assert lines[16] == "provider    POST http://127.0.0.1:8090/v1/chat/completions"
-    sent = json.loads("\n".join(lines[17:])[len("body"):])
+    assert lines[18] == "provider    POST http://127.0.0.1:8090/v1/chat/completions"
+    sent = json.loads("\n".join(lines[19:])[len("body"):])
+    # The demo's tokens_per_minute limit counts tokens: the provider is held to the reserved allowance,
+    # in the field a compatible server knows (max_tokens).
     assert sent == {"model": "demo-gpt-4", "messages": CHAT["messages"], "stream": True,
-                    "stream_options": {"include_usage": True}}
+                    "stream_options": {"include_usage": True}, "max_tokens": 1024}
 
 
 def test_explain_json_of_a_denied_request(tmp_path: Path) -> None:
@@ -97,7 +102,7 @@ def test_explain_json_of_a_denied_request(tmp_path: Path) -> None:
     assert decision == {
         "policy_version": DEMO.version, "policy_source": "policies", "status": 404, "allowed": False,
         "code": "model_not_found", "dry_run": True, "token": {"name": "demo", "team": "demo-team"},
-        "model": None, "requested_model": "gpt-5", "stream": False, "headers": {}, "provider_url": None,
+        "model": None, "requested_model": "gpt-5", "endpoint": "chat", "stream": False, "headers": {}, "provider_url": None,
         "extra": {}, "guardrails": None, "limits": None, "breaker": None, "other_findings": {},
         "body": {"error": {"message": "The model 'gpt-5' does not exist", "type": "invalid_request_error",
                            "code": "model_not_found", "param": "model"}},
@@ -113,9 +118,9 @@ def test_explain_by_token_name_from_stdin_and_unknown_token() -> None:
 
 
 def test_explain_refuses_an_invalid_policy_and_a_missing_body(tmp_path: Path) -> None:
-    result = sidecar("explain", "--token-name", "demo", "--body", "-", "tests/policy_cases/unknown_key", stdin="{}")
+    result = sidecar("explain", "--token-name", "demo", "--body", "-", "tests/policy_cases/tokens/unknown_key", stdin="{}")
     assert result.returncode == 1
-    assert result.stderr.splitlines()[0] == "tests/policy_cases/unknown_key/tokens.yaml:5: tokens.demo.model: unknown key"
+    assert result.stderr.splitlines()[0] == "tests/policy_cases/tokens/unknown_key/tokens.yaml:5: tokens.demo.model: unknown key"
     result = sidecar("explain", "--token-name", "demo", "--body", str(tmp_path / "none.json"), "policies")
     assert result.returncode == 2
     assert "cannot read --body" in result.stderr

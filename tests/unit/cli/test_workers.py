@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from sidecar.cli.workers import WORKERS_ENV, unsupported, worker_count
+from sidecar.cli.workers import WORKERS_ENV, KeyHandoverError, read_handed_key, unsupported, worker_count
+from sidecar.devtools.launcher import free_port
+from tests.e2e.conftest import REPO
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -34,3 +42,25 @@ def test_several_workers_need_the_redis_quota_store() -> None:
     assert unsupported(4, on_redis) is None
     no_limits = replace(demo, limits=replace(demo.limits, limits=()))
     assert unsupported(4, no_limits) is None
+
+
+# ---- one decision key for every worker -------------------------------------------------------
+
+def test_a_child_reads_the_key_its_parent_handed_over() -> None:
+    key = bytes(range(32))
+    assert read_handed_key(io.StringIO(key.hex() + "\n")) == key
+
+
+@pytest.mark.parametrize("given", ["", "\n", "zz" * 32, "ab" * 8])
+def test_a_child_without_a_usable_key_says_why(given: str) -> None:
+    with pytest.raises(KeyHandoverError, match="needs the decision key of the process that started it"):
+        read_handed_key(io.StringIO(given))
+
+
+def test_a_worker_child_started_without_a_key_refuses_to_start(tmp_path: Path) -> None:
+    env = {**os.environ, "GATEWAY_SIDECAR_WORKER_CHILD": "1", "GATEWAY_POLICIES": str(REPO / "policies"),
+           "GATEWAY_SIDECAR_PORT": str(free_port()), "GATEWAY_DECISION_KEY": ""}
+    result = subprocess.run([sys.executable, "-m", "sidecar", "serve"], env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "needs the decision key" in result.stderr

@@ -161,7 +161,7 @@ def test_message_not_an_object(message: object) -> None:
 def test_unknown_role(role: object) -> None:
     error = rejected_body(with_messages({"role": role, "content": "x"}))
     assert (error.param, error.code) == ("messages[0].role", "invalid_role")
-    assert error.message == "'messages[0].role' must be one of assistant, developer, system, tool, user"
+    assert error.message == "'messages[0].role' must be one of assistant, developer, function, system, tool, user"
 
 
 def test_missing_role() -> None:
@@ -200,6 +200,31 @@ def test_assistant_with_null_content_and_tool_calls_is_accepted() -> None:
 
 def test_assistant_with_legacy_function_call_may_omit_content() -> None:
     parse(with_messages(USER, {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}))
+
+
+def test_assistant_refusal_with_null_content_is_accepted() -> None:
+    parse(with_messages(USER, {"role": "assistant", "content": None, "refusal": "I can't help with that."}))
+
+
+def test_legacy_function_role_is_accepted_and_needs_a_name() -> None:
+    legacy = [USER, {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}]
+    parse(with_messages(*legacy, {"role": "function", "name": "f", "content": "42"}))
+    error = rejected_body(with_messages(*legacy, {"role": "function", "content": "42"}))
+    assert (error.param, error.code) == ("messages[2].name", "missing_name")
+
+
+@pytest.mark.parametrize(("message", "param", "code"), [
+    ({"role": "assistant", "content": None, "function_call": {"arguments": "{}"}},
+     "messages[1].function_call", "invalid_function_call"),
+    ({"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": {"a": 1}}},
+     "messages[1].function_call.arguments", "invalid_type"),
+    ({"role": "assistant", "content": None, "refusal": 3}, "messages[1].refusal", "invalid_type"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": 1}}]},
+     "messages[1].tool_calls[0].function.arguments", "invalid_type"),
+])
+def test_malformed_legacy_fields_are_named(message: dict[str, Any], param: str, code: str) -> None:
+    error = rejected_body(with_messages(USER, message))
+    assert (error.param, error.code) == (param, code)
 
 
 def test_user_with_tool_calls_still_needs_content() -> None:
@@ -382,3 +407,24 @@ def test_error_body_has_openai_shape() -> None:
         "message": "'temperature' must be a number between 0 and 2", "type": "invalid_request_error",
         "code": "invalid_value", "param": "temperature",
     }}
+
+
+# ---- integers beyond 64 bits (orjson would turn them into floats) ----------------------------
+
+@pytest.mark.parametrize(("raw_field", "param"), [
+    (b'"seed": 123456789012345678901234567890', "seed"),
+    (b'"seed": -9223372036854775809', "seed"),
+    (b'"tools": [{"type": "function", "function": {"name": "f", "parameters": {"maximum": 18446744073709551616}}}]',
+     "tools[0].function.parameters.maximum"),
+])
+def test_integers_beyond_64_bits_are_refused_naming_the_field(raw_field: bytes, param: str) -> None:
+    error = rejected(b'{"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], ' + raw_field + b"}")
+    assert (error.status, error.param, error.code) == (400, param, "integer_out_of_range")
+
+
+@pytest.mark.parametrize("value", [9223372036854775807, -9223372036854775808, 18446744073709551615])
+def test_64_bit_integers_keep_their_exact_value(value: int) -> None:
+    raw = b'{"model": "gpt-4", "messages": [{"role": "user", "content": "1234567890123456789012"}], "seed": %d}' % value
+    parsed = parse_chat_request(raw)
+    assert parsed.body["seed"] == value and type(parsed.body["seed"]) is int
+    assert orjson.loads(orjson.dumps(parsed.body))["seed"] == value  # and on the way to the provider

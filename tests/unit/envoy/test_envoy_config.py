@@ -12,7 +12,9 @@ from sidecar.envoy.config import TEMPLATE_PATH, render
 from sidecar.settings import SENTINEL_503, Settings
 
 SETTINGS = Settings(listen_address="0.0.0.0", listen_port=18080, sidecar_port=18081, admin_port=19901,
-                    max_body_bytes=3_000_000, authz_timeout_seconds=7.5, drain_seconds=13)
+                    max_body_bytes=3_000_000, authz_timeout_seconds=7.5, drain_seconds=13,
+                    request_headers_timeout_seconds=4.0, request_timeout_seconds=33.0,
+                    envoy_max_heap_bytes=512 * 1024 * 1024, envoy_max_connections=777)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def config(text: str) -> dict[str, Any]:
 
 
 def hcm(config: dict[str, Any]) -> dict[str, Any]:
-    (listener,) = config["static_resources"]["listeners"]
+    listener = config["static_resources"]["listeners"][0]  # the client listener; [1] is `metrics`
     (chain,) = listener["filter_chains"]
     (manager,) = chain["filters"]
     typed: dict[str, Any] = manager["typed_config"]
@@ -51,7 +53,7 @@ def test_no_placeholder_left(text: str) -> None:
 
 
 def test_listener_address_and_ports(config: dict[str, Any]) -> None:
-    (listener,) = config["static_resources"]["listeners"]
+    listener = config["static_resources"]["listeners"][0]  # the client listener; [1] is `metrics`
     assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 18080}
     assert listener["per_connection_buffer_limit_bytes"] == 3_000_000 + 1024 * 1024
 
@@ -61,7 +63,7 @@ def test_admin_bound_to_loopback(config: dict[str, Any]) -> None:
 
 
 def test_sidecar_cluster_port(config: dict[str, Any]) -> None:
-    (cluster,) = config["static_resources"]["clusters"]
+    cluster = config["static_resources"]["clusters"][0]  # [1] is `envoy_admin`
     assert cluster["name"] == "sidecar"
     assert cluster["per_connection_buffer_limit_bytes"] == 3_000_000 + 1024 * 1024
     (endpoints,) = cluster["load_assignment"]["endpoints"]
@@ -93,9 +95,59 @@ def test_client_cannot_send_decision_headers(config: dict[str, Any]) -> None:
 
 
 def test_filter_order(config: dict[str, Any]) -> None:
+    # Decompressors before the callout: the callout and the forwarding path read the same bytes.
     assert [f["name"] for f in hcm(config)["http_filters"]] == [
-        "envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router",
+        "envoy.filters.http.header_mutation", "envoy.filters.http.decompressor", "envoy.filters.http.decompressor",
+        "envoy.filters.http.buffer", "envoy.filters.http.ext_authz", "envoy.filters.http.router",
     ]
+
+
+def test_decompressors_decode_requests_only(config: dict[str, Any]) -> None:
+    found = [f["typed_config"] for f in hcm(config)["http_filters"] if f["name"] == "envoy.filters.http.decompressor"]
+    assert [f["decompressor_library"]["name"] for f in found] == ["gzip", "brotli"]
+    for typed in found:
+        assert typed["request_direction_config"]["common_config"]["enabled"]["default_value"] is True
+        assert typed["response_direction_config"]["common_config"]["enabled"]["default_value"] is False
+
+
+def test_callout_sees_a_content_encoding_left_over(config: dict[str, Any]) -> None:
+    patterns = http_filter(config, "envoy.filters.http.ext_authz")["allowed_headers"]["patterns"]
+    assert {"exact": "content-encoding"} in patterns
+
+
+def test_slow_client_timeouts_bound_the_request_phase_only(config: dict[str, Any]) -> None:
+    manager = hcm(config)
+    assert manager["request_headers_timeout"] == "4.0s"
+    assert manager["request_timeout"] == "33.0s"
+    assert manager["stream_idle_timeout"] == "300s"  # the response phase keeps its long limit
+    assert manager["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+
+
+def test_overload_manager_bounds_heap_and_connections(config: dict[str, Any]) -> None:
+    overload = config["overload_manager"]
+    monitors = {m["name"]: m["typed_config"] for m in overload["resource_monitors"]}
+    assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 512 * 1024 * 1024
+    assert monitors["envoy.resource_monitors.global_downstream_max_connections"][
+        "max_active_downstream_connections"] == 777
+    actions = {a["name"] for a in overload["actions"]}
+    assert {"envoy.overload_actions.stop_accepting_requests", "envoy.overload_actions.reset_high_memory_stream",
+            "envoy.overload_actions.shrink_heap"} <= actions
+
+
+def test_routes_envoy_answers_itself_read_the_body_first(config: dict[str, Any]) -> None:
+    # An HTTP/1 answer sent before the request body was read closes the connection (issue 15).
+    routes = {r["name"]: r for r in hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
+    buffered = {name for name, route in routes.items()
+                if not route.get("typed_per_filter_config", {}).get("envoy.filters.http.buffer", {}).get("disabled")}
+    assert buffered == {"chat_completions_wrong_method", "embeddings_wrong_method", "models_wrong_method",
+                        "model_wrong_method", "unknown_path"}
+
+
+def test_listener_takes_no_shared_port_and_serves_http_1_0(config: dict[str, Any]) -> None:
+    listener = config["static_resources"]["listeners"][0]
+    assert listener["enable_reuse_port"] is False
+    assert hcm(config)["http_protocol_options"]["accept_http_10"] is True
+    assert hcm(config)["stream_error_on_invalid_http_message"] is True
 
 
 def test_drain_timeout_and_body_limit_message(config: dict[str, Any], text: str) -> None:
@@ -113,7 +165,7 @@ def test_sentinel_status_mapped_back_to_503(config: dict[str, Any]) -> None:
 
 def test_default_settings_render() -> None:
     config = yaml.safe_load(render(Settings()))
-    (listener,) = config["static_resources"]["listeners"]
+    listener = config["static_resources"]["listeners"][0]  # the client listener; [1] is `metrics`
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
 
 
@@ -128,3 +180,19 @@ def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
     template.write_text("x: ${NOT_A_SETTING}\n")
     with pytest.raises(KeyError):
         render(SETTINGS, template)
+
+
+def test_metrics_listener_serves_only_the_two_scrape_paths() -> None:
+    config = yaml.safe_load(render(Settings(listen_address="0.0.0.0", metrics_port=19102, admin_port=19901)))
+    listeners = {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
+    metrics = listeners["metrics"]
+    assert metrics["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 19102}
+    manager = metrics["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in manager["http_filters"]] == ["envoy.filters.http.router"]  # no callout here
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    served = {r["match"]["path"]: r["route"]["cluster"] for r in routes if "route" in r}
+    assert served == {"/metrics": "sidecar", "/stats/prometheus": "envoy_admin"}
+    assert routes[-1]["match"] == {"prefix": "/"} and routes[-1]["direct_response"]["status"] == 404
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    admin = clusters["envoy_admin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert admin["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}

@@ -16,12 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from sidecar.app import CHAT_PATH, init_app
+from sidecar.app import init_app
 from sidecar.appkeys import BREAKERS, EXTENSIONS, HTTP_CLIENT, POLICY_STORE
 from sidecar.callout.handoff import DECISION_HEADER, Decision
 from sidecar.cli.main import DEMO_TOKEN
+from sidecar.core.endpoints import CHAT_PATH
 from sidecar.core.kinds import Outcome
-from sidecar.core.routes import BreakerConfig, Deployment
+from sidecar.core.routes import BreakerConfig, Deployment, ProviderType
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.faulty_provider import COUNTS, FAULTS, Fault, init_faulty_provider
 from sidecar.features.breaker.breaker import BreakerBoard
@@ -172,7 +173,7 @@ async def test_a_cancelled_probe_gives_its_slot_back(aiohttp_server: ServerFacto
     faulty.app[FAULTS]["m"] = Fault("slow", delay=5.0)
     clock = [0.0]
     board = BreakerBoard(lambda: clock[0])
-    deployment = Deployment(name="p/m", provider="openai", base_url=str(faulty.make_url("/v1")), upstream_model="m",
+    deployment = Deployment(name="p/m", provider=ProviderType.OPENAI, base_url=str(faulty.make_url("/v1")), upstream_model="m",
                             breaker=BreakerConfig(consecutive_failures=1, cooldown=1.0, half_open_probes=1))
     breaker = board.get(deployment.name, deployment.breaker)
     permit = breaker.acquire()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses, core
 from yarl import URL
 
-from sidecar.app import CHAT_PATH, init_app
+from sidecar.app import init_app
 from sidecar.appkeys import POLICY_STORE
 from sidecar.callout.endpoint import AUTHZ_PREFIX
-from sidecar.callout.handoff import DECISION_HEADER, Decision, encode
+from sidecar.callout.handoff import DECISION_HEADER, Decision, body_digest, encode
+from sidecar.core.endpoints import CHAT_PATH
 from sidecar.core.tokens import hash_token
 from sidecar.forward.exchange import DEPLOYMENT_HEADER
 from sidecar.settings import Settings
@@ -78,24 +80,33 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
         yield mocked
 
 
+Signer = Callable[[bytes], str]
+
+
 def decision_header(client: TestClient[Any, Any], *, stream: bool = False, wants_usage: bool = False,
-                    request_id: str = "req_unit_1", key: bytes = KEY) -> str:
+                    request_id: str = "req_unit_1", key: bytes = KEY) -> Signer:
+    """The decision header the callout would give for a body (bound to its digest, live 10 s)."""
     version = client.app[POLICY_STORE].current.version
-    decision = Decision(request_id=request_id, token_name="t", team="blue", model_key="gpt-4",
-                        deployments=(DEPLOYMENT,), stream=stream, client_wants_usage=wants_usage,
-                        policy_version=version)
-    return encode(decision, key)
+
+    def sign(raw: bytes) -> str:
+        decision = Decision(request_id=request_id, token_name="t", team="blue", model_key="gpt-4",
+                            deployments=(DEPLOYMENT,), stream=stream, client_wants_usage=wants_usage,
+                            policy_version=version, body_sha256=body_digest(raw), expires_at=time.time() + 10)
+        return encode(decision, key)
+
+    return sign
 
 
 def chat_body(**fields: Any) -> dict[str, Any]:
     return {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], **fields}
 
 
-async def post(client: TestClient[Any, Any], body: dict[str, Any], header: str | None) -> aiohttp.ClientResponse:
+async def post(client: TestClient[Any, Any], body: dict[str, Any], header: Signer | None) -> aiohttp.ClientResponse:
     headers = {"X-Request-Id": "req_unit_1"}
+    raw = orjson.dumps(body)
     if header is not None:
-        headers[DECISION_HEADER] = header
-    return await client.post(CHAT_PATH, data=orjson.dumps(body), headers=headers)
+        headers[DECISION_HEADER] = header(raw)
+    return await client.post(CHAT_PATH, data=raw, headers=headers)
 
 
 def upstream_calls(provider: aioresponses) -> list[dict[str, Any]]:
@@ -297,11 +308,24 @@ async def test_stream_error_event_from_provider(client: TestClient[Any, Any], pr
 
 
 async def test_stream_provider_error_status_is_json(client: TestClient[Any, Any], provider: aioresponses) -> None:
-    provider.post(PROVIDER_URL, status=401, payload={"error": {"message": "Incorrect API key provided",
+    provider.post(PROVIDER_URL, status=400, payload={"error": {"message": "Invalid 'messages'",
                                                                "type": "invalid_request_error"}})
     response = await post(client, chat_body(stream=True), decision_header(client, stream=True))
-    error = await error_of(response, 401)
-    assert error["message"] == "Incorrect API key provided"
+    error = await error_of(response, 400)
+    assert error["message"] == "Invalid 'messages'"
+
+
+@pytest.mark.parametrize(("status", "code"), [(401, "provider_authentication_failed"),
+                                              (403, "provider_permission_denied")])
+async def test_openai_compatible_provider_rejecting_the_gateway_key_is_a_502(
+        client: TestClient[Any, Any], provider: aioresponses, status: int, code: str) -> None:
+    # The client's own token already passed the callout: a 401 would tell it the wrong story.
+    provider.post(PROVIDER_URL, status=status, payload={"error": {"message": "Incorrect API key provided",
+                                                                  "type": "invalid_request_error"}})
+    response = await post(client, chat_body(stream=True), decision_header(client, stream=True))
+    error = await error_of(response, 502)
+    assert error == {"message": "The provider rejected the gateway's deployment configuration (not your API key): "
+                                "Incorrect API key provided", "type": "provider_error", "code": code, "param": None}
 
 
 async def test_stream_connection_error_is_json_502(client: TestClient[Any, Any], provider: aioresponses) -> None:
@@ -328,9 +352,14 @@ async def test_forged_decision_header_is_403(client: TestClient[Any, Any], provi
 
 async def test_unknown_deployment_is_503(client: TestClient[Any, Any], provider: aioresponses) -> None:
     version = client.app[POLICY_STORE].current.version
-    decision = Decision(request_id="req_unit_1", token_name="t", team=None, model_key="gpt-4",
-                        deployments=("gone/model",), stream=False, client_wants_usage=False, policy_version=version)
-    error = await error_of(await post(client, chat_body(), encode(decision, KEY)), 503)
+
+    def sign(raw: bytes) -> str:
+        return encode(Decision(request_id="req_unit_1", token_name="t", team=None, model_key="gpt-4",
+                               deployments=("gone/model",), stream=False, client_wants_usage=False,
+                               policy_version=version, body_sha256=body_digest(raw), expires_at=time.time() + 10),
+                      KEY)
+
+    error = await error_of(await post(client, chat_body(), sign), 503)
     assert error["code"] == "no_deployment"
     assert upstream_calls(provider) == []
 
@@ -345,7 +374,7 @@ async def test_callout_decision_is_accepted_by_forwarding(client: TestClient[Any
     assert check.status == 200
     assert check.headers["X-Request-Id"] == "req_from_body"
     header = check.headers[DECISION_HEADER]
-    assert re.fullmatch(r"v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_=-]+", header)
+    assert re.fullmatch(r"v2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_=-]+", header)
     provider.post(PROVIDER_URL, payload=COMPLETION)
     response = await client.post(CHAT_PATH, data=body, headers={DECISION_HEADER: header})
     assert response.status == 200

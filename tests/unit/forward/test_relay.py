@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import time
 from typing import Any
 
@@ -13,11 +14,18 @@ import pytest
 
 from sidecar.callout.handoff import Decision
 from sidecar.core.errors import ProviderError
-from sidecar.core.routes import Deployment, ModelRegistry
+from sidecar.core.routes import Deployment, ModelRegistry, ProviderType
 from sidecar.core.tokens import TokenStore
 from sidecar.core.types import Usage
 from sidecar.forward.exchange import DEPLOYMENT_HEADER, Exchange
-from sidecar.forward.relay import _ChunkStamper, _json_object, _pump, usage_of
+from sidecar.forward.relay import (
+    OFF_LOOP_COMPLETION_BYTES,
+    _ChunkStamper,
+    _json_object,
+    _pump,
+    relay_completion,
+    usage_of,
+)
 from sidecar.policy.snapshot import Policy
 from sidecar.providers.openai_compat import OpenAICompatible
 
@@ -25,7 +33,7 @@ from sidecar.providers.openai_compat import OpenAICompatible
 def exchange(wants_usage: bool = False, model_key: str = "gpt-4") -> Exchange:
     decision = Decision(request_id="req_1", token_name="t", team=None, model_key=model_key,
                         deployments=("p/up",), stream=True, client_wants_usage=wants_usage, policy_version="v")
-    deployment = Deployment(name="p/up", provider="openai", base_url="http://provider.test/v1", upstream_model="up")
+    deployment = Deployment(name="p/up", provider=ProviderType.OPENAI, base_url="http://provider.test/v1", upstream_model="up")
     policy = Policy(version="v", source="test", tokens=TokenStore({}), models=ModelRegistry({}))
     return Exchange(decision=decision, policy=policy, deployment=deployment, provider=OpenAICompatible(deployment),
                     started=time.monotonic())
@@ -230,3 +238,55 @@ async def test_a_client_that_leaves_is_not_booked_as_a_provider_failure() -> Non
     assert ex.fault is None  # the breaker and the metrics must not blame the provider
     assert len(client.written) == 2
     assert ex.completion_chars >= 2
+
+
+class _Answer:
+    """An async context manager standing in for the provider call: one whole completion."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.status = 200
+        self._payload = payload
+
+    async def __aenter__(self) -> _Answer:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self._payload
+
+
+class _ThreadNoting:
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def on_completion(self, completion: dict[str, Any]) -> None:
+        self.threads.append(threading.current_thread().name)
+
+    def on_chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        return [chunk]
+
+    def on_end(self) -> list[dict[str, Any]]:
+        return []
+
+
+@pytest.mark.parametrize(("size", "on_loop"), [(100, True), (OFF_LOOP_COMPLETION_BYTES + 1, False)])
+async def test_a_large_answer_is_guarded_off_the_event_loop(size: int, on_loop: bool) -> None:
+    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "up",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * size},
+                               "finish_reason": "stop"}]}
+    ex = exchange()
+    guard = _ThreadNoting()
+    ex.guards = [guard]
+    response = await relay_completion(_Answer(orjson.dumps(completion)), ex)  # type: ignore[arg-type]
+    assert response.status == 200
+    assert (guard.threads == [threading.current_thread().name]) is on_loop
+
+
+def test_completion_chars_count_every_text_the_walker_yields() -> None:
+    from sidecar.forward.relay import _content_chars
+
+    completion = {"choices": [{"index": 0, "message": {"content": "abcd", "reasoning_content": "ef", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}}]}
+    assert _content_chars(completion) == 4 + 2 + 7

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.core.kinds import Outcome
 from sidecar.core.routes import BreakerConfig, Deployment, Timeouts
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
@@ -52,9 +53,9 @@ def test_provider_block_overrides_the_global_default_key_by_key(tmp_path: Path) 
     one, two, _ = load(tmp_path, a_extra, top)
     assert one.breaker == BreakerConfig(
         consecutive_failures=9, cooldown=0.2, half_open_probes=3, error_rate=None,
-        failure_on=frozenset({"connect", "429"}))
+        failure_on=frozenset({Outcome.CONNECT, Outcome.RATE_LIMITED}))
     assert two.breaker == BreakerConfig(
-        consecutive_failures=9, cooldown=45.0, error_rate=0.25, failure_on=frozenset({"connect", "429"}))
+        consecutive_failures=9, cooldown=45.0, error_rate=0.25, failure_on=frozenset({Outcome.CONNECT, Outcome.RATE_LIMITED}))
 
 
 def test_every_key(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_every_key(tmp_path: Path) -> None:
     one, *_ = load(tmp_path, a_extra)
     assert one.breaker == BreakerConfig(
         enabled=False, consecutive_failures=2, error_rate=0.5, window=120.0, min_requests=10, cooldown=1.0,
-        half_open_probes=2, failure_on=frozenset({"5xx", "timeout"}))
+        half_open_probes=2, failure_on=frozenset({Outcome.SERVER_ERROR, Outcome.TIMEOUT}))
 
 
 @pytest.mark.parametrize(("a_extra", "message"), [

@@ -1,7 +1,10 @@
-"""Every policy failure mode, one fixture folder each under tests/policy_cases/<mode>/.
+"""Every policy failure mode, one fixture folder each under tests/policy_cases/<section>/<mode>/.
 
-Each folder's expected.txt holds the exact error lines, relative to the folder (`DIR` stands for
-the folder itself, `{sections}` for the list of known sections, which grows with features).
+`<section>` is a policy section (tokens, providers, models, breaker, guardrails, limits) or `files`
+for what goes wrong with files as a whole (YAML syntax, unknown or repeated sections, several
+sections at once). Each folder's expected.txt holds the exact error lines, relative to the folder
+(`DIR` stands for the folder itself, `{sections}` for the list of known sections, which grows with
+features).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from sidecar.policy.reader import ErrorLog, Located, PolicyError
 from sidecar.policy.references import check_reference, teams_of
 
 CASES = Path(__file__).resolve().parents[2] / "policy_cases"
-CASE_NAMES = sorted(p.name for p in CASES.iterdir() if p.is_dir())
+FILES = "files"
+CASE_NAMES = sorted(f"{p.parent.name}/{p.name}" for p in CASES.glob("*/*") if p.is_dir())
 
 
 def expected_errors(case: Path) -> list[str]:
@@ -30,9 +34,26 @@ def relative(errors: list[str], case: Path) -> list[str]:
 
 
 def test_there_is_a_fixture_for_each_failure_mode() -> None:
-    assert len(CASE_NAMES) >= 25
-    assert {"duplicate_key", "unknown_key", "wrong_type", "bad_duration", "unknown_model", "unknown_provider",
-            "empty_file", "top_level_not_mapping", "many_errors"} <= set(CASE_NAMES)
+    assert len(CASE_NAMES) >= 75
+    assert {"tokens/duplicate_key", "tokens/unknown_key", "tokens/wrong_type", "providers/bad_duration",
+            "tokens/unknown_model", "models/unknown_provider", "files/empty_file", "files/top_level_not_mapping",
+            "files/many_errors"} <= set(CASE_NAMES)
+
+
+def test_every_section_has_its_failure_modes() -> None:
+    sections = sorted(p.name for p in CASES.iterdir() if p.is_dir())
+    assert sections == sorted((*SECTIONS, FILES))  # a new section comes with its own folder
+    counts = {section: sum(name.startswith(f"{section}/") for name in CASE_NAMES) for section in sections}
+    assert all(count >= 4 for count in counts.values()), counts
+    assert min(counts["guardrails"], counts["limits"], counts["breaker"]) >= 7, counts
+
+
+def test_each_section_folder_holds_its_own_section() -> None:
+    for name in CASE_NAMES:
+        section, _ = name.split("/")
+        if section != FILES:
+            assert any(line.split(": ")[1].startswith((section, f"providers.demo.{section}"))
+                       for line in expected_errors(CASES / name)), name
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -41,20 +62,21 @@ def test_failure_mode_is_reported_with_file_and_line(name: str) -> None:
     with pytest.raises(PolicyError) as caught:
         load_policy(case)
     assert relative(caught.value.errors, case) == expected_errors(case)
+    assert str(caught.value) == "\n".join(caught.value.errors)
     for error in caught.value.errors:
         assert re.match(rf"^{re.escape(str(case))}(/[\w.-]+\.yaml:\d+: \S+|): ", error), error
 
 
 def test_errors_of_several_files_come_in_one_run_file_by_file() -> None:
     with pytest.raises(PolicyError) as caught:
-        load_policy(CASES / "many_errors")
+        load_policy(CASES / "files" / "many_errors")
     files = [e.split(":")[0].rsplit("/", 1)[1] for e in caught.value.errors]
     assert files == ["extra.yaml", "models.yaml", "models.yaml", "tokens.yaml", "tokens.yaml", "tokens.yaml"]
 
 
 def test_a_broken_provider_is_not_reported_again_at_each_deployment() -> None:
     with pytest.raises(PolicyError) as caught:
-        load_policy(CASES / "bad_provider_type")
+        load_policy(CASES / "providers" / "bad_provider_type")
     assert len(caught.value.errors) == 1
     assert "unknown provider" not in caught.value.errors[0]
 
@@ -77,7 +99,9 @@ def test_env_reference_with_a_default_loads_when_unset(tmp_path: Path, monkeypat
 
 def located(text: str) -> tuple[Located, ErrorLog]:
     log = ErrorLog()
-    return Located("f.yaml", yaml.compose(text), "guardrails.custom.pattern", log), log
+    node = yaml.compose(text)
+    assert node is not None
+    return Located("f.yaml", node, "guardrails.custom.pattern", log), log
 
 
 def test_invalid_regex_is_an_error_with_its_line() -> None:

@@ -40,7 +40,10 @@ def watcher(volume: ConfigMapVolume) -> PolicyWatcher:
 
 
 def sample(watcher: PolicyWatcher, name: str, **labels: str) -> float | None:
-    return watcher.metrics.registry.get_sample_value(name, labels)
+    metrics = watcher.metrics
+    assert isinstance(metrics, GatewayMetrics)
+    value: float | None = metrics.registry.get_sample_value(name, labels)
+    return value
 
 
 def test_configmap_layout_is_what_the_kubelet_builds(volume: ConfigMapVolume) -> None:

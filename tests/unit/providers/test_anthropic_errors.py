@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.core.errors import ProviderError
-from sidecar.core.routes import Deployment
+from sidecar.core.routes import Deployment, ProviderType
 from sidecar.providers.anthropic import AnthropicProvider
 from tests.unit.providers.support import fixture_bytes
 
@@ -13,7 +13,7 @@ GATEWAY_SIDE = "The provider rejected the gateway's deployment configuration (no
 
 
 def translate(status: int, payload: bytes) -> ProviderError:
-    deployment = Deployment(name="d", provider="anthropic", base_url="https://api.anthropic.com", upstream_model="m")
+    deployment = Deployment(name="d", provider=ProviderType.ANTHROPIC, base_url="https://api.anthropic.com", upstream_model="m")
     return AnthropicProvider(deployment).translate_error(status, payload)
 
 

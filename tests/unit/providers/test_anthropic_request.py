@@ -9,7 +9,7 @@ import pytest
 
 from sidecar.core.credentials import Credential
 from sidecar.core.errors import ProviderError
-from sidecar.core.routes import Deployment
+from sidecar.core.routes import Deployment, ProviderType
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.anthropic_request import build_body
 from tests.unit.providers.support import fixed_clock, fixture_json
@@ -29,7 +29,7 @@ def test_request_url_headers_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
     deployment = Deployment(
         name="claude-main",
-        provider="anthropic",
+        provider=ProviderType.ANTHROPIC,
         base_url="https://api.anthropic.com/",
         upstream_model=MODEL,
         credential=Credential(env="TEST_ANTHROPIC_KEY"),
@@ -49,7 +49,7 @@ def test_request_url_headers_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_key_header_without_a_credential() -> None:
-    deployment = Deployment(name="d", provider="anthropic", base_url="http://localhost:8080", upstream_model=MODEL)
+    deployment = Deployment(name="d", provider=ProviderType.ANTHROPIC, base_url="http://localhost:8080", upstream_model=MODEL)
     request = AnthropicProvider(deployment).build_request({"messages": []}, request_id="r")
     assert "x-api-key" not in request.headers
 
@@ -216,20 +216,77 @@ def test_stop_lists(stop: Any, expected: list[str] | None) -> None:
     assert translate({"messages": [], "stop": stop}).get("stop_sequences") == expected
 
 
-def test_openai_only_fields_are_not_sent() -> None:
+def test_fields_that_ask_for_nothing_are_accepted_and_not_sent() -> None:
     body = {
         "messages": [],
         "stream": False,
         "stream_options": {"include_usage": True},
         "n": 1,
         "request_id": "r",
-        "frequency_penalty": 1,
-        "presence_penalty": 1,
-        "logprobs": True,
-        "seed": 7,
-        "response_format": {"type": "json_object"},
+        "frequency_penalty": 0,
+        "presence_penalty": 0.0,
+        "logprobs": False,
+        "seed": None,
+        "logit_bias": {},
+        "store": False,
+        "service_tier": "auto",
+        "prompt_cache_key": "k",
+        "response_format": {"type": "text"},
     }
     assert translate(body) == {"model": MODEL, "max_tokens": 4096, "messages": []}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("frequency_penalty", 1), ("presence_penalty", 0.5), ("logprobs", True), ("top_logprobs", 2),
+    ("seed", 7), ("logit_bias", {"50256": -100}), ("store", True), ("modalities", ["text", "audio"]),
+    ("audio", {"voice": "alloy"}), ("prediction", {"type": "content", "content": "x"}),
+    ("reasoning_effort", "high"), ("functions", [{"name": "f"}]), ("service_tier", "flex"),
+    ("web_search_options", {}), ("some_new_field", 1),
+])
+def test_fields_anthropic_cannot_carry_are_refused_by_name(field: str, value: Any) -> None:
+    # Dropping them silently answered something other than what was asked (issue 15, repro 05).
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": [], field: value})
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, field, "unsupported_for_provider")
+    assert field in caught.value.message
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+          "additionalProperties": False}
+
+
+def test_json_schema_becomes_a_forced_tool() -> None:
+    body = {"messages": [], "response_format": {"type": "json_schema", "json_schema": {
+        "name": "city", "strict": True, "schema": SCHEMA}}}
+    sent = translate(body)
+    assert sent["tools"] == [{"name": "city", "description": "Respond with JSON that matches this schema.",
+                              "input_schema": SCHEMA}]
+    assert sent["tool_choice"] == {"type": "tool", "name": "city"}
+
+
+def test_json_object_becomes_a_forced_tool_taking_any_object() -> None:
+    sent = translate({"messages": [], "response_format": {"type": "json_object"}})
+    assert sent["tools"][0]["input_schema"] == {"type": "object"}
+    assert sent["tool_choice"] == {"type": "tool", "name": "json_response"}
+
+
+@pytest.mark.parametrize(("response_format", "param"), [
+    ({"type": "json_schema", "json_schema": {"name": "l", "schema": {"type": "array"}}},
+     "response_format.json_schema.schema"),
+    ({"type": "json_schema", "json_schema": {"name": "l"}}, "response_format.json_schema.schema"),
+    ({"type": "xml"}, "response_format"),
+])
+def test_response_formats_that_cannot_be_carried_are_refused(response_format: Any, param: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": [], "response_format": response_format})
+    assert (caught.value.status, caught.value.param) == (400, param)
+
+
+def test_response_format_with_tools_is_refused() -> None:
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": [], "tools": tools, "response_format": {"type": "json_object"}})
+    assert (caught.value.status, caught.value.param) == (400, "response_format")
 
 
 def test_n_greater_than_one_is_refused() -> None:
@@ -302,4 +359,29 @@ def test_malformed_tool_arguments_are_a_client_error(arguments: str) -> None:
 def test_unknown_role_is_a_client_error() -> None:
     with pytest.raises(ProviderError) as caught:
         translate({"messages": [{"role": "function", "name": "f", "content": "x"}]})
+    assert caught.value.status == 400
+
+
+def test_legacy_function_calling_becomes_tool_use() -> None:
+    body = translate({"model": "m", "messages": [
+        user("weather?"),
+        {"role": "assistant", "content": None, "function_call": {"name": "weather", "arguments": '{"city": "Oslo"}'}},
+        {"role": "function", "name": "weather", "content": "sunny"},
+        {"role": "assistant", "content": None, "refusal": "I cannot say more."},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "Nor that."}]},
+        user("ok")]})
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_legacy_1", "name": "weather",
+                                           "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_legacy_1", "content": "sunny"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "I cannot say more."},
+                                          {"type": "text", "text": "Nor that."}]},
+        {"role": "user", "content": [{"type": "text", "text": "ok"}]},
+    ]
+
+
+def test_function_message_without_a_function_call_is_refused() -> None:
+    with pytest.raises(ProviderError) as caught:
+        translate({"model": "m", "messages": [user("hi"), {"role": "function", "name": "f", "content": "x"}]})
     assert caught.value.status == 400

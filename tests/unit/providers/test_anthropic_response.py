@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.core.routes import Deployment
+from sidecar.core.routes import Deployment, ProviderType
 from sidecar.providers.anthropic import AnthropicProvider
 from tests.unit.providers.support import NOW, fixed_clock, fixture_json
 
@@ -14,7 +14,7 @@ MODEL = "claude-sonnet-4-20250514"
 
 
 def provider() -> AnthropicProvider:
-    deployment = Deployment(name="d", provider="anthropic", base_url="https://api.anthropic.com", upstream_model=MODEL)
+    deployment = Deployment(name="d", provider=ProviderType.ANTHROPIC, base_url="https://api.anthropic.com", upstream_model=MODEL)
     return AnthropicProvider(deployment, clock=fixed_clock)
 
 

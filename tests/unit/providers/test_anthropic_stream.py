@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sidecar.core.errors import ProviderError
-from sidecar.core.routes import Deployment
+from sidecar.core.routes import Deployment, ProviderType
 from sidecar.core.types import SSEEvent
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.anthropic_stream import AnthropicStreamTranslator
@@ -18,7 +18,7 @@ MODEL = "claude-sonnet-4-20250514"
 
 
 def translator() -> AnthropicStreamTranslator:
-    deployment = Deployment(name="d", provider="anthropic", base_url="https://api.anthropic.com", upstream_model=MODEL)
+    deployment = Deployment(name="d", provider=ProviderType.ANTHROPIC, base_url="https://api.anthropic.com", upstream_model=MODEL)
     return AnthropicProvider(deployment, clock=fixed_clock).stream_translator()
 
 
@@ -139,7 +139,7 @@ def test_malformed_event_raises(data: str) -> None:
 
 
 def test_each_translator_is_fresh() -> None:
-    deployment = Deployment(name="d", provider="anthropic", base_url="https://api.anthropic.com", upstream_model=MODEL)
+    deployment = Deployment(name="d", provider=ProviderType.ANTHROPIC, base_url="https://api.anthropic.com", upstream_model=MODEL)
     provider = AnthropicProvider(deployment, clock=fixed_clock)
     first = provider.stream_translator()
     feed_all(first, sse_events("anthropic_stream_text_and_tools.sse"))

@@ -10,7 +10,7 @@ import pytest
 
 from sidecar.core.credentials import Credential
 from sidecar.core.errors import ProviderError
-from sidecar.core.routes import Deployment
+from sidecar.core.routes import Deployment, ProviderType
 from sidecar.core.types import SSEEvent
 from sidecar.providers.azure import AzureOpenAI
 from tests.unit.providers.support import (
@@ -22,7 +22,7 @@ from tests.unit.providers.support import (
 
 AZURE = Deployment(
     name="gpt4o-eastus",
-    provider="azure",
+    provider=ProviderType.AZURE,
     base_url="https://myres.openai.azure.com/",
     upstream_model="gpt-4o-prod",
     credential=Credential(env="TEST_AZURE_KEY"),
@@ -114,7 +114,8 @@ def test_content_filter_error_keeps_its_message() -> None:
 
 @pytest.mark.parametrize(
     ("status", "fixture", "code"),
-    [(401, "azure_error_unauthorized.json", "401"), (404, "azure_error_deployment_not_found.json", "DeploymentNotFound")],
+    [(401, "azure_error_unauthorized.json", "provider_authentication_failed"),
+     (404, "azure_error_deployment_not_found.json", "provider_not_found")],
 )
 def test_credential_and_deployment_errors_are_gateway_faults(status: int, fixture: str, code: str) -> None:
     error = AzureOpenAI(deployment()).translate_error(status, fixture_bytes(fixture))

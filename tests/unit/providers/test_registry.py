@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from sidecar.core.credentials import Credential
-from sidecar.core.routes import Deployment
+from sidecar.core.routes import Deployment, ProviderType
 from sidecar.core.types import SSEEvent
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.azure import AzureOpenAI
@@ -17,7 +17,7 @@ from tests.unit.providers.support import fixture_json, sse_events
 
 def test_registry_knows_all_provider_types() -> None:
     for name, cls in (("openai", OpenAICompatible), ("azure", AzureOpenAI), ("anthropic", AnthropicProvider)):
-        deployment = Deployment(name=name, provider=name, base_url="http://x", upstream_model="m", api_version="2024-10-21")
+        deployment = Deployment(name=name, provider=ProviderType(name), base_url="http://x", upstream_model="m", api_version="2024-10-21")
         assert isinstance(provider_for(deployment), cls)
 
 
@@ -26,7 +26,7 @@ def test_anthropic_end_to_end_through_the_registry(monkeypatch: pytest.MonkeyPat
     provider = provider_for(
         Deployment(
             name="claude",
-            provider="anthropic",
+            provider=ProviderType.ANTHROPIC,
             base_url="https://api.anthropic.com",
             upstream_model="claude-sonnet-4-20250514",
             credential=Credential(env="TEST_KEY"),
@@ -51,7 +51,7 @@ def test_azure_end_to_end_through_the_registry(monkeypatch: pytest.MonkeyPatch) 
     provider = provider_for(
         Deployment(
             name="gpt",
-            provider="azure",
+            provider=ProviderType.AZURE,
             base_url="https://myres.openai.azure.com",
             upstream_model="gpt-4o-prod",
             credential=Credential(env="TEST_KEY"),

@@ -20,9 +20,9 @@ from enum import StrEnum
 
 import aiohttp
 
+from sidecar.core.guardrail_webhook import WebhookConfig
 from sidecar.core.kinds import Outcome
 from sidecar.features.breaker.breaker import Breaker, BreakerBoard, Permit
-from sidecar.features.guardrails.webhook.config import WebhookConfig
 from sidecar.features.guardrails.webhook.wire import (
     MAX_ANSWER_BYTES,
     CallContext,
@@ -65,10 +65,12 @@ class CallResult:
 
     @property
     def ok(self) -> bool:
+        """The detector answered within the contract (findings may be empty)."""
         return self.error is None
 
-    def retry_after_header(self) -> str:
-        return str(max(1, math.ceil(self.retry_after)))
+    def retry_after_seconds(self) -> int:
+        """Whole seconds for `Retry-After` (at least 1)."""
+        return max(1, math.ceil(self.retry_after))
 
 
 class _Failed(Exception):
@@ -97,6 +99,7 @@ class WebhookClient:
             self._session = None
 
     def breaker(self, key: str, config: WebhookConfig) -> Breaker:
+        """The circuit breaker of the webhook guardrail `key` (one per key, kept across reloads)."""
         return self._breakers.get(f"webhook:{key}", config.breaker)
 
     async def inspect(self, config: WebhookConfig, context: CallContext, texts: Sequence[Text]) -> CallResult:

@@ -1,4 +1,4 @@
-"""Plugs webhook guardrails into the app: the client's lifecycle, the callout stage, the output guard."""
+"""Plugs webhook guardrails into the app: the client's lifecycle, the input stage, the output guard."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from aiohttp import web
 
 from sidecar.appkeys import METRICS
 from sidecar.callout.handoff import Decision
-from sidecar.callout.pipeline import Stage
 from sidecar.extensions import Extensions
+from sidecar.features.guardrails.decision_keys import JSON_ANSWER, REQUESTED_GUARDRAILS
 from sidecar.features.guardrails.webhook.client import WebhookClient
 from sidecar.features.guardrails.webhook.input_stage import WebhookInput
 from sidecar.features.guardrails.webhook.output_guard import WebhookOutput
@@ -17,22 +17,22 @@ WEBHOOKS = web.AppKey("webhook_client", WebhookClient)
 
 
 def install(app: web.Application, extensions: Extensions) -> WebhookInput:
-    """Returns the input side, whose `alongside(stage)` runs the built-in input guardrails during the calls."""
+    """Owns one WebhookClient (pooled session in the app's cleanup context, `app[WEBHOOKS]`) and
+    adds the output guard factory (chat answers only: the forwarding path asks it for chat
+    exchanges). Returns the input side, whose `alongside(stage)` the guardrails' install puts in
+    the "guardrails_input" slot around the built-in scan."""
     metrics = app.get(METRICS)
     client = WebhookClient(metrics)
     app[WEBHOOKS] = client
     app.cleanup_ctx.append(lambda _: client.session())
 
     def output_guard(decision: Decision, policy: Policy) -> WebhookOutput | None:
-        requested = frozenset(decision.extra.get("requested_guardrails", ()))
+        requested = decision.get(REQUESTED_GUARDRAILS) or frozenset()
         guardrails = [g for g in policy.guardrails.applicable(decision.model_key, decision.token_name, decision.team,
-                                                              requested)
-                      if g.webhook is not None and g.direction in ("output", "both")]
-        return WebhookOutput(client, guardrails, decision, metrics) if guardrails else None
+                                                              requested) if g.calls_webhook_on_output]
+        if not guardrails:
+            return None
+        return WebhookOutput(client, guardrails, decision, metrics, json_answer=decision.get(JSON_ANSWER) is True)
 
     extensions.async_output_guards.append(output_guard)
     return WebhookInput(client)
-
-
-def concurrently(builtin: Stage, webhooks: WebhookInput | None) -> Stage:
-    return builtin if webhooks is None else webhooks.alongside(builtin)

@@ -45,6 +45,8 @@ _MAX_REPLACEMENT_CHARS = 200
 
 
 class Direction(StrEnum):
+    """Which side of the exchange a call checks (the request's `direction`)."""
+
     INPUT = "input"
     OUTPUT = "output"
 
@@ -76,6 +78,8 @@ class CallContext:
 
 @dataclass(frozen=True, slots=True)
 class Span:
+    """Where a finding is: code-point offsets into the text sent at `path`, `end` exclusive."""
+
     path: str
     start: int
     end: int
@@ -83,6 +87,8 @@ class Span:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One finding of the detector (validated by `parse_answer`)."""
+
     category: str
     message: str
     score: float | None = None
@@ -104,6 +110,7 @@ class InvalidAnswer(ValueError):
 
 
 def request_body(context: CallContext, texts: Sequence[Text]) -> bytes:
+    """The JSON document POSTed to the detector (the module docstring's shape), as bytes."""
     return orjson.dumps({
         "version": WIRE_VERSION,
         "request_id": context.request_id,

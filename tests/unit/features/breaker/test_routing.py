@@ -11,7 +11,7 @@ import pytest
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import BreakerOpen
 from sidecar.core.kinds import Outcome
-from sidecar.core.routes import BreakerConfig, Deployment, ModelRegistry, ModelRoute
+from sidecar.core.routes import BreakerConfig, Deployment, ModelRegistry, ModelRoute, ProviderType
 from sidecar.core.tokens import TokenStore
 from sidecar.features.breaker.breaker import BreakerBoard
 from sidecar.features.breaker.stage import DeploymentRouter, order_deployments
@@ -19,7 +19,7 @@ from sidecar.policy.snapshot import Policy
 
 
 def dep(name: str, priority: int = 0, weight: float = 1.0, cooldown: float = 30.0) -> Deployment:
-    return Deployment(name=name, provider="openai", base_url="http://x", upstream_model=name, priority=priority,
+    return Deployment(name=name, provider=ProviderType.OPENAI, base_url="http://x", upstream_model=name, priority=priority,
                       weight=weight, breaker=BreakerConfig(consecutive_failures=1, cooldown=cooldown))
 
 

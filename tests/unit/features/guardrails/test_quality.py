@@ -56,7 +56,7 @@ def test_injection_quality(injection_cases: list[dict[str, Any]]) -> None:
 
 
 def test_evaluate_counts_tp_fp_fn_exactly() -> None:
-    cases = [
+    cases: list[dict[str, Any]] = [
         {"text": "mail a@example.com", "expect": [{"category": "email", "value": "a@example.com"}]},
         {"text": "mail b@example.com", "expect": []},
         {"text": "nothing", "expect": [{"category": "phone", "value": "(415) 555-0132"}]},

@@ -154,3 +154,15 @@ def test_random_compositions_stream_equals_batch() -> None:
         scanner = StreamScanner(ALL_CATEGORIES)
         assert run(scanner, text, (1, 8), seed=rng.randint(0, 10**6)) == text
         assert scanner.findings == find_entities(text, ALL_CATEGORIES), text
+
+
+@pytest.mark.parametrize(("value", "json"), [
+    ("a" * 60 + "\\u0040example.com", True),
+    ("b" * 60 + "\uff20\u200bexample.com", False),
+    ("c" * 60 + "@example.com", False),
+])
+def test_long_obfuscated_value_is_held_back_whole(value: str, json: bool) -> None:
+    scanner = StreamScanner(frozenset({"email"}), mask=True, json=json)
+    text = "x" * 80 + " mail " + value + " thanks " + "y" * 80
+    emitted = "".join(scanner.feed(char) for char in text) + scanner.finish()
+    assert emitted.replace('"', "") == "x" * 80 + " mail [EMAIL_1] thanks " + "y" * 80

@@ -31,11 +31,13 @@ class Store:
     backend: QuotaBackend
     url: str | None = None
     opened: list[QuotaBackend] = field(default_factory=list)
+    # Reservation markers per test: tests reuse reservation ids ("a", "b") on one Redis server.
+    marker_prefix: str = field(default_factory=lambda: secrets.token_hex(4))
 
     async def replica(self) -> QuotaBackend:
         if self.url is None:
             return self.backend  # the embedded store is one process's own
-        other = RedisBackend(self.url)
+        other = RedisBackend(self.url, key_prefix=self.marker_prefix)
         await other.start()
         self.opened.append(other)
         return other
@@ -50,7 +52,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         store = Store("memory", MemoryBackend(tmp_path / "state"))
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
-        store = Store("redis", RedisBackend(server.url), server.url)
+        prefix = secrets.token_hex(4)
+        store = Store("redis", RedisBackend(server.url, key_prefix=prefix), server.url, marker_prefix=prefix)
     await store.backend.start()
     yield store
     for backend in [store.backend, *store.opened]:

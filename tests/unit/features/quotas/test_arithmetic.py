@@ -30,6 +30,14 @@ def test_tool_calls_and_tool_definitions_count() -> None:
     assert prompt_tokens({"messages": [], "tools": [{"type": "function"}]}, 4.0) == 6 + 3
 
 
+def test_every_text_the_walker_yields_counts() -> None:
+    # refusal (8), legacy function_call name + arguments (4 + 12), function result content (8) and name (4).
+    messages = [{"role": "assistant", "content": None, "refusal": "r" * 8},
+                {"role": "assistant", "content": None, "function_call": {"name": "abcd", "arguments": "{}" * 6}},
+                {"role": "function", "name": "abcd", "content": "x" * 8}]
+    assert prompt_tokens({"messages": messages}, 4.0) == 9 + 3 * 4 + 3
+
+
 @pytest.mark.parametrize(("extra", "completion"), [
     ({"max_tokens": 50}, 50), ({"max_completion_tokens": 70, "max_tokens": 50}, 70), ({}, 300),
     ({"max_tokens": 50, "n": 3}, 150), ({"n": 2}, 600)])

@@ -32,6 +32,20 @@ async def test_usage_survives_a_restart(tmp_path: Path) -> None:
     assert 190 <= after.used[1] <= 201  # the per-minute bucket kept its level, minus what drained
 
 
+async def test_a_used_reservation_stays_used_across_a_restart(tmp_path: Path) -> None:
+    first = MemoryBackend(tmp_path, flush_interval=30)
+    await first.start()
+    await first.reserve("a", [day("d", 10)])
+    await first.reserve("b", [day("d", 10)])
+    assert await first.claim("a", [], lease=60, marker_ttl=60)
+    assert await first.settle("b", [], marker_ttl=60)
+    await first.close()
+    second = MemoryBackend(tmp_path)
+    assert not await second.claim("a", [], lease=60, marker_ttl=60)  # a replay after the restart
+    assert not await second.claim("b", [], lease=60, marker_ttl=60)
+    assert await second.claim("c", [], lease=60, marker_ttl=60)
+
+
 async def test_changes_are_flushed_periodically(tmp_path: Path) -> None:
     backend = MemoryBackend(tmp_path, flush_interval=0.05)
     await backend.start()

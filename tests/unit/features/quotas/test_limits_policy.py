@@ -118,3 +118,16 @@ def test_redis_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("TEST_QUOTA_REDIS", "redis://127.0.0.1:7000/2")
     policy = load_policy(folder(tmp_path, "limits:\n  store: {backend: redis, redis_url: '${TEST_QUOTA_REDIS}'}\n"))
     assert policy.limits.store.redis_url == "redis://127.0.0.1:7000/2"
+
+
+def test_every_limit_kind_has_a_spec_and_counters_decode_strictly() -> None:
+    from sidecar.features.quotas.limits import COUNTERS, KINDS, UNITS, LimitKind, counter_named, unit_named
+
+    assert set(KINDS) == set(LimitKind)
+    assert {spec.counter for spec in KINDS.values()} == set(COUNTERS)
+    assert [counter_named(name) for name in ("bucket", "window", "slots")] == list(COUNTERS)
+    with pytest.raises(ValueError, match="unknown counter 'minute'"):
+        counter_named("minute")
+    assert {spec.unit for spec in KINDS.values()} == set(UNITS) == {unit_named(u) for u in UNITS}
+    with pytest.raises(ValueError, match="unknown unit 'usd'"):
+        unit_named("usd")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -43,13 +44,13 @@ BODY = {"model": "gpt-4", "messages": [{"role": "user", "content": "x" * 40}]}
 PROMPT = prompt_tokens(BODY, 4.0)  # 10 + 4 + 3
 
 
-async def decide(service: QuotaService, policy: Policy, body: dict[str, object] = BODY,
+async def decide(service: QuotaService, policy: Policy, body: Mapping[str, object] = BODY,
                  dry_run: bool = False) -> Check:
     pipeline = DecisionPipeline([service.check])
     check = Check(policy, orjson.dumps(body), f"Bearer {TOKEN}", "req_1")
     if dry_run:
-        check.dry_run = True  # type: ignore[attr-defined]  # the `explain` flag
-        check.trace = {}  # type: ignore[attr-defined]
+        check.dry_run = True  # the `explain` flag
+        check.trace = {}
     for stage in pipeline.stages:
         await stage(check)
     return check
@@ -75,7 +76,7 @@ def service(store: Store, unique: str) -> QuotaService:
 async def level(service: QuotaService, policy: Policy) -> int:
     """Tokens counted today, read by a dry run."""
     check = await decide(service, policy, dry_run=True)
-    return int(check.trace["limits"]["applicable"][0]["used"])  # type: ignore[attr-defined]
+    return int(check.trace["limits"]["applicable"][0]["used"])
 
 
 @pytest.mark.parametrize(("ending", "counted"), [
@@ -112,8 +113,8 @@ async def test_a_dry_run_reserves_nothing_and_explains(service: QuotaService, tm
     current = policy(tmp_path, "    rpm: {requests_per_minute: 1, per: [team]}")
     for _ in range(3):
         check = await decide(service, current, dry_run=True)
-        assert "quota" not in check.extra
-    assert check.trace["limits"]["applicable"] == [  # type: ignore[attr-defined]
+        assert check.extra["quota"]["charges"] == []  # nothing reserved, nothing to settle
+    assert check.trace["limits"]["applicable"] == [
         {"limit": "rpm.requests_per_minute", "cap": 1, "used": 0, "requested": 1, "fits": True, "shadow": False}]
     await decide(service, current)
     with pytest.raises(RateLimited):
@@ -128,7 +129,10 @@ class Down:
     async def reserve(self, *args: object, **kwargs: object) -> None:
         raise BackendUnavailable("down")
 
-    async def settle(self, *args: object) -> None:
+    async def settle(self, *args: object, **kwargs: object) -> None:
+        raise BackendUnavailable("down")
+
+    async def claim(self, *args: object, **kwargs: object) -> None:
         raise BackendUnavailable("down")
 
 

@@ -11,11 +11,14 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from sidecar.app import CHAT_PATH, init_app
+from sidecar.app import init_app
 from sidecar.callout.endpoint import AUTHZ_PREFIX
 from sidecar.callout.handoff import DECISION_HEADER, decode
 from sidecar.cli.explain import explain
 from sidecar.cli.main import DEMO_TOKEN
+from sidecar.core.endpoints import CHAT_PATH
+from sidecar.core.walk import Edit
+from sidecar.features.guardrails.decision_keys import MASKS
 from sidecar.policy.loader import load_policy
 from sidecar.settings import SENTINEL_503, Settings
 from tests.detector_server import DetectorServer
@@ -81,11 +84,16 @@ async def test_mask_edits_travel_with_the_builtin_ones(aiohttp_client: ClientFac
     parts = [{"type": "text", "text": "mail a@example.com re BANANA-1"}, {"type": "text", "text": "a zebra"}]
     status, _, headers = await callout(aiohttp_client, folder, parts)
     assert status == 200
-    edits = decode(headers[DECISION_HEADER], KEY).extra["masks"]
-    # The built-in mask of the e-mail stays; the detector's own e-mail span overlaps it and is dropped.
-    assert sorted(edits) == [[1, 0, 5, 18, "[EMAIL_1]"], [1, 0, 22, 30, "[CODEWORD_1]"], [1, 1, 2, 7, "[ANIMAL]"]]
+    edits = decode(headers[DECISION_HEADER], KEY).get(MASKS)
+    # The built-in mask of the e-mail stays; the detector's own e-mail span overlaps it and is dropped. The
+    # text parts are sent joined (as the walker reads them); the edits land in the part holding each span.
+    first, second = ("messages", 1, "content", 0, "text"), ("messages", 1, "content", 1, "text")
+    assert edits is not None and set(edits) == {Edit(first, 5, 18, "[EMAIL_1]"), Edit(first, 22, 30, "[CODEWORD_1]"),
+                                                Edit(second, 2, 7, "[ANIMAL]")}
+    [(_, joined)] = [(t["path"], t["text"]) for t in detector.calls[0]["body"]["texts"] if t["role"] == "user"]
+    assert joined == "mail a@example.com re BANANA-1a zebra"
     paths = [t["path"] for t in detector.calls[0]["body"]["texts"]]
-    assert paths == ["messages[0].content", "messages[1].content[0].text", "messages[1].content[1].text"]
+    assert paths == ["messages[0].content", "messages[1].content"]
 
 
 async def test_mask_of_a_finding_without_span_blocks(aiohttp_client: ClientFactory, tmp_path: Path,

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from sidecar.callout.handoff import Decision
-from sidecar.core.errors import GuardrailBlocked
-from sidecar.features.guardrails.policy import Guardrail
+from sidecar.core.errors import GuardrailBlocked, GuardrailUnavailable
+from sidecar.core.guardrail_webhook import OnError, WebhookConfig
+from sidecar.features.guardrails.policy import Action, Direction, Guardrail, GuardrailType
 from sidecar.features.guardrails.webhook.client import WebhookClient
-from sidecar.features.guardrails.webhook.config import OnError, WebhookConfig
 from sidecar.features.guardrails.webhook.output_guard import WebhookOutput
-from sidecar.features.guardrails.webhook.verdict import GuardrailUnavailable
 from sidecar.features.observability.metrics import GatewayMetrics
 from tests.detector_server import DetectorServer
 
@@ -24,14 +23,16 @@ DECISION = Decision("req_out", "demo", "demo-team", "gpt-4", ("d",), True, False
 
 def guardrail(detector: DetectorServer, action: str, mode: str = "check", **webhook: Any) -> Guardrail:
     config = WebhookConfig(url=f"{detector.url}/{mode}", **webhook)
-    return Guardrail(key=f"det-{action}", type="webhook", action=action, direction="output", webhook=config)
+    return Guardrail(key=f"det-{action}", type=GuardrailType.WEBHOOK, action=Action(action), direction=Direction.OUTPUT,
+                     webhook=config)
 
 
 @contextlib.asynccontextmanager
-async def guard(*guardrails: Guardrail, metrics: GatewayMetrics | None = None) -> AsyncIterator[WebhookOutput]:
+async def guard(*guardrails: Guardrail, metrics: GatewayMetrics | None = None,
+                json_answer: bool = False) -> AsyncIterator[WebhookOutput]:
     client = WebhookClient(metrics)
     async with contextlib.asynccontextmanager(lambda: client.session())():
-        yield WebhookOutput(client, list(guardrails), DECISION, metrics)
+        yield WebhookOutput(client, list(guardrails), DECISION, metrics, json_answer=json_answer)
 
 
 def completion(*texts: str) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+"""One detection pass for several guardrails over one text (a normalised view, see view.py).
+
+PII detection runs once with the union of the guardrails' categories and each guardrail keeps
+the findings in its own categories; each pattern guardrail's matcher runs once. Every entity
+carries the key of the guardrail it belongs to in `Entity.source` (one value found by two
+guardrails is two entities).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sidecar.features.guardrails.entity import Entity
+from sidecar.features.guardrails.pii import find_entities
+from sidecar.features.guardrails.policy import Guardrail, GuardrailType
+
+
+class Finder:
+    """Callable `text -> entities` (sorted by start; may overlap across guardrails)."""
+
+    def __init__(self, guardrails: Sequence[Guardrail]) -> None:
+        # Built per request: a plain loop, the cheapest way for the usual one or two guardrails.
+        kept: list[Guardrail] = []
+        categories: frozenset[str] = frozenset()
+        for guardrail in guardrails:
+            if guardrail.type is GuardrailType.PII:
+                kept.append(guardrail)
+                categories = categories | guardrail.categories if categories else guardrail.categories
+            elif guardrail.type is GuardrailType.PATTERN:
+                kept.append(guardrail)
+        self._guardrails = tuple(kept)
+        self._categories = categories
+        self._only = kept[0].key if len(kept) == 1 else ""
+
+    def pii(self, text: str) -> list[Entity]:
+        """The union scan alone (input checks share it between guardrails)."""
+        return find_entities(text, self._categories) if self._categories else []
+
+    def __call__(self, text: str) -> list[Entity]:
+        return self.tagged(text, self.pii(text))
+
+    def source(self, entity: Entity) -> str:
+        """The key of the guardrail an entity belongs to."""
+        return entity.source or self._only
+
+    def tagged(self, text: str, pii: list[Entity]) -> list[Entity]:
+        if self._only:  # one guardrail (the usual case): its findings as they are, `source` says whose
+            return entities_of(self._guardrails[0], text, pii)
+        out: list[Entity] = []
+        for guardrail in self._guardrails:
+            out.extend(e._replace(source=guardrail.key) for e in entities_of(guardrail, text, pii))
+        return sorted(out, key=lambda e: e.start)
+
+
+def entities_of(guardrail: Guardrail, text: str, pii: list[Entity]) -> list[Entity]:
+    """A pii or pattern guardrail's own findings in `text`, given the union PII scan of it."""
+    if guardrail.type is GuardrailType.PII:
+        categories = guardrail.categories
+        return [e for e in pii if e.category in categories]
+    assert guardrail.matcher is not None
+    return guardrail.matcher.find(text)

@@ -1,0 +1,69 @@
+"""The HTTP client's exceptions as `Transport` kinds: the thin aiohttp side of core's failure table.
+
+`sidecar.core.errors.TRANSPORT_FAILURES` says what each kind becomes (an error per phase, a
+breaker outcome); this module only says which kind an aiohttp/asyncio exception is, so core
+never imports aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from sidecar.core.errors import (
+    GatewayError,
+    Phase,
+    Transport,
+    breaker_outcome,
+    transport_error,
+    transport_outcome,
+)
+from sidecar.core.kinds import Outcome
+
+PROVIDER_FAILURES: tuple[type[Exception], ...] = (GatewayError, TimeoutError, aiohttp.ClientError)
+"""What a relay catches as the exchange failing: gateway errors and the provider's transport (aiohttp's
+timeouts are TimeoutErrors); `as_gateway_error` maps each of them to an error, never to None."""
+
+# Most specific first: aiohttp's reset and timeout errors are ClientErrors too.
+_KINDS: tuple[tuple[type[BaseException], Transport], ...] = (
+    (TimeoutError, Transport.TIMEOUT),
+    (asyncio.CancelledError, Transport.CLIENT_GONE),
+    (aiohttp.ClientConnectionResetError, Transport.RESET),
+    (ConnectionResetError, Transport.CLIENT_GONE),  # a plain socket reset: the client's connection
+    (aiohttp.ServerDisconnectedError, Transport.DISCONNECTED),
+    (aiohttp.ClientPayloadError, Transport.PAYLOAD),
+    (aiohttp.ClientError, Transport.CONNECT),
+)
+
+
+def transport_kind(exc: BaseException) -> Transport | None:
+    """The kind of a transport failure; None for anything else (a bug, a GatewayError)."""
+    for cls, kind in _KINDS:
+        if isinstance(exc, cls):
+            return kind
+    return None
+
+
+def as_gateway_error(exc: BaseException, phase: Phase) -> GatewayError | None:
+    """`exc` in the gateway's terms for `phase`: GatewayErrors pass through; None means re-raise."""
+    if isinstance(exc, GatewayError):
+        return exc
+    kind = transport_kind(exc)
+    return None if kind is None else transport_error(kind, phase, type(exc).__name__)
+
+
+def provider_failure(exc: BaseException, phase: Phase) -> GatewayError:
+    """A failure caught as one of PROVIDER_FAILURES, in the gateway's terms (re-raised if the table
+    does not know it)."""
+    error = as_gateway_error(exc, phase)
+    if error is None:
+        raise exc
+    return error
+
+
+def exit_outcome(exc: BaseException) -> Outcome:
+    """The breaker outcome of an exception that ended an exchange (gateway error or raw failure)."""
+    if isinstance(exc, GatewayError):
+        return breaker_outcome(exc)
+    return transport_outcome(transport_kind(exc))

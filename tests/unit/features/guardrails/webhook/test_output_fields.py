@@ -1,0 +1,114 @@
+"""Webhook output guardrails read every field the walker yields: tool-call arguments, function
+calls, reasoning and refusals of every choice, in whole completions and in streams (per field
+stream), mask JSON texts so they stay valid JSON, and keep logprobs in step with the text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sidecar.features.guardrails.webhook.output_guard import WebhookOutput
+from tests.detector_server import DetectorServer
+from tests.unit.features.guardrails.webhook.test_output_guard import guard, guardrail
+
+ARGUMENTS = '{"card": 4111111111111111, "memo": "BANANA-7"}'
+
+
+def answer() -> dict[str, Any]:
+    return {"choices": [
+        {"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "reasoning_content": "the zebra said so",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "pay", "arguments": ARGUMENTS}}]}},
+        {"index": 1, "finish_reason": "stop", "message": {"role": "assistant", "content": None,
+                                                           "refusal": "not BANANA-2"}},
+    ]}
+
+
+async def test_completion_fields_are_sent_and_masked(detector: DetectorServer) -> None:
+    completion = answer()
+    async with guard(guardrail(detector, "mask")) as output:
+        await output.check_completion(completion)
+    [call] = detector.calls
+    assert [t["path"] for t in call["body"]["texts"]] == [
+        "choices[0].message.reasoning_content", "choices[0].message.tool_calls[0].function.arguments",
+        "choices[1].message.refusal"]
+    first, second = completion["choices"][0]["message"], completion["choices"][1]["message"]
+    assert first["reasoning_content"] == "the [ANIMAL] said so"
+    assert json.loads(first["tool_calls"][0]["function"]["arguments"]) == {"card": "[CARD_1]", "memo": "[CODEWORD_1]"}
+    assert second["refusal"] == "not [CODEWORD_2]"
+
+
+async def test_a_json_answer_stays_json(detector: DetectorServer) -> None:
+    completion: dict[str, Any] = {"choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": '{"n": 4111111111111111}'}}]}
+    async with guard(guardrail(detector, "mask"), json_answer=True) as output:  # the decision's JSON_ANSWER
+        await output.check_completion(completion)
+    assert json.loads(completion["choices"][0]["message"]["content"]) == {"n": "[CARD_1]"}
+
+
+def tool_chunk(arguments: str, call: int = 0, finish: str | None = None) -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"tool_calls": [{"index": call, "function": {"arguments": arguments}}]},
+                         "finish_reason": finish}]}
+
+
+async def run(output: WebhookOutput, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for chunk in chunks:
+        out += await output.check_chunks([chunk])
+    return out + await output.release()
+
+
+async def test_stream_tool_call_arguments_per_call(detector: DetectorServer) -> None:
+    head = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "finish_reason": None, "delta": {
+        "role": "assistant", "tool_calls": [
+            {"index": 0, "id": "call_a", "type": "function", "function": {"name": "pay", "arguments": ""}},
+            {"index": 1, "id": "call_b", "type": "function", "function": {"name": "note", "arguments": ""}}]}}]}
+    pieces = [ARGUMENTS[i:i + 5] for i in range(0, len(ARGUMENTS), 5)]
+    chunks = [head] + [c for piece in pieces for c in (tool_chunk(piece, 0), tool_chunk("zeb" if piece else "", 1))]
+    chunks.append({"id": "c1", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    async with guard(guardrail(detector, "mask", stream_chars=1000)) as output:
+        out = await run(output, chunks)
+    assert out[0]["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_a"  # ids and names leave at once
+    arguments: dict[int, str] = {}
+    for chunk in out:
+        for call in chunk["choices"][0]["delta"].get("tool_calls") or ():
+            arguments[call["index"]] = arguments.get(call["index"], "") + call["function"].get("arguments", "")
+    assert json.loads(arguments[0]) == {"card": "[CARD_1]", "memo": "[CODEWORD_1]"}
+    assert arguments[1] == "zeb" * len(pieces)  # the other call's stream is its own: never mixed in
+    paths = {call["body"]["texts"][0]["path"] for call in detector.calls}
+    assert paths == {"choices[0].delta.tool_calls[0].function.arguments",
+                     "choices[0].delta.tool_calls[1].function.arguments"}
+
+
+async def test_stream_reasoning_and_refusal_are_checked(detector: DetectorServer) -> None:
+    def delta(**fields: str) -> dict[str, Any]:
+        return {"id": "c1", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": fields, "finish_reason": None}]}
+
+    chunks = [delta(reasoning_content="think of BANA"), delta(reasoning_content="NA-5"), delta(refusal="a zebra")]
+    async with guard(guardrail(detector, "mask", stream_chars=1000)) as output:
+        out = await run(output, chunks)
+    text = {"reasoning_content": "", "refusal": ""}
+    for chunk in out:
+        for name in text:
+            text[name] += chunk["choices"][0]["delta"].get(name) or ""
+    assert text == {"reasoning_content": "think of [CODEWORD_1]", "refusal": "a [ANIMAL]"}
+
+
+async def test_stream_logprobs_follow_their_text_and_masked_ones_go(detector: DetectorServer) -> None:
+    tokens = ["hi ", "BANANA", "-9", " ok"]
+    chunks = [{"id": "c1", "object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": {"content": t}, "finish_reason": None,
+         "logprobs": {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()), "top_logprobs": []}]}}]}
+        for t in tokens]
+    chunks.append({"id": "c1", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    async with guard(guardrail(detector, "mask", stream_chars=1000)) as output:
+        out = await run(output, chunks)
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in out)
+    entries = [e["token"] for c in out for e in (c["choices"][0].get("logprobs") or {}).get("content") or ()]
+    assert content == "hi [CODEWORD_1] ok"
+    assert entries == ["hi ", " ok"]  # in order; the masked value's tokens never leave
+    assert out[-1]["choices"][0]["finish_reason"] == "stop"
