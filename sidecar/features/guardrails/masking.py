@@ -11,6 +11,7 @@ from .entity import CREDIT_CARD, EMAIL, IBAN, PHONE, SSN, Entity
 from .view import View
 
 _SEPARATORS: Final = re.compile(r"[^0-9A-Za-z]")
+_LABEL: Final = re.compile(r"\[[^\[\]\s]+_\d+\]")
 
 
 def _normalise(category: str, value: str) -> str:
@@ -35,11 +36,12 @@ class MaskNumbering:
     "a different person".  State is per instance, never module-level.
     """
 
-    __slots__ = ("_assigned", "_counters")
+    __slots__ = ("_assigned", "_counters", "_reserved")
 
     def __init__(self) -> None:
         self._counters: dict[str, int] = {}
         self._assigned: dict[tuple[str, str], str] = {}
+        self._reserved: set[str] = set()  # labels another masker already used (webhook guardrails)
 
     def placeholder(self, category: str, value: str) -> str:
         key = (category, _normalise(category, value))
@@ -47,10 +49,18 @@ class MaskNumbering:
         if existing is not None:
             return existing
         number = self._counters.get(category, 0) + 1
-        self._counters[category] = number
         label = f"[{category.upper()}_{number}]"
+        while label in self._reserved:  # empty unless `reserve` was called: one failed lookup
+            number += 1
+            label = f"[{category.upper()}_{number}]"
+        self._counters[category] = number
         self._assigned[key] = label
         return label
+
+    def reserve(self, text: str) -> None:
+        """Never hand out a label `[CATEGORY_N]` that already appears in `text` (a placeholder
+        another masker of the same request put there for another value)."""
+        self._reserved.update(_LABEL.findall(text))
 
     def count(self, category: str) -> int:
         """How many distinct values of ``category`` were masked so far."""

@@ -140,6 +140,9 @@ class _Masks:
         raw_edits, raw_inputs = check.extra.get(MASKS.name), check.extra.get(INPUT_MASKS.name)
         self._edits: list[Edit] = list(MASKS.decode(raw_edits)) if raw_edits else []
         self._inputs: list[InputMask] = list(INPUT_MASKS.decode(raw_inputs)) if raw_inputs else []
+        # The built-in masks' placeholders stay theirs: another value never gets the same label.
+        labels = [*(e.replacement for e in self._edits), *(m.placeholder for m in self._inputs)]
+        self._numbering.reserve(" ".join(labels))
         self._added = False
 
     def add(self, call: _Call, path: str, findings: list[Finding]) -> None:

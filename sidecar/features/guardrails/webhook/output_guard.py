@@ -43,7 +43,7 @@ from sidecar.features.guardrails.output_check import (
     put_text,
     take_logprobs,
 )
-from sidecar.features.guardrails.policy import Guardrail
+from sidecar.features.guardrails.policy import Action, Guardrail
 from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, overlaps_any
 from sidecar.features.guardrails.webhook.adapters import completion_texts, stream_path
 from sidecar.features.guardrails.webhook.client import CallResult, WebhookClient
@@ -110,6 +110,8 @@ class WebhookOutput:
             return
         results = await self._call_all([text for text, _ in found], partial=False)
         by_path = {text.path: text.text for text, _ in found}
+        if any(verdict_masks(g, r) for g, r in zip(self._guardrails, results, strict=True)):
+            self._numbering.reserve(" ".join(by_path.values()))  # the built-in output masks' placeholders
         chosen: dict[str, list[Replacement]] = {}
         for guardrail, result in zip(self._guardrails, results, strict=True):
             verdict = self._settle(guardrail, result, lambda _: True)
@@ -210,6 +212,8 @@ class WebhookOutput:
         spans = [f for g, r in zip(self._guardrails, results, strict=True) if r.ok
                  for f in judge(r.findings, g.action, _config(g).threshold).replacements().get(sent.path, [])]
         cut = _cut_before_spans(cut, spans)
+        if spans:
+            self._numbering.reserve(held)  # the built-in output masks' placeholders in this window
         if cut == 0 and len(held) >= MAX_HELD:
             cut = len(held)
         chosen: list[Replacement] = []
@@ -266,6 +270,11 @@ class WebhookOutput:
         return CallContext(request_id=decision.request_id, guardrail=guardrail.key, direction=Direction.OUTPUT,
                            action=guardrail.action, model=decision.model_key, token_name=decision.token_name,
                            team=decision.team, partial=partial)
+
+
+def verdict_masks(guardrail: Guardrail, result: CallResult) -> bool:
+    """Whether a detector's answer has something for a `mask` guardrail to replace."""
+    return result.ok and guardrail.action is Action.MASK and any(f.span is not None for f in result.findings)
 
 
 def _cut_before_spans(cut: int, spans: list[Finding]) -> int:

@@ -48,3 +48,12 @@ def test_numbering_instances_are_independent() -> None:
     assert one.placeholder("email", "a@x.io") == "[EMAIL_1]"
     assert one.placeholder("email", "b@x.io") == "[EMAIL_2]"
     assert two.placeholder("email", "b@x.io") == "[EMAIL_1]"
+
+
+def test_reserved_labels_are_skipped() -> None:
+    numbering = MaskNumbering()
+    numbering.reserve('the "[EMAIL_1]" and [EMAIL_3] someone else wrote; not a label: [EMAIL_x]')
+    assert numbering.placeholder("email", "a@x.io") == "[EMAIL_2]"
+    assert numbering.placeholder("email", "b@x.io") == "[EMAIL_4]"
+    assert numbering.placeholder("email", "a@x.io") == "[EMAIL_2]"
+    assert numbering.placeholder("phone", "+1 555 0100") == "[PHONE_1]"

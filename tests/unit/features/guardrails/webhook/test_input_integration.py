@@ -178,3 +178,18 @@ limits:
     # The clean request holds the slot now (nothing forwarded it): the next one is refused by the quota.
     status, body, _ = await post(client, CHAT_PATH, blocked)
     assert (status, body["error"]["type"]) == (429, "rate_limit_exceeded")
+
+
+async def test_webhook_placeholders_never_reuse_a_builtin_label(aiohttp_client: ClientFactory, tmp_path: Path,
+                                                                detector: DetectorServer) -> None:
+    folder = policy_dir(tmp_path, detector, """\
+  pii: {type: pii, categories: [email], action: mask, messages: user}
+  det: {type: webhook, url: 'DETECTOR/check', action: mask}
+""")
+    messages = [{"role": "system", "content": "ops is bob@example.org"}, {"role": "user", "content": "I am ann@example.com"}]
+    status, _, headers = await chat_callout(aiohttp_client, folder, messages)
+    assert status == 200
+    edits = decode(headers[DECISION_HEADER], KEY).get(MASKS) or ()
+    # The built-in mask named ann [EMAIL_1]; the detector's bob (a system text the built-in one does not
+    # read) is another person, so another label.
+    assert {(e.path[1], e.replacement) for e in edits} == {(1, "[EMAIL_1]"), (0, "[EMAIL_2]")}

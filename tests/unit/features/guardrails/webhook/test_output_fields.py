@@ -112,3 +112,12 @@ async def test_stream_logprobs_follow_their_text_and_masked_ones_go(detector: De
     assert content == "hi [CODEWORD_1] ok"
     assert entries == ["hi ", " ok"]  # in order; the masked value's tokens never leave
     assert out[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_placeholders_already_in_the_answer_are_not_reused(detector: DetectorServer) -> None:
+    # The built-in output guardrails ran first and wrote [CODEWORD_1] for another value.
+    message = {"role": "assistant", "content": "[CODEWORD_1] and BANANA-8"}
+    completion: dict[str, Any] = {"choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
+    async with guard(guardrail(detector, "mask")) as output:
+        await output.check_completion(completion)
+    assert completion["choices"][0]["message"]["content"] == "[CODEWORD_1] and [CODEWORD_2]"
