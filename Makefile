@@ -52,7 +52,7 @@ bench: $(STAMP)
 # policies/ (kustomize cannot read outside deploy/), and the PrometheusRule made from
 # deploy/monitoring/alerts.yaml. tests/deploy fails while they are stale.
 deploy-config: $(STAMP)
-	env -i GATEWAY_LISTEN_ADDRESS=0.0.0.0 $(PY) -m sidecar envoy-config -o deploy/base/envoy/envoy.yaml
+	env -i GATEWAY_LISTEN_ADDRESS=0.0.0.0 GATEWAY_SIDECAR_SOCKET=/var/run/gateway/sidecar.sock $(PY) -m sidecar envoy-config -o deploy/base/envoy/envoy.yaml
 	rm -f deploy/base/policies/*.yaml deploy/base/policies/*.yml
 	cp policies/*.y*ml deploy/base/policies/
 	$(PY) deploy/monitoring/prometheusrule.py

@@ -29,10 +29,13 @@ from sidecar.settings import Settings  # noqa: E402
 
 
 def _stack(checkout: Path, workdir: Path, policies: Path, provider_port: int, with_provider: bool,
-           env: dict[str, str]) -> Stack:
+           env: dict[str, str], unix_socket: bool) -> Stack:
     workdir.mkdir(parents=True, exist_ok=True)
+    # The Envoy config is rendered by this checkout's code for both sides: `--tcp` chooses the hop.
     settings = Settings(listen_port=free_port(), sidecar_port=free_port(), admin_port=free_port(),
-                        demo_provider_port=provider_port, policies_dir=policies, drain_seconds=1)
+                        demo_provider_port=provider_port, status_port=free_port(), metrics_port=free_port(),
+                        policies_dir=policies, drain_seconds=1,
+                        sidecar_socket=str(workdir.resolve() / "sidecar.sock") if unix_socket else "")
     stack = Stack(settings, workdir.resolve(), with_demo_provider=with_provider, log=(workdir / "log").open("wb"),
                   extra_env={"PYTHONPATH": str(checkout.resolve()), **env})
     stack.start()
@@ -64,6 +67,9 @@ def main() -> int:
     parser.add_argument("--open-streams", type=int, default=0, help="instead: sidecar RSS with N open streams")
     parser.add_argument("--a-env", action="append", default=[], help="VAR=VALUE for A's processes")
     parser.add_argument("--b-env", action="append", default=[], help="VAR=VALUE for B's processes")
+    parser.add_argument("--tcp", choices=("a", "b", "both"), help="Envoy reaches that side's sidecar over "
+                        "loopback TCP (default: the Unix socket, as `make bench`; a checkout without "
+                        "GATEWAY_SIDECAR_SOCKET support needs --tcp)")
     args = parser.parse_args()
     wrk = ensure_wrk()
     if wrk is None:
@@ -80,9 +86,10 @@ def main() -> int:
     provider_port = free_port()
     stacks: dict[str, Stack] = {}
     try:
-        stacks["A"] = _stack(checkouts["A"], workdir / "a", policies, provider_port, True, _env_pairs(args.a_env))
+        stacks["A"] = _stack(checkouts["A"], workdir / "a", policies, provider_port, True, _env_pairs(args.a_env),
+                             args.tcp not in ("a", "both"))
         stacks["B"] = _stack(checkouts["B"], workdir / "b", b_policies or policies, provider_port, False,
-                             _env_pairs(args.b_env))
+                             _env_pairs(args.b_env), args.tcp not in ("b", "both"))
         if args.open_streams:
             for name in ("A", "B"):
                 _print_open_streams(name, stacks[name], args.open_streams)

@@ -151,7 +151,9 @@ class Targets:
         log = (workdir / "processes.log").open("wb")
         settings = Settings(listen_port=free_port(), sidecar_port=free_port(), admin_port=free_port(),
                             demo_provider_port=free_port(), status_port=free_port(), metrics_port=free_port(),
-                            policies_dir=policies, drain_seconds=1)
+                            policies_dir=policies, drain_seconds=1,
+                            # Envoy to sidecar over a Unix socket, as the pod runs (GATEWAY_SIDECAR_SOCKET).
+                            sidecar_socket=str(workdir.resolve() / "sidecar.sock"))
         # Quota state (memory store) goes to the bench's own folder, not the checkout.
         stack = Stack(settings, workdir, log=log, extra_env={"GATEWAY_STATE_DIR": str(workdir / "state")})
         plain = PlainEnvoy(settings.demo_provider_port, workdir, log)

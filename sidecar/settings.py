@@ -29,6 +29,10 @@ class Settings:
     listen_address: str = "127.0.0.1"
     listen_port: int = DEFAULT_LISTEN_PORT
     sidecar_port: int = DEFAULT_SIDECAR_PORT
+    # Envoy's two hops to the sidecar (the callout and the routed request) over this Unix domain
+    # socket instead of loopback TCP (`make bench`: less CPU per request in both processes); "" keeps
+    # them on TCP. The sidecar's TCP port stays open either way (probes, /metrics, direct tools).
+    sidecar_socket: str = ""
     admin_port: int = DEFAULT_ADMIN_PORT
     demo_provider_port: int = DEFAULT_DEMO_PROVIDER_PORT
     # The read-only status page (sidecar/features/status): its own listener, loopback by default;
@@ -83,6 +87,7 @@ class Settings:
             listen_address=env.get("GATEWAY_LISTEN_ADDRESS", base.listen_address),
             listen_port=int(env.get("GATEWAY_PORT", base.listen_port)),
             sidecar_port=int(env.get("GATEWAY_SIDECAR_PORT", base.sidecar_port)),
+            sidecar_socket=env.get("GATEWAY_SIDECAR_SOCKET", base.sidecar_socket),
             admin_port=int(env.get("GATEWAY_ADMIN_PORT", base.admin_port)),
             demo_provider_port=int(env.get("GATEWAY_DEMO_PROVIDER_PORT", base.demo_provider_port)),
             status_address=env.get("GATEWAY_STATUS_ADDRESS", base.status_address),
@@ -110,6 +115,7 @@ class Settings:
             "GATEWAY_LISTEN_ADDRESS": self.listen_address,
             "GATEWAY_PORT": str(self.listen_port),
             "GATEWAY_SIDECAR_PORT": str(self.sidecar_port),
+            "GATEWAY_SIDECAR_SOCKET": self.sidecar_socket,
             "GATEWAY_ADMIN_PORT": str(self.admin_port),
             "GATEWAY_DEMO_PROVIDER_PORT": str(self.demo_provider_port),
             "GATEWAY_STATUS_ADDRESS": self.status_address,

@@ -38,6 +38,7 @@ MAX_DECISION_HEADER_BYTES = 48 * 1024
 DEFAULT_DECISION_TTL_SECONDS = 60.0
 
 T = TypeVar("T")
+_MISSING = object()
 JSONValue = Any
 """A value orjson can serialise (None, bool, int, float, str, list, dict of these)."""
 
@@ -98,9 +99,17 @@ class Decision:
     endpoint: EndpointKind = EndpointKind.CHAT
 
     def get(self, key: DecisionKey[T]) -> T | None:
-        """The stage's annotation, decoded; None when the stage added none."""
+        """The stage's annotation, decoded (once per decision: the forwarding path reads the quota
+        reservation at claim, at the relay and at settlement); None when the stage added none."""
         raw = self.extra.get(key.name)
-        return None if raw is None else key.decode(raw)
+        if raw is None:
+            return None
+        # Not a field: orjson (the header) and ==/repr ignore it. Names are unique; values immutable.
+        cache: dict[str, Any] = self.__dict__.setdefault("_decoded", {})
+        found = cache.get(key.name, _MISSING)
+        if found is _MISSING:
+            found = cache[key.name] = key.decode(raw)
+        return found  # type: ignore[no-any-return]
 
 
 def annotate(extra: dict[str, JSONValue], key: DecisionKey[T], value: T) -> None:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.cli.explain_cmd import add_parser as add_explain_parser
+from sidecar.cli.unix_socket import SocketInUse, bind_unix_socket, inherited_socket, remove_socket_file
 from sidecar.cli.workers import (
     KeyHandoverError,
     die_with_parent,
@@ -89,6 +91,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:  # one status listener per pod/process group: extra workers would fight over its port
         serve_status(app, settings)
 
+    try:
+        unix = _sidecar_socket(settings)
+    except (SocketInUse, ValueError, OSError) as exc:
+        print(f"sidecar not started: {exc}", file=sys.stderr)
+        return 1
+
     def serve(reuse_port: bool) -> None:
         # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
         # the provider request instead of letting it generate into the void.
@@ -100,10 +108,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     handler_cancellation=True, access_log=None, shutdown_timeout=settings.drain_seconds,
                     backlog=LISTEN_BACKLOG, loop=uvloop.new_event_loop(),
                     # aiohttp's default (8190 bytes a header) would answer a large decision with a plain-text 400.
-                    max_field_size=MAX_DECISION_HEADER_BYTES + 1024)
+                    max_field_size=MAX_DECISION_HEADER_BYTES + 1024, sock=unix)
 
-    serve_workers(worker_count(), serve, settings.drain_seconds + 5.0, settings.decision_key)
+    try:
+        serve_workers(worker_count(), serve, settings.drain_seconds + 5.0, settings.decision_key,
+                      unix.fileno() if unix is not None else None)
+    finally:
+        if unix is not None and not is_child():
+            remove_socket_file(settings.sidecar_socket)
     return 0
+
+
+def _sidecar_socket(settings: Settings) -> socket.socket | None:
+    """Envoy's Unix socket (GATEWAY_SIDECAR_SOCKET): bound here, or inherited by a worker child."""
+    if not settings.sidecar_socket:
+        return None
+    if is_child():
+        return inherited_socket()
+    return bind_unix_socket(settings.sidecar_socket, LISTEN_BACKLOG)
 
 
 def cmd_demo_provider(args: argparse.Namespace) -> int:
@@ -179,7 +201,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         report_errors(settings.policies_dir, exc)
         return 1
-    stack = Stack(settings, Path(tempfile.mkdtemp(prefix="gateway-run-")))
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-run-"))
+    if "GATEWAY_SIDECAR_SOCKET" not in os.environ:  # Envoy reaches the sidecar over a Unix socket
+        settings = dataclasses.replace(settings, sidecar_socket=str(workdir / "sidecar.sock"))
+    stack = Stack(settings, workdir)
     # Ctrl-C (and a supervisor's SIGTERM) stop everything cleanly, even where a shell started
     # this process with SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import IO
 
+from sidecar.cli.unix_socket import INHERITED_FD_ENV
 from sidecar.policy.snapshot import Policy
 
 WORKERS_ENV = "GATEWAY_SIDECAR_WORKERS"
@@ -78,13 +79,15 @@ def read_handed_key(stream: IO[str]) -> bytes:
     return key
 
 
-def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float, decision_key: bytes) -> None:
+def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float, decision_key: bytes,
+                  shared_fd: int | None = None) -> None:
     """Runs `serve(reuse_port)` here and in count-1 child processes that get `decision_key` on
-    their stdin; stops the children after."""
+    their stdin and the listening descriptor `shared_fd` (the Unix socket, sidecar/cli/unix_socket.py)
+    as GATEWAY_SIDECAR_SOCKET_FD; stops the children after."""
     if count <= 1 and not is_child():
         serve(False)
         return
-    children = [_start_child(decision_key) for _ in range(count - 1)]
+    children = [_start_child(decision_key, shared_fd) for _ in range(count - 1)]
     try:
         serve(True)
     finally:
@@ -98,9 +101,12 @@ def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float
                 child.wait()
 
 
-def _start_child(decision_key: bytes) -> subprocess.Popen[bytes]:
-    child = subprocess.Popen([sys.executable, "-m", "sidecar", "serve"], env={**os.environ, _CHILD_ENV: "1"},
-                             stdin=subprocess.PIPE)
+def _start_child(decision_key: bytes, shared_fd: int | None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, _CHILD_ENV: "1"}
+    if shared_fd is not None:
+        env[INHERITED_FD_ENV] = str(shared_fd)
+    child = subprocess.Popen([sys.executable, "-m", "sidecar", "serve"], env=env, stdin=subprocess.PIPE,
+                             pass_fds=() if shared_fd is None else (shared_fd,))
     assert child.stdin is not None  # stdin=PIPE
     child.stdin.write(decision_key.hex().encode() + b"\n")
     child.stdin.close()

@@ -3,6 +3,7 @@ so Envoy and the sidecar agree on ports and limits. An installed wheel carries t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from string import Template
 
@@ -11,6 +12,14 @@ from sidecar.settings import SENTINEL_503, Settings
 TEMPLATE_PATH = Path(__file__).resolve().parent / "envoy.yaml.tmpl"
 # Room for headers on top of the largest body ext_authz may buffer.
 _BUFFER_HEADROOM_BYTES = 1024 * 1024
+
+
+def sidecar_address(settings: Settings) -> str:
+    """The sidecar cluster's endpoint address (Envoy's config.core.v3.Address, flow style): a `pipe`
+    for `settings.sidecar_socket`, else `socket_address` 127.0.0.1:`sidecar_port`."""
+    if settings.sidecar_socket:
+        return "{pipe: {path: " + json.dumps(settings.sidecar_socket) + "}}"
+    return f"{{socket_address: {{address: 127.0.0.1, port_value: {settings.sidecar_port}}}}}"
 
 
 def render(settings: Settings, template_path: Path = TEMPLATE_PATH) -> str:
@@ -22,6 +31,7 @@ def render(settings: Settings, template_path: Path = TEMPLATE_PATH) -> str:
         LISTEN_ADDRESS=settings.listen_address,
         LISTEN_PORT=settings.listen_port,
         SIDECAR_PORT=settings.sidecar_port,
+        SIDECAR_ADDRESS=sidecar_address(settings),
         ADMIN_PORT=settings.admin_port,
         METRICS_PORT=settings.metrics_port,
         MAX_BODY_BYTES=settings.max_body_bytes,

@@ -103,19 +103,26 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
     """Relays events until the provider ends; any failure from here on ends the stream in-band."""
     relay = _ChunkStamper(exchange)
     translator = exchange.provider.stream_translator()
+    source = BufferedLines(upstream.content)
+    pending = _Pending(response)  # events already in hand go out in one write (see _Pending)
     try:
-        async for event in read_events(exchange.watch.lines(BufferedLines(upstream.content))):
+        async for event in read_events(exchange.watch.lines(source)):
             for chunk in translator.feed(event):
                 for out in await guard_chunks(exchange.async_guards, _guarded(exchange.guards, relay.stamp(chunk))):
                     exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
-                    await _write(response, data_event(out))
+                    pending.add(data_event(out))
+                if exchange.async_guards:
+                    await pending.flush()  # the next chunk's webhook call must not hold these back
             if translator.done:
                 break
+            if not source.event_ready():
+                await pending.flush()
         if not translator.done:
             raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
         for out in await release_chunks(exchange.async_guards, _flushed(exchange.guards)):
-            await _write(response, data_event(out))
-        await _write(response, DONE_EVENT)
+            pending.add(data_event(out))
+        pending.add(DONE_EVENT)
+        await pending.flush()
     except _ClientGone:
         exchange.error = "client_disconnected"
         # Raised so the attempt closes the provider connection (the provider stops generating).
@@ -123,7 +130,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
     except PROVIDER_FAILURES as exc:
         error = provider_failure(exc, Phase.STREAM)
         exchange.error, exchange.fault = error.code or error.error_type, error
-        await _end_with_error(response, error)
+        await _end_with_error(response, error, pending.take())
     except asyncio.CancelledError:
         exchange.error = "client_disconnected"
         raise
@@ -133,9 +140,30 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
     response.stop_streaming()
 
 
-async def _end_with_error(response: EventSourceResponse, error: GatewayError) -> None:
+class _Pending:
+    """Events the relay holds while the next one is already read: one write (one syscall, one
+    chunk for Envoy to relay) for a burst instead of one per event. The relay flushes before
+    any read that may wait on the network, so no event waits for the provider's next token."""
+
+    def __init__(self, response: EventSourceResponse) -> None:
+        self._response = response
+        self._parts: list[bytes] = []
+
+    def add(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data
+
+    async def flush(self) -> None:
+        if self._parts:
+            await _write(self._response, self.take())
+
+
+async def _end_with_error(response: EventSourceResponse, error: GatewayError, before: bytes = b"") -> None:
     try:
-        await response.write(error_event(error))
+        await response.write(before + error_event(error))
         await response.write(DONE_EVENT)
     except ConnectionResetError:
         pass  # the client left too; the exchange is already booked as the provider's failure

@@ -108,6 +108,19 @@ class BufferedLines:
         self._next += 1
         return line
 
+    def event_ready(self) -> bool:
+        """Whether the lines already read hold a whole event (a data line, then a blank line): the
+        next event then comes without waiting on the network, so the relay may write both at once."""
+        seen_data = False
+        for index in range(self._next, len(self._lines)):
+            line = self._lines[index]
+            if line in (b"\n", b"\r\n"):
+                if seen_data:
+                    return True
+            elif not line.startswith(b":"):
+                seen_data = True
+        return False
+
     def _check_lengths(self, parts: list[bytes]) -> None:
         if len(self._partial) > self._max_line or any(len(p) >= self._max_line for p in parts):
             # The same signal as StreamReader.readline's: read_events reports a bad stream.

@@ -35,7 +35,7 @@ def test_ports_agree_with_the_shipped_envoy_config(overlay: str, rendered: dict[
     scrape = resources["listeners"][1]["address"]["socket_address"]  # the `metrics` listener
     assert [p["containerPort"] for p in r.container(ENVOY)["ports"]] == [listener["port_value"], scrape["port_value"]]
     assert str(listener["port_value"]) == r.env(SIDECAR)["GATEWAY_PORT"]
-    assert str(cluster["endpoint"]["address"]["socket_address"]["port_value"]) == r.env(SIDECAR)["GATEWAY_SIDECAR_PORT"]
+    assert cluster["endpoint"]["address"] == {"pipe": {"path": r.env(SIDECAR)["GATEWAY_SIDECAR_SOCKET"]}}
     assert str(admin["port_value"]) == r.env(ENVOY)["GATEWAY_ADMIN_PORT"] == r.env(SIDECAR)["GATEWAY_ADMIN_PORT"]
 
 
@@ -140,3 +140,19 @@ def test_namespace_enforces_restricted_pod_security(overlay: str, rendered: dict
     assert namespace["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     others = {d["metadata"].get("namespace") for d in r.docs if d["kind"] != "Namespace"}
     assert others == {namespace["name"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_envoy_reaches_the_sidecar_over_a_socket_in_a_shared_emptydir(overlay: str,
+                                                                      rendered: dict[str, Rendered]) -> None:
+    """Both containers mount the volume that holds GATEWAY_SIDECAR_SOCKET; fsGroup lets Envoy open it."""
+    r = rendered[overlay]
+    path = r.env(SIDECAR)["GATEWAY_SIDECAR_SOCKET"]
+    folder = path.rsplit("/", 1)[0]
+    volumes = {v["name"]: v for v in r.pod()["volumes"]}
+    mounted = [next(m["name"] for m in r.container(name)["volumeMounts"] if m["mountPath"] == folder)
+               for name in (SIDECAR, ENVOY)]
+    assert mounted[0] == mounted[1]
+    assert "emptyDir" in volumes[mounted[0]]
+    assert r.pod()["securityContext"]["fsGroup"] == r.container(SIDECAR).get(
+        "securityContext", {}).get("runAsGroup", r.pod()["securityContext"]["runAsGroup"])

@@ -16,7 +16,7 @@ from sidecar.policy.loader import load_policy
 from sidecar.settings import Settings
 from tests.deploy.support import BASE, DEPLOY, ENVOY, OVERLAYS, REPO, SIDECAR, Rendered
 
-IN_POD = Settings.from_env({"GATEWAY_LISTEN_ADDRESS": "0.0.0.0"})
+IN_POD = Settings.from_env({"GATEWAY_LISTEN_ADDRESS": "0.0.0.0", "GATEWAY_SIDECAR_SOCKET": "/var/run/gateway/sidecar.sock"})
 REFRESH = "run `make deploy-config` to refresh deploy/base"
 
 
@@ -39,7 +39,7 @@ def test_shipped_envoy_config_listens_on_the_pod_and_keeps_admin_on_loopback() -
     listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert (listener["address"], listener["port_value"]) == ("0.0.0.0", 8080)
     endpoint = config["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8081}
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": "/var/run/gateway/sidecar.sock"}}
 
 
 def test_base_policies_are_the_repository_demo_policies() -> None:

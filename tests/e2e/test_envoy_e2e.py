@@ -79,7 +79,7 @@ async def breaker_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     app[PIPELINE] = DecisionPipeline([_open_breaker])
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.sidecar_port).start()
+    await web.UnixSite(runner, settings.sidecar_socket).start()  # Envoy's `pipe` (stack_settings)
     stack = Stack(settings, tmp_path, with_demo_provider=False)
     stack.start_envoy()
     yield stack

@@ -176,3 +176,20 @@ def test_a_typed_key_round_trips_through_the_header() -> None:
     assert value == (3, "x")
     assert isinstance(value, tuple)
     assert decoded.get(DecisionKey("absent", str, str)) is None
+
+
+def test_an_annotation_is_decoded_once_and_the_cache_stays_out_of_the_header() -> None:
+    calls: list[object] = []
+
+    def count(value: list[str]) -> tuple[str, ...]:
+        calls.append(value)
+        return tuple(value)
+
+    masks: DecisionKey[tuple[str, ...]] = DecisionKey("mask", list, count)
+    decision = decode(encode(DECISION, KEY), KEY)
+    assert decision.get(masks) == ("email",)
+    assert decision.get(masks) == ("email",)
+    assert calls == [["email"]]
+    assert decision == DECISION  # the cache is no field: equality and the header are unchanged
+    assert decode(encode(decision, KEY), KEY) == DECISION
+    assert b"_decoded" not in base64.urlsafe_b64decode(parts(encode(decision, KEY))[1] + "==")

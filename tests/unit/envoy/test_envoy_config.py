@@ -196,3 +196,14 @@ def test_metrics_listener_serves_only_the_two_scrape_paths() -> None:
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     admin = clusters["envoy_admin"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert admin["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
+
+
+def test_sidecar_cluster_over_a_unix_socket() -> None:
+    """GATEWAY_SIDECAR_SOCKET: both hops (the callout and the routed request) use the `pipe`."""
+    config = yaml.safe_load(render(Settings(sidecar_port=18081, sidecar_socket="/run/gateway/side car.sock")))
+    cluster = config["static_resources"]["clusters"][0]
+    (endpoints,) = cluster["load_assignment"]["endpoints"]
+    (lb_endpoint,) = endpoints["lb_endpoints"]
+    assert lb_endpoint["endpoint"]["address"] == {"pipe": {"path": "/run/gateway/side car.sock"}}
+    service = http_filter(config, "envoy.filters.http.ext_authz")["http_service"]
+    assert service["server_uri"]["cluster"] == "sidecar"

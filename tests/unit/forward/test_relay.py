@@ -202,10 +202,11 @@ def test_exchange_headers() -> None:
 
 
 class _Upstream:
-    """Just enough of an aiohttp client response for `_pump`: the provider's SSE bytes."""
+    """Just enough of an aiohttp client response for `_pump`: the provider's SSE bytes, one
+    network read per argument."""
 
-    def __init__(self, body: bytes) -> None:
-        self._chunks = [body]
+    def __init__(self, *reads: bytes) -> None:
+        self._chunks = list(reads)
         self.content = self
 
     async def readany(self) -> bytes:
@@ -229,11 +230,12 @@ class _LeavingClient:
 
 
 async def test_a_client_that_leaves_is_not_booked_as_a_provider_failure() -> None:
-    events = b"".join(b"data: " + orjson.dumps(chunk(word)) + b"\n\n" for word in ("a", "b", "c")) + b"data: [DONE]\n\n"
+    # One token per network read, as a provider generating them: one write each.
+    events = [b"data: " + orjson.dumps(chunk(word)) + b"\n\n" for word in ("a", "b", "c")] + [b"data: [DONE]\n\n"]
     ex = exchange()
     client = _LeavingClient(ok=2)
     with pytest.raises(asyncio.CancelledError):
-        await _pump(_Upstream(events), client, ex)  # type: ignore[arg-type]
+        await _pump(_Upstream(*events), client, ex)  # type: ignore[arg-type]
     assert ex.error == "client_disconnected"
     assert ex.fault is None  # the breaker and the metrics must not blame the provider
     assert len(client.written) == 2
@@ -290,3 +292,28 @@ def test_completion_chars_count_every_text_the_walker_yields() -> None:
     completion = {"choices": [{"index": 0, "message": {"content": "abcd", "reasoning_content": "ef", "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}]}}]}
     assert _content_chars(completion) == 4 + 2 + 7
+
+
+class _Recording:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def stop_streaming(self) -> None:
+        pass
+
+
+async def test_events_read_together_go_out_in_one_write_and_none_waits_for_the_next_read() -> None:
+    a, b, c = (b"data: " + orjson.dumps(chunk(word)) + b"\n\n" for word in ("a", "b", "c"))
+    # Read 1: a, b and the first half of c; read 2: the rest of c and [DONE].
+    upstream = _Upstream(a + b + c[:10], c[10:] + b"data: [DONE]\n\n")
+    client = _Recording()
+    await _pump(upstream, client, exchange())  # type: ignore[arg-type]
+    assert len(client.written) == 2  # a and b before waiting for c's end; c and [DONE] together
+    first, second = ([e.removeprefix(b"data: ") for e in w.split(b"\n\n") if e] for w in client.written)
+    assert [orjson.loads(e)["choices"][0]["delta"].get("content") for e in first[1:]] == ["a", "b"]
+    assert orjson.loads(first[0])["choices"][0]["delta"] == {"role": "assistant"}
+    assert orjson.loads(second[0])["choices"][0]["delta"]["content"] == "c"
+    assert second[1:] == [b"[DONE]"]
