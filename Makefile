@@ -19,11 +19,11 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 install: $(STAMP)
 
 # Another PORT moves the whole stack (sidecar PORT+1, Envoy admin PORT+2, demo provider PORT+3, status
-# page PORT+4, scrape listener PORT+5), so two gateways on different PORTs do not collide; a taken port
-# stops the start with its name.
+# page PORT+4, scrape listener PORT+5, quota state in .gateway-state/PORT), so two gateways on different
+# PORTs do not collide; a taken port stops the start with its name.
 PORT_ENV = $(if $(filter-out 8080,$(PORT)),GATEWAY_SIDECAR_PORT=$$(($(PORT)+1)) GATEWAY_ADMIN_PORT=$$(($(PORT)+2)) \
 	GATEWAY_DEMO_PROVIDER_PORT=$$(($(PORT)+3)) GATEWAY_STATUS_PORT=$$(($(PORT)+4)) \
-	GATEWAY_METRICS_PORT=$$(($(PORT)+5)),)
+	GATEWAY_METRICS_PORT=$$(($(PORT)+5)) GATEWAY_STATE_DIR=.gateway-state/$(PORT),)
 
 run: $(STAMP)
 	GATEWAY_PORT=$(PORT) $(PORT_ENV) GATEWAY_POLICIES=$(POLICIES) $(PY) -m sidecar run

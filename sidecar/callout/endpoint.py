@@ -79,7 +79,7 @@ def _refuse_encoded(request: web.Request, raw_body: bytes) -> None:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding == "identity":
         return
-    error = InvalidRequest(f"Content-Encoding '{encoding}' is not supported; send the body uncompressed or gzip",
+    error = InvalidRequest(f"Content-Encoding '{encoding}' is not supported; send the body uncompressed, gzip or br",
                            code="unsupported_content_encoding")
     check = Check(request.app[POLICY_STORE].current, raw_body, request.headers.get("Authorization"),
                   resolve_request_id(request.headers.get("X-Request-Id")))

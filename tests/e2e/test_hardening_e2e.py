@@ -124,6 +124,19 @@ async def test_a_gzip_body_works_end_to_end(hardened: Stack) -> None:
     assert "content-encoding" not in received["headers"]
 
 
+async def test_a_highly_compressible_gzip_body_arrives_whole(hardened: Stack) -> None:
+    # Pasted logs compress ~200:1; Envoy's default inflate ratio (100) cut such bodies short.
+    messages = [{"role": "user", "content": "2026-11-30 INFO worker heartbeat ok"} for _ in range(3000)]
+    plain = json.dumps({"model": "gpt-4", "messages": messages}).encode()
+    raw = gzip.compress(plain, compresslevel=9)
+    assert len(plain) / len(raw) > 150
+    async with aiohttp.ClientSession() as session:
+        status, _, body = await post_chat(session, hardened.base_url, data=raw, headers={"Content-Encoding": "gzip"})
+    assert status == 200, body
+    received = provider_requests(hardened.demo_provider_url)[-1]
+    assert len(received["body"]["messages"]) == 3000
+
+
 async def test_a_gzip_body_is_scanned_like_any_other(hardened: Stack) -> None:
     raw = gzip.compress(json.dumps(chat_body("mail me at someone@example.com")).encode())
     async with aiohttp.ClientSession() as session:

@@ -89,11 +89,20 @@ async def test_tokens_per_minute_reserves_the_estimate_and_settles_usage(quota_g
     assert headers["x-ratelimit-limit-tokens"] == "1000"
 
 
+async def _limit_denials(gateway: Stack, limit: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(gateway.sidecar_url + "/metrics") as response:
+        metrics = await response.text()
+    prefix = f'gateway_limit_denials_total{{limit="{limit}"}} '
+    return next((float(line[len(prefix):]) for line in metrics.splitlines() if line.startswith(prefix)), 0.0)
+
+
 async def test_a_request_larger_than_the_limit_itself(quota_gateway: Stack) -> None:
+    before = await _limit_denials(quota_gateway, "tpm.tokens_per_minute")
     status, headers, body = await call(quota_gateway.base_url, "tpm", chat_body(max_tokens=5000))
     error = assert_denied(status, body, "rate_limit_exceeded", "tokens_per_minute")
     assert "larger than the limit itself" in error["message"]
     assert "Retry-After" not in headers  # waiting would not help
+    assert await _limit_denials(quota_gateway, "tpm.tokens_per_minute") == before + 1  # counted like any denial
 
 
 async def test_concurrent_requests_and_slots_always_released(quota_gateway: Stack) -> None:

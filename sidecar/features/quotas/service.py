@@ -275,5 +275,6 @@ def _plan(check: Check, key_prefix: str, arrival_lease: float) -> _Plan | None:
         plan = plan.with_estimate(estimate, None)
     too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, plan.charges, strict=True)])
     if too_large is not None:
+        check.trace["limits_denied"] = [too_large.limit.name]  # counted in gateway_limit_denials_total
         raise limit_error(too_large, who, zone, [], too_large=True)
     return plan

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}
 
 
 def sidecar(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Its own empty quota state: `make run` in this checkout leaves counts in ./.gateway-state.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_STATE_DIR": tempfile.mkdtemp(prefix="gw-state-")}
     env.pop("GATEWAY_POLICIES", None)
     return subprocess.run([sys.executable, "-m", "sidecar", *args], cwd=REPO, env=env, input=stdin,
                           capture_output=True, text=True, timeout=60)

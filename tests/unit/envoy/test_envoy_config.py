@@ -105,6 +105,8 @@ def test_filter_order(config: dict[str, Any]) -> None:
 def test_decompressors_decode_requests_only(config: dict[str, Any]) -> None:
     found = [f["typed_config"] for f in hcm(config)["http_filters"] if f["name"] == "envoy.filters.http.decompressor"]
     assert [f["decompressor_library"]["name"] for f in found] == ["gzip", "brotli"]
+    # Repetitive bodies compress far beyond Envoy's default ratio limit (100), which truncates them.
+    assert found[0]["decompressor_library"]["typed_config"]["max_inflate_ratio"] == 1032
     for typed in found:
         assert typed["request_direction_config"]["common_config"]["enabled"]["default_value"] is True
         assert typed["response_direction_config"]["common_config"]["enabled"]["default_value"] is False
