@@ -7,12 +7,22 @@ Redis's own (`TIME`), so replicas with skewed clocks still drain buckets and lea
 
 from __future__ import annotations
 
-# KEYS: one per charge. ARGV[1]: reservation id; ARGV[2]: 1 to reserve, 0 to only look; then 5 per charge:
-# counter type, cap, amount, enforced (1/0), extra (bucket: period ms; window: end ms; slots: lease ms).
-RESERVE = """
+# Every script starts with this: `num` (a level as an exact string), `now` (Redis's clock, ms) and
+# `bucket_level` (a token bucket's level drained up to now: cap per `period` ms).
+_PRELUDE = """
 local function num(x) return string.format('%.17g', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function bucket_level(key, cap, period)
+  local v = redis.call('HMGET', key, 'u', 't')
+  local last = tonumber(v[2]) or now
+  return math.max(0, (tonumber(v[1]) or 0) - math.max(0, now - last) * cap / period)
+end
+"""
+
+# KEYS: one per charge. ARGV[1]: reservation id; ARGV[2]: 1 to reserve, 0 to only look; then 5 per charge:
+# counter type, cap, amount, enforced (1/0), extra (bucket: period ms; window: end ms; slots: lease ms).
+RESERVE = _PRELUDE + """
 local rid = ARGV[1]
 local used = {}
 local ok = true
@@ -22,10 +32,7 @@ for i = 1, #KEYS do
   local extra = tonumber(ARGV[b + 4])
   local level
   if kind == 'bucket' then
-    local v = redis.call('HMGET', KEYS[i], 'u', 't')
-    level = tonumber(v[1]) or 0
-    local last = tonumber(v[2]) or now
-    level = math.max(0, level - math.max(0, now - last) * cap / extra)
+    level = bucket_level(KEYS[i], cap, extra)
   elseif kind == 'window' then
     level = tonumber(redis.call('GET', KEYS[i])) or 0
   else
@@ -70,9 +77,7 @@ return out
 
 # KEYS[1]: the reservation's marker; then its slot keys. ARGV: reservation id, lease ms, marker ttl ms.
 # Pending -> claimed once; the slots get their full lease (a slot whose arrival lease ran out is re-added).
-CLAIM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+CLAIM = _PRELUDE + """
 if not redis.call('SET', KEYS[1], 'claimed', 'NX', 'PX', ARGV[3]) then return 0 end
 local lease = tonumber(ARGV[2])
 for i = 2, #KEYS do
@@ -85,10 +90,7 @@ return 1
 # KEYS[1]: the reservation's marker; then one per adjustment. ARGV[1]: reservation id; ARGV[2]: marker
 # ttl ms; ARGV[3]: 1 to settle only a pending (never claimed) reservation; then 4 per key: counter type,
 # delta, cap, period ms. Applies at most once per reservation: returns 0 when it changed nothing.
-SETTLE = """
-local function num(x) return string.format('%.17g', x) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+SETTLE = _PRELUDE + """
 local rid = ARGV[1]
 local state = redis.call('GET', KEYS[1])
 if state == 'settled' or (ARGV[3] == '1' and state == 'claimed') then return 0 end
@@ -104,10 +106,7 @@ for i = 2, #KEYS do
     end
   elseif delta ~= 0 then
     local cap, period = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-    local v = redis.call('HMGET', KEYS[i], 'u', 't')
-    local level = tonumber(v[1]) or 0
-    local last = tonumber(v[2]) or now
-    level = math.max(0, math.max(0, level - math.max(0, now - last) * cap / period) + delta)
+    local level = math.max(0, bucket_level(KEYS[i], cap, period) + delta)
     redis.call('HSET', KEYS[i], 'u', num(level), 't', num(now))
     redis.call('PEXPIRE', KEYS[i], math.ceil(level * period / cap) + 1000)
   end
@@ -118,20 +117,14 @@ return 1
 # Read only, for the status page: KEYS one per charge; ARGV 3 per charge: counter type, cap, extra
 # (bucket: period ms). Returns the store's clock (ms) then each level. Writes nothing: slots whose
 # lease ran out are left for RESERVE to sweep, and simply not counted here.
-PEEK = """
-local function num(x) return string.format('%.17g', x) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+PEEK = _PRELUDE + """
 local out = {num(now)}
 for i = 1, #KEYS do
   local b = (i - 1) * 3
   local kind, cap, extra = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local level
   if kind == 'bucket' then
-    local v = redis.call('HMGET', KEYS[i], 'u', 't')
-    level = tonumber(v[1]) or 0
-    local last = tonumber(v[2]) or now
-    level = math.max(0, level - math.max(0, now - last) * cap / extra)
+    level = bucket_level(KEYS[i], cap, extra)
   elseif kind == 'window' then
     level = tonumber(redis.call('GET', KEYS[i])) or 0
   else
