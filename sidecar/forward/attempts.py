@@ -19,7 +19,8 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.appkeys import BREAKERS, HTTP_CLIENT
-from sidecar.core.errors import GatewayError, Phase, ProviderError, breaker_outcome, status_outcome
+from sidecar.core.errors import GatewayError, ProviderError
+from sidecar.core.failure_table import Phase, breaker_outcome, status_outcome
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import Deployment
 from sidecar.features.breaker.breaker import Breaker, Permit

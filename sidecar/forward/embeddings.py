@@ -17,7 +17,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from sidecar.core.errors import Phase, ProviderError
+from sidecar.core.errors import ProviderError
+from sidecar.core.failure_table import Phase
 from sidecar.core.types import JSONDict, Usage
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure

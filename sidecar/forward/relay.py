@@ -19,7 +19,8 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from sidecar.appkeys import SETTINGS
-from sidecar.core.errors import GatewayError, Phase, ProviderError
+from sidecar.core.errors import GatewayError, ProviderError
+from sidecar.core.failure_table import Phase
 from sidecar.core.types import JSONDict, Usage
 from sidecar.core.walk import chunk_texts, completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
