@@ -21,7 +21,7 @@ from sidecar.cli.workers import WORKERS_ENV
 from sidecar.core.json_depth import MAX_JSON_DEPTH
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
-from tests.e2e.conftest import REPO, stack_settings, start_stack, write_test_policies
+from tests.e2e.stacks import REPO, stack_settings, start_stack, write_test_policies
 from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, chat_body, parse_sse, post_chat, provider_requests
 
 CONC_TOKEN = "cgt_test_hardening_conc_00000000000000"

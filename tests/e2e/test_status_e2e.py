@@ -11,7 +11,7 @@ import pytest
 
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
-from tests.e2e.conftest import REPO
+from tests.e2e.stacks import REPO
 from tests.e2e.status_support import QUOTA, get, limit_of, status_json
 from tests.e2e.support import DEMO_TOKEN, RESTRICTED_TOKEN, chat_body, post_chat
 

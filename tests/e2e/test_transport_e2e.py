@@ -23,8 +23,8 @@ import pytest
 
 from sidecar.devtools.launcher import Stack, envoy_binary, free_port
 from sidecar.envoy.config import render
-from tests.e2e.conftest import REPO, stack_settings
 from tests.e2e.faults import FaultyProvider, start_gateway, write_policies
+from tests.e2e.stacks import REPO, stack_settings
 from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, RESTRICTED_TOKEN, chat_body, provider_requests
 
 AUTH = {"Authorization": f"Bearer {DEMO_TOKEN}", "Content-Type": "application/json"}
