@@ -10,7 +10,7 @@ add fields (the guardrail block adds its findings). Drawn as a tree, with status
     ├── PermissionDenied              403  model_not_allowed
     ├── NotFound                      404  not_found
     │   └── ModelNotFound             404  model_not_found
-    ├── WrongModelCategory            422  model_not_llm
+    ├── WrongModelCategory            422  model_not_llm / model_not_embedding
     ├── GuardrailBlocked              400  (type guardrail_block; key, action, findings)
     ├── RateLimited                   429  rate_limit_exceeded
     │   └── QuotaExhausted            429  insufficient_quota
@@ -103,7 +103,8 @@ class ModelNotFound(NotFound):
 
 
 class WrongModelCategory(GatewayError):
-    """422: the model exists but is not a chat model (its `category` is not `llm`)."""
+    """422: the model exists but its `category` is not the endpoint's (`model_not_llm` on chat,
+    `model_not_embedding` on embeddings; see `core.routes.check_category`)."""
 
     status = 422
     error_type = "invalid_request_error"

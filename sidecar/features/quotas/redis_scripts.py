@@ -1,4 +1,4 @@
-"""Lua scripts run atomically inside Redis: check-and-reserve over all charges, and settle.
+"""Lua scripts run atomically inside Redis: check-and-reserve over all charges, claim, settle, and peek.
 
 Levels are returned as strings (`%.17g`, exact for integers up to 2^53): Redis would truncate Lua
 numbers to integers, and Lua's own tostring keeps only 14 digits. The clock is
