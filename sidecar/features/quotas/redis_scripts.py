@@ -7,8 +7,9 @@ Redis's own (`TIME`), so replicas with skewed clocks still drain buckets and lea
 
 from __future__ import annotations
 
-# Every script starts with this: `num` (a level as an exact string), `now` (Redis's clock, ms) and
-# `bucket_level` (a token bucket's level drained up to now: cap per `period` ms).
+# Every script starts with this: `num` (a level as an exact string), `now` (Redis's clock, ms),
+# `bucket_level` (a token bucket's level drained up to now: cap per `period` ms) and `level_of` (any
+# counter's level; `sweep` drops expired slots, which only RESERVE may do).
 _PRELUDE = """
 local function num(x) return string.format('%.17g', x) end
 local t = redis.call('TIME')
@@ -17,6 +18,15 @@ local function bucket_level(key, cap, period)
   local v = redis.call('HMGET', key, 'u', 't')
   local last = tonumber(v[2]) or now
   return math.max(0, (tonumber(v[1]) or 0) - math.max(0, now - last) * cap / period)
+end
+local function level_of(kind, key, cap, extra, sweep)
+  if kind == 'bucket' then return bucket_level(key, cap, extra) end
+  if kind == 'window' then return tonumber(redis.call('GET', key)) or 0 end
+  if sweep then  -- slots whose lease ran out go; a read-only look just does not count them
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    return redis.call('ZCARD', key)
+  end
+  return redis.call('ZCOUNT', key, '(' .. now, '+inf')
 end
 """
 
@@ -30,15 +40,7 @@ for i = 1, #KEYS do
   local b = 3 + (i - 1) * 5
   local kind, cap, amount = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local extra = tonumber(ARGV[b + 4])
-  local level
-  if kind == 'bucket' then
-    level = bucket_level(KEYS[i], cap, extra)
-  elseif kind == 'window' then
-    level = tonumber(redis.call('GET', KEYS[i])) or 0
-  else
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-    level = redis.call('ZCARD', KEYS[i])
-  end
+  local level = level_of(kind, KEYS[i], cap, extra, true)
   used[i] = level
   if ARGV[b + 3] == '1' and level + amount > cap then ok = false end
 end
@@ -122,15 +124,7 @@ local out = {num(now)}
 for i = 1, #KEYS do
   local b = (i - 1) * 3
   local kind, cap, extra = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local level
-  if kind == 'bucket' then
-    level = bucket_level(KEYS[i], cap, extra)
-  elseif kind == 'window' then
-    level = tonumber(redis.call('GET', KEYS[i])) or 0
-  else
-    level = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
-  end
-  out[#out + 1] = num(level)
+  out[#out + 1] = num(level_of(kind, KEYS[i], cap, extra, false))
 end
 return out
 """
