@@ -20,11 +20,12 @@ def stack_settings(policies: Path, **overrides: object) -> Settings:
         "demo_provider_port": free_port(), "status_port": free_port(), "metrics_port": free_port(),
         "policies_dir": policies, "max_body_bytes": 8 * 1024 * 1024,
         "drain_seconds": 1,
-        # Envoy reaches the sidecar over a Unix socket, as in the pod (a short path: sun_path holds
-        # 107 bytes); `sidecar_socket=""` keeps loopback TCP.
-        "sidecar_socket": str(Path(tempfile.mkdtemp(prefix="cgt-")) / "sidecar.sock"),
     }
     values.update(overrides)
+    if "sidecar_socket" not in values:
+        # Envoy reaches the sidecar over a Unix socket, as in the pod (a short path: sun_path holds
+        # 107 bytes); `sidecar_socket=""` keeps loopback TCP.
+        values["sidecar_socket"] = str(Path(tempfile.mkdtemp(prefix="cgt-")) / "sidecar.sock")
     return Settings(**values)  # type: ignore[arg-type]
 
 
