@@ -5,9 +5,7 @@ It speaks OpenAI (`/v1/chat/completions`, `/v1/embeddings`), Azure OpenAI
 How it behaves is set per upstream model name (the body's `model`, or Azure's deployment), so tests
 sharing one server do not disturb each other:
 
-    POST /_mode {"model": "m", "mode": "status", "status": 500, "times": 3}
-    GET  /_stats  -> {"m": 4, ...}   requests received per model
-    GET  /_requests?model=m          what was received (headers, query, body)
+    POST /_mode {"model": "m", "mode": "status", "status": 500, "times": 3}   (see faulty_control)
 
 Modes: `ok`; `status` (an error answer with `status` in the wire format; 429 adds Retry-After);
 `slow` (`delay` seconds before answering); `silence` (stream headers, then `delay` of silence);
@@ -32,13 +30,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from sidecar.devtools.demo_provider import embedding_vector
+from sidecar.devtools.faulty_control import (
+    COUNTS,
+    FAULTS,
+    RECEIVED,
+    Fault,
+    read_json,
+    received,
+    record,
+    set_mode,
+    stats,
+    take_fault,
+)
 from sidecar.devtools.faulty_wire import (
     ANTHROPIC,
     AZURE,
@@ -50,49 +59,53 @@ from sidecar.devtools.faulty_wire import (
     words,
 )
 
-MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
-         "bad_shape", "two_choices", "long")
 AZURE_NEWER_FIELDS = ("stream_options", "max_completion_tokens")
 HANG_SECONDS = 30.0  # a hung answer ends by itself eventually, so the server can always shut down
 
 
-@dataclass
-class Fault:
-    """A failure to play for one model: `mode` (see MODES), HTTP `status`, `delay` seconds, after `after` words,
-    `times` times (None: always).
-    """
-
-    mode: str = "ok"
-    status: int = 500
-    delay: float = 0.0
-    after: int = 2
-    times: int | None = None
+Serve = Callable[[web.Request, str, str, dict[str, Any]], Awaitable[web.StreamResponse]]
 
 
-FAULTS = web.AppKey("faults", dict)
-COUNTS = web.AppKey("counts", dict)
-RECEIVED = web.AppKey("received", list)
+async def _openai(request: web.Request, serve: Serve) -> web.StreamResponse:
+    body = await read_json(request)
+    return await serve(request, OPENAI, str(body.get("model")), body)
+
+
+async def _azure(request: web.Request, serve: Serve, *, check_fields: bool) -> web.StreamResponse:
+    """Azure's refusals first (401 without api-key or api-version; with `check_fields`, 400 for a field
+    its api-version does not know), then `serve` under the deployment's name."""
+    body = await read_json(request)
+    deployment = request.match_info["deployment"]
+    return (_azure_refusal(request, deployment, body)
+            or (_azure_unknown_fields(request, deployment, body) if check_fields else None)
+            or await serve(request, AZURE, deployment, body))
 
 
 async def openai_chat(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions in OpenAI's wire format, playing the model's fault."""
-    body = await _json(request)
-    return await _serve(request, OPENAI, str(body.get("model")), body)
+    return await _openai(request, _serve)
 
 
 async def azure_chat(request: web.Request) -> web.StreamResponse:
     """POST /openai/deployments/{deployment}/chat/completions in Azure's format; 401 without api-key or api-version."""
-    body = await _json(request)
-    deployment = request.match_info["deployment"]
-    return (_azure_refusal(request, deployment, body) or _azure_unknown_fields(request, deployment, body)
-            or await _serve(request, AZURE, deployment, body))
+    return await _azure(request, _serve, check_fields=True)
+
+
+async def openai_embeddings(request: web.Request) -> web.StreamResponse:
+    """POST /v1/embeddings on the OpenAI wire, failing as the request's fault mode asks."""
+    return await _openai(request, _serve_embeddings)
+
+
+async def azure_embeddings(request: web.Request) -> web.StreamResponse:
+    """POST /openai/deployments/{d}/embeddings on the Azure wire, failing as the fault mode asks."""
+    return await _azure(request, _serve_embeddings, check_fields=False)
 
 
 def _azure_refusal(request: web.Request, deployment: str, body: dict[str, Any]) -> web.Response | None:
     """Azure's 401 for a call without `api-key` or `api-version`; None when both are there."""
     if request.headers.get("api-key") and request.query.get("api-version"):
         return None
-    _record(request, AZURE, deployment, body)
+    record(request, AZURE, deployment, body)
     return _error(AZURE, 401, "Access denied due to invalid subscription key or wrong API endpoint.")
 
 
@@ -102,27 +115,14 @@ def _azure_unknown_fields(request: web.Request, deployment: str, body: dict[str,
     unknown = [f for f in AZURE_NEWER_FIELDS if f in body and request.query["api-version"][:10] < "2024-09-01"]
     if not unknown:
         return None
-    _record(request, AZURE, deployment, body)
+    record(request, AZURE, deployment, body)
     return _error(AZURE, 400, f"Unrecognized request argument supplied: {unknown[0]}")
-
-
-async def openai_embeddings(request: web.Request) -> web.StreamResponse:
-    """POST /v1/embeddings on the OpenAI wire, failing as the request's fault mode asks."""
-    body = await _json(request)
-    return await _serve_embeddings(request, OPENAI, str(body.get("model")), body)
-
-
-async def azure_embeddings(request: web.Request) -> web.StreamResponse:
-    """POST /openai/deployments/{d}/embeddings on the Azure wire, failing as the fault mode asks."""
-    body = await _json(request)
-    deployment = request.match_info["deployment"]
-    return _azure_refusal(request, deployment, body) or await _serve_embeddings(request, AZURE, deployment, body)
 
 
 async def _serve_embeddings(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> web.StreamResponse:
     """Embeddings under the same faults as whole chat answers (status, slow, reset, garbage, hang)."""
-    _record(request, wire, model, body)
-    fault = _take_fault(request.app, model)
+    record(request, wire, model, body)
+    fault = take_fault(request.app, model)
     if fault.mode == "status":
         return _error(wire, fault.status, f"Injected failure {fault.status} for {model}")
     if fault.mode == "slow":
@@ -138,17 +138,17 @@ async def _serve_embeddings(request: web.Request, wire: str, model: str, body: d
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     """POST /v1/messages in Anthropic's Messages format; 401 without x-api-key or anthropic-version."""
-    body = await _json(request)
+    body = await read_json(request)
     model = str(body.get("model"))
     if not request.headers.get("x-api-key") or not request.headers.get("anthropic-version"):
-        _record(request, ANTHROPIC, model, body)
+        record(request, ANTHROPIC, model, body)
         return _error(ANTHROPIC, 401, "invalid x-api-key")
     return await _serve(request, ANTHROPIC, model, body)
 
 
 async def _serve(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> web.StreamResponse:
-    _record(request, wire, model, body)
-    fault = _take_fault(request.app, model)
+    record(request, wire, model, body)
+    fault = take_fault(request.app, model)
     prompt_tokens = sum(len(str(m.get("content", "")).split()) + 3 for m in body.get("messages", []))
     if fault.mode == "status":
         return _error(wire, fault.status, f"Injected failure {fault.status} for {model}")
@@ -242,51 +242,6 @@ def _error(wire: str, status: int, message: str) -> web.Response:
     headers = RATE_LIMITED_HEADERS[wire] if status == 429 else {}
     return web.Response(status=status, body=error_body(wire, status, message), content_type="application/json",
                         headers=headers)
-
-
-def _take_fault(app: web.Application, model: str) -> Fault:
-    faults: dict[str, Fault] = app[FAULTS]
-    fault = faults.get(model, Fault())
-    if fault.times is not None:
-        fault.times -= 1
-        if fault.times <= 0:
-            del faults[model]
-    return fault
-
-
-def _record(request: web.Request, wire: str, model: str, body: dict[str, Any]) -> None:
-    counts: dict[str, int] = request.app[COUNTS]
-    counts[model] = counts.get(model, 0) + 1
-    request.app[RECEIVED].append({"wire": wire, "model": model, "query": dict(request.query),
-                                  "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body})
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    value = orjson.loads(await request.read())
-    return value if isinstance(value, dict) else {}
-
-
-async def set_mode(request: web.Request) -> web.Response:
-    """POST /_mode `{"model", "mode", …}`: sets a model's Fault; 400 for an unknown mode."""
-    spec = await _json(request)
-    model = str(spec.pop("model"))
-    known = {f.name for f in fields(Fault)}
-    fault = Fault(**{k: v for k, v in spec.items() if k in known})
-    if fault.mode not in MODES:
-        return web.json_response({"error": f"unknown mode {fault.mode}"}, status=400)
-    request.app[FAULTS][model] = fault
-    return web.json_response({"model": model, **asdict(fault)})
-
-
-async def stats(request: web.Request) -> web.Response:
-    """GET /_stats: requests counted per model."""
-    return web.json_response(request.app[COUNTS])
-
-
-async def received(request: web.Request) -> web.Response:
-    """GET /_requests[?model=]: the requests received, for tests."""
-    model = request.query.get("model")
-    return web.json_response([r for r in request.app[RECEIVED] if model is None or r["model"] == model])
 
 
 def init_faulty_provider() -> web.Application:

@@ -19,14 +19,15 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.appkeys import BREAKERS, HTTP_CLIENT
-from sidecar.core.errors import GatewayError, Phase, ProviderError, breaker_outcome, status_outcome
+from sidecar.core.errors import GatewayError, ProviderError
+from sidecar.core.failure_table import Phase, breaker_outcome, status_outcome
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import Deployment
 from sidecar.features.breaker.breaker import Breaker, Permit
 from sidecar.features.breaker.stage import breaker_open
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.failures import as_gateway_error, exit_outcome
-from sidecar.providers.base import UpstreamRequest, build_upstream, error_from_answer
+from sidecar.providers.base import UpstreamRequest, build_upstream
 from sidecar.providers.registry import provider_for
 
 log = logging.getLogger("sidecar.attempts")
@@ -93,8 +94,7 @@ class Attempts:
                 raise
             if response.status != 200:
                 # The body was read in _send: this read returns it from memory.
-                answer = error_from_answer(self._exchange.provider, response.status, await response.read(),
-                                           response.headers, self._exchange.own_rate_limit_headers())
+                answer = self._exchange.answer_error(response.status, await response.read(), response.headers)
                 self._book(permit, status_outcome(response.status))
                 if answer.retryable:
                     pending, last = response, answer

@@ -10,7 +10,6 @@ rest is parsed and written again.
 from __future__ import annotations
 
 import secrets
-import time
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -18,11 +17,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from sidecar.core.errors import Phase, ProviderError
+from sidecar.core.errors import ProviderError
+from sidecar.core.failure_table import Phase
 from sidecar.core.types import JSONDict, Usage
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.json_splice import member_span
+from sidecar.forward.relay import whole_answer
 from sidecar.responses import JSON_CONTENT_TYPE
 
 SPLICE_OVER = 256 * 1024  # bytes; below it a whole parse costs well under a millisecond
@@ -31,12 +32,10 @@ SPLICE_OVER = 256 * 1024  # bytes; below it a whole parse costs well under a mil
 async def relay_embeddings(
     send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
 ) -> web.Response:
+    """Relays an embeddings list (the client's model key, `request_id`, usage collected); a provider's
+    error answer or a failure is a JSON error with its status (a 429 keeps its back-off headers)."""
     try:
-        async with send as upstream:
-            payload = await upstream.read()
-            exchange.first_byte = time.monotonic()
-            if upstream.status != 200:
-                raise exchange.provider.translate_error(upstream.status, payload)
+        async with whole_answer(send, exchange) as payload:
             body, exchange.usage = stamped_answer(payload, exchange.decision.model_key,
                                                   exchange.decision.request_id)
     except PROVIDER_FAILURES as exc:

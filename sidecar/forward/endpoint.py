@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -34,7 +37,33 @@ from sidecar.providers.registry import provider_for
 from sidecar.responses import error_response
 
 log = logging.getLogger("sidecar.forwarding")
-_FORWARDED_PATHS = {CHAT_PATH: EndpointKind.CHAT, EMBEDDINGS_PATH: EndpointKind.EMBEDDINGS}
+Relay = Callable[[web.Request, Attempts, Exchange], Awaitable[web.StreamResponse]]
+
+
+async def _relay_chat(request: web.Request, attempts: Attempts, exchange: Exchange) -> web.StreamResponse:
+    if exchange.decision.stream:
+        return await relay_stream(request, attempts, exchange)
+    return await relay_completion(attempts, exchange)
+
+
+async def _relay_embeddings(_request: web.Request, attempts: Attempts, exchange: Exchange) -> web.StreamResponse:
+    return await relay_embeddings(attempts, exchange)
+
+
+@dataclass(frozen=True)
+class _Forwarded:
+    """What differs per forwarded endpoint, in one place: the kind its decision must name, the relay
+    of its answer, and whether output guardrails read that answer (chat text; embeddings are vectors)."""
+
+    kind: EndpointKind
+    relay: Relay
+    answers_text: bool
+
+
+_FORWARDED: Mapping[str, _Forwarded] = MappingProxyType({
+    CHAT_PATH: _Forwarded(EndpointKind.CHAT, _relay_chat, answers_text=True),
+    EMBEDDINGS_PATH: _Forwarded(EndpointKind.EMBEDDINGS, _relay_embeddings, answers_text=False),
+})
 
 
 def routed_decision(request: web.Request, kind: EndpointKind) -> Decision:
@@ -76,8 +105,9 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         return error_response(_missing_decision(), request.headers.get("X-Request-Id", ""))
     extensions = app[EXTENSIONS]
     started = time.monotonic()
+    forwarded = _FORWARDED[request.path]
     try:
-        if decision.endpoint is not _FORWARDED_PATHS[request.path]:
+        if decision.endpoint is not forwarded.kind:
             raise _missing_decision()  # authentic, but decided for another endpoint
         raw = await _admitted_body(request, decision)
         policy = await decision_policy(app, decision)
@@ -92,12 +122,11 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
     except GatewayError as error:
         _log_refusal(decision, error)
         return error_response(error, decision.request_id)
-    # Output guardrails read answer text; embeddings answer vectors.
-    chat = decision.endpoint is EndpointKind.CHAT
+    text = forwarded.answers_text
     guards = [g for g in (factory(decision, policy) for factory in extensions.output_guards) if g is not None] \
-        if chat else []
+        if text else []
     async_guards = [g for g in (factory(decision, policy) for factory in extensions.async_output_guards)
-                    if g is not None] if chat else []
+                    if g is not None] if text else []
     exchange = Exchange(decision=decision, policy=policy, deployment=candidates[0],
                         provider=provider_for(candidates[0]), started=started, guards=guards,
                         async_guards=async_guards)
@@ -108,11 +137,7 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
         # Fallbacks happen inside `attempts`, before the relay sends the client its first byte.
         attempts = Attempts(request, exchange, body, candidates)
         with app[DRAIN].track(exchange.watch):
-            if decision.endpoint is EndpointKind.EMBEDDINGS:
-                return await relay_embeddings(attempts, exchange)
-            if decision.stream:
-                return await relay_stream(request, attempts, exchange)
-            return await relay_completion(attempts, exchange)
+            return await forwarded.relay(request, attempts, exchange)
     except GatewayError as error:
         return exchange.fail(error)
     finally:

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
 
 from sidecar.callout.handoff import Decision, DecisionKey
-from sidecar.core.errors import GatewayError
+from sidecar.core.errors import GatewayError, ProviderError
 from sidecar.core.routes import Deployment
 from sidecar.core.types import JSONDict, Usage
 from sidecar.forward.deadlines import Watch
 from sidecar.policy.snapshot import Policy
-from sidecar.providers.base import Provider
+from sidecar.providers.base import Provider, error_from_answer
 from sidecar.responses import error_response
 
 
@@ -121,6 +122,12 @@ class Exchange:
     def own_rate_limit_headers(self) -> frozenset[str]:
         """Lower-case header names Envoy adds from the callout to this exchange's answer."""
         return self.decision.get(OWN_RATE_LIMIT_HEADERS) or frozenset()
+
+    def answer_error(self, status: int, payload: bytes, headers: Mapping[str, str]) -> ProviderError:
+        """The provider's error answer (any endpoint, whole or streamed) as the client gets it: the
+        provider module's translation with the provider's back-off headers on a 429/503, but those
+        Envoy already adds from the gateway's own quotas (see `error_from_answer`)."""
+        return error_from_answer(self.provider, status, payload, headers, self.own_rate_limit_headers())
 
     def headers(self) -> dict[str, str]:
         return {"X-Request-Id": self.decision.request_id, DEPLOYMENT_HEADER: self.deployment.name}

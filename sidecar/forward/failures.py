@@ -1,6 +1,6 @@
 """The HTTP client's exceptions as `Transport` kinds: the thin aiohttp side of core's failure table.
 
-`sidecar.core.errors.TRANSPORT_FAILURES` says what each kind becomes (an error per phase, a
+`sidecar.core.failure_table.TRANSPORT_FAILURES` says what each kind becomes (an error per phase, a
 breaker outcome); this module only says which kind an aiohttp/asyncio exception is, so core
 never imports aiohttp.
 """
@@ -11,14 +11,8 @@ import asyncio
 
 import aiohttp
 
-from sidecar.core.errors import (
-    GatewayError,
-    Phase,
-    Transport,
-    breaker_outcome,
-    transport_error,
-    transport_outcome,
-)
+from sidecar.core.errors import GatewayError
+from sidecar.core.failure_table import Phase, Transport, breaker_outcome, transport_error, transport_outcome
 from sidecar.core.kinds import Outcome
 
 PROVIDER_FAILURES: tuple[type[Exception], ...] = (GatewayError, TimeoutError, aiohttp.ClientError)

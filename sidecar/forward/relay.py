@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -18,17 +19,33 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from sidecar.appkeys import SETTINGS
-from sidecar.core.errors import GatewayError, Phase, ProviderError
+from sidecar.core.errors import GatewayError, ProviderError
+from sidecar.core.failure_table import Phase
 from sidecar.core.types import JSONDict, Usage
 from sidecar.core.walk import chunk_texts, completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
-from sidecar.providers.base import error_from_answer
 from sidecar.responses import JSON_CONTENT_TYPE
 
 # Whole answers larger than this are checked by the output guardrails in a worker thread.
 OFF_LOOP_COMPLETION_BYTES = 64 * 1024
+
+
+@asynccontextmanager
+async def whole_answer(
+    send: AbstractAsyncContextManager[aiohttp.ClientResponse], exchange: Exchange
+) -> AsyncIterator[bytes]:
+    """Sends the attempt and yields the provider's whole 200 answer (bytes), its first byte timed; any
+    other status raises the provider's error as the client gets it (`Exchange.answer_error`: a 429
+    keeps its back-off headers), for chat and embeddings alike. The body runs inside the attempt, so
+    what it raises is booked against the deployment."""
+    async with send as upstream:
+        payload = await upstream.read()
+        exchange.first_byte = time.monotonic()
+        if upstream.status != 200:
+            raise exchange.answer_error(upstream.status, payload, upstream.headers)
+        yield payload
 
 
 async def relay_completion(
@@ -36,12 +53,7 @@ async def relay_completion(
 ) -> web.Response:
     """Relays a whole chat.completion (OpenAI's shape, the client's model key); failures become JSON errors."""
     try:
-        async with send as upstream:
-            payload = await upstream.read()
-            exchange.first_byte = time.monotonic()
-            if upstream.status != 200:
-                raise error_from_answer(exchange.provider, upstream.status, payload, upstream.headers,
-                                        exchange.own_rate_limit_headers())
+        async with whole_answer(send, exchange) as payload:
             completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
         exchange.usage = usage_of(completion.get("usage"))
         exchange.completion_chars = _content_chars(completion)
@@ -74,8 +86,7 @@ async def relay_stream(
     try:
         async with send as upstream:
             if upstream.status != 200:
-                raise error_from_answer(exchange.provider, upstream.status, await upstream.read(), upstream.headers,
-                                        exchange.own_rate_limit_headers())
+                raise exchange.answer_error(upstream.status, await upstream.read(), upstream.headers)
             keepalive = request.app[SETTINGS].keepalive_seconds
             response = EventSourceResponse(
                 headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True

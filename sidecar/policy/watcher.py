@@ -125,7 +125,8 @@ class PolicyWatcher:
         """The snapshot of `version` after one look at the folder now, or None if the folder holds
         another version (one look at a time; later callers find what it swapped in)."""
         async with self._looking:
-            if self.store.get(version) is None and folder_version(self.folder) == version:
+            # Reading the folder (every file, hashed) is file I/O: off the event loop, like the scan.
+            if self.store.get(version) is None and await asyncio.to_thread(folder_version, self.folder) == version:
                 self.apply(await asyncio.to_thread(self.scan))
         return self.store.get(version)
 

@@ -13,8 +13,8 @@ from multidict import CIMultiDict
 
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack, free_port
-from tests.e2e.conftest import stack_settings
 from tests.e2e.faults import PROVIDER_KEY_ENV, FaultyProvider
+from tests.e2e.stacks import stack_settings, start_stack
 from tests.e2e.support import DEMO_TOKEN, RESTRICTED_TOKEN, auth
 
 METERED_TOKEN = "cgt_test_metered_00000000000000000000000000"
@@ -88,14 +88,7 @@ limits:
 
 def start(workdir: Path, faulty: FaultyProvider) -> Stack:
     settings = stack_settings(write_policies(workdir / "policies", faulty))
-    stack = Stack(settings, workdir, log=(workdir / "stack.log").open("wb"),
-                  extra_env={"GATEWAY_STATE_DIR": str(workdir / "state"), PROVIDER_KEY_ENV: "sk-faulty-test-key"})
-    try:
-        stack.start()
-    except Exception:
-        stack.stop()
-        raise
-    return stack
+    return start_stack(workdir, settings, extra_env={PROVIDER_KEY_ENV: "sk-faulty-test-key"})
 
 
 async def request(stack: Stack, method: str, path: str, body: Any = None, *, token: str | None = DEMO_TOKEN,

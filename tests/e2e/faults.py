@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack, free_port, wait_http
-from sidecar.settings import Settings
+from tests.e2e.stacks import stack_settings, start_stack
 from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, auth
 
 PROVIDER_KEY_ENV = "FAULTY_PROVIDER_KEY"
@@ -72,21 +72,10 @@ def write_policies(folder: Path, providers_and_models: str) -> Path:
 
 
 def start_gateway(workdir: Path, policies: Path, **overrides: Any) -> Stack:
-    values: dict[str, Any] = {
-        "listen_port": free_port(), "sidecar_port": free_port(), "admin_port": free_port(),
-        "demo_provider_port": free_port(), "status_port": free_port(), "metrics_port": free_port(),
-        "policies_dir": policies, "drain_seconds": 1,
-        "keepalive_seconds": 0.1,
-    }
-    values.update(overrides)
-    stack = Stack(Settings(**values), workdir, with_demo_provider=False, log=(workdir / "stack.log").open("wb"),
-                  extra_env={PROVIDER_KEY_ENV: "sk-faulty-test-key"})
-    try:
-        stack.start()
-    except Exception:
-        stack.stop()
-        raise
-    return stack
+    """A stack without the demo provider whose policies name the faulty provider (its key in the
+    environment): loopback TCP to the sidecar and a 0.1 s keepalive unless `overrides` say otherwise."""
+    settings = stack_settings(policies, **{"sidecar_socket": "", "keepalive_seconds": 0.1, **overrides})
+    return start_stack(workdir, settings, with_demo_provider=False, extra_env={PROVIDER_KEY_ENV: "sk-faulty-test-key"})
 
 
 async def chat(stack: Stack, model: str, *, stream: bool = False, content: str = "Hello",

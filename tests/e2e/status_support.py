@@ -9,8 +9,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import REPO, write_test_policies
 from tests.e2e.quota_support import ZONE
+from tests.e2e.stacks import REPO, write_test_policies
 
 QUOTA = 1_000_000  # tokens per day for `demo`: far above what the tests send
 

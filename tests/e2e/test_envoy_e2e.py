@@ -18,7 +18,7 @@ from sidecar.callout.pipeline import Check, DecisionPipeline
 from sidecar.core.errors import BreakerOpen
 from sidecar.devtools.launcher import Stack, envoy_binary
 from sidecar.envoy.config import render
-from tests.e2e.conftest import stack_settings, start_stack, write_test_policies
+from tests.e2e.stacks import stack_settings, start_stack, write_test_policies
 from tests.e2e.support import CHAT_PATH, chat_body, post_chat, provider_requests
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
-from tests.e2e.conftest import REPO, stack_settings, start_stack
+from tests.e2e.stacks import REPO, stack_settings, start_stack
 from tests.e2e.support import DEMO_TOKEN, chat_body, parse_sse, post_chat, provider_requests
 
 TOKENS = {name: f"cgt_test_{name}_" + "0" * 20 for name in

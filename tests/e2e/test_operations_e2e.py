@@ -17,7 +17,7 @@ from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
 from sidecar.policy.loader import load_policy
 from tests.configmap import ConfigMapVolume
-from tests.e2e.conftest import REPO, stack_settings, start_stack
+from tests.e2e.stacks import REPO, stack_settings, start_stack
 from tests.e2e.support import DEMO_TOKEN, chat_body, parse_sse, post_chat
 
 

@@ -1,6 +1,6 @@
 """Provider behaviours users met through the gateway (issue 15), through the real Envoy.
 
-A provider's 429 keeps its back-off headers; old Azure api-versions get no `stream_options`;
+A provider's 429 keeps its back-off headers (chat and embeddings); old Azure api-versions get no `stream_options`;
 Anthropic answers `response_format` with JSON and refuses what it cannot carry; a provider's own
 401/403 is a 502 for every provider type; a token budget caps the provider at what it reserved.
 """
@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
+from tests.e2e.client_surface import EMBEDDINGS_PATH
 from tests.e2e.faults import FaultyProvider, chat, error_of, start_gateway, write_policies
-from tests.e2e.support import DEMO_TOKEN, parse_sse
+from tests.e2e.support import DEMO_TOKEN, auth, parse_sse
 
 KEY = "api_key: {env: FAULTY_PROVIDER_KEY}"
 BUDGET = 5000
@@ -38,6 +40,7 @@ models:
   limited: {{deployments: [{{provider: openai, model: limited}}]}}
   limited-claude: {{deployments: [{{provider: claude, model: limited-claude}}]}}
   limited-quota: {{deployments: [{{provider: openai, model: limited-quota}}]}}
+  limited-embed: {{category: embedding, deployments: [{{provider: openai, model: limited-embed}}]}}
   rejected: {{deployments: [{{provider: openai, model: rejected}}]}}
   claude: {{deployments: [{{provider: claude, model: claude-json}}]}}
   azure-old: {{deployments: [{{provider: azure-old, model: old-dep}}]}}
@@ -48,7 +51,7 @@ limits:
   store: {{backend: memory, state_dir: "{state_dir}"}}
   rules:
     daily: {{match: {{models: [budget, budget-claude]}}, per: [model], tokens_per_day: {BUDGET}}}
-    rpm: {{match: {{models: [limited-quota]}}, requests_per_minute: 1000}}
+    rpm: {{match: {{models: [limited-quota, limited-embed]}}, requests_per_minute: 1000}}
 """
 
 
@@ -92,6 +95,19 @@ async def test_a_providers_429_never_duplicates_the_gateways_own_rate_limit_head
     faulty.set("limited-quota", "status", status=429)
     status, headers, raw = await chat(gw, "limited-quota")
     assert status == 429, raw
+    assert headers.getall("retry-after") == ["7"]
+    assert headers.getall("x-ratelimit-limit-requests") == ["1000"]
+    assert len(headers.getall("x-ratelimit-remaining-requests")) == 1
+
+
+async def test_an_embeddings_429_keeps_retry_after_like_chat(gw: Stack, faulty: FaultyProvider) -> None:
+    # The same relay rule as chat: the provider's back-off headers, none the gateway's quota sends twice.
+    faulty.set("limited-embed", "status", status=429)
+    async with aiohttp.ClientSession() as session, session.post(
+            gw.base_url + EMBEDDINGS_PATH, json={"model": "limited-embed", "input": "hi"}, headers=auth()) as response:
+        status, headers, raw = response.status, response.headers, await response.read()
+    assert status == 429, raw
+    assert error_of(raw)["code"] == "upstream_429"  # the provider's own error, relayed
     assert headers.getall("retry-after") == ["7"]
     assert headers.getall("x-ratelimit-limit-requests") == ["1000"]
     assert len(headers.getall("x-ratelimit-remaining-requests")) == 1

@@ -11,8 +11,8 @@ import pytest
 
 from sidecar.devtools.launcher import Stack
 from sidecar.features.quotas.memory_backend import STATE_FILE
-from tests.e2e.conftest import stack_settings, start_stack
 from tests.e2e.quota_support import call, estimate, write_quota_policies
+from tests.e2e.stacks import stack_settings, start_stack
 from tests.e2e.support import chat_body
 from tests.redis_server import RedisServer
 

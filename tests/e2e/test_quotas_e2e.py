@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 
 from sidecar.devtools.launcher import Stack
-from tests.e2e.conftest import stack_settings, start_stack
 from tests.e2e.quota_support import (
     PRICE_COMPLETION,
     PRICE_PROMPT,
@@ -25,6 +24,7 @@ from tests.e2e.quota_support import (
     token,
     write_quota_policies,
 )
+from tests.e2e.stacks import stack_settings, start_stack
 from tests.e2e.support import CHAT_PATH, chat_body, parse_sse
 from tests.redis_server import RedisServer
 

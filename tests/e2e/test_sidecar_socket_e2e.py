@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sidecar.devtools.launcher import Stack
-from tests.e2e.conftest import stack_settings, start_stack, write_test_policies
+from tests.e2e.stacks import stack_settings, start_stack, write_test_policies
 from tests.e2e.support import chat_body, parse_sse, post_chat
 
 

@@ -11,11 +11,12 @@ import pytest
 
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
-from tests.e2e.conftest import REPO
+from tests.e2e.stacks import REPO, stack_settings, start_stack, write_test_policies
 from tests.e2e.status_support import QUOTA, get, limit_of, status_json
 from tests.e2e.support import DEMO_TOKEN, RESTRICTED_TOKEN, chat_body, post_chat
 
 SECRET_TEXT = "the quarterly numbers are 4411"
+ADMIN = "status-admin-secret-for-the-test"
 
 
 async def test_the_page_shows_traffic_denials_and_quota_used(status_gateway: Stack) -> None:
@@ -109,3 +110,19 @@ def test_every_envoy_series_the_dashboard_reads_exists_in_a_real_scrape(status_g
             assert any(f'{label}="{value}"' in line for line in lines), (name, label, value)
     for label in re.findall(r"by \((envoy_[a-z_]+)\)", dashboard):
         assert f"{label}=" in scraped, label
+
+
+def test_a_status_token_is_required_by_the_running_sidecar(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The admin token reaches the sidecar process through its environment (GATEWAY_STATUS_TOKEN).
+    workdir = tmp_path_factory.mktemp("status-token")
+    stack = start_stack(workdir, stack_settings(write_test_policies(workdir / "policies"), status_token=ADMIN))
+    try:
+        for path in ("/", "/status.json"):
+            status, headers, body = get(stack.status_url + path)
+            assert (status, json.loads(body)["error"]["code"]) == (401, "invalid_api_key"), path
+            assert headers["WWW-Authenticate"].startswith("Basic ")
+            status, _, body = get(stack.status_url + path, {"Authorization": f"Bearer {ADMIN}"})
+            assert status == 200, body[:200]
+        assert get(stack.status_url + "/status.json", {"Authorization": "Bearer wrong"})[0] == 401
+    finally:
+        stack.stop()

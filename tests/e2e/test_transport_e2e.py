@@ -23,9 +23,9 @@ import pytest
 
 from sidecar.devtools.launcher import Stack, envoy_binary, free_port
 from sidecar.envoy.config import render
-from tests.e2e.conftest import REPO, stack_settings
 from tests.e2e.faults import FaultyProvider, start_gateway, write_policies
-from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, RESTRICTED_TOKEN, chat_body, provider_requests
+from tests.e2e.stacks import REPO, stack_settings
+from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, RESTRICTED_TOKEN, chat_body, parse_sse, provider_requests
 
 AUTH = {"Authorization": f"Bearer {DEMO_TOKEN}", "Content-Type": "application/json"}
 
@@ -90,8 +90,10 @@ def test_http_1_0_clients_are_served_with_a_request_id(gateway: Stack, stream: b
     assert status_line.split()[1] == "200", (status_line, payload[:200])
     assert headers["x-request-id"].startswith("req_")
     if stream:
-        assert payload.rstrip().endswith(b"data: [DONE]")
-        assert b"hi there" in payload or b"hi" in payload
+        events = parse_sse(payload)
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(event) for event in events[:-1]]
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "hi there"
     else:
         assert json.loads(payload)["choices"][0]["message"]["content"] == "hi there"
 

@@ -17,7 +17,7 @@ from sidecar.core.endpoints import EMBEDDINGS_PATH
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
 from tests.detector_server import DetectorServer
-from tests.e2e.conftest import REPO, stack_settings, start_stack
+from tests.e2e.stacks import REPO, stack_settings, start_stack
 from tests.e2e.support import chat_body, parse_sse, post_chat, provider_requests
 
 NAMES = ("block", "mask", "log", "open", "closed", "outblock", "outmask", "outlog", "outopen", "outclosed")

@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.cli.workers import WORKERS_ENV
 from sidecar.devtools.launcher import Stack
-from tests.e2e.conftest import stack_settings, write_test_policies
+from tests.e2e.stacks import stack_settings, write_test_policies
 from tests.e2e.support import chat_body, parse_sse, post_chat
 
 

@@ -19,11 +19,9 @@ import logging
 from collections import defaultdict
 from typing import Any, NamedTuple
 
-import orjson
-
 from sidecar.callout.handoff import Decision, DecisionKey
 from sidecar.callout.pipeline import Check
-from sidecar.core.chat import parse_chat_request
+from sidecar.core.chat import ChatRequest
 from sidecar.core.embeddings import EmbeddingsRequest
 from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import GuardrailBlocked, InvalidRequest
@@ -61,9 +59,12 @@ async def check_embeddings_input(check: Check) -> None:
                             "messages": [{"role": "user", "content": text} for text in request.texts]}
     if REQUEST_FIELD in request.body:
         view[REQUEST_FIELD] = request.body[REQUEST_FIELD]
+    # Built, not parsed: the texts are validated strings already, so serialising the view and parsing
+    # it again (the body's second parse on this hop) would only cost time on large inputs.
+    view_request = ChatRequest(body=view, model=request.model, stream=False, include_usage=False,
+                               max_tokens=None, request_id=None)
     # The same trace and client headers; its own `extra`, whose chat mask edits are translated below.
-    shadow = dataclasses.replace(check, kind=EndpointKind.CHAT, request=parse_chat_request(orjson.dumps(view)),
-                                 extra={})
+    shadow = dataclasses.replace(check, kind=EndpointKind.CHAT, request=view_request, extra={})
     try:
         await check_input(shadow)
     except GuardrailBlocked as blocked:

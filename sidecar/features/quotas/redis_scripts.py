@@ -1,4 +1,4 @@
-"""Lua scripts run atomically inside Redis: check-and-reserve over all charges, and settle.
+"""Lua scripts run atomically inside Redis: check-and-reserve over all charges, claim, settle, and peek.
 
 Levels are returned as strings (`%.17g`, exact for integers up to 2^53): Redis would truncate Lua
 numbers to integers, and Lua's own tostring keeps only 14 digits. The clock is
@@ -7,12 +7,32 @@ Redis's own (`TIME`), so replicas with skewed clocks still drain buckets and lea
 
 from __future__ import annotations
 
-# KEYS: one per charge. ARGV[1]: reservation id; ARGV[2]: 1 to reserve, 0 to only look; then 5 per charge:
-# counter type, cap, amount, enforced (1/0), extra (bucket: period ms; window: end ms; slots: lease ms).
-RESERVE = """
+# Every script starts with this: `num` (a level as an exact string), `now` (Redis's clock, ms),
+# `bucket_level` (a token bucket's level drained up to now: cap per `period` ms) and `level_of` (any
+# counter's level; `sweep` drops expired slots, which only RESERVE may do).
+_PRELUDE = """
 local function num(x) return string.format('%.17g', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function bucket_level(key, cap, period)
+  local v = redis.call('HMGET', key, 'u', 't')
+  local last = tonumber(v[2]) or now
+  return math.max(0, (tonumber(v[1]) or 0) - math.max(0, now - last) * cap / period)
+end
+local function level_of(kind, key, cap, extra, sweep)
+  if kind == 'bucket' then return bucket_level(key, cap, extra) end
+  if kind == 'window' then return tonumber(redis.call('GET', key)) or 0 end
+  if sweep then  -- slots whose lease ran out go; a read-only look just does not count them
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    return redis.call('ZCARD', key)
+  end
+  return redis.call('ZCOUNT', key, '(' .. now, '+inf')
+end
+"""
+
+# KEYS: one per charge. ARGV[1]: reservation id; ARGV[2]: 1 to reserve, 0 to only look; then 5 per charge:
+# counter type, cap, amount, enforced (1/0), extra (bucket: period ms; window: end ms; slots: lease ms).
+RESERVE = _PRELUDE + """
 local rid = ARGV[1]
 local used = {}
 local ok = true
@@ -20,18 +40,7 @@ for i = 1, #KEYS do
   local b = 3 + (i - 1) * 5
   local kind, cap, amount = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local extra = tonumber(ARGV[b + 4])
-  local level
-  if kind == 'bucket' then
-    local v = redis.call('HMGET', KEYS[i], 'u', 't')
-    level = tonumber(v[1]) or 0
-    local last = tonumber(v[2]) or now
-    level = math.max(0, level - math.max(0, now - last) * cap / extra)
-  elseif kind == 'window' then
-    level = tonumber(redis.call('GET', KEYS[i])) or 0
-  else
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-    level = redis.call('ZCARD', KEYS[i])
-  end
+  local level = level_of(kind, KEYS[i], cap, extra, true)
   used[i] = level
   if ARGV[b + 3] == '1' and level + amount > cap then ok = false end
 end
@@ -70,9 +79,7 @@ return out
 
 # KEYS[1]: the reservation's marker; then its slot keys. ARGV: reservation id, lease ms, marker ttl ms.
 # Pending -> claimed once; the slots get their full lease (a slot whose arrival lease ran out is re-added).
-CLAIM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+CLAIM = _PRELUDE + """
 if not redis.call('SET', KEYS[1], 'claimed', 'NX', 'PX', ARGV[3]) then return 0 end
 local lease = tonumber(ARGV[2])
 for i = 2, #KEYS do
@@ -85,10 +92,7 @@ return 1
 # KEYS[1]: the reservation's marker; then one per adjustment. ARGV[1]: reservation id; ARGV[2]: marker
 # ttl ms; ARGV[3]: 1 to settle only a pending (never claimed) reservation; then 4 per key: counter type,
 # delta, cap, period ms. Applies at most once per reservation: returns 0 when it changed nothing.
-SETTLE = """
-local function num(x) return string.format('%.17g', x) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+SETTLE = _PRELUDE + """
 local rid = ARGV[1]
 local state = redis.call('GET', KEYS[1])
 if state == 'settled' or (ARGV[3] == '1' and state == 'claimed') then return 0 end
@@ -104,10 +108,7 @@ for i = 2, #KEYS do
     end
   elseif delta ~= 0 then
     local cap, period = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-    local v = redis.call('HMGET', KEYS[i], 'u', 't')
-    local level = tonumber(v[1]) or 0
-    local last = tonumber(v[2]) or now
-    level = math.max(0, math.max(0, level - math.max(0, now - last) * cap / period) + delta)
+    local level = math.max(0, bucket_level(KEYS[i], cap, period) + delta)
     redis.call('HSET', KEYS[i], 'u', num(level), 't', num(now))
     redis.call('PEXPIRE', KEYS[i], math.ceil(level * period / cap) + 1000)
   end
@@ -118,26 +119,12 @@ return 1
 # Read only, for the status page: KEYS one per charge; ARGV 3 per charge: counter type, cap, extra
 # (bucket: period ms). Returns the store's clock (ms) then each level. Writes nothing: slots whose
 # lease ran out are left for RESERVE to sweep, and simply not counted here.
-PEEK = """
-local function num(x) return string.format('%.17g', x) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+PEEK = _PRELUDE + """
 local out = {num(now)}
 for i = 1, #KEYS do
   local b = (i - 1) * 3
   local kind, cap, extra = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local level
-  if kind == 'bucket' then
-    local v = redis.call('HMGET', KEYS[i], 'u', 't')
-    level = tonumber(v[1]) or 0
-    local last = tonumber(v[2]) or now
-    level = math.max(0, level - math.max(0, now - last) * cap / extra)
-  elseif kind == 'window' then
-    level = tonumber(redis.call('GET', KEYS[i])) or 0
-  else
-    level = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
-  end
-  out[#out + 1] = num(level)
+  out[#out + 1] = num(level_of(kind, KEYS[i], cap, extra, false))
 end
 return out
 """

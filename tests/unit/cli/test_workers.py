@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.cli.workers import WORKERS_ENV, KeyHandoverError, read_handed_key, unsupported, worker_count
 from sidecar.devtools.launcher import free_port
-from tests.e2e.conftest import REPO
+from tests.e2e.stacks import REPO
 
 
 @pytest.mark.parametrize(("env", "expected"), [
@@ -31,7 +31,7 @@ def test_several_workers_need_the_redis_quota_store() -> None:
 
     from sidecar.features.quotas.limits import StoreConfig
     from sidecar.policy.loader import load_policy
-    from tests.e2e.conftest import REPO
+    from tests.e2e.stacks import REPO
 
     demo = load_policy(REPO / "policies")  # per-token limits on the memory store
     assert demo.limits.limits and demo.limits.store.backend == "memory"

@@ -24,7 +24,8 @@ from sidecar.core.endpoints import CHAT_PATH
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import BreakerConfig, Deployment, ProviderType
 from sidecar.core.tokens import hash_token
-from sidecar.devtools.faulty_provider import COUNTS, FAULTS, Fault, init_faulty_provider
+from sidecar.devtools.faulty_control import COUNTS, FAULTS, Fault
+from sidecar.devtools.faulty_provider import init_faulty_provider
 from sidecar.features.breaker.breaker import BreakerBoard
 from sidecar.forward.attempts import Attempts
 from sidecar.forward.exchange import Exchange

@@ -1,4 +1,4 @@
-"""The one failure table (core.errors) read through the aiohttp adapter (forward.failures)."""
+"""The one failure table (core.failure_table) read through the aiohttp adapter (forward.failures)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ import aiohttp
 import pytest
 
 from sidecar.core.errors import (
-    TRANSPORT_FAILURES,
     BreakerOpen,
     GatewayError,
     GuardrailBlocked,
     InvalidRequest,
-    Phase,
     ProviderError,
     ShuttingDown,
     StreamBroken,
-    Transport,
     UpstreamTimeout,
     UpstreamUnreachable,
-    breaker_outcome,
-    status_outcome,
 )
+from sidecar.core.failure_table import TRANSPORT_FAILURES, Phase, Transport, breaker_outcome, status_outcome
 from sidecar.core.kinds import Outcome
 from sidecar.forward.failures import as_gateway_error, exit_outcome, transport_kind
 

@@ -13,7 +13,7 @@ from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GuardrailBlocked
 from sidecar.features.guardrails.install import OFFLOAD_BODY_BYTES, ScanOffload
 from sidecar.policy.loader import load_policy
-from tests.e2e.conftest import REPO
+from tests.e2e.stacks import REPO
 
 
 @pytest.mark.parametrize(("size", "on_loop"), [(1000, True), (OFFLOAD_BODY_BYTES + 1, False)])
