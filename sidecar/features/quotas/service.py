@@ -165,7 +165,7 @@ class QuotaService:
             return
         try:
             claimed = await self.backend.claim(record.reservation_id, record.slot_keys, record.lease,
-                                               self._marker_ttl(record))
+                                               self._marker_ttl())
         except BackendUnavailable as exc:
             # As at admission: the store is down, the callout's decision stands (its limits chose).
             self.counters.backend_errors += 1
@@ -178,10 +178,16 @@ class QuotaService:
 
     async def refused(self, decision: Decision) -> None:
         """The forwarding path refused a verified decision: give back what was reserved, unless
-        the reservation was claimed (a replay must not release the original's slot)."""
+        the reservation was claimed (a replay must not release the original's slot).
+
+        An expired decision gives back nothing: by then its reservation was either claimed and
+        settled, or abandoned (its slot came back with the arrival lease), and its marker is gone,
+        so a refund could be a second one. This is what lets markers live only as long as a
+        decision (`decision_ttl`) instead of a whole lease."""
         record = decision.get(RESERVATION)
-        if record is not None:
-            await self._settle(record, refund(record), decision.request_id, only_pending=True)
+        if record is None or (decision.expires_at and time.time() > decision.expires_at):
+            return
+        await self._settle(record, refund(record), decision.request_id, only_pending=True)
 
     async def finish(self, exchange: Exchange) -> None:
         record = exchange.decision.get(RESERVATION)
@@ -193,7 +199,7 @@ class QuotaService:
     async def _settle(self, record: Record, changes: list[Adjustment], request_id: str, *,
                       only_pending: bool = False) -> None:
         try:
-            await self.backend.settle(record.reservation_id, changes, marker_ttl=self._marker_ttl(record),
+            await self.backend.settle(record.reservation_id, changes, marker_ttl=self._marker_ttl(),
                                       only_pending=only_pending)
         except BackendUnavailable as exc:
             # Slots still expire with their lease; token usage of this request is lost to the counters.
@@ -201,9 +207,10 @@ class QuotaService:
             self._error("settle")
             log.error("quota settlement failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
 
-    def _marker_ttl(self, record: Record) -> float:
-        # A marker must outlive every chance to use the decision again (its lifetime) and the claim.
-        return max(record.lease, self.decision_ttl) + _MARKER_MARGIN
+    def _marker_ttl(self) -> float:
+        # A marker must outlive every chance to use the decision (its lifetime): after that every
+        # forward is refused as expired and touches no counter (see `refused`).
+        return self.decision_ttl + _MARKER_MARGIN
 
 
 def _trace(check: Check, levels: list[Level], estimate: Estimate, cap: int | None) -> None:

@@ -64,6 +64,19 @@ async def test_a_replay_refused_does_not_release_the_original(service: QuotaServ
         await decide(service, current)  # the original request still holds its slot
 
 
+async def test_an_expired_decision_refused_gives_nothing_back(service: QuotaService, tmp_path: Path) -> None:
+    # Its marker may be gone by then (markers live as long as a decision), so a refund could be a
+    # second one: a replay of an old, settled decision must not lower the counters.
+    current = policy(tmp_path, RULES)
+    check = await decide(service, current)
+    decision = check.decision(ttl_seconds=0.05)
+    await service.claim(decision)
+    await service.finish(exchange(check, usage=Usage(30, 12)))
+    await asyncio.sleep(0.1)
+    await service.refused(decision)  # e.g. replayed later with another body
+    assert await level(service, current) == 42
+
+
 async def test_an_unclaimed_slot_comes_back_after_the_arrival_lease(service: QuotaService, tmp_path: Path) -> None:
     current = policy(tmp_path, RULES)
     await decide(service, current)  # admitted, but its client left before the forward
