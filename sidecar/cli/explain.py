@@ -134,7 +134,7 @@ def _as_named(name: str) -> Stage:
 
 def _allowed(app: web.Application, check: Check) -> Explanation:
     decision = check.decision()
-    body = edited_body(check.raw_body, decision)
+    body = edited_body(check.raw_body)
     for edit in app[EXTENSIONS].request_editors:
         edit(body, decision, check.policy)
     deployment = deployment_candidates(check.policy, decision)[0]

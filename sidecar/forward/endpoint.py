@@ -131,7 +131,7 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
                         provider=provider_for(candidates[0]), started=started, guards=guards,
                         async_guards=async_guards)
     try:
-        body = edited_body(raw, decision)
+        body = edited_body(raw)
         for edit in extensions.request_editors:
             edit(body, decision, policy)
         # Fallbacks happen inside `attempts`, before the relay sends the client its first byte.
@@ -204,7 +204,9 @@ def deployment_candidates(policy: Policy, decision: Decision) -> list[Deployment
     return found
 
 
-def edited_body(raw: bytes, decision: Decision) -> dict[str, Any]:
+def edited_body(raw: bytes) -> dict[str, Any]:
+    """The provider-bound body before the request editors: the client's JSON without the gateway's
+    own `request_id` (the bytes were verified against the decision's digest, so they parse)."""
     body: dict[str, Any] = orjson.loads(raw)
     body.pop("request_id", None)  # ours, not the provider's
     # `stream_options.include_usage` is each deployment's to set (providers.openai_compat.fit_openai_body).
