@@ -49,10 +49,9 @@ class JSONLineHandler(logging.StreamHandler[TextIO]):
 
     A flush is a write system call: under load one iteration logs many lines (a decision and an
     access line per request), so they leave in one call, as soon as the iteration's callbacks
-    have run. Off the loop (startup, other threads, the CLI) every line is flushed at once.
+    have run. Off the loop (startup, other threads, the CLI) every line is flushed at once, and so
+    is a warning or an error anywhere: it may precede a crash.
     """
-
-    terminator = "\n"
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
@@ -62,26 +61,33 @@ class JSONLineHandler(logging.StreamHandler[TextIO]):
         """Writes the formatted record and schedules (or does) the flush; errors go to `handleError`."""
         try:
             self.stream.write(self.format(record) + "\n")
-            self._flush_soon()
+            self._flush_soon(record)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
-    def _flush_soon(self) -> None:
+    def _flush_soon(self, record: logging.LogRecord) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            loop = None
+        if loop is None or record.levelno >= logging.WARNING:
             self.flush()
             return
         # Compared by identity: a flush scheduled on a loop that stopped for good is not waited for.
         if self._flush_on is not loop:
             self._flush_on = loop
-            loop.call_soon(self._scheduled_flush)
+            loop.call_soon(self._scheduled_flush, record)
 
-    def _scheduled_flush(self) -> None:
+    def _scheduled_flush(self, record: logging.LogRecord) -> None:
         self._flush_on = None
-        self.flush()
+        try:
+            self.flush()
+        except Exception:
+            # As a failed flush in `emit` would be: reported (stderr), never raised into the loop, where
+            # the loop's own error line would be logged, flushed, fail, and so on every iteration.
+            self.handleError(record)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -8,6 +8,7 @@ import io
 import logging
 
 import orjson
+import pytest
 
 from sidecar.features.observability.logs import JSONFormatter, JSONLineHandler
 
@@ -72,6 +73,8 @@ async def test_lines_on_the_loop_leave_in_one_flush_once_the_iteration_ends() ->
     logger.info("again")
     await asyncio.sleep(0)
     assert len(stream.flushed) == 2 and stream.flushed[-1].endswith('"msg":"again"}\n')
+    logger.warning("a warning may precede a crash")
+    assert len(stream.flushed) == 3 and stream.flushed[-1] == stream.getvalue(), "flushed at once"
 
 
 def test_a_flush_left_on_a_closed_loop_does_not_hold_back_later_lines() -> None:
@@ -109,3 +112,22 @@ def test_a_line_is_the_formatter_output_and_exceptions_are_kept() -> None:
     assert "ValueError: boom" in parsed["exc"]
     assert list(parsed)[:4] == ["time", "level", "logger", "msg"]
     assert handler.formatter is not None
+
+
+class BrokenStream(Stream):
+    def flush(self) -> None:
+        raise BrokenPipeError("stdout is gone")
+
+
+async def test_a_failed_flush_is_reported_not_raised_into_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    handler, logger = _handler(BrokenStream())
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    logger.info("first")
+    logger.info("second")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert errors == [] and [r.getMessage() for r in reported] == ["first"]
