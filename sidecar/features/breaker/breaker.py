@@ -67,11 +67,14 @@ class Breaker:
         self._window_failures = 0
         self._opened_at = 0.0
         self._probes = 0
+        # The permit of every attempt admitted while closed under this generation: permits are
+        # immutable and compare by value, so one object serves them all (no allocation per request).
+        self._permit = Permit(self, self._generation, probe=False)
 
     # ---- admission ---------------------------------------------------------------------
     def available(self) -> bool:
         """Whether a request could be sent now (no probe slot is reserved)."""
-        if not self.config.enabled or self.state is State.CLOSED:
+        if self.state is State.CLOSED or not self.config.enabled:
             return True
         if self.state is State.OPEN:
             return self.retry_after() <= 0
@@ -79,8 +82,8 @@ class Breaker:
 
     def acquire(self) -> Permit | None:
         """A permit for one attempt, or None while the breaker is open (or all probes are out)."""
-        if not self.config.enabled or self.state is State.CLOSED:
-            return Permit(self, self._generation, probe=False)
+        if self.state is State.CLOSED or not self.config.enabled:
+            return self._permit
         if self.state is State.OPEN:
             if self.retry_after() > 0:
                 return None
@@ -134,6 +137,7 @@ class Breaker:
     def _move(self, state: State, reason: str) -> None:
         previous, self.state = self.state, state
         self._generation += 1
+        self._permit = Permit(self, self._generation, probe=False)
         self._consecutive = 0
         self._window.clear()
         self._window_failures = 0
@@ -157,7 +161,7 @@ class BreakerBoard:
         breaker = self._breakers.get(name)
         if breaker is None:
             breaker = self._breakers[name] = Breaker(name, config, self._clock)
-        elif breaker.config != config:
+        elif breaker.config is not config and breaker.config != config:
             breaker.config = config  # a reload changed thresholds: keep the state
         return breaker
 

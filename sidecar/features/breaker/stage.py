@@ -40,10 +40,16 @@ class DeploymentRouter:
     async def stage(self, check: Check) -> None:
         """Sets `check.deployments` in trial order; raises BreakerOpen (503) when none is usable."""
         assert check.route is not None
-        ordered = order_deployments(check.route.deployments, self._rng)
-        breakers = [self._board.get(d.name, d.breaker) for d in ordered]
-        usable = [d.name for d, breaker in zip(ordered, breakers, strict=True) if breaker.available()]
-        check.trace["breaker"] = {b.name: b.state.value for b in breakers}  # what `explain` shows
+        board = self._board
+        breakers: list[Breaker] = []
+        usable: list[str] = []
+        states: dict[str, str] = {}
+        for d in order_deployments(check.route.deployments, self._rng):
+            breakers.append(breaker := board.get(d.name, d.breaker))
+            states[d.name] = breaker.state.value
+            if breaker.available():
+                usable.append(d.name)
+        check.trace["breaker"] = states  # what `explain` shows
         if not usable:
             raise breaker_open(check.route.key, breakers)
         check.deployments = tuple(usable)

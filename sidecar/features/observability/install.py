@@ -90,14 +90,12 @@ def record_callout(app: web.Application, check: Check, error: GatewayError | Non
 
 def decision_fields(check: Check, error: GatewayError | None, seconds: float) -> dict[str, object]:
     """The callout decision log line's fields (request id, token, team, model, status, code, decision_ms …)."""
-    requested = check.request.model if check.request else check.path_model
     return {
         "request_id": check.request_id,
         "endpoint": check.kind,
         "token": check.token.name if check.token else None,
         "team": check.token.team if check.token else None,
-        # The resolved key, else what the client asked for (cut short: it is client input).
-        "model": check.route.key if check.route else (requested[:_MAX_LOGGED_MODEL] if requested else None),
+        "model": logged_model(check),
         "status": error.status if error else 200,
         "code": (error.code or error.error_type) if error else None,
         "deployments": list(check.deployments),
@@ -105,3 +103,12 @@ def decision_fields(check: Check, error: GatewayError | None, seconds: float) ->
         "policy_version": check.policy.version,
         "decision_ms": round(seconds * 1000, 2),
     }
+
+
+def logged_model(check: Check) -> str | None:
+    """The model a log line or the status page names: the resolved key, else what the client asked for (cut
+    short: it is client input), else None."""
+    if check.route is not None:
+        return check.route.key
+    requested = check.request.model if check.request else check.path_model
+    return requested[:_MAX_LOGGED_MODEL] if requested else None

@@ -8,8 +8,11 @@ client-supplied string or message content ever becomes a label value.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 UNKNOWN = "unknown"
 BREAKER_STATES = ("closed", "half_open", "open")
@@ -17,6 +20,30 @@ BREAKER_STATES = ("closed", "half_open", "open")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _CALLOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children by label values, each looked up through `labels()` once.
+
+    `labels()` checks its arguments, converts every value to str and takes a lock on each call;
+    a request records half a dozen series, so the child is kept here instead. Bounded like the
+    metric itself: one entry per label-value tuple, and a child is created (a series appears in
+    /metrics) only when first recorded, as before. Children are never removed from a metric.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        """The child for these label values (strings, in the metric's label order)."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class GatewayMetrics:
@@ -65,22 +92,33 @@ class GatewayMetrics:
         self.policy = Info("gateway_policy", "The policy version (content hash) serving requests", registry=r)
         self.loaded_at = Gauge("gateway_policy_loaded_timestamp_seconds",
                                    "When the serving policy was loaded", registry=r)
+        # The children each request records to (see `Children`); requests by (model, status as int, token).
+        self._requests: dict[tuple[str, int, str], Counter] = {}
+        self._latency, self._ttft = Children(self.latency), Children(self.ttft)
+        self._tokens, self._spend = Children(self.tokens), Children(self.spend)
+        self._findings, self._limit_denials = Children(self.guardrail_findings), Children(self.limit_denials)
+        self._webhook_calls, self._webhook_latency = Children(self.webhook_calls), Children(self.webhook_latency)
+        self._quota_used = Children(self.quota_used)
 
     # ---- requests (the callout records denials, the forwarding finisher the rest) -----------
     def request(self, model: str | None, status: int, token: str | None) -> None:
         """Counts one request by model key, final HTTP status and token name."""
-        self.requests.labels(model or UNKNOWN, str(status), token or UNKNOWN).inc()
+        key = (model or UNKNOWN, status, token or UNKNOWN)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(key[0], str(status), key[2])
+        child.inc()
 
     def exchange(self, model: str, token: str, seconds: float, first_byte_seconds: float | None,
                  prompt_tokens: int | None, completion_tokens: int | None) -> None:
         """Observes one forwarded exchange: duration and time to first byte in seconds, tokens by kind."""
-        self.latency.labels(model).observe(seconds)
+        self._latency(model).observe(seconds)
         if first_byte_seconds is not None:
-            self.ttft.labels(model).observe(first_byte_seconds)
+            self._ttft(model).observe(first_byte_seconds)
         if prompt_tokens:
-            self.tokens.labels(model, token, "prompt").inc(prompt_tokens)
+            self._tokens(model, token, "prompt").inc(prompt_tokens)
         if completion_tokens:
-            self.tokens.labels(model, token, "completion").inc(completion_tokens)
+            self._tokens(model, token, "completion").inc(completion_tokens)
 
     def callout_seconds(self, seconds: float) -> None:
         """Observes how long the callout took to decide, in seconds."""
@@ -89,22 +127,22 @@ class GatewayMetrics:
     # ---- for guardrails, quotas and the breaker ----------------------------------------------
     def guardrail_finding(self, guardrail: str, category: str, action: str) -> None:
         """One finding: `guardrail` is the policy's guardrail key, `action` block|mask|log."""
-        self.guardrail_findings.labels(guardrail, category, action).inc()
+        self._findings(guardrail, category, action).inc()
 
     def webhook_call(self, guardrail: str, outcome: str, seconds: float | None) -> None:
         """One call of a webhook guardrail (the policy's key); `seconds` is None when it was not sent."""
-        self.webhook_calls.labels(guardrail, outcome).inc()
+        self._webhook_calls(guardrail, outcome).inc()
         if seconds is not None:
-            self.webhook_latency.labels(guardrail).observe(seconds)
+            self._webhook_latency(guardrail).observe(seconds)
 
     def limit_denied(self, limit: str) -> None:
         """A request denied by the limit named `limit` (the policy's limit name, not a team or token)."""
-        self.limit_denials.labels(limit).inc()
+        self._limit_denials(limit).inc()
 
     def spent(self, model: str, token: str, usd: float) -> None:
         """Adds a settled request's spend (US dollars) to `gateway_spend_usd_total{model,token}`."""
         if usd > 0:
-            self.spend.labels(model, token).inc(usd)
+            self._spend(model, token).inc(usd)
 
     def quota_backend_error(self, mode: str) -> None:
         """`mode`: fail_open | fail_closed | settle."""
@@ -112,7 +150,7 @@ class GatewayMetrics:
 
     def quota_level(self, limit: str, kind: str, scope: str, ratio: float) -> None:
         """A calendar quota's used/cap; `scope` is built from policy names only (token=, team=, model=)."""
-        self.quota_used.labels(limit, kind, scope).set(ratio)
+        self._quota_used(limit, kind, scope).set(ratio)
 
     def breaker_state(self, deployment: str, state: str) -> None:
         """`state` is one of closed, half_open, open; `deployment` the deployment name (provider/model)."""

@@ -13,7 +13,7 @@ from aiohttp import web
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GatewayError
 from sidecar.extensions import Extensions
-from sidecar.features.observability.install import decision_fields
+from sidecar.features.observability.install import logged_model
 from sidecar.features.status.rings import StatusBoard
 from sidecar.forward.exchange import Exchange
 
@@ -29,10 +29,10 @@ def install(app: web.Application, extensions: Extensions) -> StatusBoard:
             board.findings.add(str(finding["guardrail"]))
         if error is None:
             return  # an allowed request counts when its exchange ends, with its latency
-        fields = decision_fields(check, error, 0.0)
         code = error.code or error.error_type
         board.traffic.denied(code)
-        board.denied.add(check.request_id, _str(fields["token"]), _str(fields["model"]), error.status, code)
+        board.denied.add(check.request_id, check.token.name if check.token else None, logged_model(check),
+                         error.status, code)
 
     async def finish(exchange: Exchange) -> None:
         now = time.monotonic()
@@ -45,7 +45,3 @@ def install(app: web.Application, extensions: Extensions) -> StatusBoard:
     extensions.decision_observers.append(observe)
     extensions.finishers.append(finish)
     return board
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

@@ -8,6 +8,7 @@ distinct denial codes and guardrail keys per minute, and a fixed-length list of 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter, deque
@@ -30,19 +31,44 @@ def _bounded_inc(counter: Counter[str], key: str) -> None:
 
 
 class _Reservoir:
-    """A uniform sample of at most `size` values out of all values offered (Vitter's algorithm R)."""
+    """A uniform sample of at most `size` values out of all values offered (Li's algorithm L).
+
+    Algorithm R draws a random number for every value offered; L draws how many values to pass
+    over before the next one kept, so once the sample is full a value costs a comparison and the
+    draws grow only with the log of the traffic. Both keep every value with the same probability.
+    """
 
     def __init__(self, size: int, rng: random.Random) -> None:
         self.size, self.seen, self.values, self._rng = size, 0, list[float](), rng
+        self._w = 1.0  # algorithm L's running weight
+        self._next = size  # `seen` count at which the next value is kept, once the sample is full
 
     def add(self, value: float) -> None:
-        self.seen += 1
-        if len(self.values) < self.size:
+        seen = self.seen
+        self.seen = seen + 1
+        if seen < self.size:
             self.values.append(value)
-        else:
-            slot = self._rng.randrange(self.seen)
-            if slot < self.size:
-                self.values[slot] = value
+            if seen + 1 == self.size:
+                self._skip()
+        elif seen == self._next:
+            self.values[self._rng.randrange(self.size)] = value
+            self._skip()
+
+    def _skip(self) -> None:
+        """Draws the next kept position: geometric skip with success probability `_w` (updated first)."""
+        self._w *= math.exp(math.log(_open_unit(self._rng)) / self.size)
+        if self._w >= 1.0:  # rounded up from just below 1: the very next value is kept
+            self._next = self.seen
+            return
+        self._next = self.seen + math.floor(math.log(_open_unit(self._rng)) / math.log1p(-self._w))
+
+
+def _open_unit(rng: random.Random) -> float:
+    """A uniform float in (0, 1): `random()` may return 0.0, whose logarithm does not exist."""
+    while True:
+        u = rng.random()
+        if u > 0.0:
+            return u
 
 
 @dataclass
@@ -86,11 +112,15 @@ class TrafficRing:
         self._minutes: deque[_Minute] = deque(maxlen=TRAFFIC_MINUTES)
 
     def _current(self) -> _Minute:
-        start = int(self._clock()) // 60 * 60
-        if not self._minutes or self._minutes[-1].start != start:
-            self._minutes.append(_Minute(start, latency=_Reservoir(SAMPLES_PER_MINUTE, self._rng),
-                                         ttft=_Reservoir(SAMPLES_PER_MINUTE, self._rng)))
-        return self._minutes[-1]
+        now = self._clock()
+        if self._minutes:
+            minute = self._minutes[-1]
+            if minute.start <= now < minute.start + 60:  # the common case: no division
+                return minute
+        start = int(now) // 60 * 60
+        self._minutes.append(minute := _Minute(start, latency=_Reservoir(SAMPLES_PER_MINUTE, self._rng),
+                                               ttft=_Reservoir(SAMPLES_PER_MINUTE, self._rng)))
+        return minute
 
     def denied(self, code: str) -> None:
         minute = self._current()
@@ -166,13 +196,14 @@ class DeniedLog:
 
     def __init__(self, clock: Clock = time.time, kept: int = DENIED_KEPT) -> None:
         self._clock = clock
-        self._entries: deque[DeniedDecision] = deque(maxlen=kept)
+        # Plain tuples (DeniedDecision's fields in order): a denial costs no dataclass until the page is read.
+        self._entries: deque[tuple[float, str, str | None, str | None, int, str | None]] = deque(maxlen=kept)
 
     def add(self, request_id: str, token: str | None, model: str | None, status: int, code: str | None) -> None:
-        self._entries.append(DeniedDecision(self._clock(), request_id[:_MAX_ID_CHARS], token, model, status, code))
+        self._entries.append((self._clock(), request_id[:_MAX_ID_CHARS], token, model, status, code))
 
     def newest_first(self) -> list[DeniedDecision]:
-        return list(reversed(self._entries))
+        return [DeniedDecision(*entry) for entry in reversed(self._entries)]
 
 
 @dataclass

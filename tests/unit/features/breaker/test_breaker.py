@@ -181,3 +181,24 @@ def test_permit_is_tied_to_its_breaker() -> None:
     breaker, _ = make()
     permit = breaker.acquire()
     assert isinstance(permit, Permit) and permit.breaker is breaker and not permit.probe
+
+
+def test_closed_permits_are_shared_per_state_and_a_new_state_issues_new_ones() -> None:
+    breaker, clock = make(consecutive_failures=1, cooldown=1.0)
+    first, second = breaker.acquire(), breaker.acquire()
+    assert first is not None and first is second and not first.probe  # immutable, equal by value: one object
+    attempt(breaker, CONNECT)  # opens
+    clock.now += 1.0
+    attempt(breaker, SUCCESS)  # a probe closes it again
+    after = breaker.acquire()
+    assert after is not None and after != first and after.generation > first.generation
+    first.record(CONNECT)  # admitted before the breaker opened: ignored, even though it is closed again
+    assert state_of(breaker) is State.CLOSED and breaker.acquire() is after
+
+
+def test_board_applies_an_equal_config_object_without_a_change() -> None:
+    board = BreakerBoard(Clock())
+    breaker = board.get("a/m", BreakerConfig(consecutive_failures=1))
+    attempt(breaker, CONNECT)
+    assert board.get("a/m", BreakerConfig(consecutive_failures=1)) is breaker
+    assert board.breaker_states() == {"a/m": "open"}

@@ -53,3 +53,28 @@ def test_policy_version_and_reload_outcomes() -> None:
     assert get("gateway_policy_reloads_total", {"outcome": "failure"}) == 1
     assert get("gateway_policy_reloads_total", {"outcome": "success"}) == 1
     assert get("gateway_policy_loaded_timestamp_seconds", {}) == 200.0
+
+
+def test_remembered_children_count_like_labels_and_keep_series_apart() -> None:
+    metrics = GatewayMetrics()
+    for status in (200, 200, 429):
+        metrics.request("gpt-4", status, "demo")
+    metrics.request("gpt-4", 200, "other")  # e.g. a token added by a reload: its own series
+    metrics.request(None, 200, None)
+    metrics.exchange("gpt-4", "demo", 0.2, None, 5, 7)
+    metrics.exchange("gpt-4", "demo", 0.3, None, 5, 0)
+    metrics.spent("gpt-4", "demo", 0.5)
+    metrics.spent("gpt-4", "demo", 0.25)
+    get = metrics.registry.get_sample_value
+    assert get("gateway_requests_total", {"model": "gpt-4", "status": "200", "token": "demo"}) == 2
+    assert get("gateway_requests_total", {"model": "gpt-4", "status": "429", "token": "demo"}) == 1
+    assert get("gateway_requests_total", {"model": "gpt-4", "status": "200", "token": "other"}) == 1
+    assert get("gateway_requests_total", {"model": "unknown", "status": "200", "token": "unknown"}) == 1
+    assert get("gateway_request_duration_seconds_count", {"model": "gpt-4"}) == 2
+    assert get("gateway_request_duration_seconds_sum", {"model": "gpt-4"}) == 0.5
+    assert get("gateway_tokens_total", {"model": "gpt-4", "token": "demo", "kind": "prompt"}) == 10
+    assert get("gateway_tokens_total", {"model": "gpt-4", "token": "demo", "kind": "completion"}) == 7
+    assert get("gateway_spend_usd_total", {"model": "gpt-4", "token": "demo"}) == 0.75
+    # Nothing recorded, no series: a first time to first byte has not been seen.
+    assert get("gateway_time_to_first_token_seconds_count", {"model": "gpt-4"}) is None
+    assert b'gateway_requests_total{model="gpt-4",status="200",token="demo"} 2.0' in metrics.render()

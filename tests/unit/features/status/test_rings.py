@@ -12,6 +12,7 @@ from sidecar.features.status.rings import (
     DeniedLog,
     FindingsRing,
     TrafficRing,
+    _Reservoir,
     percentile,
 )
 
@@ -85,3 +86,29 @@ def test_denied_log_keeps_the_last_two_hundred_newest_first() -> None:
     assert (entries[0].request_id, entries[-1].request_id) == (f"req_{DENIED_KEPT + 49}", "req_50")
     log.add("x" * 5000, None, None, 401, "invalid_api_key")
     assert len(log.newest_first()[0].request_id) == 100
+
+
+def test_the_reservoir_keeps_every_value_with_the_same_chance() -> None:
+    rng = random.Random(3)
+    offered, size, runs = 300, 15, 4000
+    kept = [0] * offered
+    for _ in range(runs):
+        reservoir = _Reservoir(size, rng)
+        for value in range(offered):
+            reservoir.add(float(value))
+        assert reservoir.seen == offered and len(set(reservoir.values)) == size
+        for sample in reservoir.values:
+            kept[int(sample)] += 1
+    # Each value is kept in size/offered of the runs (200 here): early, middle and late values alike.
+    expected = runs * size / offered
+    for tenth in range(10):
+        share = kept[tenth * 30:(tenth + 1) * 30]
+        assert abs(sum(share) / len(share) - expected) < 0.1 * expected
+    assert 0.6 * expected < min(kept) and max(kept) < 1.4 * expected
+
+
+def test_a_reservoir_keeps_everything_until_it_is_full() -> None:
+    reservoir = _Reservoir(4, random.Random(5))
+    for value in (1.0, 2.0, 3.0):
+        reservoir.add(value)
+    assert reservoir.values == [1.0, 2.0, 3.0]
