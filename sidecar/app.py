@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, SETTINGS
+from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, RECENT_DECISIONS, SETTINGS
 from sidecar.callout.endpoint import AUTHZ_PREFIX, callout_handler
 from sidecar.callout.pipeline import DecisionPipeline
+from sidecar.callout.recent import RecentDecisions
 from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, MODELS_PATH, EndpointKind
 from sidecar.extensions import Extensions
 from sidecar.features.breaker import stage as breaker
@@ -74,6 +75,7 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     status.install(app, extensions)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
+    app[RECENT_DECISIONS] = RecentDecisions()
     app.cleanup_ctx.append(_http_client)
     for method, path, kind in CLIENT_ROUTES:
         app.router.add_route(method, AUTHZ_PREFIX + path, callout_handler(kind))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import ClientSession, web
 
 from sidecar.callout.pipeline import DecisionPipeline
+from sidecar.callout.recent import RecentDecisions
 from sidecar.extensions import Extensions
 from sidecar.features.breaker.breaker import BreakerBoard
 from sidecar.features.drain.drain import Drain
@@ -20,3 +21,5 @@ EXTENSIONS = web.AppKey("extensions", Extensions)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 BREAKERS = web.AppKey("breakers", BreakerBoard)
 DRAIN = web.AppKey("drain", Drain)
+# Decisions this process signed, until their forward takes them (callout/recent.py).
+RECENT_DECISIONS = web.AppKey("recent_decisions", RecentDecisions)

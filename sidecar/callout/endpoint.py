@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sidecar.appkeys import PIPELINE, POLICY_STORE, SETTINGS
+from sidecar.appkeys import PIPELINE, POLICY_STORE, RECENT_DECISIONS, SETTINGS
 from sidecar.callout.handoff import DECISION_HEADER, encode
 from sidecar.callout.pipeline import Check, Denied, resolve_request_id
 from sidecar.core.endpoints import EndpointKind
@@ -66,11 +66,11 @@ async def handle_check(request: web.Request, kind: EndpointKind = EndpointKind.C
         response.headers.update(denied.check.client_headers)
         return response
     record_callout(app, check, None, started)
-    headers = {
-        DECISION_HEADER: encode(check.decision(app[SETTINGS].decision_ttl_seconds), app[SETTINGS].decision_key),
-        "X-Request-Id": check.request_id,
-        **check.client_headers,
-    }
+    settings = app[SETTINGS]
+    decision = check.decision(settings.decision_ttl_seconds)
+    header = encode(decision, settings.decision_key)
+    app[RECENT_DECISIONS].remember(header, decision)  # the forward, most often in this process, skips decoding
+    headers = {DECISION_HEADER: header, "X-Request-Id": check.request_id, **check.client_headers}
     return web.Response(status=200, headers=headers)
 
 

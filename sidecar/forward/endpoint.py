@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, SETTINGS
-from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, RejectedDecision, decode, verify
+from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, RECENT_DECISIONS, SETTINGS
+from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, RejectedDecision, verify
 from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, EndpointKind
 from sidecar.core.errors import GatewayError, InvalidRequest, PermissionDenied, ServiceUnavailable
 from sidecar.core.routes import Deployment
@@ -70,7 +70,8 @@ def routed_decision(request: web.Request, kind: EndpointKind) -> Decision:
     """The callout's signed decision for this request; raises PermissionDenied (403
     `missing_decision`) without one, or with one decided for another endpoint."""
     try:
-        decision = decode(request.headers.get(DECISION_HEADER), request.app[SETTINGS].decision_key)
+        decision = request.app[RECENT_DECISIONS].take(request.headers.get(DECISION_HEADER),
+                                                      request.app[SETTINGS].decision_key)
     except InvalidDecision:
         raise _missing_decision() from None
     if decision.endpoint is not kind:
@@ -99,7 +100,7 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
     """Chat completions and embeddings: the provider call with fallbacks, then the relay."""
     app = request.app
     try:
-        decision = decode(request.headers.get(DECISION_HEADER), app[SETTINGS].decision_key)
+        decision = app[RECENT_DECISIONS].take(request.headers.get(DECISION_HEADER), app[SETTINGS].decision_key)
     except InvalidDecision:
         # Nothing in an unsigned header can be trusted, not even which reservation it names.
         return error_response(_missing_decision(), request.headers.get("X-Request-Id", ""))
