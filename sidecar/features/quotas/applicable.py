@@ -10,6 +10,7 @@ Its size is bounded by the policy: tokens, teams and model keys are the policy's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -47,6 +48,10 @@ class Applicable:
     price: Price | None  # the model's price (spend limits)
     # An enforced limit counts tokens or spend: the gateway caps a request that sets no max_tokens.
     counts_tokens: bool
+    # The allowance may have to shrink to fit an empty limit (allowance.fitted) only if an enforced
+    # spend limit applies or an estimate exceeds this: the least cap of the enforced token limits.
+    counts_spend: bool
+    least_token_cap: float
     # Indexes of the enforced request / token limits that x-ratelimit-* headers choose from.
     request_headers: tuple[int, ...]
     token_headers: tuple[int, ...]
@@ -112,6 +117,9 @@ def _build(policy: LimitsPolicy, key_prefix: str, who: Identity) -> Applicable |
     return Applicable(
         who, limits, rules, [r.unit for r in rules], policy.price(who.model),
         counts_tokens=any(r.enforced and r.unit in COUNTED_UNITS for r in rules),
+        counts_spend=any(r.enforced and r.unit == "spend" and r.counter != "slots" for r in rules),
+        least_token_cap=min((r.cap for r in rules if r.enforced and r.unit == "tokens" and r.counter != "slots"),
+                            default=math.inf),
         request_headers=requests, token_headers=tokens, header_names=frozenset(names),
         windows=tuple(i for i, r in enumerate(rules) if r.counter == "window"),
         shadows=tuple(i for i, r in enumerate(rules) if not r.enforced))

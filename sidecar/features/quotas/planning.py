@@ -108,14 +108,23 @@ def plan(check: Check, key_prefix: str, arrival_lease: float) -> Plan | None:
     hold = min(arrival_lease, lease)
     cap = None
     if capped:
-        cap = estimate.completion_tokens // n
-        # An allowance larger than a limit itself shrinks to fit it (the cap tells the provider).
-        allowance = fitted(estimate, n, applied.rules, [0.0] * len(applied.rules), applied.price)
-        if allowance is not None and allowance.cap < cap:
-            estimate, cap = allowance.estimate, allowance.cap
+        estimate, cap = initial_allowance(applied, estimate, n)
     found = Plan(book, applied, charges(book, applied, estimate, hold, now), estimate, lease, hold, now, cap, n)
     _refuse_oversized(check, found)
     return found
+
+
+def initial_allowance(applied: Applicable, estimate: Estimate, n: int) -> tuple[Estimate, int]:
+    """A capped request's estimate and per-choice cap: the default allowance, or less when that
+    is larger than an enforced limit itself (the cap tells the provider)."""
+    cap = estimate.completion_tokens // n
+    # When every enforced token limit holds the whole estimate and no spend limit applies, the
+    # allowance fits as it is (fitted would keep it): skip the search.
+    if applied.counts_spend or estimate.total > applied.least_token_cap:
+        allowance = fitted(estimate, n, applied.rules, [0.0] * len(applied.rules), applied.price)
+        if allowance is not None and allowance.cap < cap:
+            return allowance.estimate, allowance.cap
+    return estimate, cap
 
 
 def _refuse_oversized(check: Check, found: Plan) -> None:

@@ -64,6 +64,9 @@ class QuotaService:
     arrival_lease: float = 10.0
 
     async def check(self, check: Check) -> None:
+        """The callout stage: reserve this request's charges on every applicable limit, or raise
+        the 429 (RateLimited / QuotaExhausted) of the limit that keeps it out longest; 503 when the
+        store is down and a limit fails closed. Adds the x-ratelimit-* headers and the reservation."""
         found = plan(check, self.key_prefix, self.arrival_lease)
         if found is None:
             return

@@ -14,13 +14,14 @@ import pytest
 
 from sidecar.core.walk import request_texts
 from sidecar.features.quotas.admission import plan_charges
+from sidecar.features.quotas.allowance import fitted
 from sidecar.features.quotas.applicable import rulebook
 from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.estimate import Estimate, prompt_tokens
 from sidecar.features.quotas.headers import Level, admitted_headers, rate_limit_headers
 from sidecar.features.quotas.limits import Identity, Limit, LimitKind, LimitsPolicy, ModelQuotaSettings, Price
 from sidecar.features.quotas.memory_backend import MemoryBackend
-from sidecar.features.quotas.planning import charges
+from sidecar.features.quotas.planning import charges, initial_allowance
 from sidecar.features.quotas.service import QuotaService
 from sidecar.features.quotas.settlement import RESERVATION, Record
 from sidecar.features.quotas.windows import current_window
@@ -77,6 +78,26 @@ def test_the_rules_charge_what_plan_charges_charges(who: Identity) -> None:
             assert charges(book, applied, estimate, 11.0, moment) == expected
     other = book.applicable("other", who.token, who.team, who.model)
     assert other is not None and all(rule.key.startswith("{other}:") for rule in other.rules)
+
+
+def test_the_initial_allowance_is_fitted_to_the_limits_themselves() -> None:
+    rng = random.Random(5)
+    tight = LimitsPolicy((Limit("s", LimitKind.TOKENS_PER_MINUTE, 2000), Limit("s", LimitKind.TOKENS_PER_DAY, 900),
+                          Limit("s", LimitKind.SPEND_PER_DAY, 40_000, shadow=True)),
+                         models={"gpt-4": ModelQuotaSettings(price=Price(10, 20))})
+    spend = LimitsPolicy((Limit("p", LimitKind.SPEND_PER_DAY, 40_000), Limit("p", LimitKind.CONCURRENT_REQUESTS, 1)),
+                         models={"gpt-4": ModelQuotaSettings(price=Price(10, 20))})
+    for limits in (POLICY, tight, spend):
+        for who in IDENTITIES:
+            applied = rulebook(limits).applicable("k", who.token, who.team, who.model)
+            if applied is None or not applied.counts_tokens:
+                continue
+            for _ in range(300):
+                estimate, n = Estimate(rng.randrange(3000), rng.randrange(1, 3000)), rng.choice([1, 1, 2, 5])
+                cap = estimate.completion_tokens // n
+                allowance = fitted(estimate, n, applied.rules, [0.0] * len(applied.rules), applied.price)
+                expected = (allowance.estimate, allowance.cap) if allowance and allowance.cap < cap else (estimate, cap)
+                assert initial_allowance(applied, estimate, n) == expected
 
 
 def test_admitted_headers_are_the_rate_limit_headers_of_the_levels() -> None:
