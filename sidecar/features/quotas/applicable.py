@@ -42,9 +42,9 @@ class Applicable:
     """Every limit that applies to `who`, in policy order, with what admission reuses per request."""
 
     who: Identity
-    limits: list[Limit]
+    limits: tuple[Limit, ...]  # shared by every request of this identity: immutable
     rules: tuple[Rule, ...]
-    units: list[Unit]  # per rule: what the reservation record settles by
+    units: tuple[Unit, ...]  # per rule: what the reservation record settles by
     price: Price | None  # the model's price (spend limits)
     # An enforced limit counts tokens or spend: the gateway caps a request that sets no max_tokens.
     counts_tokens: bool
@@ -115,7 +115,7 @@ def _build(policy: LimitsPolicy, key_prefix: str, who: Identity) -> Applicable |
     names = {f"x-ratelimit-{part}-{unit}" for unit, found in (("requests", requests), ("tokens", tokens)) if found
              for part in ("limit", "remaining", "reset")}
     return Applicable(
-        who, limits, rules, [r.unit for r in rules], policy.price(who.model),
+        who, tuple(limits), rules, tuple(r.unit for r in rules), policy.price(who.model),
         counts_tokens=any(r.enforced and r.unit in COUNTED_UNITS for r in rules),
         counts_spend=any(r.enforced and r.unit == "spend" and r.counter != "slots" for r in rules),
         least_token_cap=min((r.cap for r in rules if r.enforced and r.unit == "tokens" and r.counter != "slots"),

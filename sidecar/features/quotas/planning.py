@@ -44,7 +44,7 @@ class Plan(NamedTuple):
         return self.applied.who
 
     @property
-    def limits(self) -> list[Limit]:
+    def limits(self) -> tuple[Limit, ...]:
         return self.applied.limits
 
     @property

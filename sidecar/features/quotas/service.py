@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -141,7 +142,7 @@ class QuotaService:
         if self.metrics is not None:
             self.metrics.quota_backend_error(mode)
 
-    def _unavailable(self, check: Check, limits: list[Limit], exc: BackendUnavailable) -> None:
+    def _unavailable(self, check: Check, limits: Sequence[Limit], exc: BackendUnavailable) -> None:
         self.counters.backend_errors += 1
         closed = [lm.name for lm in limits if not lm.shadow and not lm.fail_open]
         fields = {"request_id": check.request_id, "error": str(exc), "closed_limits": closed}

@@ -6,6 +6,7 @@ process forwards the request settles exactly what the callout reserved, in the s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sidecar.callout.handoff import Decision, DecisionKey
@@ -55,7 +56,7 @@ class Record(NamedTuple):
                    float(value["lease"]), int(cap) if cap is not None else None)
 
     @classmethod
-    def of(cls, reservation_id: str, estimate: Estimate, charges: list[Charge], units: list[Unit],
+    def of(cls, reservation_id: str, estimate: Estimate, charges: Sequence[Charge], units: Sequence[Unit],
            lease: float, completion_cap: int | None = None) -> Record:
         rows = tuple([ChargeRow(c.key, c.counter, unit, c.amount, c.cap)
                       for c, unit in zip(charges, units, strict=True)])
