@@ -32,31 +32,24 @@ def _charge(limit: Limit, who: Identity, estimate: Estimate, price: Price | None
     # One hash tag for every key: multi-key scripts need one slot on Redis Cluster.
     key = f"{{{key_prefix}}}:{limit.rule}:{limit.kind}:{limit.scope(who)}"
     enforced = not limit.shadow
-    amount = _amount(spec.unit, estimate, price)
+    charged = amount(spec.unit, estimate, price)
     if spec.counter == "bucket":
-        return Charge(key, "bucket", limit.cap, amount, enforced, period=MINUTE)
+        return Charge(key, "bucket", limit.cap, charged, enforced, period=MINUTE)
     if spec.counter == "slots":
         return Charge(key, "slots", limit.cap, 1, enforced, lease=lease)
     assert spec.period is not None
     window = current_window(spec.period, zone, now)
-    return Charge(f"{key}:{window.id}", "window", limit.cap, amount, enforced, window_end=window.end)
+    return Charge(f"{key}:{window.id}", "window", limit.cap, charged, enforced, window_end=window.end)
 
 
-def _amount(unit: Unit, estimate: Estimate, price: Price | None) -> int:
+def amount(unit: Unit, estimate: Estimate, price: Price | None) -> int:
+    """What one request charges a limit counting `unit`: tokens, micro-USD, or 1 request."""
     if unit == "tokens":
         return estimate.total
     if unit == "spend":
         # At least one micro-dollar, so an exhausted budget denies even an unpriced request.
         return max(1, price.micro_usd(estimate.prompt_tokens, estimate.completion_tokens) if price else 0)
     return 1
-
-
-def oversized(levels: Sequence[Level]) -> Level | None:
-    """An enforced limit this request can never fit in, however long it waits."""
-    for level in levels:
-        if level.charge.enforced and level.charge.counter != "slots" and level.charge.amount > level.charge.cap:
-            return level
-    return None
 
 
 def denial(levels: Sequence[Level], who: Identity, zone: ZoneInfo) -> RateLimited:

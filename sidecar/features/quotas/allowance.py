@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sidecar.core.chat import ChatRequest
-from sidecar.features.quotas.backend import Charge
+from sidecar.features.quotas.applicable import COUNTED_UNITS, Rule
 from sidecar.features.quotas.estimate import Estimate
-from sidecar.features.quotas.limits import Limit, Price
+from sidecar.features.quotas.limits import Price
 
-COUNTED_UNITS = ("tokens", "spend")
+__all__ = ["COUNTED_UNITS", "Allowance", "choices", "fitted"]
 
 
 @dataclass(frozen=True)
@@ -30,27 +30,23 @@ class Allowance:
     cap: int
 
 
-def cappable(request: ChatRequest, limits: Sequence[Limit]) -> bool:
-    """Whether the gateway chooses this request's completion allowance and an enforced limit counts it."""
-    return request.max_tokens is None and any(not lm.shadow and lm.spec.unit in COUNTED_UNITS for lm in limits)
-
-
 def choices(request: ChatRequest) -> int:
     """How many choices (`n`) the request asks for; each may use the whole per-choice cap."""
     n = request.body.get("n")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
-def fitted(estimate: Estimate, n: int, limits: Sequence[Limit], charges: Sequence[Charge],
-           used: Sequence[float], price: Price | None) -> Allowance | None:
-    """The largest allowance up to `estimate`'s that every enforced token and spend limit has room
-    for at the levels `used`; None when not even one token per choice fits."""
+def fitted(estimate: Estimate, n: int, rules: Sequence[Rule], used: Sequence[float],
+           price: Price | None) -> Allowance | None:
+    """The largest allowance up to `estimate`'s that every enforced token and spend limit (of
+    `rules`, the applicable limits) has room for at the levels `used`; None when not even one
+    token per choice fits."""
     room = estimate.completion_tokens
-    for limit, charge, level in zip(limits, charges, used, strict=True):
-        if not charge.enforced or limit.spec.unit not in COUNTED_UNITS or charge.counter == "slots":
+    for rule, level in zip(rules, used, strict=True):
+        if not rule.enforced or rule.unit not in COUNTED_UNITS or rule.counter == "slots":
             continue
-        free = charge.cap - level
-        if limit.spec.unit == "tokens":
+        free = rule.cap - level
+        if rule.unit == "tokens":
             room = min(room, math.floor(free - estimate.prompt_tokens))
         else:
             room = min(room, _spend_room(free, estimate.prompt_tokens, price, room))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sidecar.features.quotas.limits import Counter
 
@@ -29,8 +29,9 @@ class BackendUnavailable(Exception):
     """The counter store could not be reached; each limit's `on_backend_error` decides."""
 
 
-@dataclass(frozen=True)
-class Charge:
+# The values of every request (Charge, Reserved, Adjustment) are NamedTuples: immutable like a
+# frozen dataclass, but built in a quarter of the time, and a callout builds several.
+class Charge(NamedTuple):
     key: str
     counter: Counter
     cap: int
@@ -41,8 +42,7 @@ class Charge:
     lease: float = 0.0  # slots: seconds a slot is held if never released
 
 
-@dataclass(frozen=True)
-class Reserved:
+class Reserved(NamedTuple):
     admitted: bool
     # Per charge: the level after reserving (admitted) or as found (denied).
     used: tuple[float, ...]  # (a dry run: as found)
@@ -60,8 +60,7 @@ class Levels:
     now: float  # the store's clock, epoch seconds
 
 
-@dataclass(frozen=True)
-class Adjustment:
+class Adjustment(NamedTuple):
     """Settlement of one charge: `delta` (real minus reserved) for counters; release for slots."""
 
     key: str

@@ -15,8 +15,7 @@ admission at the edge of a limit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -31,8 +30,9 @@ _REPLY_PRIMING = 3
 _PER_IMAGE = 85
 
 
-@dataclass(frozen=True)
-class Estimate:
+class Estimate(NamedTuple):
+    """Tokens a request may use (a NamedTuple: immutable, and cheap to build on every callout)."""
+
     prompt_tokens: int
     completion_tokens: int
 
@@ -65,15 +65,33 @@ def estimate_embeddings(request: EmbeddingsRequest, limits: LimitsPolicy) -> Est
 
 
 def prompt_tokens(body: dict[str, Any], chars_per_token: float) -> int:
-    chars = 0
-    for text in request_texts(body, names=True):
-        chars += len(text.text)
     messages = body.get("messages") or []
-    images = sum(_images(message) for message in messages if isinstance(message, dict))
+    chars = _plain_chars(messages)
+    images = 0
+    if chars is None:
+        chars = sum(len(text.text) for text in request_texts(body, names=True))
+        images = sum(_images(message) for message in messages if isinstance(message, dict))
     tools = body.get("tools")
     if tools:
         chars += len(orjson.dumps(tools))
     return math.ceil(chars / chars_per_token) + _PER_MESSAGE * len(messages) + _REPLY_PRIMING + _PER_IMAGE * images
+
+
+def _plain_chars(messages: object) -> int | None:
+    """The characters of messages that are only a role and a text: what the walker would read
+    from them, without building its Texts. None when a message holds more (parts, tool calls,
+    names): then the walker reads them all."""
+    if not isinstance(messages, list):
+        return None
+    chars = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue  # the walker skips it too
+        content = message.get("content")
+        if not isinstance(content, str) or len(message) != 1 + ("role" in message):
+            return None
+        chars += len(content)
+    return chars
 
 
 def completion_tokens_from_chars(chars: int, chars_per_token: float) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 MICRO_USD = 1_000_000  # spend is counted in integer micro-dollars, so every backend adds integers
 
@@ -24,7 +24,6 @@ Period = Literal["minute", "day", "month"]
 PerField = Literal["token", "team", "model"]
 """An identity a limit counts separately per (`per:` in the policy)."""
 StoreBackend = Literal["memory", "redis"]
-K = TypeVar("K", bound=str)
 
 COUNTERS: tuple[Counter, ...] = ("bucket", "window", "slots")
 UNITS: tuple[Unit, ...] = ("requests", "tokens", "spend")
@@ -34,19 +33,23 @@ STORE_BACKENDS: tuple[StoreBackend, ...] = ("memory", "redis")
 
 def counter_named(name: str) -> Counter:
     """`name` as a Counter (decoding a reservation); ValueError for anything else."""
-    return _one_of(name, COUNTERS, "counter")
+    found = _COUNTER_NAMES.get(name)
+    if found is None:
+        raise ValueError(f"unknown counter {name!r}")
+    return found
 
 
 def unit_named(name: str) -> Unit:
     """`name` as a Unit (decoding a reservation); ValueError for anything else."""
-    return _one_of(name, UNITS, "unit")
+    found = _UNIT_NAMES.get(name)
+    if found is None:
+        raise ValueError(f"unknown unit {name!r}")
+    return found
 
 
-def _one_of(name: str, choices: tuple[K, ...], what: str) -> K:
-    for choice in choices:
-        if choice == name:
-            return choice
-    raise ValueError(f"unknown {what} {name!r}")
+# Lookups, not loops: every forwarded request decodes one counter and one unit per charge.
+_COUNTER_NAMES: Mapping[str, Counter] = {name: name for name in COUNTERS}
+_UNIT_NAMES: Mapping[str, Unit] = {name: name for name in UNITS}
 
 
 class LimitKind(StrEnum):

@@ -49,15 +49,22 @@ class MemoryBackend:
     # ---- counting --------------------------------------------------------------------------
     async def reserve(self, reservation_id: str, charges: Sequence[Charge], *, apply: bool = True) -> Reserved:
         now = self._clock()
-        used = [self._level(charge, now) for charge in charges]
-        admitted = all(u + c.amount <= c.cap for u, c in zip(used, charges, strict=True) if c.enforced)
+        used: list[float] = []
+        admitted, holds_slots = True, False
+        for charge in charges:  # one loop: this runs on every callout
+            level = self._level(charge, now)
+            used.append(level)
+            if charge.enforced and not level + charge.amount <= charge.cap:
+                admitted = False
+            holds_slots = holds_slots or charge.counter == "slots"
         if admitted and apply:
             for index, charge in enumerate(charges):
                 used[index] += charge.amount
                 self._add(charge, reservation_id, used[index], now)
             self._dirty = True
-        frees = tuple(min(self._slots.get(c.key, {}).values(), default=0.0) if c.counter == "slots" else 0.0
-                      for c in charges)
+        # Per charge, as the Redis script answers it (most requests hold no slot).
+        frees = (tuple(min(self._slots.get(c.key, {}).values(), default=0.0) if c.counter == "slots" else 0.0
+                       for c in charges) if holds_slots else (0.0,) * len(charges))
         return Reserved(admitted, tuple(used), now, frees)
 
     async def claim(self, reservation_id: str, slot_keys: Sequence[str], lease: float, marker_ttl: float) -> bool:

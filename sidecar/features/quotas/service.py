@@ -17,20 +17,19 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from sidecar.callout.handoff import Decision
 from sidecar.callout.pipeline import Check
-from sidecar.core.chat import ChatRequest
 from sidecar.core.errors import PermissionDenied, ServiceUnavailable
-from sidecar.features.quotas.admission import denial, limit_error, oversized, plan_charges
-from sidecar.features.quotas.allowance import cappable, choices, fitted
-from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, Charge, QuotaBackend, Reserved
-from sidecar.features.quotas.estimate import Estimate, estimate_for
-from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, rate_limit_headers
-from sidecar.features.quotas.limits import Identity, Limit, Price
+from sidecar.features.quotas.admission import denial
+from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, QuotaBackend, Reserved
+from sidecar.features.quotas.estimate import Estimate
+from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, admitted_headers, rate_limit_headers
+from sidecar.features.quotas.limits import Limit
+from sidecar.features.quotas.planning import Plan, plan
 from sidecar.features.quotas.settlement import RESERVATION, Record, adjustments, refund
 from sidecar.forward.exchange import OWN_RATE_LIMIT_HEADERS
 
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
     from sidecar.forward.exchange import Exchange
 
 log = logging.getLogger("sidecar.quotas")
-_LEASE_MARGIN = 60.0
 # Reservation markers outlive the decision and the lease by this much (clock steps, Redis TIME).
 _MARKER_MARGIN = 1.0
 
@@ -67,70 +65,84 @@ class QuotaService:
     arrival_lease: float = 10.0
 
     async def check(self, check: Check) -> None:
-        plan = _plan(check, self.key_prefix, self.arrival_lease)
-        if plan is None:
+        """The callout stage: reserve this request's charges on every applicable limit, or raise
+        the 429 (RateLimited / QuotaExhausted) of the limit that keeps it out longest; 503 when the
+        store is down and a limit fails closed. Adds the x-ratelimit-* headers and the reservation."""
+        found = plan(check, self.key_prefix, self.arrival_lease)
+        if found is None:
             return
         # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
         dry_run = check.dry_run
         reservation_id = secrets.token_hex(8)
-        reserved = await self._reserve(check, plan, reservation_id, dry_run)
-        smaller = plan.refitted(reserved.used) if reserved is not None and not reserved.admitted else None
+        reserved = await self._reserve(check, found, reservation_id, dry_run)
+        smaller = found.refitted(reserved.used) if reserved is not None and not reserved.admitted else None
         if smaller is not None:
             # The budget has room for less than the default allowance: reserve (and cap) what is left.
-            plan = smaller
-            reserved = await self._reserve(check, plan, reservation_id, dry_run)
+            found = smaller
+            reserved = await self._reserve(check, found, reservation_id, dry_run)
         if reserved is None:
             return
-        frees = reserved.frees_at or (0.0,) * len(plan.charges)
+        if dry_run or not reserved.admitted:
+            self._look(check, found, reserved, reservation_id)
+            return
+        applied, charges, used = found.applied, found.charges, reserved.used
+        # The levels as Level objects are for denials and `explain`: an admitted request needs
+        # only its headers, gauges and the shadow check, read from the plan's precomputed indexes.
+        headers = admitted_headers(applied.request_headers, applied.token_headers, charges, used, reserved.now)
+        check.client_headers.update(headers)
+        if headers:
+            check.put(OWN_RATE_LIMIT_HEADERS, applied.header_names)
+        self._report_levels(found, used)
+        if applied.shadows:
+            self._report_shadow(check, found, used)
+        record = Record.of(reservation_id, found.estimate, charges, applied.units, found.lease, found.cap)
+        check.put(RESERVATION, record)
+        check.on_deny.append(lambda: self._settle(record, refund(record), check.request_id, only_pending=True))
+
+    def _look(self, check: Check, found: Plan, reserved: Reserved, reservation_id: str) -> None:
+        """A dry run (`explain`) or a denial: every level, the trace and the limit's error."""
+        frees = reserved.frees_at or (0.0,) * len(found.charges)
         levels = [Level(lm, c, used, reserved.now, free)
-                  for lm, c, used, free in zip(plan.limits, plan.charges, reserved.used, frees, strict=True)]
+                  for lm, c, used, free in zip(found.limits, found.charges, reserved.used, frees, strict=True)]
         headers = rate_limit_headers(levels)
         check.client_headers.update(headers)
-        if dry_run:
-            _trace(check, levels, plan.estimate, plan.cap)
+        if check.dry_run:
+            _trace(check, levels, found.estimate, found.cap)
         if not reserved.admitted:
-            error = denial(levels, plan.who, plan.zone)
+            error = denial(levels, found.who, found.zone)
             # Counted by the metrics as limit denials (gateway_limit_denials_total).
             check.trace["limits_denied"] = [lv.limit.name for lv in levels if not lv.fits() and not lv.limit.shadow]
-            if not dry_run:
+            if not check.dry_run:
                 log.info("quota denied", extra={"fields": {
                     "request_id": check.request_id, "code": error.code, "message": error.message}})
             raise error
         if headers:
             check.put(OWN_RATE_LIMIT_HEADERS, frozenset(name.lower() for name in headers))
-        if dry_run:
-            # Nothing reserved, nothing to settle; the record still carries the completion cap, so
-            # `explain` shows the body the provider would get.
-            check.put(RESERVATION, Record.of(reservation_id, plan.estimate, [], [], plan.lease, plan.cap))
-            return
-        self._report_levels(levels, plan.who)
-        self._report_shadow(check, levels, plan.who)
-        record = Record.of(reservation_id, plan.estimate, plan.charges, [lm.spec.unit for lm in plan.limits],
-                           plan.lease, plan.cap)
-        check.put(RESERVATION, record)
-        check.on_deny.append(lambda: self._settle(record, refund(record), check.request_id, only_pending=True))
+        # Nothing reserved, nothing to settle; the record still carries the completion cap, so
+        # `explain` shows the body the provider would get.
+        check.put(RESERVATION, Record.of(reservation_id, found.estimate, [], [], found.lease, found.cap))
 
-    async def _reserve(self, check: Check, plan: _Plan, reservation_id: str, dry_run: bool) -> Reserved | None:
+    async def _reserve(self, check: Check, found: Plan, reservation_id: str, dry_run: bool) -> Reserved | None:
         """The store's answer; None when the store is down and the limits fail open (closed: raises)."""
         try:
-            return await self.backend.reserve(reservation_id, plan.charges, apply=not dry_run)
+            return await self.backend.reserve(reservation_id, found.charges, apply=not dry_run)
         except BackendUnavailable as exc:
-            self._unavailable(check, plan.limits, exc)
+            self._unavailable(check, found.limits, exc)
             return None
 
-    def _report_levels(self, levels: list[Level], who: Identity) -> None:
+    def _report_levels(self, found: Plan, used: tuple[float, ...]) -> None:
         # Calendar quotas only: alerts warn before a day's or month's quota runs out.
         if self.metrics is None:
             return
-        for lv in levels:
-            if lv.charge.counter == "window":
-                self.metrics.quota_level(lv.limit.name, lv.limit.kind, lv.limit.scope(who), lv.used / lv.charge.cap)
+        for index in found.applied.windows:
+            rule = found.applied.rules[index]
+            self.metrics.quota_level(rule.name, rule.limit.kind, rule.scope, used[index] / rule.cap)
 
     def _error(self, mode: str) -> None:
         if self.metrics is not None:
             self.metrics.quota_backend_error(mode)
 
-    def _unavailable(self, check: Check, limits: list[Limit], exc: BackendUnavailable) -> None:
+    def _unavailable(self, check: Check, limits: Sequence[Limit], exc: BackendUnavailable) -> None:
         self.counters.backend_errors += 1
         closed = [lm.name for lm in limits if not lm.shadow and not lm.fail_open]
         fields = {"request_id": check.request_id, "error": str(exc), "closed_limits": closed}
@@ -145,16 +157,16 @@ class QuotaService:
         log.error("quota store unavailable: failing open", extra={"fields": fields})
         check.client_headers[DEGRADED_HEADER] = "store-unavailable"
 
-    def _report_shadow(self, check: Check, levels: list[Level], who: Identity) -> None:
+    def _report_shadow(self, check: Check, found: Plan, used: tuple[float, ...]) -> None:
         # A shadow limit counts like an enforced one, so `used` is after this request.
-        over = [lv for lv in levels if not lv.charge.enforced and lv.used > lv.charge.cap]
+        over = [found.applied.rules[i].name for i in found.applied.shadows if used[i] > found.charges[i].cap]
         if not over:
             return
         self.counters.shadow_exceeded += 1
-        names = [lv.limit.name for lv in over]
-        check.client_headers[SHADOW_HEADER] = ", ".join(names)
+        check.client_headers[SHADOW_HEADER] = ", ".join(over)
+        who = found.who
         log.warning("shadow limit exceeded (not enforced)", extra={"fields": {
-            "request_id": check.request_id, "limits": names, "token": who.token, "team": who.team,
+            "request_id": check.request_id, "limits": over, "token": who.token, "team": who.team,
             "model": who.model}})
 
     async def claim(self, decision: Decision) -> None:
@@ -222,66 +234,3 @@ def _trace(check: Check, levels: list[Level], estimate: Estimate, cap: int | Non
                         "requested": lv.charge.amount, "fits": lv.fits(), "shadow": lv.limit.shadow}
                        for lv in levels],
     }
-
-
-@dataclass(frozen=True)
-class _Plan:
-    who: Identity
-    limits: list[Limit]
-    charges: list[Charge]
-    estimate: Estimate
-    zone: ZoneInfo
-    price: Price | None
-    key_prefix: str
-    lease: float  # seconds a confirmed slot is held if its release never comes
-    hold: float  # seconds an unclaimed slot is held: min(arrival lease, lease)
-    now: float
-    cap: int | None = None  # the provider's completion cap per choice (sidecar.features.quotas.allowance)
-    choices: int = 1
-
-    def with_estimate(self, estimate: Estimate, cap: int | None) -> _Plan:
-        charges = plan_charges(self.limits, self.who, estimate, self.price, self.zone, self.key_prefix,
-                               self.hold, self.now)
-        # Built directly: dataclasses.replace costs ~4 us, and every callout plans once or twice.
-        return _Plan(self.who, self.limits, charges, estimate, self.zone, self.price, self.key_prefix, self.lease,
-                     self.hold, self.now, cap, self.choices)
-
-    def refitted(self, used: tuple[float, ...]) -> _Plan | None:
-        """A smaller capped plan that fits the levels `used` (of a denied reserve), if there is one."""
-        if self.cap is None:
-            return None
-        allowance = fitted(self.estimate, self.choices, self.limits, self.charges, used, self.price)
-        if allowance is None or allowance.cap >= self.cap:
-            return None
-        return self.with_estimate(allowance.estimate, allowance.cap)
-
-
-def _plan(check: Check, key_prefix: str, arrival_lease: float) -> _Plan | None:
-    """The charges this request would make; None when no limit applies."""
-    assert check.token is not None and check.request is not None and check.route is not None
-    policy = check.policy.limits
-    who = Identity(check.token.name, check.token.team, check.route.key)
-    limits = policy.applicable(who)
-    if not limits:
-        return None
-    zone = ZoneInfo(policy.timezone)
-    estimate = estimate_for(check.request, who.model, policy)
-    # A slot whose release never comes (the sidecar died mid-request) frees itself after this.
-    lease = max(d.timeouts.total for d in check.route.deployments) + _LEASE_MARGIN
-    request = check.request
-    capped = isinstance(request, ChatRequest) and cappable(request, limits)
-    n = choices(request) if capped and isinstance(request, ChatRequest) else 1
-    # Until the forward claims it, a slot is held only for the decision's life (the client may leave).
-    plan = _Plan(who, limits, [], estimate, zone, policy.price(who.model), key_prefix, lease,
-                 min(arrival_lease, lease), time.time(), choices=n)
-    if capped:
-        plan = plan.with_estimate(estimate, estimate.completion_tokens // n)
-        # An allowance larger than a limit itself shrinks to fit it (the cap tells the provider).
-        plan = plan.refitted(tuple(0.0 for _ in limits)) or plan
-    else:
-        plan = plan.with_estimate(estimate, None)
-    too_large = oversized([Level(lm, c, 0.0, 0.0) for lm, c in zip(limits, plan.charges, strict=True)])
-    if too_large is not None:
-        check.trace["limits_denied"] = [too_large.limit.name]  # counted in gateway_limit_denials_total
-        raise limit_error(too_large, who, zone, [], too_large=True)
-    return plan
