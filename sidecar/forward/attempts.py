@@ -124,8 +124,9 @@ class Attempts:
         """The exchange now names this deployment and its provider (the response header says so)."""
         self.tried.append(deployment.name)
         exchange = self._exchange
-        exchange.deployment = deployment
-        exchange.provider = provider = provider_for(deployment)
+        if deployment is not exchange.deployment:  # a fallback (the first is the exchange's already)
+            exchange.deployment, exchange.provider = deployment, provider_for(deployment)
+        provider = exchange.provider
         # A shallow copy: providers set top-level keys (`model`) that differ per deployment.
         return build_upstream(provider, exchange.decision.endpoint, dict(self._body),
                               request_id=exchange.decision.request_id)
@@ -141,7 +142,7 @@ class Attempts:
             response = await watch.run(self._session.post(
                 # Large bodies go as a stream, so the event loop is not blocked writing them.
                 upstream.url, data=io.BytesIO(body) if len(body) > _STREAM_BODY_OVER else body,
-                headers=dict(upstream.headers), timeout=timeout,
+                headers=upstream.headers, timeout=timeout,
             ), watch.first_byte_deadline())
             if response.status != 200 or not self._exchange.decision.stream:
                 # Whole answers and error bodies are read here, so a stall is still a fallback.
