@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import signal
 import socket
@@ -98,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
 
     def serve(reuse_port: bool) -> None:
+        _tune_gc()
         # handler_cancellation: a client that goes away mid-stream cancels the handler, which closes
         # the provider request instead of letting it generate into the void.
         # uvloop: the event loop and socket work in C; `make bench` measured 7-17% less sidecar CPU
@@ -117,6 +119,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if unix is not None and not is_child():
             remove_socket_file(settings.sidecar_socket)
     return 0
+
+
+# The cyclic collector's first-generation threshold (CPython's default: 700 allocations). A request
+# allocates thousands of objects, nearly all freed by reference counting, so the default ran
+# several collections per request; callgrind counted 1.2% fewer instructions per request with
+# this and the freeze below (`make bench` workload). Garbage in cycles waits for at most this
+# many allocations: well under a megabyte.
+GC_FIRST_GENERATION_THRESHOLD = 10_000
+
+
+def _tune_gc() -> None:
+    """Moves what startup built (the policy snapshot, compiled patterns, modules) out of the
+    collector's sight (`gc.freeze`: it is never garbage) and collects less often."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_FIRST_GENERATION_THRESHOLD, second, third)
 
 
 def _sidecar_socket(settings: Settings) -> socket.socket | None:
