@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Final
 
+from .injection_gate import WordGate
 from .injection_text import LEET, LiteralIndex, collapse_spaces, may_hold_base64_blob, word_spaced
 
 
@@ -213,12 +214,16 @@ def _may_fire(name: str, normalised: Container[str]) -> bool:
 
 
 def _word_signals(normalised: str) -> list[tuple[str, float]]:
-    literals = LiteralIndex(normalised)
-    fired = [
-        (name, weight)
-        for name, weight, rule in _WORD_RULES
-        if _may_fire(name, literals) and rule.search(normalised)
-    ]
+    if len(normalised) < LiteralIndex.MIN_CHARS:
+        # The words rule out most rules at once; the text itself (no index) answers the literals
+        # of the few left, as an index only pays for itself on long texts.
+        gate = WordGate(normalised)
+        fired = [(name, weight) for name, weight, rule in _WORD_RULES
+                 if gate.may_fire(name) and _may_fire(name, normalised) and rule.search(normalised)]
+    else:
+        literals = LiteralIndex(normalised)
+        fired = [(name, weight) for name, weight, rule in _WORD_RULES
+                 if _may_fire(name, literals) and rule.search(normalised)]
     if not any(name == "instruction_override" for name, _ in fired):
         # Letter-spaced with single spaces everywhere collapses into one blob.
         squashed = normalised.replace(" ", "")
