@@ -37,36 +37,41 @@ _HEAD: Final = itemgetter(slice(0, 4))
 
 class Group(NamedTuple):
     """Passes when the text has one of `words`, all words of one of `combos`, a word whose first
-    four letters are one of `heads`, or one of `substrings`."""
+    four letters are one of `heads`, or one of `substrings` (built by `_group`)."""
 
     words: frozenset[str]
-    combos: tuple[frozenset[str], ...] = ()
-    heads: frozenset[str] = frozenset()
-    substrings: tuple[str, ...] = ()
+    combos: tuple[frozenset[str], ...]
+    combo_words: frozenset[str]  # every word of the combos: a text with none of them passes no combo
+    heads: frozenset[str]
+    substrings: tuple[str, ...]
 
 
 def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split(" "))
+    return frozenset(text.split(" ")) if text else frozenset()
+
+
+def _group(words: str, combos: tuple[str, ...] = (), heads: str = "", substrings: tuple[str, ...] = ()) -> Group:
+    combo_sets = tuple(map(_words, combos))
+    return Group(_words(words), combo_sets, frozenset().union(*combo_sets), _words(heads), substrings)
 
 
 GATES: Final[dict[str, tuple[Group, ...]]] = {
-    "instruction_override": (Group(_words(
+    "instruction_override": (_group(
         "ignore disregard forget abandon discard neglect aside throw skip bypass override overwrite drop"
-        " follow following obeying obey")),),
+        " follow following obeying obey"),),
     "system_prompt_extraction": (
-        Group(_words("reveal print show repeat output display leak dump echo recite spell tell give write copy paste"
-                     " what whats")),
-        Group(_words("rules told"), heads=_words("prom mess inst abov befo"))),
-    "roleplay_jailbreak": (Group(_words("dan pretend imagine suppose roleplay"), substrings=("jailbr",), combos=tuple(
-        map(_words, ("you are now", "broken free", "do anything now", "act as", "role play", "you no", "you without",
-                     "you zero", "you free", "no ethical", "no moral", "no content")))),),
-    "developer_mode": (Group(_words("developer")),),
+        _group("reveal print show repeat output display leak dump echo recite spell tell give write copy paste"
+               " what whats"),
+        _group("rules told", heads="prom mess inst abov befo")),
+    "roleplay_jailbreak": (_group("dan pretend imagine suppose roleplay", substrings=("jailbr",), combos=(
+        "you are now", "broken free", "do anything now", "act as", "role play", "you no", "you without", "you zero",
+        "you free", "no ethical", "no moral", "no content")),),
+    "developer_mode": (_group("developer"),),
     # The closing word first: prose lacks it more often than the opening one.
-    "encoding_hint": (Group(_words("follow execute obey instruction instructions"), combos=(_words("do what"),)),
-                      Group(_words("rot"), heads=_words("deco deci base roti"), substrings=("hex",))),
-    "authority_claim": (Group(_words("authorized authorised official"), combos=(_words("i am"),)),),
-    "restriction_removal": (Group(_words("without"), combos=(
-        _words("say anything"), _words("generate anything"), _words("write anything"))),),
+    "encoding_hint": (_group("follow execute obey instruction instructions", combos=("do what",)),
+                      _group("rot", heads="deco deci base roti", substrings=("hex",))),
+    "authority_claim": (_group("authorized authorised official", combos=("i am",)),),
+    "restriction_removal": (_group("without", combos=("say anything", "generate anything", "write anything")),),
 }
 
 
@@ -82,26 +87,25 @@ class WordGate:
 
     def may_fire(self, name: str) -> bool:
         """Whether every group of rule `name`'s gate passes (True for a rule without a gate)."""
-        for group in GATES.get(name, ()):  # a loop, not all(...): a generator costs more than two groups
-            if not self._passes(group):
+        words = self._words
+        # Plain loops and early exits: this runs for seven rules per text, and generators cost more.
+        for group in GATES.get(name, ()):
+            if words.isdisjoint(group.words) and not self._passes_otherwise(group):
                 break
         else:
             return True
         return False
 
-    def _passes(self, group: Group) -> bool:
-        # Plain loops and early exits: seven rules per text, and generators cost more than the tests.
-        words, combos, heads, substrings = group
-        if not self._words.isdisjoint(words):
-            return True
-        for combo in combos:
-            if combo <= self._words:
-                return True
-        for substring in substrings:
+    def _passes_otherwise(self, group: Group) -> bool:
+        if not self._words.isdisjoint(group.combo_words):
+            for combo in group.combos:
+                if combo <= self._words:
+                    return True
+        for substring in group.substrings:
             if substring in self._text:
                 return True
-        if heads:
+        if group.heads:
             if self._heads is None:
                 self._heads = set(map(_HEAD, self._words))
-            return not self._heads.isdisjoint(heads)
+            return not self._heads.isdisjoint(group.heads)
         return False

@@ -14,6 +14,7 @@ back keeps its other fields (ids, names, finish_reason), and its logprobs leave 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sidecar.callout.handoff import Decision
@@ -43,8 +44,8 @@ def wants_json_answer(body: dict[str, Any]) -> bool:
 
 def output_guards_for(decision: Decision, policy: Policy) -> OutputGuardrails | None:
     requested = decision.get(REQUESTED_GUARDRAILS) or frozenset()
-    guardrails = [g for g in policy.guardrails.applicable(decision.model_key, decision.token_name, decision.team,
-                                                          requested) if g.checks_output]
+    guardrails = policy.guardrails.for_request(decision.model_key, decision.token_name, decision.team,
+                                               requested).checks_output
     json_answer = decision.get(JSON_ANSWER) is True
     return OutputGuardrails(guardrails, decision.request_id, json_answer=json_answer) if guardrails else None
 
@@ -52,7 +53,7 @@ def output_guards_for(decision: Decision, policy: Policy) -> OutputGuardrails | 
 class OutputGuardrails:
     """All output guardrails of one exchange, sharing one scan per text (findings in policy order)."""
 
-    def __init__(self, guardrails: list[Guardrail], request_id: str, *, json_answer: bool = False) -> None:
+    def __init__(self, guardrails: Sequence[Guardrail], request_id: str, *, json_answer: bool = False) -> None:
         self._guardrails = guardrails
         self._masking = frozenset(g.key for g in guardrails if g.action is Action.MASK)
         self._finder = Finder(guardrails)
