@@ -65,7 +65,8 @@ class StreamScanner:
         if finder is None:
             find_entities("", categories)  # validates category names up front
         # Another detector (a pattern guardrail's matcher) can reuse the same windowing.
-        self._find = finder if finder is not None else partial(find_entities, categories=categories)
+        # The windows overlap: a memo (this stream's own) validates each digit run once.
+        self._find = finder if finder is not None else partial(find_entities, categories=categories, memo={})
         self.categories = categories
         self.hold_back = max(hold_back, MIN_HOLD_BACK)
         self.mask = mask
