@@ -217,14 +217,14 @@ def _word_signals(normalised: str) -> list[tuple[str, float]]:
     if len(normalised) < LiteralIndex.MIN_CHARS:
         # The words rule out most rules at once; the text itself (no index) answers the literals
         # of the few left, as an index only pays for itself on long texts.
-        gate = WordGate(normalised)
+        allowed = WordGate(normalised).allowed()
         fired = [(name, weight) for name, weight, rule in _WORD_RULES
-                 if gate.may_fire(name) and _may_fire(name, normalised) and rule.search(normalised)]
+                 if name in allowed and _may_fire(name, normalised) and rule.search(normalised)]
     else:
         literals = LiteralIndex(normalised)
         fired = [(name, weight) for name, weight, rule in _WORD_RULES
                  if _may_fire(name, literals) and rule.search(normalised)]
-    if not any(name == "instruction_override" for name, _ in fired):
+    if not fired or fired[0][0] != "instruction_override":  # the first rule: first when it fired
         # Letter-spaced with single spaces everywhere collapses into one blob.
         squashed = normalised.replace(" ", "")
         if any(verb in squashed for verb in _SQUASHED_VERBS) and _SQUASHED_OVERRIDE.search(squashed):

@@ -75,6 +75,9 @@ GATES: Final[dict[str, tuple[Group, ...]]] = {
 }
 
 
+_GATE_ITEMS: Final = tuple(GATES.items())
+
+
 class WordGate:
     """`may_fire(rule)` is False only when the rule's regex cannot match the normalised text."""
 
@@ -87,14 +90,24 @@ class WordGate:
 
     def may_fire(self, name: str) -> bool:
         """Whether every group of rule `name`'s gate passes (True for a rule without a gate)."""
+        return name not in GATES or name in self.allowed()
+
+    def allowed(self) -> list[str]:
+        """The gated rules whose every group passes, in `GATES` order."""
         words = self._words
-        # Plain loops and early exits: this runs for seven rules per text, and generators cost more.
-        for group in GATES.get(name, ()):
-            if words.isdisjoint(group.words) and not self._passes_otherwise(group):
+        out = []
+        # Plain loops, inlined tests and early exits: this runs on every text, and calls cost more.
+        for name, groups in _GATE_ITEMS:
+            for group in groups:
+                if not words.isdisjoint(group.words):
+                    continue
+                if (group.substrings or group.heads or (group.combos and not words.isdisjoint(group.combo_words))) \
+                        and self._passes_otherwise(group):
+                    continue
                 break
-        else:
-            return True
-        return False
+            else:
+                out.append(name)
+        return out
 
     def _passes_otherwise(self, group: Group) -> bool:
         if not self._words.isdisjoint(group.combo_words):
