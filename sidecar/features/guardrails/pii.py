@@ -60,6 +60,7 @@ _EMAIL_LOCAL_CHARS: Final = frozenset(
 _TOKEN_PREFIXES: Final = (
     "eyJ", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox",
 )  # fmt: skip
+_PLAIN_PREFIXES: Final = tuple(prefix for prefix in _TOKEN_PREFIXES if "_" not in prefix)
 _IPV6_CHARS: Final = frozenset("0123456789abcdefABCDEF:.")
 _PEM_END_RE: Final = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----")
 _PEM_BODY_RE: Final = re.compile(r"[A-Za-z0-9+/=\s]*")
@@ -139,11 +140,9 @@ def _vendor_tokens(text: str, out: list[Entity]) -> None:
     # search) instead of the pre-filter: putting e/s/g/x in its leading
     # character class made the scan stop at ~20% of prose characters and
     # tripled its cost.
-    # Most texts have no "_": one search then stands for the six prefixes that hold one.
-    underscore = "_" in text
-    for prefix in _TOKEN_PREFIXES:
-        if prefix[-1] == "_" and not underscore:
-            continue
+    # Most texts have no "_": one search then stands for the six prefixes that hold one (no two
+    # prefixes can start at one position, so their order does not matter).
+    for prefix in _TOKEN_PREFIXES if "_" in text else _PLAIN_PREFIXES:
         pos = text.find(prefix)
         while pos != -1:
             if pos == 0 or not is_word(text[pos - 1]):
@@ -243,5 +242,8 @@ def find_entities(text: str, categories: frozenset[str], memo: NumericMemo | Non
         raise ValueError(f"unknown PII categories: {sorted(categories - ALL_CATEGORIES)}")
     if not categories:
         return []
-    resolved = resolve_overlaps(_candidates(text, memo))
+    candidates = _candidates(text, memo)
+    if not candidates:  # most texts and stream windows
+        return []
+    resolved = resolve_overlaps(candidates)
     return [entity for entity in resolved if entity.category in categories]
