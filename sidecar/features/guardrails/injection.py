@@ -168,8 +168,7 @@ _DELIMITER_RULE: Final = re.compile(
     r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
     r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
 )
-# _SQUASHED_OVERRIDE starts with one of these, which `in` finds faster than the regex does.
-_SQUASHED_VERBS: Final = ("ignore", "disregard", "forget")
+# _SQUASHED_OVERRIDE starts with "ignore", "disregard" or "forget", which `in` finds faster than the regex.
 _SQUASHED_OVERRIDE: Final = re.compile(
     r"(?:ignore|disregard|forget)(?:all|any|the|your)*(?:previous|prior|above|earlier)"
     r"(?:instructions?|rules|prompts?|directions)"
@@ -227,7 +226,8 @@ def _word_signals(normalised: str) -> list[tuple[str, float]]:
     if not fired or fired[0][0] != "instruction_override":  # the first rule: first when it fired
         # Letter-spaced with single spaces everywhere collapses into one blob.
         squashed = normalised.replace(" ", "")
-        if any(verb in squashed for verb in _SQUASHED_VERBS) and _SQUASHED_OVERRIDE.search(squashed):
+        if ("ignore" in squashed or "disregard" in squashed or "forget" in squashed) and _SQUASHED_OVERRIDE.search(
+                squashed):
             fired.append(("instruction_override", 0.80))
     return fired
 
@@ -246,6 +246,9 @@ def _decoded_blobs(text: str) -> list[str]:
     return decoded
 
 
+_NO_SIGNAL: Final = InjectionScore(0.0, ())
+
+
 def score_injection(text: str) -> InjectionScore:
     """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
     light = _folded(text)
@@ -258,6 +261,8 @@ def score_injection(text: str) -> InjectionScore:
         if names & {"instruction_override", "system_prompt_extraction", "roleplay_jailbreak"}:
             fired.append(("encoded_override", 0.80))
             break
+    if not fired:  # ordinary text: the one score it can have (immutable, so shared)
+        return _NO_SIGNAL
     remaining = 1.0
     for _, weight in fired:
         remaining *= 1.0 - weight
