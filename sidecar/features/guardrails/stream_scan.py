@@ -161,11 +161,12 @@ class StreamScanner:
 
     def _release(self, cut: int, spans: list[Replacement]) -> str:
         """Pass `pending[:cut]` on, with `spans` (pending coordinates) masked."""
-        raw = self._pending[:cut]
-        if spans and self.json:
-            spans = json_safe(raw, spans, self._json_state)
-        self.masked_spans.extend((start + self._base, end + self._base) for start, end, _ in spans)
-        out = replace_spans(raw, spans) if spans else raw
+        raw = out = self._pending[:cut]
+        if spans:  # rare: most releases mask nothing
+            if self.json:
+                spans = json_safe(raw, spans, self._json_state)
+            self.masked_spans.extend((start + self._base, end + self._base) for start, end, _ in spans)
+            out = replace_spans(raw, spans)
         if self.json:
             self._json_state = self._json_state.advance(raw)
         self._context = (self._context + raw)[-_CONTEXT_CHARS:]
