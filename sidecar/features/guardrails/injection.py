@@ -141,6 +141,8 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
     ),
 )
 
+# A rule edited here needs its gate (injection_gate.GATES) and literals below checked: the tests
+# write texts from each rule's regex and fail when a gate or a literal would hide a match.
 # Literals a rule cannot match without, checked first with `in` (C speed): a rule runs its
 # regex only if each of its groups has a literal in the text, so on ordinary prose most rules
 # are skipped, and a rule that runs decides exactly as before. The normalised text holds only
