@@ -132,6 +132,7 @@ class Applicable(NamedTuple):
 
     @classmethod
     def of(cls, guardrails: tuple[Guardrail, ...]) -> Applicable:
+        """`guardrails` (in policy order) and each runner's share of them, in the same order."""
         return cls(guardrails, tuple(g for g in guardrails if g.checks_input),
                    tuple(g for g in guardrails if g.webhook is not None and g.reads_input),
                    tuple(g for g in guardrails if g.checks_output),
