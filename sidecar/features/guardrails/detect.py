@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sidecar.features.guardrails.entity import Entity
-from sidecar.features.guardrails.pii import find_entities
+from sidecar.features.guardrails.pii import NumericMemo, find_entities
 from sidecar.features.guardrails.policy import Guardrail, GuardrailType
 
 
@@ -31,13 +31,19 @@ class Finder:
         self._guardrails = tuple(kept)
         self._categories = categories
         self._only = kept[0].key if len(kept) == 1 else ""
+        self._pii_only = all(guardrail.type is GuardrailType.PII for guardrail in kept)
+        # A stream's windows overlap: each digit run is validated once per exchange, not per chunk.
+        self._memo: NumericMemo = {}
 
     def pii(self, text: str) -> list[Entity]:
         """The union scan alone (input checks share it between guardrails)."""
-        return find_entities(text, self._categories) if self._categories else []
+        return find_entities(text, self._categories, self._memo) if self._categories else []
 
     def __call__(self, text: str) -> list[Entity]:
-        return self.tagged(text, self.pii(text))
+        pii = self.pii(text)
+        if not pii and self._pii_only:  # nothing found and no pattern guardrail to run: every chunk of prose
+            return []
+        return self.tagged(text, pii)
 
     def source(self, entity: Entity) -> str:
         """The key of the guardrail an entity belongs to."""

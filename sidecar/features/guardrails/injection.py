@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Final
 
+from .injection_gate import WordGate
 from .injection_text import LEET, LiteralIndex, collapse_spaces, may_hold_base64_blob, word_spaced
 
 
@@ -140,6 +141,8 @@ _WORD_RULES: Final[tuple[tuple[str, float, re.Pattern[str]], ...]] = (
     ),
 )
 
+# A rule edited here needs its gate (injection_gate.GATES) and literals below checked: the tests
+# write texts from each rule's regex and fail when a gate or a literal would hide a match.
 # Literals a rule cannot match without, checked first with `in` (C speed): a rule runs its
 # regex only if each of its groups has a literal in the text, so on ordinary prose most rules
 # are skipped, and a rule that runs decides exactly as before. The normalised text holds only
@@ -167,8 +170,7 @@ _DELIMITER_RULE: Final = re.compile(
     r"<\|im_start\|>\s*system|<\|system\|>|<\|(?:start_header_id|endoftext|im_end)\|>"
     r"|\[/?inst\]|<<\s*/?sys\s*>>|</?system>|(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:"
 )
-# _SQUASHED_OVERRIDE starts with one of these, which `in` finds faster than the regex does.
-_SQUASHED_VERBS: Final = ("ignore", "disregard", "forget")
+# _SQUASHED_OVERRIDE starts with "ignore", "disregard" or "forget", which `in` finds faster than the regex.
 _SQUASHED_OVERRIDE: Final = re.compile(
     r"(?:ignore|disregard|forget)(?:all|any|the|your)*(?:previous|prior|above|earlier)"
     r"(?:instructions?|rules|prompts?|directions)"
@@ -213,16 +215,21 @@ def _may_fire(name: str, normalised: Container[str]) -> bool:
 
 
 def _word_signals(normalised: str) -> list[tuple[str, float]]:
-    literals = LiteralIndex(normalised)
-    fired = [
-        (name, weight)
-        for name, weight, rule in _WORD_RULES
-        if _may_fire(name, literals) and rule.search(normalised)
-    ]
-    if not any(name == "instruction_override" for name, _ in fired):
+    if len(normalised) < LiteralIndex.MIN_CHARS:
+        # The words rule out most rules at once; the text itself (no index) answers the literals
+        # of the few left, as an index only pays for itself on long texts.
+        allowed = WordGate(normalised).allowed()
+        fired = [(name, weight) for name, weight, rule in _WORD_RULES
+                 if name in allowed and _may_fire(name, normalised) and rule.search(normalised)]
+    else:
+        literals = LiteralIndex(normalised)
+        fired = [(name, weight) for name, weight, rule in _WORD_RULES
+                 if _may_fire(name, literals) and rule.search(normalised)]
+    if not fired or fired[0][0] != "instruction_override":  # the first rule: first when it fired
         # Letter-spaced with single spaces everywhere collapses into one blob.
         squashed = normalised.replace(" ", "")
-        if any(verb in squashed for verb in _SQUASHED_VERBS) and _SQUASHED_OVERRIDE.search(squashed):
+        if ("ignore" in squashed or "disregard" in squashed or "forget" in squashed) and _SQUASHED_OVERRIDE.search(
+                squashed):
             fired.append(("instruction_override", 0.80))
     return fired
 
@@ -241,6 +248,9 @@ def _decoded_blobs(text: str) -> list[str]:
     return decoded
 
 
+_NO_SIGNAL: Final = InjectionScore(0.0, ())
+
+
 def score_injection(text: str) -> InjectionScore:
     """Heuristic 0..1 likelihood that ``text`` tries to subvert the model."""
     light = _folded(text)
@@ -253,6 +263,8 @@ def score_injection(text: str) -> InjectionScore:
         if names & {"instruction_override", "system_prompt_extraction", "roleplay_jailbreak"}:
             fired.append(("encoded_override", 0.80))
             break
+    if not fired:  # ordinary text: the one score it can have (immutable, so shared)
+        return _NO_SIGNAL
     remaining = 1.0
     for _, weight in fired:
         remaining *= 1.0 - weight

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -56,8 +56,7 @@ async def check_input(check: Check) -> None:
     assert check.request is not None and check.token is not None and check.route is not None
     guardrail_set = check.policy.guardrails
     requested = requested_guardrails(check.request.body, guardrail_set.keys())
-    applicable = [g for g in guardrail_set.applicable(check.route.key, check.token.name, check.token.team, requested)
-                  if g.checks_input]
+    applicable = guardrail_set.for_request(check.route.key, check.token.name, check.token.team, requested).checks_input
     if not applicable:
         return
     scan = _Scan(request_texts(check.request.body), applicable)
@@ -119,7 +118,7 @@ class _Reading:
 class _Scan:
     """Runs each detector at most once over each text's normalised views and shares the results."""
 
-    def __init__(self, texts: list[Text], guardrails: list[Guardrail]) -> None:
+    def __init__(self, texts: list[Text], guardrails: Sequence[Guardrail]) -> None:
         self.texts = texts
         self.readings = [_Reading(t) for t in texts]
         categories: frozenset[str] = frozenset()

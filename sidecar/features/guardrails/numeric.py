@@ -54,6 +54,10 @@ _PHONE_CONTEXT_RE: Final = re.compile(
 )
 _SSN_CONTEXT_RE: Final = re.compile(r"(?i)(?:ssn|social\s+security|社会安全|社會安全)")
 _CONTEXT_WINDOW: Final = 32
+# What `scan_numeric_run` reads around its run: the context window before, and two characters
+# after (the boundary checks). Its result depends on nothing else.
+READS_BEFORE: Final = _CONTEXT_WINDOW
+READS_AFTER: Final = 2
 
 
 def is_word(char: str) -> bool:
@@ -174,7 +178,7 @@ def scan_numeric_run(text: str, lo: int, hi: int, out: list[Entity]) -> None:
     """Append every validated digit-based entity starting inside ``text[lo:hi]``.
 
     Candidates may overlap (a phone inside a card-shaped run); the caller's
-    overlap resolution keeps the longest.
+    overlap resolution keeps the longest. Reads only ``text[lo - READS_BEFORE:hi + READS_AFTER]``.
     """
     for start in _token_starts(text, lo, hi):
         for detector in _DETECTORS:

@@ -14,6 +14,7 @@ back keeps its other fields (ids, names, finish_reason), and its logprobs leave 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sidecar.callout.handoff import Decision
@@ -32,6 +33,7 @@ from sidecar.features.guardrails.view import view_of
 from sidecar.policy.snapshot import Policy
 
 log = logging.getLogger("sidecar.guardrails")
+_ENVELOPE_KEYS = ("id", "created", "model")
 # Set by the callout (install.py) when the request asked for a JSON answer.
 
 
@@ -43,8 +45,8 @@ def wants_json_answer(body: dict[str, Any]) -> bool:
 
 def output_guards_for(decision: Decision, policy: Policy) -> OutputGuardrails | None:
     requested = decision.get(REQUESTED_GUARDRAILS) or frozenset()
-    guardrails = [g for g in policy.guardrails.applicable(decision.model_key, decision.token_name, decision.team,
-                                                          requested) if g.checks_output]
+    guardrails = policy.guardrails.for_request(decision.model_key, decision.token_name, decision.team,
+                                               requested).checks_output
     json_answer = decision.get(JSON_ANSWER) is True
     return OutputGuardrails(guardrails, decision.request_id, json_answer=json_answer) if guardrails else None
 
@@ -52,7 +54,7 @@ def output_guards_for(decision: Decision, policy: Policy) -> OutputGuardrails | 
 class OutputGuardrails:
     """All output guardrails of one exchange, sharing one scan per text (findings in policy order)."""
 
-    def __init__(self, guardrails: list[Guardrail], request_id: str, *, json_answer: bool = False) -> None:
+    def __init__(self, guardrails: Sequence[Guardrail], request_id: str, *, json_answer: bool = False) -> None:
         self._guardrails = guardrails
         self._masking = frozenset(g.key for g in guardrails if g.action is Action.MASK)
         self._finder = Finder(guardrails)
@@ -86,7 +88,7 @@ class OutputGuardrails:
                                           [(start, end) for start, end, _ in spans])
 
     def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
-        self._envelope = {key: chunk[key] for key in ("id", "created", "model") if key in chunk}
+        self._envelope = _envelope(chunk)
         choices = chunk.get("choices") or []
         if not choices and chunk.get("usage"):
             # The usage chunk ends the answer: text held back for want of a finish_reason goes first.
@@ -107,7 +109,7 @@ class OutputGuardrails:
                     self._feed_bare_logprobs(choice, position, logprobs_fed)
                 if choice.get("finish_reason") is not None:
                     self._finish_choice(choice, choice_index(choice, position))
-        if choices and not chunk.get("usage") and all(isinstance(c, dict) and carries_nothing(c) for c in choices):
+        if choices and not chunk.get("usage") and _all_held(choices):
             return []  # everything in it is being held back
         return [chunk]
 
@@ -168,6 +170,24 @@ class OutputGuardrails:
             raise GuardrailBlocked(guardrail.key, Action.BLOCK, [
                 {"category": c, "message": FINDING_MESSAGES[guardrail.type], "choice_index": choice_index,
                  "role": "assistant"} for c in categories])
+
+
+def _envelope(chunk: JSONDict) -> dict[str, Any]:
+    # Plain statements: a comprehension costs a frame per chunk.
+    envelope = {}
+    for key in _ENVELOPE_KEYS:
+        if key in chunk:
+            envelope[key] = chunk[key]
+    return envelope
+
+
+def _all_held(choices: list[Any]) -> bool:
+    for choice in choices:  # a loop, not all(...) over a generator: once per chunk
+        if not isinstance(choice, dict) or not carries_nothing(choice):
+            break
+    else:
+        return True
+    return False
 
 
 def choice_index(choice: dict[str, Any], position: int) -> int:

@@ -26,11 +26,17 @@ from collections.abc import Iterable
 from typing import Final
 
 from .entity import ALL_CATEGORIES, EMAIL, IBAN, IP_ADDRESS, SECRET, Entity
-from .numeric import bounded, is_word, scan_numeric_run
+from .numeric import READS_AFTER, READS_BEFORE, bounded, is_word, scan_numeric_run
 from .secret_rules import MAX_TOKEN, secret_len
 from .validators import IBAN_LENGTHS, email_ok, iban_ok, ipv6_ok
 
-__all__ = ["ALL_CATEGORIES", "Entity", "find_entities", "resolve_overlaps"]
+__all__ = ["ALL_CATEGORIES", "Entity", "NumericMemo", "find_entities", "resolve_overlaps"]
+
+# Digit-run findings by what the run's detectors read (see `_numeric`), for a caller that scans
+# overlapping windows of one stream: a run is then validated once, not once per chunk. Owned by
+# that caller (one per exchange), cleared past MEMO_ENTRIES.
+NumericMemo = dict[tuple[str, int, int], tuple[Entity, ...]]
+MEMO_ENTRIES: Final = 256
 
 _PREFILTER: Final = re.compile(
     r"[0-9@:A-Z\-]"
@@ -54,6 +60,7 @@ _EMAIL_LOCAL_CHARS: Final = frozenset(
 _TOKEN_PREFIXES: Final = (
     "eyJ", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox",
 )  # fmt: skip
+_PLAIN_PREFIXES: Final = tuple(prefix for prefix in _TOKEN_PREFIXES if "_" not in prefix)
 _IPV6_CHARS: Final = frozenset("0123456789abcdefABCDEF:.")
 _PEM_END_RE: Final = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----")
 _PEM_BODY_RE: Final = re.compile(r"[A-Za-z0-9+/=\s]*")
@@ -133,7 +140,9 @@ def _vendor_tokens(text: str, out: list[Entity]) -> None:
     # search) instead of the pre-filter: putting e/s/g/x in its leading
     # character class made the scan stop at ~20% of prose characters and
     # tripled its cost.
-    for prefix in _TOKEN_PREFIXES:
+    # Most texts have no "_": one search then stands for the six prefixes that hold one (no two
+    # prefixes can start at one position, so their order does not matter).
+    for prefix in _TOKEN_PREFIXES if "_" in text else _PLAIN_PREFIXES:
         pos = text.find(prefix)
         while pos != -1:
             if pos == 0 or not is_word(text[pos - 1]):
@@ -162,25 +171,39 @@ def _pem(text: str, match: re.Match[str], out: list[Entity]) -> None:
     out.append(Entity(SECRET, start, end))
 
 
-def _numeric(text: str, match: re.Match[str], out: list[Entity]) -> None:
+def _numeric(text: str, match: re.Match[str], out: list[Entity], memo: NumericMemo | None) -> None:
     run = match.group()
     # Cheap exit for years, prices, counts: every digit-based format needs
     # >= 8 digits except IPv4, which needs three dots (>= 7 chars).
     if len(run) < 7 or (len(_SEPARATOR_RE.sub("", run)) < 8 and run.count(".") < 3):
         return
-    lo = match.start()
+    lo, hi = match.start(), match.end()
     # "+1 ..." and "(415) ..." start one char before the first digit.
     if lo > 0 and text[lo - 1] in "+(":
         lo -= 1
-    scan_numeric_run(text, lo, match.end(), out)
+    if memo is None:
+        scan_numeric_run(text, lo, hi, out)
+        return
+    # The run's findings depend only on the text it reads: scanned in that piece, they are the same.
+    base = max(0, lo - READS_BEFORE)
+    key = (text[base:hi + READS_AFTER], lo - base, hi - base)
+    found = memo.get(key)
+    if found is None:
+        fresh: list[Entity] = []
+        scan_numeric_run(*key, fresh)
+        found = tuple(fresh)
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        memo[key] = found
+    out.extend(entity.shifted(base) for entity in found)
 
 
-def _candidates(text: str) -> list[Entity]:
+def _candidates(text: str, memo: NumericMemo | None) -> list[Entity]:
     out: list[Entity] = []
     for match in _PREFILTER.finditer(text):
         kind = match.lastgroup
         if kind == "num":
-            _numeric(text, match, out)
+            _numeric(text, match, out, memo)
         elif kind == "email":
             _email(text, match, out)
         elif kind == "colon":
@@ -205,18 +228,22 @@ def resolve_overlaps(entities: Iterable[Entity]) -> list[Entity]:
     return kept
 
 
-def find_entities(text: str, categories: frozenset[str]) -> list[Entity]:
+def find_entities(text: str, categories: frozenset[str], memo: NumericMemo | None = None) -> list[Entity]:
     """Validated entities of the requested categories, sorted and non-overlapping.
+
+    `memo` (optional, the caller's) remembers digit-run findings across calls on overlapping texts.
 
     Overlaps are resolved across *all* categories before filtering, so a card
     number never resurfaces as a "phone" when only phones are requested.
     Raises ``ValueError`` for unknown category names (a policy typo must not
     silently disable a guardrail).
     """
-    unknown = categories - ALL_CATEGORIES
-    if unknown:
-        raise ValueError(f"unknown PII categories: {sorted(unknown)}")
+    if not categories <= ALL_CATEGORIES:  # a subset test allocates nothing: this runs per text and chunk
+        raise ValueError(f"unknown PII categories: {sorted(categories - ALL_CATEGORIES)}")
     if not categories:
         return []
-    resolved = resolve_overlaps(_candidates(text))
+    candidates = _candidates(text, memo)
+    if not candidates:  # most texts and stream windows
+        return []
+    resolved = resolve_overlaps(candidates)
     return [entity for entity in resolved if entity.category in categories]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 from sidecar.core.guardrail_webhook import WebhookConfig
 from sidecar.features.guardrails.pattern_guard import PatternMatcher
@@ -120,16 +121,56 @@ class Guardrail:
         return self.messages is _EVERY_ROLE or role == "user"
 
 
+class Applicable(NamedTuple):
+    """The guardrails that apply to one (model, token, team, requested keys), by what runs them."""
+
+    all: tuple[Guardrail, ...]
+    checks_input: tuple[Guardrail, ...]  # the built-in input scan's
+    webhook_input: tuple[Guardrail, ...]  # webhook guardrails that read the request
+    checks_output: tuple[Guardrail, ...]  # the built-in output guard's
+    webhook_output: tuple[Guardrail, ...]  # webhook guardrails that read the answer
+
+    @classmethod
+    def of(cls, guardrails: tuple[Guardrail, ...]) -> Applicable:
+        """`guardrails` (in policy order) and each runner's share of them, in the same order."""
+        return cls(guardrails, tuple(g for g in guardrails if g.checks_input),
+                   tuple(g for g in guardrails if g.webhook is not None and g.reads_input),
+                   tuple(g for g in guardrails if g.checks_output),
+                   tuple(g for g in guardrails if g.calls_webhook_on_output))
+
+
+# Distinct (model, token, team, requested) answers kept per policy snapshot: tokens x models of a
+# policy, times the opt-in combinations requests name; past it they are computed each time.
+MAX_CACHED_SCOPES = 4096
+
+
 @dataclass(frozen=True)
 class GuardrailSet:
     guardrails: tuple[Guardrail, ...] = ()
+    # Answers of `for_request`, built once per policy snapshot (a reload builds a new set): the
+    # callout and the forwarding path each ask on every request.
+    _cache: dict[tuple[str, str, str | None, frozenset[str]], Applicable] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _keys: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keys", frozenset(g.key for g in self.guardrails))  # read on every request
 
     def applicable(self, model: str, token: str, team: str | None,
                    requested: frozenset[str] = frozenset()) -> tuple[Guardrail, ...]:
-        return tuple(
-            g for g in self.guardrails
-            if (g.default_on or g.key in requested) and g.scope.matches(model, token, team)
-        )
+        return self.for_request(model, token, team, requested).all
+
+    def for_request(self, model: str, token: str, team: str | None,
+                    requested: frozenset[str] = frozenset()) -> Applicable:
+        """The guardrails on by default or requested whose scope matches, split by what runs them."""
+        key = (model, token, team, requested)
+        found = self._cache.get(key)
+        if found is None:
+            found = Applicable.of(tuple(g for g in self.guardrails if (g.default_on or g.key in requested)
+                                        and g.scope.matches(model, token, team)))
+            if len(self._cache) < MAX_CACHED_SCOPES:
+                self._cache[key] = found
+        return found
 
     def keys(self) -> frozenset[str]:
-        return frozenset(g.key for g in self.guardrails)
+        return self._keys

@@ -65,7 +65,8 @@ class StreamScanner:
         if finder is None:
             find_entities("", categories)  # validates category names up front
         # Another detector (a pattern guardrail's matcher) can reuse the same windowing.
-        self._find = finder if finder is not None else partial(find_entities, categories=categories)
+        # The windows overlap: a memo (this stream's own) validates each digit run once.
+        self._find = finder if finder is not None else partial(find_entities, categories=categories, memo={})
         self.categories = categories
         self.hold_back = max(hold_back, MIN_HOLD_BACK)
         self.mask = mask
@@ -160,11 +161,12 @@ class StreamScanner:
 
     def _release(self, cut: int, spans: list[Replacement]) -> str:
         """Pass `pending[:cut]` on, with `spans` (pending coordinates) masked."""
-        raw = self._pending[:cut]
-        if spans and self.json:
-            spans = json_safe(raw, spans, self._json_state)
-        self.masked_spans.extend((start + self._base, end + self._base) for start, end, _ in spans)
-        out = replace_spans(raw, spans) if spans else raw
+        raw = out = self._pending[:cut]
+        if spans:  # rare: most releases mask nothing
+            if self.json:
+                spans = json_safe(raw, spans, self._json_state)
+            self.masked_spans.extend((start + self._base, end + self._base) for start, end, _ in spans)
+            out = replace_spans(raw, spans)
         if self.json:
             self._json_state = self._json_state.advance(raw)
         self._context = (self._context + raw)[-_CONTEXT_CHARS:]

@@ -88,11 +88,11 @@ class WebhookInput:
         guardrail_set = check.policy.guardrails
         requested = requested_guardrails(check.request.body, guardrail_set.keys())
         calls = []
-        for guardrail in guardrail_set.applicable(check.route.key, check.token.name, check.token.team, requested):
-            if guardrail.webhook is not None and guardrail.reads_input:
-                call = _call(check, guardrail)
-                if call is not None and call.texts:
-                    calls.append(call)
+        for guardrail in guardrail_set.for_request(check.route.key, check.token.name, check.token.team,
+                                                   requested).webhook_input:
+            call = _call(check, guardrail)
+            if call is not None and call.texts:
+                calls.append(call)
         if not calls:
             return None
         results = asyncio.gather(*(self._client.inspect(_webhook(c.guardrail), _context(check, c.guardrail), c.texts)

@@ -28,8 +28,8 @@ def install(app: web.Application, extensions: Extensions) -> WebhookInput:
 
     def output_guard(decision: Decision, policy: Policy) -> WebhookOutput | None:
         requested = decision.get(REQUESTED_GUARDRAILS) or frozenset()
-        guardrails = [g for g in policy.guardrails.applicable(decision.model_key, decision.token_name, decision.team,
-                                                              requested) if g.calls_webhook_on_output]
+        guardrails = list(policy.guardrails.for_request(decision.model_key, decision.token_name, decision.team,
+                                                        requested).webhook_output)
         if not guardrails:
             return None
         return WebhookOutput(client, guardrails, decision, metrics, json_answer=decision.get(JSON_ANSWER) is True)
