@@ -14,6 +14,8 @@ feature adds behaviour without rewiring the callout or the forwarding path:
   `async_output_guards` then, awaiting I/O (webhook guardrails' detectors);
 - `finishers` run exactly once when a forwarded exchange ends, however it ended (usage
   settlement, breaker bookkeeping, metrics): success, provider error, timeout or disconnect;
+  `exchange_observers` are the plain-function kind for what only records in memory (metrics,
+  the status page): they run first, without a coroutine each;
 - `decision_observers` see each callout decision once it is made (the error for a denial, else
   None); they only record (the status page), never change the decision.
 """
@@ -36,6 +38,7 @@ RequestEditor = Callable[[JSONDict, Decision, Policy], None]
 OutputGuardFactory = Callable[[Decision, Policy], OutputGuard | None]
 AsyncOutputGuardFactory = Callable[[Decision, Policy], AsyncOutputGuard | None]
 Finisher = Callable[[Exchange], Awaitable[None]]
+ExchangeObserver = Callable[[Exchange], None]
 DecisionObserver = Callable[[Check, GatewayError | None], None]
 Arrival = Callable[[Decision], Awaitable[None]]
 Refusal = Callable[[Decision], Awaitable[None]]
@@ -50,4 +53,5 @@ class Extensions:
     output_guards: list[OutputGuardFactory] = field(default_factory=list)
     async_output_guards: list[AsyncOutputGuardFactory] = field(default_factory=list)  # run after output_guards
     finishers: list[Finisher] = field(default_factory=list)
+    exchange_observers: list[ExchangeObserver] = field(default_factory=list)  # before finishers
     decision_observers: list[DecisionObserver] = field(default_factory=list)

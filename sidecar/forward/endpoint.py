@@ -26,7 +26,7 @@ from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, 
 from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, EndpointKind
 from sidecar.core.errors import GatewayError, InvalidRequest, PermissionDenied, ServiceUnavailable
 from sidecar.core.routes import Deployment
-from sidecar.extensions import Extensions, Finisher
+from sidecar.extensions import Extensions
 from sidecar.forward.attempts import Attempts
 from sidecar.forward.embeddings import relay_embeddings
 from sidecar.forward.exchange import CLIENT_CLOSED, Exchange
@@ -144,7 +144,7 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
     finally:
         # Shielded, and for every ending: a client disconnect cancels this handler, but usage,
         # quota slots and breaker bookkeeping must still be settled.
-        await asyncio.shield(_finish(exchange, extensions.finishers))
+        await asyncio.shield(_finish(exchange, extensions))
 
 
 async def _admitted_body(request: web.Request, decision: Decision) -> bytes:
@@ -182,12 +182,17 @@ async def _refused(decision: Decision, extensions: Extensions) -> None:
             log.exception("refusal cleanup failed", extra={"fields": {"request_id": decision.request_id}})
 
 
-async def _finish(exchange: Exchange, finishers: list[Finisher]) -> None:
+async def _finish(exchange: Exchange, extensions: Extensions) -> None:
     if exchange.status == 0:
         # No answer was started: the handler was cancelled because the client left. The access log,
         # the metric and the settlement all see the same 499.
         exchange.status, exchange.error = CLIENT_CLOSED, exchange.error or "client_disconnected"
-    for finisher in finishers:
+    for observe in extensions.exchange_observers:
+        try:
+            observe(exchange)
+        except Exception:  # one broken observer must not skip the finishers or the access log
+            log.exception("exchange observer failed", extra={"fields": {"request_id": exchange.decision.request_id}})
+    for finisher in extensions.finishers:
         try:
             await finisher(exchange)
         except Exception:  # one broken finisher must not skip the others or the access log

@@ -30,10 +30,7 @@ def install_observability(app: web.Application, extensions: Extensions) -> Gatew
     app[METRICS] = metrics
     metrics.policy_loaded(app[POLICY_STORE].current.version, time.time())
 
-    async def finish(exchange: Exchange) -> None:
-        record_exchange(metrics, exchange)
-
-    extensions.finishers.append(finish)
+    extensions.exchange_observers.append(lambda exchange: record_exchange(metrics, exchange))
     app.router.add_get("/metrics", _metrics)
     return metrics
 

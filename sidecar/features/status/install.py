@@ -34,7 +34,7 @@ def install(app: web.Application, extensions: Extensions) -> StatusBoard:
         board.denied.add(check.request_id, check.token.name if check.token else None, logged_model(check),
                          error.status, code)
 
-    async def finish(exchange: Exchange) -> None:
+    def finish(exchange: Exchange) -> None:
         now = time.monotonic()
         first = exchange.first_byte - exchange.started if exchange.first_byte else None
         board.traffic.forwarded(now - exchange.started, first)
@@ -43,5 +43,5 @@ def install(app: web.Application, extensions: Extensions) -> StatusBoard:
                 board.findings.add(str(finding["guardrail"]))
 
     extensions.decision_observers.append(observe)
-    extensions.finishers.append(finish)
+    extensions.exchange_observers.append(finish)
     return board
