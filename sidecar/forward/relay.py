@@ -16,18 +16,27 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from sidecar.appkeys import SETTINGS
 from sidecar.core.errors import GatewayError, ProviderError
 from sidecar.core.failure_table import Phase
 from sidecar.core.types import JSONDict, Usage
-from sidecar.core.walk import chunk_texts, completion_texts
+from sidecar.core.walk import ANSWER_STRING_FIELDS, chunk_texts, completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
-from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
+from sidecar.forward.sse import (
+    DONE_EVENT,
+    BufferedLines,
+    EventParser,
+    EventStreamResponse,
+    data_event,
+    error_event,
+    oversized_line,
+)
 from sidecar.responses import JSON_CONTENT_TYPE
 
+# The delta members whose string values are answer text (core.walk's), for counting it.
+_TEXT_FIELDS = frozenset(field.value for field in ANSWER_STRING_FIELDS)
 # Whole answers larger than this are checked by the output guardrails in a worker thread.
 OFF_LOOP_COMPLETION_BYTES = 64 * 1024
 
@@ -87,13 +96,10 @@ async def relay_stream(
         async with send as upstream:
             if upstream.status != 200:
                 raise exchange.answer_error(upstream.status, await upstream.read(), upstream.headers)
-            keepalive = request.app[SETTINGS].keepalive_seconds
-            response = EventSourceResponse(
-                headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True
-            )
+            response = EventStreamResponse(exchange.headers())
             await response.prepare(request)
             exchange.status = 200
-            await _pump(upstream, response, exchange)
+            await _pump(upstream, response, exchange, request.app[SETTINGS].keepalive_seconds)
             return response
     except PROVIDER_FAILURES as exc:
         return exchange.fail(provider_failure(exc, Phase.ANSWER))
@@ -103,35 +109,50 @@ class _ClientGone(Exception):
     """Writing to the client failed: it left. Not the provider's fault, and nothing more to send."""
 
 
-async def _write(response: EventSourceResponse, data: bytes) -> None:
+async def _write(response: EventStreamResponse, data: bytes) -> None:
     try:
         await response.write(data)
     except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError is one too
         raise _ClientGone() from exc
 
 
-async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse, exchange: Exchange) -> None:
-    """Relays events until the provider ends; any failure from here on ends the stream in-band."""
+async def _pump(upstream: aiohttp.ClientResponse, response: EventStreamResponse, exchange: Exchange,
+                keepalive: float | None = None) -> None:
+    """Relays events until the provider ends; any failure from here on ends the stream in-band.
+    `keepalive`: seconds between `: ping` comments (None: none)."""
     relay = _ChunkStamper(exchange)
     translator = exchange.provider.stream_translator()
     source = BufferedLines(upstream.content)
-    pending = _Pending(response)  # events already in hand go out in one write (see _Pending)
+    parser = EventParser()
+    lines = exchange.watch.lines(source)
+    if keepalive is not None:
+        lines.keep_alive(keepalive, response.ping)
+    pending = _Pending(response, exchange)  # events already in hand go out in one write (see _Pending)
     try:
-        async for event in read_events(exchange.watch.lines(source)):
-            for chunk in translator.feed(event):
-                for out in await guard_chunks(exchange.async_guards, _guarded(exchange.guards, relay.stamp(chunk))):
-                    exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
-                    pending.add(data_event(out))
-                if exchange.async_guards:
-                    await pending.flush()  # the next chunk's webhook call must not hold these back
-            if translator.done:
+        done = False
+        while not done:
+            try:  # every line the next network read completes: parsed in one go, one await per read
+                batch = await lines.read(source.read_lines)
+            except ValueError as exc:  # a line longer than BufferedLines takes
+                raise oversized_line() from exc
+            for event in parser.feed(batch) if batch else parser.end():
+                for chunk in translator.feed(event):
+                    stamped = _guarded(exchange.guards, relay.stamp(chunk))
+                    if exchange.async_guards:
+                        pending.add_chunks(await guard_chunks(exchange.async_guards, stamped))
+                        await pending.flush()  # the next chunk's webhook call must not hold these back
+                    else:
+                        pending.add_chunks(stamped)
+                done = translator.done
+                if done:
+                    break
+            if not batch:
                 break
-            if not source.event_ready():
-                await pending.flush()
-        if not translator.done:
+            if not done:
+                await pending.flush()  # the next read may wait on the network: nothing waits with it
+        if not done:
             raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
-        for out in await release_chunks(exchange.async_guards, _flushed(exchange.guards)):
-            pending.add(data_event(out))
+        pending.add_chunks(await release_chunks(exchange.async_guards, _flushed(exchange.guards)), timed=False)
         pending.add(DONE_EVENT)
         await pending.flush()
     except _ClientGone:
@@ -146,6 +167,7 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         exchange.error = "client_disconnected"
         raise
     finally:
+        lines.close()  # no keepalive after the end
         exchange.usage = relay.usage
         exchange.completion_chars = relay.completion_chars
     response.stop_streaming()
@@ -156,12 +178,21 @@ class _Pending:
     chunk for Envoy to relay) for a burst instead of one per event. The relay flushes before
     any read that may wait on the network, so no event waits for the provider's next token."""
 
-    def __init__(self, response: EventSourceResponse) -> None:
+    def __init__(self, response: EventStreamResponse, exchange: Exchange) -> None:
         self._response = response
+        self._exchange = exchange
         self._parts: list[bytes] = []
 
     def add(self, data: bytes) -> None:
         self._parts.append(data)
+
+    def add_chunks(self, chunks: list[JSONDict], timed: bool = True) -> None:
+        """Chunks for the client, as `data:` events; the first `timed` one marks the time to first token
+        (what the guards release at the end does not)."""
+        if chunks:
+            if timed and not self._exchange.first_byte:
+                self._exchange.first_byte = time.monotonic()
+            self._parts.extend(data_event(chunk) for chunk in chunks)
 
     def take(self) -> bytes:
         data, self._parts = b"".join(self._parts), []
@@ -172,7 +203,7 @@ class _Pending:
             await _write(self._response, self.take())
 
 
-async def _end_with_error(response: EventSourceResponse, error: GatewayError, before: bytes = b"") -> None:
+async def _end_with_error(response: EventStreamResponse, error: GatewayError, before: bytes = b"") -> None:
     try:
         await response.write(before + error_event(error))
         await response.write(DONE_EVENT)
@@ -206,25 +237,40 @@ class _ChunkStamper:
         self.completion_chars = 0
 
     def stamp(self, chunk: JSONDict) -> list[JSONDict]:
+        """`chunk` stamped (in place), after the role chunk of any choice not seen before; none for
+        a usage-only chunk the client did not ask for."""
         chunk["model"] = self._model
         chunk.setdefault("object", "chat.completion.chunk")
-        if chunk.get("usage"):
-            self.usage = usage_of(chunk["usage"])
-            if not self._wants_usage:
-                if not chunk.get("choices"):
-                    return []
+        if "usage" in chunk:
+            if chunk["usage"]:
+                self.usage = usage_of(chunk["usage"])
+                if not self._wants_usage:
+                    if not chunk.get("choices"):
+                        return []
+                    del chunk["usage"]
+            elif not self._wants_usage:
                 del chunk["usage"]
-        elif "usage" in chunk and not self._wants_usage:
-            del chunk["usage"]
+        choices = chunk.get("choices")
+        if not choices:
+            return [chunk]
         out = []
-        self.completion_chars += sum(len(text.text) for text in chunk_texts(chunk))
-        for choice in chunk.get("choices") or ():
+        chars, calls = 0, False
+        for choice in choices:
             delta = choice.get("delta") or {}
             index = choice.get("index", 0)
             if index not in self._roles_sent:
                 self._roles_sent.add(index)
                 if "role" not in delta:
                     out.append(self._role_chunk(chunk, index))
+            if isinstance(delta, dict):
+                # What core.walk.chunk_texts yields, counted without building its Texts (every chunk).
+                for name, value in delta.items():
+                    if name in _TEXT_FIELDS and isinstance(value, str):
+                        chars += len(value)
+                calls = calls or "tool_calls" in delta or "function_call" in delta
+        if calls or not isinstance(choices, list):
+            chars = sum(len(text.text) for text in chunk_texts(chunk))
+        self.completion_chars += chars
         out.append(chunk)
         return out
 

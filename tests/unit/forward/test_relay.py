@@ -317,3 +317,20 @@ async def test_events_read_together_go_out_in_one_write_and_none_waits_for_the_n
     assert orjson.loads(first[0])["choices"][0]["delta"] == {"role": "assistant"}
     assert orjson.loads(second[0])["choices"][0]["delta"]["content"] == "c"
     assert second[1:] == [b"[DONE]"]
+
+
+@pytest.mark.parametrize("delta", [
+    {"role": "assistant", "content": "abc"}, {"content": "é" * 3, "refusal": None}, {"refusal": "no"},
+    {"reasoning_content": "think", "reasoning": "more", "content": 5},
+    {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"a":'}}], "content": "x"},
+    {"function_call": {"name": "f", "arguments": "{}"}}, {}, {"content": ""},
+])
+def test_completion_chars_are_what_the_walker_yields(delta: dict[str, Any]) -> None:
+    from sidecar.core.walk import chunk_texts
+
+    raw = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
+           "choices": [{"index": 0, "delta": delta, "finish_reason": None},
+                       {"index": 1, "delta": {"content": "zz"}, "finish_reason": None}]}
+    stamper = _ChunkStamper(exchange())
+    stamper.stamp(copy.deepcopy(raw))
+    assert stamper.completion_chars == sum(len(text.text) for text in chunk_texts(raw))
