@@ -8,10 +8,10 @@ it becomes an error event followed by `data: [DONE]`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import aiohttp
 import orjson
@@ -20,8 +20,8 @@ from aiohttp import web
 from sidecar.appkeys import SETTINGS
 from sidecar.core.errors import GatewayError, ProviderError
 from sidecar.core.failure_table import Phase
-from sidecar.core.types import JSONDict, Usage
-from sidecar.core.walk import ANSWER_STRING_FIELDS, chunk_texts, completion_texts
+from sidecar.core.types import JSONDict
+from sidecar.core.walk import completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.sse import (
@@ -33,10 +33,9 @@ from sidecar.forward.sse import (
     error_event,
     oversized_line,
 )
+from sidecar.forward.stamping import ChunkStamper, flushed, guarded, usage_of
 from sidecar.responses import JSON_CONTENT_TYPE
 
-# The delta members whose string values are answer text (core.walk's), for counting it.
-_TEXT_FIELDS = frozenset(field.value for field in ANSWER_STRING_FIELDS)
 # Whole answers larger than this are checked by the output guardrails in a worker thread.
 OFF_LOOP_COMPLETION_BYTES = 64 * 1024
 
@@ -120,41 +119,16 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventStreamResponse,
                 keepalive: float | None = None) -> None:
     """Relays events until the provider ends; any failure from here on ends the stream in-band.
     `keepalive`: seconds between `: ping` comments (None: none)."""
-    relay = _ChunkStamper(exchange)
-    translator = exchange.provider.stream_translator()
-    source = BufferedLines(upstream.content)
-    parser = EventParser()
-    lines = exchange.watch.lines(source)
-    if keepalive is not None:
-        lines.keep_alive(keepalive, response.ping)
     pending = _Pending(response, exchange)  # events already in hand go out in one write (see _Pending)
+    stream = _Stream(upstream, exchange, pending)
+    if keepalive is not None:
+        stream.lines.keep_alive(keepalive, response.ping)
     try:
-        done = False
-        while not done:
-            try:  # every line the next network read completes: parsed in one go, one await per read
-                batch = await lines.read(source.read_lines)
-            except ValueError as exc:  # a line longer than BufferedLines takes
-                raise oversized_line() from exc
-            for event in parser.feed(batch) if batch else parser.end():
-                for chunk in translator.feed(event):
-                    stamped = _guarded(exchange.guards, relay.stamp(chunk))
-                    if exchange.async_guards:
-                        pending.add_chunks(await guard_chunks(exchange.async_guards, stamped))
-                        await pending.flush()  # the next chunk's webhook call must not hold these back
-                    else:
-                        pending.add_chunks(stamped)
-                done = translator.done
-                if done:
-                    break
-            if not batch:
-                break
-            if not done:
-                await pending.flush()  # the next read may wait on the network: nothing waits with it
-        if not done:
-            raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
-        pending.add_chunks(await release_chunks(exchange.async_guards, _flushed(exchange.guards)), timed=False)
+        while not await stream.relay_next():
+            await pending.flush()  # the next read may wait on the network: nothing waits with it
+        pending.add_chunks(await release_chunks(exchange.async_guards, flushed(exchange.guards)), timed=False)
         pending.add(DONE_EVENT)
-        await pending.flush()
+        await pending.finish()
     except _ClientGone:
         exchange.error = "client_disconnected"
         # Raised so the attempt closes the provider connection (the provider stops generating).
@@ -167,10 +141,47 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventStreamResponse,
         exchange.error = "client_disconnected"
         raise
     finally:
-        lines.close()  # no keepalive after the end
-        exchange.usage = relay.usage
-        exchange.completion_chars = relay.completion_chars
+        stream.lines.close()  # no keepalive after the end
+        exchange.usage = stream.stamper.usage
+        exchange.completion_chars = stream.stamper.completion_chars
     response.stop_streaming()
+
+
+class _Stream:
+    """The provider side of one stream: its lines in, stamped and guarded chunks into `pending`."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse, exchange: Exchange, pending: _Pending) -> None:
+        self._exchange = exchange
+        self._source = BufferedLines(upstream.content)
+        self.lines = exchange.watch.lines(self._source)
+        self._parser = EventParser()
+        self._translator = exchange.provider.stream_translator()
+        self.stamper = ChunkStamper(exchange)
+        self._pending = pending
+
+    async def relay_next(self) -> bool:
+        """Relays the events of the lines the next network read completes (parsed in one go: one
+        await per read, not per line); True once the provider finished. Raises ProviderError when
+        the stream ends before that. The last chunk dies with this call's locals: an open stream
+        holds none while it waits for the next read."""
+        try:
+            batch = await self.lines.read(self._source.read_lines)
+        except ValueError as exc:  # a line longer than BufferedLines takes
+            raise oversized_line() from exc
+        exchange, pending = self._exchange, self._pending
+        for event in self._parser.feed(batch) if batch else self._parser.end():
+            for chunk in self._translator.feed(event):
+                stamped = guarded(exchange.guards, self.stamper.stamp(chunk))
+                if exchange.async_guards:
+                    pending.add_chunks(await guard_chunks(exchange.async_guards, stamped))
+                    await pending.flush()  # the next chunk's webhook call must not hold these back
+                else:
+                    pending.add_chunks(stamped)
+            if self._translator.done:
+                return True
+        if not batch:
+            raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
+        return False
 
 
 class _Pending:
@@ -202,13 +213,18 @@ class _Pending:
         if self._parts:
             await _write(self._response, self.take())
 
+    async def finish(self) -> None:
+        """The last events and the end of the chunked answer in one write (one syscall, not two)."""
+        try:
+            await self._response.write_eof(self.take())
+        except ConnectionResetError as exc:
+            raise _ClientGone() from exc
+
 
 async def _end_with_error(response: EventStreamResponse, error: GatewayError, before: bytes = b"") -> None:
-    try:
-        await response.write(before + error_event(error))
-        await response.write(DONE_EVENT)
-    except ConnectionResetError:
-        pass  # the client left too; the exchange is already booked as the provider's failure
+    # A client that left too changes nothing: the exchange is already booked as the provider's failure.
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof(before + error_event(error) + DONE_EVENT)  # one write, the end included
 
 
 def _well_formed(completion: JSONDict) -> JSONDict:
@@ -224,86 +240,6 @@ def _content_chars(completion: JSONDict) -> int:
     """Characters of answer text (every text the exchange walker yields: content, tool-call
     arguments, reasoning, refusal), for estimating usage when a provider reports none."""
     return sum(len(text.text) for text in completion_texts(completion))
-
-
-class _ChunkStamper:
-    """Gives chunks the client's model key, sends the role delta first, strips unasked usage."""
-
-    def __init__(self, exchange: Exchange) -> None:
-        self._model = exchange.decision.model_key
-        self._wants_usage = exchange.decision.client_wants_usage
-        self._roles_sent: set[int] = set()  # choice indexes (n > 1 streams interleave choices)
-        self.usage: Usage | None = None
-        self.completion_chars = 0
-
-    def stamp(self, chunk: JSONDict) -> list[JSONDict]:
-        """`chunk` stamped (in place), after the role chunk of any choice not seen before; none for
-        a usage-only chunk the client did not ask for."""
-        chunk["model"] = self._model
-        chunk.setdefault("object", "chat.completion.chunk")
-        if "usage" in chunk:
-            if chunk["usage"]:
-                self.usage = usage_of(chunk["usage"])
-                if not self._wants_usage:
-                    if not chunk.get("choices"):
-                        return []
-                    del chunk["usage"]
-            elif not self._wants_usage:
-                del chunk["usage"]
-        choices = chunk.get("choices")
-        if not choices:
-            return [chunk]
-        out = []
-        chars, calls = 0, False
-        for choice in choices:
-            delta = choice.get("delta") or {}
-            index = choice.get("index", 0)
-            if index not in self._roles_sent:
-                self._roles_sent.add(index)
-                if "role" not in delta:
-                    out.append(self._role_chunk(chunk, index))
-            if isinstance(delta, dict):
-                # What core.walk.chunk_texts yields, counted without building its Texts (every chunk).
-                for name, value in delta.items():
-                    if name in _TEXT_FIELDS and isinstance(value, str):
-                        chars += len(value)
-                calls = calls or "tool_calls" in delta or "function_call" in delta
-        if calls or not isinstance(choices, list):
-            chars = sum(len(text.text) for text in chunk_texts(chunk))
-        self.completion_chars += chars
-        out.append(chunk)
-        return out
-
-    def _role_chunk(self, like: JSONDict, index: int) -> JSONDict:
-        return {
-            "id": like.get("id"), "object": "chat.completion.chunk", "created": like.get("created"),
-            "model": self._model,
-            "choices": [{"index": index, "delta": {"role": "assistant"}, "finish_reason": None}],
-        }
-
-
-def _guarded(guards: list[OutputGuard], chunks: list[JSONDict]) -> list[JSONDict]:
-    for guard in guards:
-        chunks = [out for chunk in chunks for out in guard.on_chunk(chunk)]
-    return chunks
-
-
-def _flushed(guards: list[OutputGuard]) -> list[JSONDict]:
-    """At the end each guard first sees what the guards before it released, then releases its own."""
-    pending: list[JSONDict] = []
-    for guard in guards:
-        pending = [out for chunk in pending for out in guard.on_chunk(chunk)] + guard.on_end()
-    return pending
-
-
-def usage_of(value: Any) -> Usage | None:
-    """A provider's `usage` object as Usage, or None when it lacks integer prompt/completion tokens."""
-    if not isinstance(value, dict):
-        return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
 def _json_object(payload: bytes) -> JSONDict:
