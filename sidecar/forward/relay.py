@@ -29,7 +29,7 @@ from sidecar.forward.sse import (
     BufferedLines,
     EventParser,
     EventStreamResponse,
-    data_event,
+    data_events,
     error_event,
     oversized_line,
 )
@@ -203,7 +203,7 @@ class _Pending:
         if chunks:
             if timed and not self._exchange.first_byte:
                 self._exchange.first_byte = time.monotonic()
-            self._parts.extend(data_event(chunk) for chunk in chunks)
+            self._parts.append(data_events(chunks))
 
     def take(self) -> bytes:
         data, self._parts = b"".join(self._parts), []
