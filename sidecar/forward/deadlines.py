@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sidecar.core.errors import ShuttingDown
@@ -96,10 +96,11 @@ class Watch:
 class TimedLines:
     """A provider stream's lines: the first within `first_byte` of the request, then `idle` apart.
 
-    This is the hot path (every line of every stream), so instead of an `asyncio.timeout` per
-    line, one timer per stream only moves a deadline forward; when it fires while a read is
+    This is the hot path (every read of every stream), so instead of an `asyncio.timeout` per
+    read, one timer per stream only moves a deadline forward; when it fires while a read is
     still waiting past the deadline, it cancels that read, which then raises TimeoutError (or
-    ShuttingDown), the way `asyncio.timeout` does.
+    ShuttingDown), the way `asyncio.timeout` does. The same timer calls the keepalive (see
+    `keep_alive`), so a stream needs no task of its own for it.
     """
 
     def __init__(self, watch: Watch, content: LineSource) -> None:
@@ -115,9 +116,25 @@ class TimedLines:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._fired = False
+        self._ping: Callable[[], None] | None = None
+        self._ping_every = self._ping_at = math.inf
+
+    def keep_alive(self, every: float, ping: Callable[[], None]) -> None:
+        """Calls `ping()` every `every` seconds (loop time) from now until `close()`, reading or not
+        (what a ping task per stream did); `ping` must not raise."""
+        self._ping, self._ping_every = ping, every
+        self._ping_at = self._now() + every
+        if self._ping_at < self._timer_at:
+            self._arm(self._ping_at)
 
     async def readline(self) -> bytes:
         """The next line (b"" at the end); raises TimeoutError past a deadline, ShuttingDown once stopped."""
+        return await self.read(self._content.readline)
+
+    async def read(self, read: Callable[[], Awaitable[T]]) -> T:
+        """`await read()` (the next line, or batch of lines) under the deadlines: the first read's is
+        `first_byte`, each later one's `idle` from when it starts; TimeoutError past it,
+        ShuttingDown once stopped."""
         if self._watch.stopped:
             raise _shutting_down()
         if self._first:
@@ -128,12 +145,10 @@ class TimedLines:
             self._deadline = deadline if deadline < self._total else self._total
         if self._deadline < self._timer_at:
             # First read, or the deadline moved earlier (first_byte was longer than idle).
-            if self._timer is not None:
-                self._timer.cancel()
-            self._arm()
+            self._arm(self._deadline)
         self._reading = True
         try:
-            return await self._content.readline()
+            return await read()
         except asyncio.CancelledError:
             # Ours only if nobody else (a client disconnect) asked to cancel the task as well.
             if self._fired and self._task is not None and self._task.uncancel() == 0:
@@ -150,22 +165,32 @@ class TimedLines:
             self._task.cancel()
 
     def close(self) -> None:
-        """Cancels the timer (the stream is over)."""
+        """Cancels the timer (the stream is over): no more deadlines, no more keepalives."""
+        self._ping, self._ping_at = None, math.inf
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, math.inf
 
-    def _arm(self) -> None:
-        self._timer, self._timer_at = self._call_at(self._deadline, self._expire), self._deadline
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = self._call_at(at, self._expire), at
 
     def _expire(self) -> None:
         self._timer, self._timer_at = None, math.inf
-        if not self._reading:
-            return  # between reads: the next read arms a fresh timer
-        if self._now() < self._deadline:
-            self._arm()
-            return
-        self.interrupt()
+        now = self._now()
+        if self._ping is not None and self._ping_at <= now:
+            self._ping_at = now + self._ping_every
+            self._ping()
+        if self._reading:
+            if now >= self._deadline:
+                self.interrupt()
+            elif self._deadline < self._ping_at:
+                self._arm(self._deadline)
+                return
+        # Between reads the deadline is stale: the next read arms a fresh timer for its own.
+        if self._ping_at < math.inf:
+            self._arm(self._ping_at)
 
 
 def _shutting_down() -> ShuttingDown:

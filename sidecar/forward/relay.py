@@ -8,24 +8,32 @@ it becomes an error event followed by `data: [DONE]`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from sidecar.appkeys import SETTINGS
 from sidecar.core.errors import GatewayError, ProviderError
 from sidecar.core.failure_table import Phase
-from sidecar.core.types import JSONDict, Usage
-from sidecar.core.walk import chunk_texts, completion_texts
+from sidecar.core.types import JSONDict
+from sidecar.core.walk import completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
-from sidecar.forward.sse import DONE_EVENT, BufferedLines, data_event, error_event, read_events
+from sidecar.forward.sse import (
+    DONE_EVENT,
+    BufferedLines,
+    EventParser,
+    EventStreamResponse,
+    data_events,
+    error_event,
+    oversized_line,
+)
+from sidecar.forward.stamping import ChunkStamper, flushed, guarded, usage_of
 from sidecar.responses import JSON_CONTENT_TYPE
 
 # Whole answers larger than this are checked by the output guardrails in a worker thread.
@@ -87,13 +95,10 @@ async def relay_stream(
         async with send as upstream:
             if upstream.status != 200:
                 raise exchange.answer_error(upstream.status, await upstream.read(), upstream.headers)
-            keepalive = request.app[SETTINGS].keepalive_seconds
-            response = EventSourceResponse(
-                headers=exchange.headers(), sep="\n", ping_interval=keepalive, allow_all_methods=True
-            )
+            response = EventStreamResponse(exchange.headers())
             await response.prepare(request)
             exchange.status = 200
-            await _pump(upstream, response, exchange)
+            await _pump(upstream, response, exchange, request.app[SETTINGS].keepalive_seconds)
             return response
     except PROVIDER_FAILURES as exc:
         return exchange.fail(provider_failure(exc, Phase.ANSWER))
@@ -103,37 +108,27 @@ class _ClientGone(Exception):
     """Writing to the client failed: it left. Not the provider's fault, and nothing more to send."""
 
 
-async def _write(response: EventSourceResponse, data: bytes) -> None:
+async def _write(response: EventStreamResponse, data: bytes) -> None:
     try:
         await response.write(data)
     except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError is one too
         raise _ClientGone() from exc
 
 
-async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse, exchange: Exchange) -> None:
-    """Relays events until the provider ends; any failure from here on ends the stream in-band."""
-    relay = _ChunkStamper(exchange)
-    translator = exchange.provider.stream_translator()
-    source = BufferedLines(upstream.content)
-    pending = _Pending(response)  # events already in hand go out in one write (see _Pending)
+async def _pump(upstream: aiohttp.ClientResponse, response: EventStreamResponse, exchange: Exchange,
+                keepalive: float | None = None) -> None:
+    """Relays events until the provider ends; any failure from here on ends the stream in-band.
+    `keepalive`: seconds between `: ping` comments (None: none)."""
+    pending = _Pending(response, exchange)  # events already in hand go out in one write (see _Pending)
+    stream = _Stream(upstream, exchange, pending)
+    if keepalive is not None:
+        stream.lines.keep_alive(keepalive, response.ping)
     try:
-        async for event in read_events(exchange.watch.lines(source)):
-            for chunk in translator.feed(event):
-                for out in await guard_chunks(exchange.async_guards, _guarded(exchange.guards, relay.stamp(chunk))):
-                    exchange.first_byte = exchange.first_byte or time.monotonic()  # time to first token
-                    pending.add(data_event(out))
-                if exchange.async_guards:
-                    await pending.flush()  # the next chunk's webhook call must not hold these back
-            if translator.done:
-                break
-            if not source.event_ready():
-                await pending.flush()
-        if not translator.done:
-            raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
-        for out in await release_chunks(exchange.async_guards, _flushed(exchange.guards)):
-            pending.add(data_event(out))
+        while not await stream.relay_next():
+            await pending.flush()  # the next read may wait on the network: nothing waits with it
+        pending.add_chunks(await release_chunks(exchange.async_guards, flushed(exchange.guards)), timed=False)
         pending.add(DONE_EVENT)
-        await pending.flush()
+        await pending.finish()
     except _ClientGone:
         exchange.error = "client_disconnected"
         # Raised so the attempt closes the provider connection (the provider stops generating).
@@ -146,9 +141,47 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventSourceResponse,
         exchange.error = "client_disconnected"
         raise
     finally:
-        exchange.usage = relay.usage
-        exchange.completion_chars = relay.completion_chars
+        stream.lines.close()  # no keepalive after the end
+        exchange.usage = stream.stamper.usage
+        exchange.completion_chars = stream.stamper.completion_chars
     response.stop_streaming()
+
+
+class _Stream:
+    """The provider side of one stream: its lines in, stamped and guarded chunks into `pending`."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse, exchange: Exchange, pending: _Pending) -> None:
+        self._exchange = exchange
+        self._source = BufferedLines(upstream.content)
+        self.lines = exchange.watch.lines(self._source)
+        self._parser = EventParser()
+        self._translator = exchange.provider.stream_translator()
+        self.stamper = ChunkStamper(exchange)
+        self._pending = pending
+
+    async def relay_next(self) -> bool:
+        """Relays the events of the lines the next network read completes (parsed in one go: one
+        await per read, not per line); True once the provider finished. Raises ProviderError when
+        the stream ends before that. The last chunk dies with this call's locals: an open stream
+        holds none while it waits for the next read."""
+        try:
+            batch = await self.lines.read(self._source.read_lines)
+        except ValueError as exc:  # a line longer than BufferedLines takes
+            raise oversized_line() from exc
+        exchange, pending = self._exchange, self._pending
+        for event in self._parser.feed(batch) if batch else self._parser.end():
+            for chunk in self._translator.feed(event):
+                stamped = guarded(exchange.guards, self.stamper.stamp(chunk))
+                if exchange.async_guards:
+                    pending.add_chunks(await guard_chunks(exchange.async_guards, stamped))
+                    await pending.flush()  # the next chunk's webhook call must not hold these back
+                else:
+                    pending.add_chunks(stamped)
+            if self._translator.done:
+                return True
+        if not batch:
+            raise ProviderError("Provider closed the stream before it finished", code="stream_truncated")
+        return False
 
 
 class _Pending:
@@ -156,12 +189,21 @@ class _Pending:
     chunk for Envoy to relay) for a burst instead of one per event. The relay flushes before
     any read that may wait on the network, so no event waits for the provider's next token."""
 
-    def __init__(self, response: EventSourceResponse) -> None:
+    def __init__(self, response: EventStreamResponse, exchange: Exchange) -> None:
         self._response = response
+        self._exchange = exchange
         self._parts: list[bytes] = []
 
     def add(self, data: bytes) -> None:
         self._parts.append(data)
+
+    def add_chunks(self, chunks: list[JSONDict], timed: bool = True) -> None:
+        """Chunks for the client, as `data:` events; the first `timed` one marks the time to first token
+        (what the guards release at the end does not)."""
+        if chunks:
+            if timed and not self._exchange.first_byte:
+                self._exchange.first_byte = time.monotonic()
+            self._parts.append(data_events(chunks))
 
     def take(self) -> bytes:
         data, self._parts = b"".join(self._parts), []
@@ -171,13 +213,18 @@ class _Pending:
         if self._parts:
             await _write(self._response, self.take())
 
+    async def finish(self) -> None:
+        """The last events and the end of the chunked answer in one write (one syscall, not two)."""
+        try:
+            await self._response.write_eof(self.take())
+        except ConnectionResetError as exc:
+            raise _ClientGone() from exc
 
-async def _end_with_error(response: EventSourceResponse, error: GatewayError, before: bytes = b"") -> None:
-    try:
-        await response.write(before + error_event(error))
-        await response.write(DONE_EVENT)
-    except ConnectionResetError:
-        pass  # the client left too; the exchange is already booked as the provider's failure
+
+async def _end_with_error(response: EventStreamResponse, error: GatewayError, before: bytes = b"") -> None:
+    # A client that left too changes nothing: the exchange is already booked as the provider's failure.
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof(before + error_event(error) + DONE_EVENT)  # one write, the end included
 
 
 def _well_formed(completion: JSONDict) -> JSONDict:
@@ -193,71 +240,6 @@ def _content_chars(completion: JSONDict) -> int:
     """Characters of answer text (every text the exchange walker yields: content, tool-call
     arguments, reasoning, refusal), for estimating usage when a provider reports none."""
     return sum(len(text.text) for text in completion_texts(completion))
-
-
-class _ChunkStamper:
-    """Gives chunks the client's model key, sends the role delta first, strips unasked usage."""
-
-    def __init__(self, exchange: Exchange) -> None:
-        self._model = exchange.decision.model_key
-        self._wants_usage = exchange.decision.client_wants_usage
-        self._roles_sent: set[int] = set()  # choice indexes (n > 1 streams interleave choices)
-        self.usage: Usage | None = None
-        self.completion_chars = 0
-
-    def stamp(self, chunk: JSONDict) -> list[JSONDict]:
-        chunk["model"] = self._model
-        chunk.setdefault("object", "chat.completion.chunk")
-        if chunk.get("usage"):
-            self.usage = usage_of(chunk["usage"])
-            if not self._wants_usage:
-                if not chunk.get("choices"):
-                    return []
-                del chunk["usage"]
-        elif "usage" in chunk and not self._wants_usage:
-            del chunk["usage"]
-        out = []
-        self.completion_chars += sum(len(text.text) for text in chunk_texts(chunk))
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            index = choice.get("index", 0)
-            if index not in self._roles_sent:
-                self._roles_sent.add(index)
-                if "role" not in delta:
-                    out.append(self._role_chunk(chunk, index))
-        out.append(chunk)
-        return out
-
-    def _role_chunk(self, like: JSONDict, index: int) -> JSONDict:
-        return {
-            "id": like.get("id"), "object": "chat.completion.chunk", "created": like.get("created"),
-            "model": self._model,
-            "choices": [{"index": index, "delta": {"role": "assistant"}, "finish_reason": None}],
-        }
-
-
-def _guarded(guards: list[OutputGuard], chunks: list[JSONDict]) -> list[JSONDict]:
-    for guard in guards:
-        chunks = [out for chunk in chunks for out in guard.on_chunk(chunk)]
-    return chunks
-
-
-def _flushed(guards: list[OutputGuard]) -> list[JSONDict]:
-    """At the end each guard first sees what the guards before it released, then releases its own."""
-    pending: list[JSONDict] = []
-    for guard in guards:
-        pending = [out for chunk in pending for out in guard.on_chunk(chunk)] + guard.on_end()
-    return pending
-
-
-def usage_of(value: Any) -> Usage | None:
-    """A provider's `usage` object as Usage, or None when it lacks integer prompt/completion tokens."""
-    if not isinstance(value, dict):
-        return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
 def _json_object(payload: bytes) -> JSONDict:

@@ -87,17 +87,21 @@ class OpenAIStreamTranslator:
             raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream")
         if "error" in chunk:
             raise error_from_openai_payload(502, event.data.encode())
-        if not _chunk_shaped(chunk.get("choices")):
+        choices = chunk.get("choices")
+        if choices is not None and not _chunk_shaped(choices):
             # The relay and the output guards read choices and deltas as objects.
             raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream")
         return [chunk]
 
 
 def _chunk_shaped(choices: Any) -> bool:
-    if choices is None:
-        return True
-    return isinstance(choices, list) and all(
-        isinstance(choice, dict) and isinstance(choice.get("delta", {}), dict) for choice in choices)
+    """A list of objects whose `delta`, when present, is an object (a loop: this runs per chunk)."""
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or ("delta" in choice and not isinstance(choice["delta"], dict)):
+            return False
+    return True
 
 
 def error_from_openai_payload(status: int, payload: bytes) -> ProviderError:

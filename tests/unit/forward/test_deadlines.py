@@ -108,3 +108,39 @@ async def test_drain_waits_for_in_flight_then_stops_the_rest() -> None:
 async def test_drain_with_nothing_in_flight_ends_at_once() -> None:
     drain = Drain(grace_seconds=30)
     await asyncio.wait_for(drain.begin(), 1)
+
+
+class Silent:
+    """A line source that answers only once `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def readline(self) -> bytes:
+        await self.release.wait()
+        return b"line\n"
+
+
+async def test_keepalive_pings_during_a_silence_and_never_after_close() -> None:
+    source = Silent()
+    lines = watch_with(first_byte=5, idle=5, total=10).lines(source)
+    pings: list[float] = []
+
+    def ping() -> None:
+        pings.append(asyncio.get_running_loop().time())
+        if len(pings) == 3:
+            source.release.set()  # the provider speaks after the third keepalive
+
+    lines.keep_alive(0.01, ping)
+    assert await lines.readline() == b"line\n"
+    assert len(pings) == 3
+    lines.close()
+    await asyncio.sleep(0.05)
+    assert len(pings) == 3
+
+
+async def test_keepalive_does_not_hide_an_idle_timeout() -> None:
+    lines = watch_with(first_byte=0.05, idle=0.05, total=5).lines(Silent())
+    lines.keep_alive(0.01, lambda: None)
+    with pytest.raises(TimeoutError):
+        await lines.readline()

@@ -1,4 +1,4 @@
-"""relay._ChunkStamper and helpers: model stamping, the role chunk, usage kept or dropped."""
+"""stamping.ChunkStamper, the relay and helpers: model stamping, the role chunk, usage kept or dropped."""
 
 from __future__ import annotations
 
@@ -20,12 +20,11 @@ from sidecar.core.types import Usage
 from sidecar.forward.exchange import DEPLOYMENT_HEADER, Exchange
 from sidecar.forward.relay import (
     OFF_LOOP_COMPLETION_BYTES,
-    _ChunkStamper,
     _json_object,
     _pump,
     relay_completion,
-    usage_of,
 )
+from sidecar.forward.stamping import ChunkStamper, usage_of
 from sidecar.policy.snapshot import Policy
 from sidecar.providers.openai_compat import OpenAICompatible
 
@@ -57,12 +56,12 @@ def usage_chunk() -> dict[str, Any]:
             "choices": [], "usage": dict(USAGE)}
 
 
-def stamp_all(stamper: _ChunkStamper, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def stamp_all(stamper: ChunkStamper, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [out for c in chunks for out in stamper.stamp(copy.deepcopy(c))]
 
 
 def test_model_is_stamped_on_every_chunk() -> None:
-    out = stamp_all(_ChunkStamper(exchange(model_key="my-gpt")), [chunk("a", role="assistant"), chunk("b")])
+    out = stamp_all(ChunkStamper(exchange(model_key="my-gpt")), [chunk("a", role="assistant"), chunk("b")])
     assert [c["model"] for c in out] == ["my-gpt", "my-gpt"]
     assert [c["choices"][0]["delta"].get("content") for c in out] == ["a", "b"]
 
@@ -70,18 +69,18 @@ def test_model_is_stamped_on_every_chunk() -> None:
 def test_missing_object_is_filled_in() -> None:
     raw = chunk("a", role="assistant")
     del raw["object"]
-    (out,) = _ChunkStamper(exchange()).stamp(raw)
+    (out,) = ChunkStamper(exchange()).stamp(raw)
     assert out["object"] == "chat.completion.chunk"
 
 
 def test_no_role_chunk_when_the_first_chunk_has_a_role() -> None:
-    out = stamp_all(_ChunkStamper(exchange()), [chunk("", role="assistant"), chunk("hi")])
+    out = stamp_all(ChunkStamper(exchange()), [chunk("", role="assistant"), chunk("hi")])
     assert len(out) == 2
     assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
 
 
 def test_role_chunk_inserted_when_the_first_chunk_lacks_a_role() -> None:
-    out = stamp_all(_ChunkStamper(exchange(model_key="my-gpt")), [chunk("Hel"), chunk("lo")])
+    out = stamp_all(ChunkStamper(exchange(model_key="my-gpt")), [chunk("Hel"), chunk("lo")])
     assert out[0] == {
         "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "my-gpt",
         "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
@@ -90,7 +89,7 @@ def test_role_chunk_inserted_when_the_first_chunk_lacks_a_role() -> None:
 
 
 def test_role_chunk_inserted_only_once() -> None:
-    out = stamp_all(_ChunkStamper(exchange()), [chunk("a"), chunk("b"), chunk("c")])
+    out = stamp_all(ChunkStamper(exchange()), [chunk("a"), chunk("b"), chunk("c")])
     roles = [c for c in out if c["choices"][0]["delta"].get("role") == "assistant"]
     assert len(roles) == 1 and len(out) == 4
 
@@ -100,7 +99,7 @@ def test_each_choice_gets_a_role_chunk_before_its_first_delta() -> None:
     two["choices"].append({"index": 1, "delta": {"content": "b"}, "finish_reason": None})
     later = chunk("c")
     later["choices"] = [{"index": 2, "delta": {"role": "assistant", "content": "c"}, "finish_reason": None}]
-    out = stamp_all(_ChunkStamper(exchange()), [two, chunk("d"), later])
+    out = stamp_all(ChunkStamper(exchange()), [two, chunk("d"), later])
     assert [[(c["index"], c["delta"]) for c in o["choices"]] for o in out] == [
         [(0, {"role": "assistant"})], [(1, {"role": "assistant"})], [(0, {"content": "a"}), (1, {"content": "b"})],
         [(0, {"content": "d"})], [(2, {"role": "assistant", "content": "c"})]]
@@ -109,14 +108,14 @@ def test_each_choice_gets_a_role_chunk_before_its_first_delta() -> None:
 def test_role_chunk_waits_for_a_chunk_with_choices() -> None:
     # Azure sends a prompt-filter chunk with empty choices first.
     filter_chunk = {"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": []}
-    out = stamp_all(_ChunkStamper(exchange()), [filter_chunk, chunk("a")])
+    out = stamp_all(ChunkStamper(exchange()), [filter_chunk, chunk("a")])
     assert out[0]["choices"] == []
     assert out[1]["choices"][0]["delta"] == {"role": "assistant"}
     assert out[2]["choices"][0]["delta"] == {"content": "a"}
 
 
 def test_usage_chunk_dropped_when_client_did_not_ask() -> None:
-    stamper = _ChunkStamper(exchange(wants_usage=False))
+    stamper = ChunkStamper(exchange(wants_usage=False))
     out = stamp_all(stamper, [chunk("a", role="assistant"), usage_chunk()])
     assert len(out) == 1
     assert "usage" not in out[0]
@@ -124,7 +123,7 @@ def test_usage_chunk_dropped_when_client_did_not_ask() -> None:
 
 
 def test_usage_chunk_kept_when_client_asked() -> None:
-    stamper = _ChunkStamper(exchange(wants_usage=True))
+    stamper = ChunkStamper(exchange(wants_usage=True))
     out = stamp_all(stamper, [chunk("a", role="assistant"), usage_chunk()])
     assert len(out) == 2
     assert out[1]["usage"] == USAGE
@@ -133,7 +132,7 @@ def test_usage_chunk_kept_when_client_asked() -> None:
 
 
 def test_usage_on_a_content_chunk_is_removed_but_chunk_kept() -> None:
-    stamper = _ChunkStamper(exchange(wants_usage=False))
+    stamper = ChunkStamper(exchange(wants_usage=False))
     out = stamp_all(stamper, [chunk("a", role="assistant", usage=dict(USAGE))])
     assert len(out) == 1
     assert "usage" not in out[0]
@@ -142,7 +141,7 @@ def test_usage_on_a_content_chunk_is_removed_but_chunk_kept() -> None:
 
 
 def test_null_usage_keys_stripped_when_client_did_not_ask() -> None:
-    out = stamp_all(_ChunkStamper(exchange(wants_usage=False)),
+    out = stamp_all(ChunkStamper(exchange(wants_usage=False)),
                     [chunk("a", role="assistant", usage=None), chunk("b", usage=None)])
     assert all("usage" not in c for c in out)
     assert len(out) == 2
@@ -150,12 +149,12 @@ def test_null_usage_keys_stripped_when_client_did_not_ask() -> None:
 
 def test_null_usage_left_alone_when_client_asked() -> None:
     # OpenAI itself sends `usage: null` on every chunk when include_usage is set.
-    (out,) = stamp_all(_ChunkStamper(exchange(wants_usage=True)), [chunk("a", role="assistant", usage=None)])
+    (out,) = stamp_all(ChunkStamper(exchange(wants_usage=True)), [chunk("a", role="assistant", usage=None)])
     assert out["usage"] is None
 
 
 def test_no_usage_recorded_without_a_usage_chunk() -> None:
-    stamper = _ChunkStamper(exchange())
+    stamper = ChunkStamper(exchange())
     stamp_all(stamper, [chunk("a", role="assistant")])
     assert stamper.usage is None
 
@@ -224,6 +223,9 @@ class _LeavingClient:
         if len(self.written) >= self.ok:
             raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")  # what aiohttp raises
         self.written.append(data)
+
+    async def write_eof(self, data: bytes) -> None:
+        await self.write(data)
 
     def stop_streaming(self) -> None:
         pass
@@ -301,6 +303,9 @@ class _Recording:
     async def write(self, data: bytes) -> None:
         self.written.append(data)
 
+    async def write_eof(self, data: bytes) -> None:
+        await self.write(data)
+
     def stop_streaming(self) -> None:
         pass
 
@@ -317,3 +322,20 @@ async def test_events_read_together_go_out_in_one_write_and_none_waits_for_the_n
     assert orjson.loads(first[0])["choices"][0]["delta"] == {"role": "assistant"}
     assert orjson.loads(second[0])["choices"][0]["delta"]["content"] == "c"
     assert second[1:] == [b"[DONE]"]
+
+
+@pytest.mark.parametrize("delta", [
+    {"role": "assistant", "content": "abc"}, {"content": "é" * 3, "refusal": None}, {"refusal": "no"},
+    {"reasoning_content": "think", "reasoning": "more", "content": 5},
+    {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"a":'}}], "content": "x"},
+    {"function_call": {"name": "f", "arguments": "{}"}}, {}, {"content": ""},
+])
+def test_completion_chars_are_what_the_walker_yields(delta: dict[str, Any]) -> None:
+    from sidecar.core.walk import chunk_texts
+
+    raw = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
+           "choices": [{"index": 0, "delta": delta, "finish_reason": None},
+                       {"index": 1, "delta": {"content": "zz"}, "finish_reason": None}]}
+    stamper = ChunkStamper(exchange())
+    stamper.stamp(copy.deepcopy(raw))
+    assert stamper.completion_chars == sum(len(text.text) for text in chunk_texts(raw))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 from unittest import mock
 
 import orjson
 import pytest
-from aiohttp import StreamReader
+from aiohttp import StreamReader, web
+from aiohttp.test_utils import TestClient
 
 from sidecar.core.errors import InvalidRequest, ProviderError
 from sidecar.core.types import SSEEvent
-from sidecar.forward.sse import DONE_EVENT, data_event, error_event, read_events
+from sidecar.forward.sse import DONE_EVENT, PING_COMMENT, EventStreamResponse, data_event, error_event, read_events
 from sidecar.providers.openai_compat import OpenAIStreamTranslator
 
 
@@ -123,3 +127,47 @@ def test_openai_event_that_is_not_a_chunk_is_a_provider_error(data: str) -> None
 ])
 def test_openai_chunks_of_every_known_shape_pass(data: str) -> None:
     assert OpenAIStreamTranslator().feed(SSEEvent(data)) == [orjson.loads(data)]
+
+
+async def test_event_stream_response_sends_what_event_source_response_sent(
+        aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]]) -> None:
+    # What the relay used before (aiohttp-sse): the same status line, headers and body bytes.
+    event_source_response = pytest.importorskip("aiohttp_sse").EventSourceResponse
+
+    async def old(request: web.Request) -> web.StreamResponse:
+        response: web.StreamResponse = event_source_response(
+            headers={"X-Request-Id": "r"}, sep="\n", allow_all_methods=True)
+        await response.prepare(request)
+        await response.write(b"data: 1\n\n")
+        response.stop_streaming()  # type: ignore[attr-defined]
+        return response
+
+    async def new(request: web.Request) -> web.StreamResponse:
+        response = EventStreamResponse({"X-Request-Id": "r"})
+        await response.prepare(request)
+        await response.write(b"data: 1\n\n")
+        response.stop_streaming()
+        return response
+
+    async def pinged(request: web.Request) -> web.StreamResponse:
+        response = EventStreamResponse({})
+        await response.prepare(request)
+        response.ping()
+        await asyncio.sleep(0.01)  # the ping is written by a task of its own
+        await response.write(DONE_EVENT)
+        response.stop_streaming()
+        response.ping()  # stopped: no more keepalives
+        return response
+
+    app = web.Application()
+    app.router.add_post("/old", old)
+    app.router.add_post("/new", new)
+    app.router.add_post("/pinged", pinged)
+    client = await aiohttp_client(app)
+    answers = []
+    for path in ("/old", "/new"):
+        async with client.post(path) as response:
+            answers.append(([(k, v) for k, v in response.headers.items() if k != "Date"], await response.read()))
+    assert answers[0] == answers[1]
+    async with client.post("/pinged") as response:
+        assert await response.read() == PING_COMMENT + DONE_EVENT
