@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import TestClient
+from aiohttp_sse import EventSourceResponse
 
 from sidecar.core.errors import InvalidRequest, ProviderError
 from sidecar.core.types import SSEEvent
@@ -131,11 +132,10 @@ def test_openai_chunks_of_every_known_shape_pass(data: str) -> None:
 
 async def test_event_stream_response_sends_what_event_source_response_sent(
         aiohttp_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]]) -> None:
-    # What the relay used before (aiohttp-sse): the same status line, headers and body bytes.
-    event_source_response = pytest.importorskip("aiohttp_sse").EventSourceResponse
-
+    # What the relay used before (aiohttp-sse, now a test-only dependency): the same status line,
+    # headers and body bytes.
     async def old(request: web.Request) -> web.StreamResponse:
-        response: web.StreamResponse = event_source_response(
+        response: web.StreamResponse = EventSourceResponse(
             headers={"X-Request-Id": "r"}, sep="\n", allow_all_methods=True)
         await response.prepare(request)
         await response.write(b"data: 1\n\n")
