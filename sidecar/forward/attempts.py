@@ -110,6 +110,7 @@ class Attempts:
                 permit.record(Outcome.SUCCESS)
                 permit = breaker.acquire()
             self._committed = (response, permit)
+            self._body = {}  # no attempt follows an answer: an open stream need not hold the request
             return response
         if pending is not None:
             self._committed = (pending, None)

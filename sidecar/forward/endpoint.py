@@ -137,6 +137,7 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
             edit(body, decision, policy)
         # Fallbacks happen inside `attempts`, before the relay sends the client its first byte.
         attempts = Attempts(request, exchange, body, candidates)
+        del body  # the attempts hold it until an answer starts; an open stream need not (memory)
         with app[DRAIN].track(exchange.watch):
             return await forwarded.relay(request, attempts, exchange)
     except GatewayError as error:
