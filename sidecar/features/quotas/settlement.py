@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sidecar.callout.handoff import Decision, DecisionKey
 from sidecar.features.quotas.backend import Adjustment, Charge
 from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
-from sidecar.features.quotas.limits import Counter, LimitsPolicy, Unit, counter_named, unit_named
+from sidecar.features.quotas.limits import (
+    COUNTER_NAMES,
+    UNIT_NAMES,
+    Counter,
+    LimitsPolicy,
+    Unit,
+    counter_named,
+    unit_named,
+)
 
 if TYPE_CHECKING:
     from sidecar.forward.exchange import Exchange
@@ -45,22 +53,29 @@ class Record(NamedTuple):
     def to_json(self) -> dict[str, Any]:
         return {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
                 "completion": self.estimate.completion_tokens, "lease": self.lease, "cap": self.completion_cap,
-                "charges": [list(row) for row in self.charges]}  # [key, counter, unit, amount, cap]
+                "charges": list(map(list, self.charges))}  # [key, counter, unit, amount, cap]
 
     @classmethod
     def from_json(cls, value: Any) -> Record:
-        charges = tuple([ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
-                         for k, c, u, a, cap in value["charges"]])
+        rows = value["charges"]
+        new = tuple.__new__  # NamedTuples built without their Python-level __new__: all fields given
+        try:  # every forward decodes one: plain lookups first, the named errors only for a bad row
+            charges = tuple([new(ChargeRow, (str(k), COUNTER_NAMES[c], UNIT_NAMES[u], int(a), int(cap)))
+                             for k, c, u, a, cap in rows])
+        except (KeyError, TypeError):
+            charges = tuple([ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
+                             for k, c, u, a, cap in rows])
         cap = value.get("cap")
-        return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges,
-                   float(value["lease"]), int(cap) if cap is not None else None)
+        return new(cls, (str(value["id"]), new(Estimate, (int(value["prompt"]), int(value["completion"]))), charges,
+                         float(value["lease"]), int(cap) if cap is not None else None))
 
     @classmethod
     def of(cls, reservation_id: str, estimate: Estimate, charges: Sequence[Charge], units: Sequence[Unit],
            lease: float, completion_cap: int | None = None) -> Record:
-        rows = tuple([ChargeRow(c.key, c.counter, unit, c.amount, c.cap)
+        new = tuple.__new__  # as in from_json
+        rows = tuple([new(ChargeRow, (c.key, c.counter, unit, c.amount, c.cap))
                       for c, unit in zip(charges, units, strict=True)])
-        return cls(reservation_id, estimate, rows, lease, completion_cap)
+        return new(cls, (reservation_id, estimate, rows, lease, completion_cap))
 
     @property
     def slot_keys(self) -> list[str]:
@@ -105,9 +120,10 @@ def adjustments(record: Record, exchange: Exchange, limits: LimitsPolicy) -> lis
             continue
         if used is None or row.unit == "requests":
             continue
-        real = sum(used) if row.unit == "tokens" else (price.micro_usd(*used) if price else 0)
+        real = used[0] + used[1] if row.unit == "tokens" else (price.micro_usd(*used) if price else 0)
         if real != row.amount:
-            result.append(Adjustment(row.key, row.counter, real - row.amount, row.cap))
+            # tuple.__new__: without Adjustment's Python-level __new__ (all fields given).
+            result.append(tuple.__new__(Adjustment, (row.key, row.counter, real - row.amount, row.cap, 60.0)))
     return result
 
 
