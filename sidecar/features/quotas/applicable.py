@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sidecar.features.quotas.backend import Charge
-from sidecar.features.quotas.limits import Counter, Identity, Limit, LimitsPolicy, Period, Price, Unit
+from sidecar.features.quotas.limits import (
+    WIRE_CODES,
+    Counter,
+    Identity,
+    Limit,
+    LimitsPolicy,
+    Period,
+    Price,
+    Unit,
+)
 from sidecar.features.quotas.windows import Window, current_window
 
 MINUTE = 60.0  # seconds a bucket drains its cap in (admission.MINUTE)
@@ -62,6 +72,16 @@ class Applicable:
     header_names: frozenset[str]  # lower case: the headers every admitted request carries
     windows: tuple[int, ...]  # indexes of calendar quotas: their levels are exported as gauges
     shadows: tuple[int, ...]  # indexes of shadow limits: counted, never enforced, logged when exceeded
+    layout: Layout  # how the reservation record writes these rules' counter keys compactly
+
+
+class Layout(NamedTuple):
+    """The counter keys of some rules, as a reservation writes them: a key is `head + kind + tail`
+    (+ `:window id`); the distinct (head, tail) pairs travel once per record, each charge names
+    its pair and its kind's code (limits.WIRE_KINDS), so the signed decision header stays small."""
+
+    stems: list[list[str]]  # [head, tail] pairs, JSON-ready: shared by every record, never changed
+    rows: tuple[tuple[int, int, int], ...]  # per rule: (stem index, kind code, window id's offset in the key or 0)
 
 
 _IdentityKey = tuple[str, str, str | None, str]
@@ -126,7 +146,18 @@ def _build(policy: LimitsPolicy, key_prefix: str, who: Identity) -> Applicable |
         spends=any(r.unit == "spend" for r in rules),
         request_headers=requests, token_headers=tokens, header_names=frozenset(names),
         windows=tuple(i for i, r in enumerate(rules) if r.counter == "window"),
-        shadows=tuple(i for i, r in enumerate(rules) if not r.enforced))
+        shadows=tuple(i for i, r in enumerate(rules) if not r.enforced),
+        layout=_layout(rules, key_prefix))
+
+
+def _layout(rules: tuple[Rule, ...], key_prefix: str) -> Layout:
+    stems: dict[tuple[str, str], int] = {}
+    rows = []
+    for rule in rules:
+        stem = (f"{{{key_prefix}}}:{rule.limit.rule}:", f":{rule.scope}")
+        index = stems.setdefault(stem, len(stems))
+        rows.append((index, WIRE_CODES[rule.limit.kind], len(rule.key) + 1 if rule.counter == "window" else 0))
+    return Layout([list(stem) for stem in stems], tuple(rows))
 
 
 def _rule(limit: Limit, who: Identity, key_prefix: str) -> Rule:

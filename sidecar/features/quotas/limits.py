@@ -87,6 +87,13 @@ KINDS: Mapping[LimitKind, KindSpec] = {
 }
 
 
+WIRE_KINDS: tuple[LimitKind, ...] = (
+    LimitKind.REQUESTS_PER_MINUTE, LimitKind.TOKENS_PER_MINUTE, LimitKind.CONCURRENT_REQUESTS,
+    LimitKind.TOKENS_PER_DAY, LimitKind.TOKENS_PER_MONTH, LimitKind.SPEND_PER_DAY, LimitKind.SPEND_PER_MONTH)
+"""A kind's code in a reservation (its index here): decisions carry codes, so only append to it."""
+WIRE_CODES: Mapping[LimitKind, int] = MappingProxyType({kind: code for code, kind in enumerate(WIRE_KINDS)})
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who is asking for what: the values a limit matches and partitions on."""

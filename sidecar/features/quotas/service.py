@@ -104,7 +104,8 @@ class QuotaService:
             self._report_levels(found, used)
         if applied.shadows:
             self._report_shadow(check, found, used)
-        record = Record.of(reservation_id, found.estimate, charges, applied.units, found.lease, found.cap)
+        record = Record.of(reservation_id, found.estimate, charges, applied.units, found.lease, found.cap,
+                            applied.layout)
         check.put(RESERVATION, record)
         check.on_deny.append(lambda: self._settle(record, refund(record), check.request_id, only_pending=True))
 

@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sidecar.callout.handoff import Decision, DecisionKey
+from sidecar.features.quotas.applicable import Layout
 from sidecar.features.quotas.backend import Adjustment, Charge
 from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
 from sidecar.features.quotas.limits import (
     COUNTER_NAMES,
+    KINDS,
     UNIT_NAMES,
+    WIRE_KINDS,
     Counter,
     LimitsPolicy,
     Unit,
@@ -49,37 +52,67 @@ class Record(NamedTuple):
     # The completion tokens per choice the provider is held to (sidecar.features.quotas.allowance);
     # None when the client set its own max_tokens or no token-counting limit applies.
     completion_cap: int | None = None
+    # How to_json writes the keys compactly (applicable.Layout: one per rule, in charge order);
+    # None writes them whole. A decoded record has none: the forwarding path never encodes one.
+    layout: Layout | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
-                "completion": self.estimate.completion_tokens, "lease": self.lease, "cap": self.completion_cap,
-                "charges": list(map(list, self.charges))}  # [key, counter, unit, amount, cap]
+        wire = {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
+                "completion": self.estimate.completion_tokens, "lease": self.lease, "cap": self.completion_cap}
+        layout = self.layout
+        if layout is None:
+            wire["charges"] = list(map(list, self.charges))  # [key, counter, unit, amount, cap]
+            return wire
+        # [stem, kind code, amount, cap] (+ window id): the key is rebuilt from the stem and the kind.
+        wire["charges"] = [[stem, kind, row.amount, row.cap, row.key[cut:]] if cut
+                           else [stem, kind, row.amount, row.cap]
+                           for (stem, kind, cut), row in zip(layout.rows, self.charges, strict=True)]
+        wire["stems"] = layout.stems
+        return wire
 
     @classmethod
     def from_json(cls, value: Any) -> Record:
         rows = value["charges"]
         new = tuple.__new__  # NamedTuples built without their Python-level __new__: all fields given
-        try:  # every forward decodes one: plain lookups first, the named errors only for a bad row
-            charges = tuple([new(ChargeRow, (str(k), COUNTER_NAMES[c], UNIT_NAMES[u], int(a), int(cap)))
-                             for k, c, u, a, cap in rows])
-        except (KeyError, TypeError):
-            charges = tuple([ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
-                             for k, c, u, a, cap in rows])
+        if "stems" in value:
+            charges = _compact_rows(rows, value["stems"])
+        else:
+            try:  # plain lookups first, the named errors only for a bad row
+                charges = tuple([new(ChargeRow, (str(k), COUNTER_NAMES[c], UNIT_NAMES[u], int(a), int(cap)))
+                                 for k, c, u, a, cap in rows])
+            except (KeyError, TypeError):
+                charges = tuple([ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
+                                 for k, c, u, a, cap in rows])
         cap = value.get("cap")
         return new(cls, (str(value["id"]), new(Estimate, (int(value["prompt"]), int(value["completion"]))), charges,
-                         float(value["lease"]), int(cap) if cap is not None else None))
+                         float(value["lease"]), int(cap) if cap is not None else None, None))
 
     @classmethod
     def of(cls, reservation_id: str, estimate: Estimate, charges: Sequence[Charge], units: Sequence[Unit],
-           lease: float, completion_cap: int | None = None) -> Record:
+           lease: float, completion_cap: int | None = None, layout: Layout | None = None) -> Record:
         new = tuple.__new__  # as in from_json
         rows = tuple([new(ChargeRow, (c.key, c.counter, unit, c.amount, c.cap))
                       for c, unit in zip(charges, units, strict=True)])
-        return new(cls, (reservation_id, estimate, rows, lease, completion_cap))
+        return new(cls, (reservation_id, estimate, rows, lease, completion_cap, layout))
 
     @property
     def slot_keys(self) -> list[str]:
         return [c.key for c in self.charges if c.counter == "slots"]
+
+
+def _compact_rows(rows: Any, stems: Any) -> tuple[ChargeRow, ...]:
+    """The charges of a record written with a Layout; ValueError for an unknown kind code."""
+    out = []
+    for row in rows:
+        head, tail = stems[row[0]]
+        code = int(row[1])
+        if not 0 <= code < len(WIRE_KINDS):
+            raise ValueError(f"unknown limit kind code {code!r}")
+        kind = WIRE_KINDS[code]
+        spec = KINDS[kind]
+        key = f"{head}{kind.value}{tail}" if len(row) == 4 else f"{head}{kind.value}{tail}:{row[4]}"
+        out.append(tuple.__new__(ChargeRow, (key, spec.counter, spec.unit, int(row[2]), int(row[3]))))
+    return tuple(out)
 
 
 RESERVATION: DecisionKey[Record] = DecisionKey("quota", Record.to_json, Record.from_json)
