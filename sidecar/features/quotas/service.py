@@ -193,7 +193,7 @@ class QuotaService:
             return
         try:
             claimed = await self.backend.claim(record.reservation_id, record.slot_keys, record.lease,
-                                               self._marker_ttl())
+                                               self.decision_ttl + _MARKER_MARGIN)  # _marker_ttl(), inline
         except BackendUnavailable as exc:
             # As at admission: the store is down, the callout's decision stands (its limits chose).
             self.counters.backend_errors += 1
@@ -222,7 +222,10 @@ class QuotaService:
         if record is None:
             return
         changes = adjustments(record, exchange, exchange.policy.limits)
-        await self._settle(record, changes, exchange.decision.request_id)
+        try:  # as _settle, inline: every forwarded request settles
+            await self.backend.settle(record.reservation_id, changes, marker_ttl=self.decision_ttl + _MARKER_MARGIN)
+        except BackendUnavailable as exc:
+            self._settle_failed(exc, exchange.decision.request_id)
 
     async def _settle(self, record: Record, changes: list[Adjustment], request_id: str, *,
                       only_pending: bool = False) -> None:
@@ -230,10 +233,13 @@ class QuotaService:
             await self.backend.settle(record.reservation_id, changes, marker_ttl=self._marker_ttl(),
                                       only_pending=only_pending)
         except BackendUnavailable as exc:
-            # Slots still expire with their lease; token usage of this request is lost to the counters.
-            self.counters.settle_errors += 1
-            self._error("settle")
-            log.error("quota settlement failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
+            self._settle_failed(exc, request_id)
+
+    def _settle_failed(self, exc: BackendUnavailable, request_id: str) -> None:
+        # Slots still expire with their lease; token usage of this request is lost to the counters.
+        self.counters.settle_errors += 1
+        self._error("settle")
+        log.error("quota settlement failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
 
     def _marker_ttl(self) -> float:
         # A marker must outlive every chance to use the decision (its lifetime): after that every

@@ -103,16 +103,21 @@ class Record(NamedTuple):
 def _compact_rows(rows: Any, stems: Any) -> tuple[ChargeRow, ...]:
     """The charges of a record written with a Layout; ValueError for an unknown kind code."""
     out = []
+    new = tuple.__new__  # as in Record.from_json
     for row in rows:
         head, tail = stems[row[0]]
-        code = int(row[1])
-        if not 0 <= code < len(WIRE_KINDS):
+        code = row[1]
+        if not 0 <= code < len(_WIRE_SPECS):
             raise ValueError(f"unknown limit kind code {code!r}")
-        kind = WIRE_KINDS[code]
-        spec = KINDS[kind]
-        key = f"{head}{kind.value}{tail}" if len(row) == 4 else f"{head}{kind.value}{tail}:{row[4]}"
-        out.append(tuple.__new__(ChargeRow, (key, spec.counter, spec.unit, int(row[2]), int(row[3]))))
+        kind, counter, unit = _WIRE_SPECS[code]
+        key = head + kind + tail if len(row) == 4 else f"{head}{kind}{tail}:{row[4]}"
+        out.append(new(ChargeRow, (key, counter, unit, int(row[2]), int(row[3]))))
     return tuple(out)
+
+
+# Per kind code: the kind's name (in the key), counter and unit; looked up once per decoded charge.
+_WIRE_SPECS: tuple[tuple[str, Counter, Unit], ...] = tuple(
+    (kind.value, KINDS[kind].counter, KINDS[kind].unit) for kind in WIRE_KINDS)
 
 
 RESERVATION: DecisionKey[Record] = DecisionKey("quota", Record.to_json, Record.from_json)
