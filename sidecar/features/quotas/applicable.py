@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
+from sidecar.features.quotas.admission import MINUTE
 from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.limits import (
     WIRE_CODES,
@@ -28,7 +29,6 @@ from sidecar.features.quotas.limits import (
 )
 from sidecar.features.quotas.windows import Window, current_window
 
-MINUTE = 60.0  # seconds a bucket drains its cap in (admission.MINUTE)
 COUNTED_UNITS: tuple[Unit, ...] = ("tokens", "spend")
 """Units a completion allowance counts in: a request's max_tokens moves them."""
 
