@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from sidecar.features.quotas.limits import Counter, Identity, Limit, LimitsPolicy, Period, Price, Unit
+from sidecar.features.quotas.admission import MINUTE
+from sidecar.features.quotas.backend import Charge
+from sidecar.features.quotas.limits import (
+    WIRE_CODES,
+    Counter,
+    Identity,
+    Limit,
+    LimitsPolicy,
+    Period,
+    Price,
+    Unit,
+)
 from sidecar.features.quotas.windows import Window, current_window
 
 COUNTED_UNITS: tuple[Unit, ...] = ("tokens", "spend")
@@ -35,6 +46,8 @@ class Rule:
     cap: int
     enforced: bool
     scope: str  # e.g. `token=demo` (Limit.scope): the gauge's label
+    # A request bucket charges every request the same (1 request, same key and cap): built once.
+    fixed: Charge | None = None
 
 
 @dataclass(frozen=True)
@@ -52,12 +65,23 @@ class Applicable:
     # spend limit applies or an estimate exceeds this: the least cap of the enforced token limits.
     counts_spend: bool
     least_token_cap: float
+    spends: bool  # some limit (enforced or shadow) counts spend: a charge needs the request's price
     # Indexes of the enforced request / token limits that x-ratelimit-* headers choose from.
     request_headers: tuple[int, ...]
     token_headers: tuple[int, ...]
     header_names: frozenset[str]  # lower case: the headers every admitted request carries
     windows: tuple[int, ...]  # indexes of calendar quotas: their levels are exported as gauges
     shadows: tuple[int, ...]  # indexes of shadow limits: counted, never enforced, logged when exceeded
+    layout: Layout  # how the reservation record writes these rules' counter keys compactly
+
+
+class Layout(NamedTuple):
+    """The counter keys of some rules, as a reservation writes them: a key is `head + kind + tail`
+    (+ `:window id`); the distinct (head, tail) pairs travel once per record, each charge names
+    its pair and its kind's code (limits.WIRE_KINDS), so the signed decision header stays small."""
+
+    stems: list[list[str]]  # [head, tail] pairs, JSON-ready: shared by every record, never changed
+    rows: tuple[tuple[int, int, int], ...]  # per rule: (stem index, kind code, window id's offset in the key or 0)
 
 
 _IdentityKey = tuple[str, str, str | None, str]
@@ -70,8 +94,9 @@ class Rulebook:
         self.policy = policy
         self.zone = ZoneInfo(policy.timezone)
         self._applicable: dict[_IdentityKey, Applicable | None] = {}
-        # Per period, the last window found and the local date (year, month, day) it was found for.
-        self._windows: dict[Period, tuple[tuple[int, int, int], Window]] = {}
+        # Per period, the last window found and the instant it was found at: it is the window of
+        # every instant from then until its end (local dates only move forwards with time).
+        self._windows: dict[Period, tuple[float, Window]] = {}
 
     def applicable(self, key_prefix: str, token: str, team: str | None, model: str) -> Applicable | None:
         """The limits for this identity with counter keys under `key_prefix`; None when none applies."""
@@ -83,15 +108,13 @@ class Rulebook:
             return found
 
     def window(self, period: Period, now: float) -> Window:
-        """`current_window(period, zone, now)`, recomputed only when the local date changes."""
-        local = datetime.fromtimestamp(now, self.zone)
-        # The window depends on the local date alone; day and month windows key it the same way.
-        date = (local.year, local.month, local.day if period == "day" else 1)
+        """`current_window(period, zone, now)`, recomputed only when `now` leaves the interval
+        [first instant it was found at, its end): two comparisons instead of a local date."""
         cached = self._windows.get(period)
-        if cached is not None and cached[0] == date:
+        if cached is not None and cached[0] <= now < cached[1].end:
             return cached[1]
         window = current_window(period, self.zone, now)
-        self._windows[period] = (date, window)
+        self._windows[period] = (now, window)
         return window
 
 
@@ -120,9 +143,21 @@ def _build(policy: LimitsPolicy, key_prefix: str, who: Identity) -> Applicable |
         counts_spend=any(r.enforced and r.unit == "spend" and r.counter != "slots" for r in rules),
         least_token_cap=min((r.cap for r in rules if r.enforced and r.unit == "tokens" and r.counter != "slots"),
                             default=math.inf),
+        spends=any(r.unit == "spend" for r in rules),
         request_headers=requests, token_headers=tokens, header_names=frozenset(names),
         windows=tuple(i for i, r in enumerate(rules) if r.counter == "window"),
-        shadows=tuple(i for i, r in enumerate(rules) if not r.enforced))
+        shadows=tuple(i for i, r in enumerate(rules) if not r.enforced),
+        layout=_layout(rules, key_prefix))
+
+
+def _layout(rules: tuple[Rule, ...], key_prefix: str) -> Layout:
+    stems: dict[tuple[str, str], int] = {}
+    rows = []
+    for rule in rules:
+        stem = (f"{{{key_prefix}}}:{rule.limit.rule}:", f":{rule.scope}")
+        index = stems.setdefault(stem, len(stems))
+        rows.append((index, WIRE_CODES[rule.limit.kind], len(rule.key) + 1 if rule.counter == "window" else 0))
+    return Layout([list(stem) for stem in stems], tuple(rows))
 
 
 def _rule(limit: Limit, who: Identity, key_prefix: str) -> Rule:
@@ -130,7 +165,10 @@ def _rule(limit: Limit, who: Identity, key_prefix: str) -> Rule:
     scope = limit.scope(who)
     # One hash tag for every key: multi-key scripts need one slot on Redis Cluster.
     key = f"{{{key_prefix}}}:{limit.rule}:{limit.kind}:{scope}"
-    return Rule(limit, limit.name, key, spec.counter, spec.unit, spec.period, limit.cap, not limit.shadow, scope)
+    fixed = (Charge(key, "bucket", limit.cap, 1, not limit.shadow, MINUTE)
+             if spec.counter == "bucket" and spec.unit == "requests" else None)
+    return Rule(limit, limit.name, key, spec.counter, spec.unit, spec.period, limit.cap, not limit.shadow, scope,
+                fixed)
 
 
 def _header_candidates(rules: tuple[Rule, ...], unit: Unit) -> tuple[int, ...]:

@@ -46,7 +46,8 @@ def estimate_request(request: ChatRequest, model: str, limits: LimitsPolicy) -> 
     choices = request.body.get("n")
     if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
         completion *= choices  # each of the n choices may use the whole allowance
-    return Estimate(prompt_tokens(request.body, limits.chars_per_token), completion)
+    # tuple.__new__: the NamedTuple without its Python-level __new__ (every callout builds one).
+    return tuple.__new__(Estimate, (prompt_tokens(request.body, limits.chars_per_token), completion))
 
 
 def estimate_for(request: ClientRequest, model: str, limits: LimitsPolicy) -> Estimate:

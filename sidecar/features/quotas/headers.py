@@ -77,32 +77,28 @@ def admitted_headers(request_limits: Sequence[int], token_limits: Sequence[int],
     """`rate_limit_headers` of the levels (charges[i], used[i], now), without building them: the
     candidates (enforced request / token limits, no slots) are the indexes the rulebook chose."""
     headers: dict[str, str] = {}
-    if request_limits:
-        _tightest(headers, _REQUEST_HEADERS, request_limits, charges, used, now)
-    if token_limits:
-        _tightest(headers, _TOKEN_HEADERS, token_limits, charges, used, now)
+    # One function, no helpers: it runs on every admitted request.
+    for names, indexes in ((_REQUEST_HEADERS, request_limits), (_TOKEN_HEADERS, token_limits)):
+        chosen: Charge | None = None
+        least, latest = 0, 0.0
+        for index in indexes:
+            charge, level = charges[index], used[index]
+            # As Level.remaining and Level.reset_seconds (a bucket or a window: never slots).
+            remaining = max(0, math.floor(charge.cap - level))
+            if charge.counter == "bucket":
+                reset = max(0.0, level) * charge.period / charge.cap
+            else:
+                reset = max(0.0, charge.window_end - now)
+            # min() by (remaining, -reset): the least remaining, then the latest reset, the first of equals.
+            if chosen is None or remaining < least or (remaining == least and reset > latest):
+                chosen, least, latest = charge, remaining, reset
+        if chosen is None:
+            continue
+        headers[names[0]] = str(chosen.cap)
+        headers[names[1]] = str(least)
+        # openai_duration's first case inline: a per-minute limit far from full resets within a second.
+        headers[names[2]] = f"{math.ceil(latest * 1000)}ms" if latest < 1 else openai_duration(latest)
     return headers
-
-
-def _tightest(headers: dict[str, str], names: tuple[str, str, str], indexes: Sequence[int],
-              charges: Sequence[Charge], used: Sequence[float], now: float) -> None:
-    chosen: Charge | None = None
-    least, latest = 0, 0.0
-    for index in indexes:
-        charge, level = charges[index], used[index]
-        # As Level.remaining and Level.reset_seconds (a bucket or a window: never slots).
-        remaining = max(0, math.floor(charge.cap - level))
-        if charge.counter == "bucket":
-            reset = max(0.0, level) * charge.period / charge.cap
-        else:
-            reset = max(0.0, charge.window_end - now)
-        # min() by (remaining, -reset): the least remaining, then the latest reset, the first of equals.
-        if chosen is None or remaining < least or (remaining == least and reset > latest):
-            chosen, least, latest = charge, remaining, reset
-    assert chosen is not None
-    headers[names[0]] = str(chosen.cap)
-    headers[names[1]] = str(least)
-    headers[names[2]] = openai_duration(latest)
 
 
 _REQUEST_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")

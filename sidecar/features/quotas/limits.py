@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 MICRO_USD = 1_000_000  # spend is counted in integer micro-dollars, so every backend adds integers
@@ -33,7 +34,7 @@ STORE_BACKENDS: tuple[StoreBackend, ...] = ("memory", "redis")
 
 def counter_named(name: str) -> Counter:
     """`name` as a Counter (decoding a reservation); ValueError for anything else."""
-    found = _COUNTER_NAMES.get(name)
+    found = COUNTER_NAMES.get(name)
     if found is None:
         raise ValueError(f"unknown counter {name!r}")
     return found
@@ -41,15 +42,15 @@ def counter_named(name: str) -> Counter:
 
 def unit_named(name: str) -> Unit:
     """`name` as a Unit (decoding a reservation); ValueError for anything else."""
-    found = _UNIT_NAMES.get(name)
+    found = UNIT_NAMES.get(name)
     if found is None:
         raise ValueError(f"unknown unit {name!r}")
     return found
 
 
 # Lookups, not loops: every forwarded request decodes one counter and one unit per charge.
-_COUNTER_NAMES: Mapping[str, Counter] = {name: name for name in COUNTERS}
-_UNIT_NAMES: Mapping[str, Unit] = {name: name for name in UNITS}
+COUNTER_NAMES: Mapping[str, Counter] = MappingProxyType({name: name for name in COUNTERS})
+UNIT_NAMES: Mapping[str, Unit] = MappingProxyType({name: name for name in UNITS})
 
 
 class LimitKind(StrEnum):
@@ -84,6 +85,13 @@ KINDS: Mapping[LimitKind, KindSpec] = {
     LimitKind.SPEND_PER_DAY: KindSpec("spend", "window", "day", True, "spend per day (USD)"),
     LimitKind.SPEND_PER_MONTH: KindSpec("spend", "window", "month", True, "spend per month (USD)"),
 }
+
+
+WIRE_KINDS: tuple[LimitKind, ...] = (
+    LimitKind.REQUESTS_PER_MINUTE, LimitKind.TOKENS_PER_MINUTE, LimitKind.CONCURRENT_REQUESTS,
+    LimitKind.TOKENS_PER_DAY, LimitKind.TOKENS_PER_MONTH, LimitKind.SPEND_PER_DAY, LimitKind.SPEND_PER_MONTH)
+"""A kind's code in a reservation (its index here): decisions carry codes, so only append to it."""
+WIRE_CODES: Mapping[LimitKind, int] = MappingProxyType({kind: code for code, kind in enumerate(WIRE_KINDS)})
 
 
 @dataclass(frozen=True)

@@ -51,21 +51,36 @@ class MemoryBackend:
         now = self._clock()
         used: list[float] = []
         admitted, holds_slots = True, False
-        for charge in charges:  # one loop: this runs on every callout
-            level = self._level(charge, now)
+        buckets, windows = self._buckets, self._windows
+        for charge in charges:  # one loop, the levels read inline (as _level): this runs on every callout
+            counter = charge.counter
+            if counter == "bucket":
+                entry = buckets.get(charge.key)
+                level = 0.0 if entry is None else max(
+                    0.0, entry[0] - max(0.0, now - entry[1]) * charge.cap / charge.period)
+            elif counter == "window":
+                found = windows.get(charge.key)
+                level = found[0] if found is not None and found[1] > now else 0.0
+            else:
+                level = self._level(charge, now)
+                holds_slots = True
             used.append(level)
             if charge.enforced and not level + charge.amount <= charge.cap:
                 admitted = False
-            holds_slots = holds_slots or charge.counter == "slots"
         if admitted and apply:
             for index, charge in enumerate(charges):
-                used[index] += charge.amount
-                self._add(charge, reservation_id, used[index], now)
+                level = used[index] = used[index] + charge.amount
+                if charge.counter == "bucket":
+                    buckets[charge.key] = [level, now, charge.cap / charge.period]
+                elif charge.counter == "window":
+                    windows[charge.key] = [level, charge.window_end]
+                else:
+                    self._slots.setdefault(charge.key, {})[reservation_id] = now + charge.lease
             self._dirty = True
         # Per charge, as the Redis script answers it (most requests hold no slot).
         frees = (tuple(min(self._slots.get(c.key, {}).values(), default=0.0) if c.counter == "slots" else 0.0
                        for c in charges) if holds_slots else (0.0,) * len(charges))
-        return Reserved(admitted, tuple(used), now, frees)
+        return tuple.__new__(Reserved, (admitted, tuple(used), now, frees))  # without its Python-level __new__
 
     async def claim(self, reservation_id: str, slot_keys: Sequence[str], lease: float, marker_ttl: float) -> bool:
         now = self._clock()
@@ -129,14 +144,6 @@ class MemoryBackend:
         if entry is None:
             return 0.0
         return max(0.0, entry[0] - max(0.0, now - entry[1]) * cap / period)
-
-    def _add(self, charge: Charge, reservation_id: str, level: float, now: float) -> None:
-        if charge.counter == "bucket":
-            self._buckets[charge.key] = [level, now, charge.cap / charge.period]
-        elif charge.counter == "window":
-            self._windows[charge.key] = [level, charge.window_end]
-        else:
-            self._slots.setdefault(charge.key, {})[reservation_id] = now + charge.lease
 
     # ---- persistence -----------------------------------------------------------------------
     async def start(self) -> None:

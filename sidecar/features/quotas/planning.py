@@ -14,11 +14,12 @@ from zoneinfo import ZoneInfo
 
 from sidecar.callout.pipeline import Check
 from sidecar.core.chat import ChatRequest
+from sidecar.core.routes import ModelRoute
 from sidecar.features.quotas.admission import MINUTE, amount, limit_error
 from sidecar.features.quotas.allowance import choices, fitted
 from sidecar.features.quotas.applicable import Applicable, Rulebook, rulebook
 from sidecar.features.quotas.backend import Charge
-from sidecar.features.quotas.estimate import Estimate, estimate_for
+from sidecar.features.quotas.estimate import Estimate, estimate_for, estimate_request
 from sidecar.features.quotas.headers import Level
 from sidecar.features.quotas.limits import Identity, Limit, Price
 
@@ -73,18 +74,26 @@ class Plan(NamedTuple):
 def charges(book: Rulebook, applied: Applicable, estimate: Estimate, hold: float, now: float) -> list[Charge]:
     """One charge per applicable limit: tokens the whole estimate, spend its price, requests and
     slots one each (the same charges as admission.plan_charges, from the precomputed rules)."""
+    # What each unit charges, computed once per request rather than once per limit.
+    tokens = estimate.prompt_tokens + estimate.completion_tokens
+    spend = amount("spend", estimate, applied.price) if applied.spends else 0
     out: list[Charge] = []
+    new = tuple.__new__  # NamedTuples built without their Python-level __new__: all fields given
     for rule in applied.rules:
-        if rule.counter == "bucket":
-            out.append(Charge(rule.key, "bucket", rule.cap, amount(rule.unit, estimate, applied.price), rule.enforced,
-                              MINUTE))
-        elif rule.counter == "slots":
-            out.append(Charge(rule.key, "slots", rule.cap, 1, rule.enforced, lease=hold))
+        if rule.fixed is not None:
+            out.append(rule.fixed)  # a request bucket: the same charge for every request
+            continue
+        counter, unit = rule.counter, rule.unit
+        charged = tokens if unit == "tokens" else spend if unit == "spend" else 1
+        if counter == "bucket":
+            out.append(new(Charge, (rule.key, "bucket", rule.cap, charged, rule.enforced, MINUTE, 0.0, 0.0)))
+        elif counter == "slots":
+            out.append(new(Charge, (rule.key, "slots", rule.cap, 1, rule.enforced, MINUTE, 0.0, hold)))
         else:
             assert rule.period is not None
             window = book.window(rule.period, now)
-            out.append(Charge(f"{rule.key}:{window.id}", "window", rule.cap,
-                              amount(rule.unit, estimate, applied.price), rule.enforced, window_end=window.end))
+            out.append(new(Charge, (f"{rule.key}:{window.id}", "window", rule.cap, charged, rule.enforced, MINUTE,
+                                    window.end, 0.0)))
     return out
 
 
@@ -93,14 +102,15 @@ def plan(check: Check, key_prefix: str, arrival_lease: float) -> Plan | None:
     when the request is larger than an enforced limit itself."""
     assert check.token is not None and check.request is not None and check.route is not None
     policy = check.policy.limits
-    book = rulebook(policy)
+    book: Rulebook = policy.__dict__.get("_rulebook") or rulebook(policy)
     applied = book.applicable(key_prefix, check.token.name, check.token.team, check.route.key)
     if applied is None:
         return None
     request = check.request
-    estimate = estimate_for(request, applied.who.model, policy)
+    estimate = (estimate_request(request, applied.who.model, policy) if isinstance(request, ChatRequest)
+                else estimate_for(request, applied.who.model, policy))
     # A slot whose release never comes (the sidecar died mid-request) frees itself after this.
-    lease = max(d.timeouts.total for d in check.route.deployments) + LEASE_MARGIN
+    lease: float = check.route.__dict__.get("_quota_lease") or route_lease(check.route)
     capped = isinstance(request, ChatRequest) and request.max_tokens is None and applied.counts_tokens
     n = choices(request) if capped and isinstance(request, ChatRequest) else 1
     now = time.time()
@@ -108,9 +118,26 @@ def plan(check: Check, key_prefix: str, arrival_lease: float) -> Plan | None:
     hold = min(arrival_lease, lease)
     cap = None
     if capped:
-        estimate, cap = initial_allowance(applied, estimate, n)
-    found = Plan(book, applied, charges(book, applied, estimate, hold, now), estimate, lease, hold, now, cap, n)
-    _refuse_oversized(check, found)
+        if applied.counts_spend or estimate.prompt_tokens + estimate.completion_tokens > applied.least_token_cap:
+            estimate, cap = initial_allowance(applied, estimate, n)
+        else:
+            cap = estimate.completion_tokens // n  # initial_allowance's own shortcut, without the call
+    # tuple.__new__: a NamedTuple built without its Python-level __new__ (a callout builds a plan or two).
+    found = tuple.__new__(Plan, (book, applied, charges(book, applied, estimate, hold, now), estimate, lease, hold,
+                                 now, cap, n))
+    # Requests charge 1 and every cap is at least 1: only tokens and spend can be too large.
+    if applied.counts_spend or estimate.prompt_tokens + estimate.completion_tokens > applied.least_token_cap:
+        _refuse_oversized(check, found)
+    return found
+
+
+def route_lease(route: ModelRoute) -> float:
+    """Seconds a confirmed slot is held: the longest `total` timeout of the route's deployments +
+    LEASE_MARGIN; computed once per route and kept on the (immutable) route of the policy snapshot."""
+    found = route.__dict__.get("_quota_lease")
+    if found is None:
+        found = route.__dict__["_quota_lease"] = max(d.timeouts.total for d in route.deployments) + LEASE_MARGIN
+    assert isinstance(found, float)
     return found
 
 

@@ -15,7 +15,7 @@ however the exchange ended. Settlement happens at most once per reservation.
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +34,8 @@ from sidecar.features.quotas.settlement import RESERVATION, Record, adjustments,
 from sidecar.forward.exchange import OWN_RATE_LIMIT_HEADERS
 
 if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
     from sidecar.features.observability.metrics import GatewayMetrics
     from sidecar.forward.exchange import Exchange
 
@@ -63,6 +65,8 @@ class QuotaService:
     decision_ttl: float = 60.0
     # Seconds an unclaimed slot is held (Settings.arrival_lease_seconds).
     arrival_lease: float = 10.0
+    # The quota gauges' children by (limit, kind, scope), as metrics.quota_level finds them.
+    _gauges: dict[tuple[str, str, str], Gauge] = field(default_factory=dict, init=False, repr=False)
 
     async def check(self, check: Check) -> None:
         """The callout stage: reserve this request's charges on every applicable limit, or raise
@@ -73,8 +77,12 @@ class QuotaService:
             return
         # `explain` marks its Check as a dry run: look at the counters, reserve nothing.
         dry_run = check.dry_run
-        reservation_id = secrets.token_hex(8)
-        reserved = await self._reserve(check, found, reservation_id, dry_run)
+        reservation_id = os.urandom(8).hex()  # secrets.token_hex(8), without its two Python calls
+        try:  # as _reserve, inline: this await runs on every callout
+            reserved: Reserved | None = await self.backend.reserve(reservation_id, found.charges, apply=not dry_run)
+        except BackendUnavailable as exc:
+            self._unavailable(check, found.limits, exc)
+            reserved = None
         smaller = found.refitted(reserved.used) if reserved is not None and not reserved.admitted else None
         if smaller is not None:
             # The budget has room for less than the default allowance: reserve (and cap) what is left.
@@ -88,14 +96,16 @@ class QuotaService:
         applied, charges, used = found.applied, found.charges, reserved.used
         # The levels as Level objects are for denials and `explain`: an admitted request needs
         # only its headers, gauges and the shadow check, read from the plan's precomputed indexes.
-        headers = admitted_headers(applied.request_headers, applied.token_headers, charges, used, reserved.now)
-        check.client_headers.update(headers)
-        if headers:
+        if applied.header_names:
+            check.client_headers.update(
+                admitted_headers(applied.request_headers, applied.token_headers, charges, used, reserved.now))
             check.put(OWN_RATE_LIMIT_HEADERS, applied.header_names)
-        self._report_levels(found, used)
+        if applied.windows and self.metrics is not None:
+            self._report_levels(found, used)
         if applied.shadows:
             self._report_shadow(check, found, used)
-        record = Record.of(reservation_id, found.estimate, charges, applied.units, found.lease, found.cap)
+        record = Record.of(reservation_id, found.estimate, charges, applied.units, found.lease, found.cap,
+                            applied.layout)
         check.put(RESERVATION, record)
         check.on_deny.append(lambda: self._settle(record, refund(record), check.request_id, only_pending=True))
 
@@ -132,11 +142,17 @@ class QuotaService:
 
     def _report_levels(self, found: Plan, used: tuple[float, ...]) -> None:
         # Calendar quotas only: alerts warn before a day's or month's quota runs out.
-        if self.metrics is None:
-            return
+        assert self.metrics is not None
+        gauges, rules = self._gauges, found.applied.rules
         for index in found.applied.windows:
-            rule = found.applied.rules[index]
-            self.metrics.quota_level(rule.name, rule.limit.kind, rule.scope, used[index] / rule.cap)
+            rule = rules[index]
+            labels = (rule.name, rule.limit.kind, rule.scope)
+            gauge = gauges.get(labels)
+            if gauge is None:
+                # As metrics.quota_level, whose child this is (children are never removed): kept
+                # here, the gauge is set without two calls in between.
+                gauge = gauges[labels] = self.metrics.quota_used.labels(*labels)
+            gauge.set(used[index] / rule.cap)
 
     def _error(self, mode: str) -> None:
         if self.metrics is not None:
@@ -177,7 +193,7 @@ class QuotaService:
             return
         try:
             claimed = await self.backend.claim(record.reservation_id, record.slot_keys, record.lease,
-                                               self._marker_ttl())
+                                               self.decision_ttl + _MARKER_MARGIN)  # _marker_ttl(), inline
         except BackendUnavailable as exc:
             # As at admission: the store is down, the callout's decision stands (its limits chose).
             self.counters.backend_errors += 1
@@ -206,7 +222,10 @@ class QuotaService:
         if record is None:
             return
         changes = adjustments(record, exchange, exchange.policy.limits)
-        await self._settle(record, changes, exchange.decision.request_id)
+        try:  # as _settle, inline: every forwarded request settles
+            await self.backend.settle(record.reservation_id, changes, marker_ttl=self.decision_ttl + _MARKER_MARGIN)
+        except BackendUnavailable as exc:
+            self._settle_failed(exc, exchange.decision.request_id)
 
     async def _settle(self, record: Record, changes: list[Adjustment], request_id: str, *,
                       only_pending: bool = False) -> None:
@@ -214,10 +233,13 @@ class QuotaService:
             await self.backend.settle(record.reservation_id, changes, marker_ttl=self._marker_ttl(),
                                       only_pending=only_pending)
         except BackendUnavailable as exc:
-            # Slots still expire with their lease; token usage of this request is lost to the counters.
-            self.counters.settle_errors += 1
-            self._error("settle")
-            log.error("quota settlement failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
+            self._settle_failed(exc, request_id)
+
+    def _settle_failed(self, exc: BackendUnavailable, request_id: str) -> None:
+        # Slots still expire with their lease; token usage of this request is lost to the counters.
+        self.counters.settle_errors += 1
+        self._error("settle")
+        log.error("quota settlement failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
 
     def _marker_ttl(self) -> float:
         # A marker must outlive every chance to use the decision (its lifetime): after that every

@@ -10,9 +10,20 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sidecar.callout.handoff import Decision, DecisionKey
+from sidecar.features.quotas.applicable import Layout
 from sidecar.features.quotas.backend import Adjustment, Charge
 from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
-from sidecar.features.quotas.limits import Counter, LimitsPolicy, Unit, counter_named, unit_named
+from sidecar.features.quotas.limits import (
+    COUNTER_NAMES,
+    KINDS,
+    UNIT_NAMES,
+    WIRE_KINDS,
+    Counter,
+    LimitsPolicy,
+    Unit,
+    counter_named,
+    unit_named,
+)
 
 if TYPE_CHECKING:
     from sidecar.forward.exchange import Exchange
@@ -41,30 +52,72 @@ class Record(NamedTuple):
     # The completion tokens per choice the provider is held to (sidecar.features.quotas.allowance);
     # None when the client set its own max_tokens or no token-counting limit applies.
     completion_cap: int | None = None
+    # How to_json writes the keys compactly (applicable.Layout: one per rule, in charge order);
+    # None writes them whole. A decoded record has none: the forwarding path never encodes one.
+    layout: Layout | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
-                "completion": self.estimate.completion_tokens, "lease": self.lease, "cap": self.completion_cap,
-                "charges": [list(row) for row in self.charges]}  # [key, counter, unit, amount, cap]
+        wire = {"id": self.reservation_id, "prompt": self.estimate.prompt_tokens,
+                "completion": self.estimate.completion_tokens, "lease": self.lease, "cap": self.completion_cap}
+        layout = self.layout
+        if layout is None:
+            wire["charges"] = list(map(list, self.charges))  # [key, counter, unit, amount, cap]
+            return wire
+        # [stem, kind code, amount, cap] (+ window id): the key is rebuilt from the stem and the kind.
+        wire["charges"] = [[stem, kind, row.amount, row.cap, row.key[cut:]] if cut
+                           else [stem, kind, row.amount, row.cap]
+                           for (stem, kind, cut), row in zip(layout.rows, self.charges, strict=True)]
+        wire["stems"] = layout.stems
+        return wire
 
     @classmethod
     def from_json(cls, value: Any) -> Record:
-        charges = tuple([ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
-                         for k, c, u, a, cap in value["charges"]])
+        rows = value["charges"]
+        new = tuple.__new__  # NamedTuples built without their Python-level __new__: all fields given
+        if "stems" in value:
+            charges = _compact_rows(rows, value["stems"])
+        else:
+            try:  # plain lookups first, the named errors only for a bad row
+                charges = tuple([new(ChargeRow, (str(k), COUNTER_NAMES[c], UNIT_NAMES[u], int(a), int(cap)))
+                                 for k, c, u, a, cap in rows])
+            except (KeyError, TypeError):
+                charges = tuple([ChargeRow(str(k), counter_named(str(c)), unit_named(str(u)), int(a), int(cap))
+                                 for k, c, u, a, cap in rows])
         cap = value.get("cap")
-        return cls(str(value["id"]), Estimate(int(value["prompt"]), int(value["completion"])), charges,
-                   float(value["lease"]), int(cap) if cap is not None else None)
+        return new(cls, (str(value["id"]), new(Estimate, (int(value["prompt"]), int(value["completion"]))), charges,
+                         float(value["lease"]), int(cap) if cap is not None else None, None))
 
     @classmethod
     def of(cls, reservation_id: str, estimate: Estimate, charges: Sequence[Charge], units: Sequence[Unit],
-           lease: float, completion_cap: int | None = None) -> Record:
-        rows = tuple([ChargeRow(c.key, c.counter, unit, c.amount, c.cap)
+           lease: float, completion_cap: int | None = None, layout: Layout | None = None) -> Record:
+        new = tuple.__new__  # as in from_json
+        rows = tuple([new(ChargeRow, (c.key, c.counter, unit, c.amount, c.cap))
                       for c, unit in zip(charges, units, strict=True)])
-        return cls(reservation_id, estimate, rows, lease, completion_cap)
+        return new(cls, (reservation_id, estimate, rows, lease, completion_cap, layout))
 
     @property
     def slot_keys(self) -> list[str]:
         return [c.key for c in self.charges if c.counter == "slots"]
+
+
+def _compact_rows(rows: Any, stems: Any) -> tuple[ChargeRow, ...]:
+    """The charges of a record written with a Layout; ValueError for an unknown kind code."""
+    out = []
+    new = tuple.__new__  # as in Record.from_json
+    for row in rows:
+        head, tail = stems[row[0]]
+        code = row[1]
+        if not 0 <= code < len(_WIRE_SPECS):
+            raise ValueError(f"unknown limit kind code {code!r}")
+        kind, counter, unit = _WIRE_SPECS[code]
+        key = head + kind + tail if len(row) == 4 else f"{head}{kind}{tail}:{row[4]}"
+        out.append(new(ChargeRow, (key, counter, unit, int(row[2]), int(row[3]))))
+    return tuple(out)
+
+
+# Per kind code: the kind's name (in the key), counter and unit; looked up once per decoded charge.
+_WIRE_SPECS: tuple[tuple[str, Counter, Unit], ...] = tuple(
+    (kind.value, KINDS[kind].counter, KINDS[kind].unit) for kind in WIRE_KINDS)
 
 
 RESERVATION: DecisionKey[Record] = DecisionKey("quota", Record.to_json, Record.from_json)
@@ -105,9 +158,10 @@ def adjustments(record: Record, exchange: Exchange, limits: LimitsPolicy) -> lis
             continue
         if used is None or row.unit == "requests":
             continue
-        real = sum(used) if row.unit == "tokens" else (price.micro_usd(*used) if price else 0)
+        real = used[0] + used[1] if row.unit == "tokens" else (price.micro_usd(*used) if price else 0)
         if real != row.amount:
-            result.append(Adjustment(row.key, row.counter, real - row.amount, row.cap))
+            # tuple.__new__: without Adjustment's Python-level __new__ (all fields given).
+            result.append(tuple.__new__(Adjustment, (row.key, row.counter, real - row.amount, row.cap, 60.0)))
     return result
 
 

@@ -19,12 +19,21 @@ from sidecar.features.quotas.applicable import rulebook
 from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.estimate import Estimate, prompt_tokens
 from sidecar.features.quotas.headers import Level, admitted_headers, rate_limit_headers
-from sidecar.features.quotas.limits import Identity, Limit, LimitKind, LimitsPolicy, ModelQuotaSettings, Price
+from sidecar.features.quotas.limits import (
+    WIRE_KINDS,
+    Identity,
+    Limit,
+    LimitKind,
+    LimitsPolicy,
+    ModelQuotaSettings,
+    Price,
+)
 from sidecar.features.quotas.memory_backend import MemoryBackend
-from sidecar.features.quotas.planning import charges, initial_allowance
+from sidecar.features.quotas.planning import LEASE_MARGIN, charges, initial_allowance, route_lease
 from sidecar.features.quotas.service import QuotaService
 from sidecar.features.quotas.settlement import RESERVATION, Record
 from sidecar.features.quotas.windows import current_window
+from sidecar.policy.loader import load_policy
 from tests.unit.features.quotas.test_service import decide, policy
 
 LIMITS = (
@@ -191,3 +200,39 @@ def test_the_reservation_travels_in_the_same_json() -> None:
     assert RESERVATION.decode(wire) == record and record.slot_keys == ["k2"]
     with pytest.raises(ValueError, match="unknown counter"):
         Record.from_json({**wire, "charges": [["k", "minute", "requests", 1, 5]]})
+
+
+@pytest.mark.parametrize("prefix", ["k", "a:b"])
+def test_a_compact_reservation_decodes_to_the_charges_written_whole(prefix: str) -> None:
+    book = rulebook(POLICY)
+    now = 1_780_000_000.0
+    for who in IDENTITIES:
+        applied = book.applicable(prefix, who.token, who.team, who.model)
+        if applied is None:
+            continue
+        estimate = Estimate(70, 90)
+        found = charges(book, applied, estimate, 5.0, now)
+        whole = Record.of("id", estimate, found, applied.units, 660.0, 90)
+        compact = Record.of("id", estimate, found, applied.units, 660.0, 90, applied.layout)
+        wire = orjson.loads(orjson.dumps(RESERVATION.encode(compact)))  # as the header carries it
+        assert "stems" in wire and len(orjson.dumps(wire)) < len(orjson.dumps(RESERVATION.encode(whole)))
+        assert RESERVATION.decode(wire) == whole == RESERVATION.decode(RESERVATION.encode(whole))
+        assert [row.key for row in whole.charges] == [c.key for c in found]
+
+
+def test_every_limit_kind_has_a_wire_code() -> None:
+    assert sorted(WIRE_KINDS) == sorted(LimitKind) and len(set(WIRE_KINDS)) == len(WIRE_KINDS)
+    wire = {"id": "abc", "prompt": 1, "completion": 2, "lease": 1.0, "cap": None, "charges": [[0, 7, 1, 5]],
+            "stems": [["{k}:r:", ":*"]]}
+    with pytest.raises(ValueError, match="unknown limit kind code"):
+        Record.from_json(wire)
+
+
+def test_a_routes_lease_is_its_own_longest_timeout(tmp_path: Path) -> None:
+    first = policy(tmp_path, "    r: {requests_per_minute: 50}").models.routes["gpt-4"]
+    assert route_lease(first) == max(d.timeouts.total for d in first.deployments) + LEASE_MARGIN
+    assert route_lease(first) is route_lease(first)  # kept on the route of that snapshot
+    (tmp_path / "p.yaml").write_text((tmp_path / "p.yaml").read_text().replace(
+        "{provider: demo, model: m}", "{provider: demo, model: m, timeouts: {total: 7s}}"))
+    second = load_policy(tmp_path).models.routes["gpt-4"]  # a reload: a new route, its own lease
+    assert route_lease(second) == 7 + LEASE_MARGIN != route_lease(first)
