@@ -77,8 +77,29 @@ CLIENT_CLOSED = 499
 # Decision key: the rate-limit header names the callout sends the client on success (the
 # gateway's own quotas). Envoy appends them to every answer, so a provider's 429 relays only its
 # other back-off headers: the client never gets two values of one header.
+# On the wire one string, "limit-requests,reset-tokens,…": every byte of the signed header costs
+# ~100-150 instructions across encode, HMAC, decode and aiohttp's header writer, and the full names
+# (a list of six `x-ratelimit-…` strings) were a fifth of a 1 KB header.
+_RATE_LIMIT_PREFIX = "x-ratelimit-"
+_OTHER_NAME = "/"  # marks a name without the prefix ("/" is no token character of a header name)
+
+
+def _encode_rate_limit_names(names: frozenset[str]) -> str:
+    return ",".join(sorted(name.removeprefix(_RATE_LIMIT_PREFIX) if name.startswith(_RATE_LIMIT_PREFIX)
+                           else _OTHER_NAME + name for name in names))
+
+
+def _decode_rate_limit_names(value: object) -> frozenset[str]:
+    if isinstance(value, list):  # the list of full names an earlier sidecar wrote
+        return frozenset(str(name) for name in value)
+    if not isinstance(value, str) or not value:
+        return frozenset()
+    return frozenset(item[1:] if item.startswith(_OTHER_NAME) else _RATE_LIMIT_PREFIX + item
+                     for item in value.split(","))
+
+
 OWN_RATE_LIMIT_HEADERS: DecisionKey[frozenset[str]] = DecisionKey(
-    "rate_limit_headers", sorted, lambda names: frozenset(str(name) for name in names))
+    "rate_limit_headers", _encode_rate_limit_names, _decode_rate_limit_names)
 
 
 @dataclass
