@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from sidecar.callout.handoff import (
 )
 from sidecar.core.chat import is_valid_request_id, parse_chat_request
 from sidecar.core.embeddings import parse_embeddings_request
-from sidecar.core.endpoints import ClientRequest, EndpointKind
+from sidecar.core.endpoints import CATEGORIES, ClientRequest, EndpointKind
 from sidecar.core.errors import GatewayError, ModelNotFound
 from sidecar.core.routes import ModelRoute, check_category
 from sidecar.core.tokens import TokenRecord, TokenStore
@@ -74,23 +74,31 @@ class Check:
 
     def decision(self, ttl_seconds: float = DEFAULT_DECISION_TTL_SECONDS, now: float | None = None) -> Decision:
         """The signed hand-off of an allowed check; expires `ttl_seconds` after `now` (epoch s)."""
-        assert self.token is not None
+        token = self.token
+        route = self.route
+        request = self.request
+        assert token is not None
         # The model list has neither a body nor a model: an empty key, nothing to stream.
-        assert self.kind is EndpointKind.MODELS or (self.request is not None and self.route is not None)
-        return Decision(
-            request_id=self.request_id,
-            token_name=self.token.name,
-            team=self.token.team,
-            model_key=self.route.key if self.route else "",
-            deployments=self.deployments,
-            stream=self.request.stream if self.request else False,
-            client_wants_usage=self.request.include_usage if self.request else False,
-            policy_version=self.policy.version,
-            body_sha256=body_digest(self.raw_body),
-            expires_at=(time.time() if now is None else now) + ttl_seconds,
-            extra=dict(self.extra),
-            endpoint=self.kind,
-        )
+        assert self.kind is EndpointKind.MODELS or (request is not None and route is not None)
+        # Built without the frozen dataclass's __init__ (one object.__setattr__ per field, about
+        # as much as the rest of this method): the same fields, in declaration order, so the
+        # object, its == and its JSON are those of `Decision(...)` (tests/unit/callout/test_decision.py).
+        decision: Decision = object.__new__(Decision)
+        object.__setattr__(decision, "__dict__", {
+            "request_id": self.request_id,
+            "token_name": token.name,
+            "team": token.team,
+            "model_key": route.key if route else "",
+            "deployments": self.deployments,
+            "stream": request.stream if request else False,
+            "client_wants_usage": request.include_usage if request else False,
+            "policy_version": self.policy.version,
+            "body_sha256": body_digest(self.raw_body),
+            "expires_at": (time.time() if now is None else now) + ttl_seconds,
+            "extra": dict(self.extra),
+            "endpoint": self.kind,
+        })
+        return decision
 
 
 class Denied(Exception):
@@ -128,11 +136,11 @@ async def resolve_model(check: Check) -> None:
     assert check.request is not None and check.token is not None
     route = check.policy.models.find(check.request.model)
     TokenStore.check_model(check.token, route.key)
-    category = check.kind.category
-    if category is not None:
+    category = CATEGORIES.get(check.kind)
+    if category is not None and route.category != category:
         check_category(route, category)
     check.route = route
-    check.deployments = tuple(d.name for d in route.deployments)
+    check.deployments = route.deployment_names
 
 
 CORE_STAGES: dict[str, Stage] = {"authenticate": authenticate, "parse_body": parse_body,
@@ -246,4 +254,5 @@ def resolve_request_id(header_value: str | None) -> str:
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    """`req_` + 24 hex digits (96 random bits; os.urandom is what secrets.token_hex reads)."""
+    return "req_" + os.urandom(12).hex()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Literal
 
 from sidecar.core.credentials import Credential
@@ -81,6 +82,12 @@ class ModelRoute:
     key: str
     category: str
     deployments: tuple[Deployment, ...]
+
+    @cached_property
+    def deployment_names(self) -> tuple[str, ...]:
+        """The deployments' names in policy order, computed once per route (so once per policy
+        snapshot) instead of per request; cached in the instance, not a field (== and repr ignore it)."""
+        return tuple(d.name for d in self.deployments)
 
 
 @dataclass(frozen=True)
