@@ -74,9 +74,10 @@ class CalloutEndpoint:
         except Denied as denied:
             return _denial(app, denied, started)
         record_callout(app, check, None, started)
-        decision = check.decision(self.ttl_seconds)
+        now = time.time()
+        decision = check.decision(self.ttl_seconds, now)
         header = encode(decision, self.signer)
-        self.recent.remember(header, decision)  # the forward, most often in this process, skips decoding
+        self.recent.remember(header, decision, now)  # the forward, most often in this process, skips decoding
         answer = {DECISION_HEADER: header, "X-Request-Id": check.request_id}
         if check.client_headers:
             answer.update(check.client_headers)

@@ -48,7 +48,7 @@ class DeploymentRouter:
         # One deployment has one order: no list, no random draw.
         for d in deployments if len(deployments) == 1 else order_deployments(deployments, self._rng):
             breakers.append(breaker := board.get(d.name, d.breaker))
-            states[d.name] = breaker.state.value
+            states[d.name] = str(breaker.state)  # the value (a StrEnum), without enum's descriptor
             if breaker.available():
                 usable.append(d.name)
         check.trace["breaker"] = states  # what `explain` shows

@@ -15,12 +15,12 @@ import orjson
 import pytest
 
 from sidecar.callout.handoff import Decision, DecisionSigner, decode, encode
-from sidecar.callout.pipeline import DecisionPipeline
+from sidecar.callout.pipeline import Check, DecisionPipeline, authenticate_now
 from sidecar.core.chat import _check_message, _check_messages, parse_chat_request
 from sidecar.core.endpoints import EndpointKind
-from sidecar.core.errors import InvalidRequest
+from sidecar.core.errors import GatewayError, InvalidRequest
 from sidecar.core.routes import ModelRoute
-from sidecar.core.tokens import hash_token
+from sidecar.core.tokens import _bearer_token, hash_token
 from sidecar.policy.loader import load_policy
 
 TOKEN = "cgt_unit_hot_path_token"
@@ -132,3 +132,36 @@ def test_two_field_body_parses_as_with_an_unknown_field(extra: dict[str, Any]) -
         return {**dataclasses.asdict(request), "body": None}
 
     assert parsed(base) == parsed({**base, "unknown_field": 1})
+
+
+async def test_a_replaced_core_stage_still_runs(tmp_path: Path) -> None:
+    write_policy(tmp_path, "[{provider: main, model: a}]")
+    seen: list[str] = []
+
+    async def own_authenticate(check: Check) -> None:
+        seen.append("own")
+        authenticate_now(check)
+
+    body = orjson.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]})
+    check = await DecisionPipeline({"authenticate": own_authenticate}).decide(
+        load_policy(tmp_path), body, f"Bearer {TOKEN}", None)
+    assert seen == ["own"] and check.deployments == ("main/a",)
+
+
+@pytest.mark.parametrize("authorization", [
+    None, "", " ", "Bearer", "Bearer ", "Bearer cgt_", f"Bearer {TOKEN}", f"bearer {TOKEN}", f"Bearer  {TOKEN}",
+    f" Bearer {TOKEN}", f"Bearer {TOKEN} ", f"Bearer {TOKEN}\t", f"Bearer {TOKEN}\u00a0", f"Bearer {TOKEN} x",
+    f"Basic {TOKEN}", f"Bearer x{TOKEN}", "Bearer cgt_\u00e9", f"Bearer{TOKEN}",
+])
+def test_bearer_fast_path_authenticates_as_the_parser(tmp_path: Path, authorization: str | None) -> None:
+    write_policy(tmp_path, "[{provider: main, model: a}]")
+    store = load_policy(tmp_path).tokens
+
+    def verdict(run: Any) -> Any:
+        try:
+            return run()
+        except GatewayError as error:
+            return (error.status, error.code)
+
+    assert verdict(lambda: store.authenticate(authorization)) == verdict(
+        lambda: store.by_hash.get(hash_token(_bearer_token(authorization))) or store.authenticate("Bearer cgt_no"))
