@@ -29,11 +29,11 @@ from sidecar.settings import SENTINEL_503, Settings
 AUTHZ_PREFIX = "/authz"
 
 
-def callout_handler(kind: EndpointKind, settings: Settings,
+def callout_handler(app: web.Application, kind: EndpointKind, settings: Settings,
                     recent: RecentDecisions) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The callout for one endpoint kind (routes: `AUTHZ_PREFIX` + the client's path): a bound
-    method, so aiohttp calls it directly (no wrapper frame per request)."""
-    return CalloutEndpoint(kind, settings, recent).handle
+    """The callout for one endpoint kind of `app` (routes: `AUTHZ_PREFIX` + the client's path): a
+    bound method, so aiohttp calls it directly (no wrapper frame per request)."""
+    return CalloutEndpoint(app, kind, settings, recent).handle
 
 
 def path_model(request: web.Request) -> str | None:
@@ -45,7 +45,11 @@ class CalloutEndpoint:
     """One endpoint kind's callout, with what every request reuses: the decision's TTL, its
     signer (the key's HMAC state, see DecisionSigner) and where signed decisions are remembered."""
 
-    def __init__(self, kind: EndpointKind, settings: Settings, recent: RecentDecisions) -> None:
+    def __init__(self, app: web.Application, kind: EndpointKind, settings: Settings,
+                 recent: RecentDecisions) -> None:
+        # The app the route is added to, which is `request.app` (two property calls per request).
+        # Its PIPELINE and POLICY_STORE are read per request: tests and reloads replace them.
+        self.app = app
         self.kind = kind
         self.ttl_seconds = settings.decision_ttl_seconds
         self.signer = DecisionSigner(settings.decision_key)
@@ -53,7 +57,7 @@ class CalloutEndpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         """200 with the signed decision header, or the denial's JSON error (see the module doc)."""
-        app = request.app
+        app = self.app
         started = time.monotonic()
         raw_body = await request.read()
         kind = self.kind

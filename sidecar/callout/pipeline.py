@@ -11,6 +11,7 @@ twice or left reserved. The same pipeline serves the live callout and `explain`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -26,7 +27,6 @@ from sidecar.callout.handoff import (
     DecisionKey,
     JSONValue,
     annotate,
-    body_digest,
 )
 from sidecar.core.chat import is_valid_request_id, parse_chat_request
 from sidecar.core.embeddings import parse_embeddings_request
@@ -93,7 +93,7 @@ class Check:
             "stream": request.stream if request else False,
             "client_wants_usage": request.include_usage if request else False,
             "policy_version": self.policy.version,
-            "body_sha256": body_digest(self.raw_body),
+            "body_sha256": hashlib.sha256(self.raw_body).hexdigest(),  # body_digest(), without its call
             "expires_at": (time.time() if now is None else now) + ttl_seconds,
             "extra": dict(self.extra),
             "endpoint": self.kind,
@@ -278,7 +278,7 @@ def resolve_request_id(header_value: str | None) -> str:
     """Envoy already put the client's X-Request-Id or a fresh `req_…` here; never trust it blindly."""
     if header_value and is_valid_request_id(header_value):
         return header_value
-    return new_request_id()
+    return "req_" + os.urandom(12).hex()  # new_request_id(), without its call
 
 
 def new_request_id() -> str:

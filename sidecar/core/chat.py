@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from sidecar.core.errors import InvalidRequest
-from sidecar.core.json_depth import check_depth
+from sidecar.core.json_depth import MAX_JSON_DEPTH, check_depth
 
 # `function` is the legacy (deprecated, still in the SDKs) role of a function call's result.
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -41,8 +41,11 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     the bad `param`.
     """
     body = _load_json(raw)
-    check_depth(body, raw)
-    model = required_model(body)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # check_depth's own first test, without its call
+        check_depth(body, raw)
+    model = body.get("model")
+    if type(model) is not str or not model.strip():
+        model = required_model(body)  # raises the 400 naming `model` (or accepts a str subclass)
     _check_messages(body.get("messages"))
     if len(body) == 2:
         # Only `model` and `messages`, both checked: no option to check, every default applies.
