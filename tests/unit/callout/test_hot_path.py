@@ -16,7 +16,7 @@ import pytest
 
 from sidecar.callout.handoff import Decision, DecisionSigner, decode, encode
 from sidecar.callout.pipeline import Check, DecisionPipeline, authenticate_now
-from sidecar.core.chat import _check_message, _check_messages, parse_chat_request
+from sidecar.core.chat import _LONG_DIGIT_RUN, _SCAN, _check_message, _check_messages, parse_chat_request
 from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import GatewayError, InvalidRequest
 from sidecar.core.routes import ModelRoute
@@ -165,3 +165,28 @@ def test_bearer_fast_path_authenticates_as_the_parser(tmp_path: Path, authorizat
 
     assert verdict(lambda: store.authenticate(authorization)) == verdict(
         lambda: store.by_hash.get(hash_token(_bearer_token(authorization))) or store.authenticate("Bearer cgt_no"))
+
+
+def test_payload_alphabets_both_decode() -> None:
+    signer = DecisionSigner(KEY)
+    for n in range(200):  # until the JSON's base64 holds the characters the two alphabets spell apart
+        decision = Decision(request_id=f"r{'?' * n}~>", token_name="t", team=None, model_key="m", deployments=(),
+                            stream=False, client_wants_usage=False, policy_version="v", expires_at=5.0)
+        header = encode(decision, signer)
+        if "+" in header or "/" in header:
+            break
+    else:
+        raise AssertionError("no payload with + or /")
+    assert "-" not in header.split(".")[1] and "_" not in header.split(".")[1]
+    assert decode(header, KEY) == decision
+    # A header signed before the change (base64url payload) still decodes.
+    old_payload = base64.urlsafe_b64encode(orjson.dumps(decision)).rstrip(b"=")
+    assert decode(f"v2.{old_payload.decode()}.{signer.sign(old_payload)}", KEY) == decision
+
+
+@pytest.mark.parametrize("raw", [b"", b"{}", b"[[{{", b"1234567890123456789", b"123456789012345678", b"a1234567890123456789z",
+                                 b"{\"a\": [1, {\"b\": \"[{\"}], \"n\": 99999999999999999999}", bytes(range(256)) * 3])
+def test_one_scan_answers_both_questions(raw: bytes) -> None:
+    scanned = raw.translate(_SCAN)
+    assert (_LONG_DIGIT_RUN in scanned) == (b"0" * 19 in bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in raw))
+    assert scanned.count(b"[") == raw.count(b"[") + raw.count(b"{")
