@@ -145,7 +145,7 @@ def resolve_model_now(check: Check) -> None:
     if category is not None and route.category != category:
         check_category(route, category)
     check.route = route
-    check.deployments = route.deployment_names
+    check.deployments = route._deployment_names  # per route, not per request (see ModelRoute)
 
 
 # The core stages as pipeline stages; `decide` calls their synchronous bodies directly (three

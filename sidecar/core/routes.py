@@ -84,9 +84,10 @@ class ModelRoute:
     deployments: tuple[Deployment, ...]
 
     @cached_property
-    def deployment_names(self) -> tuple[str, ...]:
+    def _deployment_names(self) -> tuple[str, ...]:
         """The deployments' names in policy order, computed once per route (so once per policy
-        snapshot) instead of per request; cached in the instance, not a field (== and repr ignore it)."""
+        snapshot) instead of per request (callout.pipeline). Cached in the instance, not a field:
+        ==, repr and asdict ignore it, and orjson too, which leaves out `_` names."""
         return tuple(d.name for d in self.deployments)
 
 

@@ -88,9 +88,12 @@ async def test_deployment_names_follow_a_policy_reload(tmp_path: Path) -> None:
     second = await DecisionPipeline().decide(load_policy(tmp_path), body, f"Bearer {TOKEN}", None)
     assert second.deployments == ("backup/b", "main/a")
     assert first.deployments == ("main/a",)
-    # A cache in the instance, not a field: equality, repr and asdict are the route's own.
+    # A cache in the instance, not a field: equality, repr, asdict and JSON are the route's own.
     assert "deployment_names" not in {f.name for f in dataclasses.fields(ModelRoute)}
-    assert second.route is not None and "deployment_names" not in repr(second.route)
+    route = second.route
+    assert route is not None and "deployment_names" not in repr(route)
+    assert b"deployment_names" not in orjson.dumps(route, default=str)
+    assert route == dataclasses.replace(route)
 
 
 MESSAGES: list[Any] = [
