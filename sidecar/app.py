@@ -75,10 +75,10 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     status.install(app, extensions)
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
-    app[RECENT_DECISIONS] = RecentDecisions()
+    app[RECENT_DECISIONS] = recent = RecentDecisions()
     app.cleanup_ctx.append(_http_client)
     for method, path, kind in CLIENT_ROUTES:
-        app.router.add_route(method, AUTHZ_PREFIX + path, callout_handler(kind))
+        app.router.add_route(method, AUTHZ_PREFIX + path, callout_handler(app, kind, settings, recent))
         app.router.add_route(method, path, handle_models if kind is EndpointKind.MODELS else handle_forward)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)

@@ -16,25 +16,24 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sidecar.appkeys import PIPELINE, POLICY_STORE, RECENT_DECISIONS, SETTINGS
-from sidecar.callout.handoff import DECISION_HEADER, encode
+from sidecar.appkeys import PIPELINE, POLICY_STORE
+from sidecar.callout.handoff import DECISION_HEADER, DecisionSigner, encode
 from sidecar.callout.pipeline import Check, Denied, resolve_request_id
+from sidecar.callout.recent import RecentDecisions
 from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import InvalidRequest
 from sidecar.features.observability.install import record_callout
 from sidecar.responses import error_response
-from sidecar.settings import SENTINEL_503
+from sidecar.settings import SENTINEL_503, Settings
 
 AUTHZ_PREFIX = "/authz"
 
 
-def callout_handler(kind: EndpointKind) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The callout for one endpoint kind (routes: `AUTHZ_PREFIX` + the client's path)."""
-
-    async def handler(request: web.Request) -> web.Response:
-        return await handle_check(request, kind)
-
-    return handler
+def callout_handler(app: web.Application, kind: EndpointKind, settings: Settings,
+                    recent: RecentDecisions) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The callout for one endpoint kind of `app` (routes: `AUTHZ_PREFIX` + the client's path): a
+    bound method, so aiohttp calls it directly (no wrapper frame per request)."""
+    return CalloutEndpoint(app, kind, settings, recent).handle
 
 
 def path_model(request: web.Request) -> str | None:
@@ -42,41 +41,68 @@ def path_model(request: web.Request) -> str | None:
     return request.match_info.get("model")
 
 
-async def handle_check(request: web.Request, kind: EndpointKind = EndpointKind.CHAT) -> web.Response:
-    app = request.app
-    started = time.monotonic()
-    raw_body = await request.read()
-    try:
-        _refuse_encoded(request, raw_body)
-        check = await app[PIPELINE].decide(
-            app[POLICY_STORE].current,
-            raw_body,
-            request.headers.get("Authorization"),
-            request.headers.get("X-Request-Id"),
-            kind=kind,
-            path_model=path_model(request),
-        )
-    except Denied as denied:
-        error = denied.error
-        record_callout(app, denied.check, error, started)
-        # Envoy counts a 5xx from the callout as the callout failing; the sentinel status is
-        # turned back into 503 by Envoy's local_reply_config, body and Retry-After intact.
-        status = SENTINEL_503 if error.status == 503 else error.status
-        response = error_response(error, denied.check.request_id, status=status)
-        response.headers.update(denied.check.client_headers)
-        return response
-    record_callout(app, check, None, started)
-    settings = app[SETTINGS]
-    decision = check.decision(settings.decision_ttl_seconds)
-    header = encode(decision, settings.decision_key)
-    app[RECENT_DECISIONS].remember(header, decision)  # the forward, most often in this process, skips decoding
-    headers = {DECISION_HEADER: header, "X-Request-Id": check.request_id, **check.client_headers}
-    return web.Response(status=200, headers=headers)
+class CalloutEndpoint:
+    """One endpoint kind's callout, with what every request reuses: the decision's TTL, its
+    signer (the key's HMAC state, see DecisionSigner) and where signed decisions are remembered."""
+
+    def __init__(self, app: web.Application, kind: EndpointKind, settings: Settings,
+                 recent: RecentDecisions) -> None:
+        # The app the route is added to, which is `request.app` (two property calls per request).
+        # Its PIPELINE and POLICY_STORE are read per request: tests and reloads replace them.
+        self.app = app
+        self.kind = kind
+        self.ttl_seconds = settings.decision_ttl_seconds
+        self.signer = DecisionSigner(settings.decision_key)
+        self.recent = recent
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """200 with the signed decision header, or the denial's JSON error (see the module doc)."""
+        app = self.app
+        started = time.monotonic()
+        raw_body = await request.read()
+        kind = self.kind
+        headers = request.headers
+        try:
+            encoding = headers.get("Content-Encoding")
+            if encoding is not None:
+                _refuse_encoded(request, raw_body, encoding)
+            check = await app[PIPELINE].decide(
+                app[POLICY_STORE].current,
+                raw_body,
+                headers.get("Authorization"),
+                headers.get("X-Request-Id"),
+                kind=kind,
+                # Only GET /models/{model} has a key in its path.
+                path_model=path_model(request) if kind is EndpointKind.MODELS else None,
+            )
+        except Denied as denied:
+            return _denial(app, denied, started)
+        record_callout(app, check, None, started)
+        now = time.time()
+        decision = check.decision(self.ttl_seconds, now)
+        header = encode(decision, self.signer)
+        self.recent.remember(header, decision, now)  # the forward, most often in this process, skips decoding
+        answer = {DECISION_HEADER: header, "X-Request-Id": check.request_id}
+        if check.client_headers:
+            answer.update(check.client_headers)
+        return web.Response(status=200, headers=answer)
 
 
-def _refuse_encoded(request: web.Request, raw_body: bytes) -> None:
-    """Raises Denied (400 `unsupported_content_encoding`) for a body with a Content-Encoding."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+def _denial(app: web.Application, denied: Denied, started: float) -> web.Response:
+    error = denied.error
+    record_callout(app, denied.check, error, started)
+    # Envoy counts a 5xx from the callout as the callout failing; the sentinel status is
+    # turned back into 503 by Envoy's local_reply_config, body and Retry-After intact.
+    status = SENTINEL_503 if error.status == 503 else error.status
+    response = error_response(error, denied.check.request_id, status=status)
+    response.headers.update(denied.check.client_headers)
+    return response
+
+
+def _refuse_encoded(request: web.Request, raw_body: bytes, encoding: str) -> None:
+    """Raises Denied (400 `unsupported_content_encoding`) for a body with a Content-Encoding
+    other than `identity`."""
+    encoding = encoding.strip().lower()
     if encoding == "identity":
         return
     error = InvalidRequest(f"Content-Encoding '{encoding}' is not supported; send the body uncompressed, gzip or br",

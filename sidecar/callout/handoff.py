@@ -15,6 +15,7 @@ reservation in it can be claimed once only (features/quotas).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -127,24 +128,33 @@ def verify(decision: Decision, raw_body: bytes, now: float | None = None) -> Non
     now = time.time() if now is None else now
     if now > decision.expires_at:
         raise RejectedDecision("The gateway's policy decision for this request has expired", "decision_expired")
-    if not hmac.compare_digest(body_digest(raw_body), decision.body_sha256):
+    if not hmac.compare_digest(hashlib.sha256(raw_body).hexdigest(), decision.body_sha256):  # body_digest()
         raise RejectedDecision("The request body is not the one the gateway's policy check decided on",
                                "decision_body_mismatch")
 
 
-def encode(decision: Decision, key: bytes) -> str:
+def encode(decision: Decision, key: bytes | DecisionSigner) -> str:
+    """The header value for `decision`: `v2.<base64 JSON>.<base64url HMAC-SHA256, 18 bytes>`.
+
+    The JSON is in base64's standard alphabet, unpadded: `+` and `/` are plain header characters,
+    and leaving out base64url's translation pass saves a scan of the header's longest part.
+    `decode` (urlsafe_b64decode, which reads `+/` as well as `-_`) reads either alphabet, so
+    decisions of a sidecar from before this change still decode, and the other way round.
+    """
     # orjson serializes the dataclass itself, many times faster than dumps(asdict(...)).
-    payload = base64.urlsafe_b64encode(orjson.dumps(decision)).rstrip(b"=")
-    return f"{_VERSION}.{payload.decode()}.{_sign(payload, key)}"
+    payload = binascii.b2a_base64(orjson.dumps(decision), newline=False).rstrip(b"=")
+    signer = key if isinstance(key, DecisionSigner) else DecisionSigner(key)
+    return f"{_VERSION}.{payload.decode()}.{signer.sign(payload)}"
 
 
-def decode(header: str | None, key: bytes) -> Decision:
+def decode(header: str | None, key: bytes | DecisionSigner) -> Decision:
     """The decision in `header`; raises InvalidDecision if it is missing or not signed by `key`."""
     if not header:
         raise InvalidDecision("missing decision")
     version, _, rest = header.partition(".")
     payload, _, signature = rest.partition(".")
-    expected = _sign(payload.encode("utf-8", "replace"), key).encode()
+    signer = key if isinstance(key, DecisionSigner) else DecisionSigner(key)
+    expected = signer.sign(payload.encode("utf-8", "replace")).encode()
     if version != _VERSION or not hmac.compare_digest(signature.encode("utf-8", "replace"), expected):
         raise InvalidDecision("bad decision signature")
     data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -153,6 +163,37 @@ def decode(header: str | None, key: bytes) -> Decision:
     return Decision(**data)
 
 
-def _sign(payload: bytes, key: bytes) -> str:
-    digest = hmac.digest(key, payload, hashlib.sha256)[:18]  # one-shot: OpenSSL's HMAC, no Python object
-    return base64.urlsafe_b64encode(digest).decode()
+# HMAC's padded keys (RFC 2104): `translate` XORs every byte of the block-sized key in one C pass.
+_IPAD = bytes(byte ^ 0x36 for byte in range(256))
+_OPAD = bytes(byte ^ 0x5C for byte in range(256))
+_SHA256_BLOCK = 64
+# The signature stays base64url (sidecars from before the payload's alphabet changed compare it as
+# text): base64 with `+/` translated, as base64.urlsafe_b64encode does, without its two Python calls.
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+class DecisionSigner:
+    """HMAC-SHA256 under one key, the header's signature (first 18 bytes, base64url).
+
+    The two padded key blocks are hashed once here; each signature then copies those two hash
+    states (RFC 2104's construction, the same bytes as `hmac.digest`), which costs half of
+    OpenSSL's one-shot HMAC, whose set-up per call (fetching the MAC, hashing the key) is most
+    of the work for a header-sized message. Build one per key and keep it (the callout: per app).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def sign(self, payload: bytes) -> str:
+        """The base64url signature (24 characters) of `payload`."""
+        inner = self._inner.copy()
+        inner.update(payload)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return binascii.b2a_base64(outer.digest()[:18], newline=False).translate(_URLSAFE).decode()

@@ -11,8 +11,9 @@ twice or left reserved. The same pipeline serves the live callout and `explain`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +27,10 @@ from sidecar.callout.handoff import (
     DecisionKey,
     JSONValue,
     annotate,
-    body_digest,
 )
 from sidecar.core.chat import is_valid_request_id, parse_chat_request
 from sidecar.core.embeddings import parse_embeddings_request
-from sidecar.core.endpoints import ClientRequest, EndpointKind
+from sidecar.core.endpoints import CATEGORIES, ClientRequest, EndpointKind
 from sidecar.core.errors import GatewayError, ModelNotFound
 from sidecar.core.routes import ModelRoute, check_category
 from sidecar.core.tokens import TokenRecord, TokenStore
@@ -74,23 +74,31 @@ class Check:
 
     def decision(self, ttl_seconds: float = DEFAULT_DECISION_TTL_SECONDS, now: float | None = None) -> Decision:
         """The signed hand-off of an allowed check; expires `ttl_seconds` after `now` (epoch s)."""
-        assert self.token is not None
+        token = self.token
+        route = self.route
+        request = self.request
+        assert token is not None
         # The model list has neither a body nor a model: an empty key, nothing to stream.
-        assert self.kind is EndpointKind.MODELS or (self.request is not None and self.route is not None)
-        return Decision(
-            request_id=self.request_id,
-            token_name=self.token.name,
-            team=self.token.team,
-            model_key=self.route.key if self.route else "",
-            deployments=self.deployments,
-            stream=self.request.stream if self.request else False,
-            client_wants_usage=self.request.include_usage if self.request else False,
-            policy_version=self.policy.version,
-            body_sha256=body_digest(self.raw_body),
-            expires_at=(time.time() if now is None else now) + ttl_seconds,
-            extra=dict(self.extra),
-            endpoint=self.kind,
-        )
+        assert self.kind is EndpointKind.MODELS or (request is not None and route is not None)
+        # Built without the frozen dataclass's __init__ (one object.__setattr__ per field, about
+        # as much as the rest of this method): the same fields, in declaration order, so the
+        # object, its == and its JSON are those of `Decision(...)` (tests/unit/callout/test_decision.py).
+        decision: Decision = object.__new__(Decision)
+        object.__setattr__(decision, "__dict__", {
+            "request_id": self.request_id,
+            "token_name": token.name,
+            "team": token.team,
+            "model_key": route.key if route else "",
+            "deployments": self.deployments,
+            "stream": request.stream if request else False,
+            "client_wants_usage": request.include_usage if request else False,
+            "policy_version": self.policy.version,
+            "body_sha256": hashlib.sha256(self.raw_body).hexdigest(),  # body_digest(), without its call
+            "expires_at": (time.time() if now is None else now) + ttl_seconds,
+            "extra": dict(self.extra),
+            "endpoint": self.kind,
+        })
+        return decision
 
 
 class Denied(Exception):
@@ -105,7 +113,8 @@ class Denied(Exception):
 Stage = Callable[[Check], Awaitable[None]]
 
 
-async def authenticate(check: Check) -> None:
+def authenticate_now(check: Check) -> None:
+    """The token: 401 `AuthenticationFailed` for a missing, unknown or expired one."""
     check.token = check.policy.tokens.authenticate(check.authorization)
 
 
@@ -115,24 +124,42 @@ _PARSERS: Mapping[EndpointKind, Callable[[bytes], ClientRequest]] = {
 }
 
 
-async def parse_body(check: Check) -> None:
+def parse_body_now(check: Check) -> None:
     """The endpoint's own body parser: 400 `invalid_request_error` with `param`."""
-    check.request = _PARSERS[check.kind](check.raw_body)
-    if check.request.request_id is not None:
-        check.request_id = check.request.request_id
+    request = check.request = _PARSERS[check.kind](check.raw_body)
+    if request.request_id is not None:
+        check.request_id = request.request_id
+
+
+def resolve_model_now(check: Check) -> None:
+    """404 for an unknown key, 403 outside the token's allow-list (whatever the model's
+    category: a 422 would tell the client the model exists), 422 for the wrong category."""
+    request, token = check.request, check.token
+    assert request is not None and token is not None
+    route = check.policy.models.routes.get(request.model)
+    if route is None:
+        route = check.policy.models.find(request.model)  # raises ModelNotFound
+    if token.models is not None and route.key not in token.models:
+        TokenStore.check_model(token, route.key)  # raises PermissionDenied
+    category = CATEGORIES.get(check.kind)
+    if category is not None and route.category != category:
+        check_category(route, category)
+    check.route = route
+    check.deployments = route._deployment_names  # per route, not per request (see ModelRoute)
+
+
+# The core stages as pipeline stages; `decide` calls their synchronous bodies directly (three
+# coroutines fewer per request) when the pipeline runs them first, as ordered_stages does.
+async def authenticate(check: Check) -> None:
+    authenticate_now(check)
+
+
+async def parse_body(check: Check) -> None:
+    parse_body_now(check)
 
 
 async def resolve_model(check: Check) -> None:
-    """404 for an unknown key, 403 outside the token's allow-list (whatever the model's
-    category: a 422 would tell the client the model exists), 422 for the wrong category."""
-    assert check.request is not None and check.token is not None
-    route = check.policy.models.find(check.request.model)
-    TokenStore.check_model(check.token, route.key)
-    category = check.kind.category
-    if category is not None:
-        check_category(route, category)
-    check.route = route
-    check.deployments = tuple(d.name for d in route.deployments)
+    resolve_model_now(check)
 
 
 CORE_STAGES: dict[str, Stage] = {"authenticate": authenticate, "parse_body": parse_body,
@@ -193,6 +220,9 @@ class DecisionPipeline:
             self.stages: tuple[Stage, ...] = ordered_stages(extra_stages)
         else:
             self.stages = ordered_stages({}) + tuple(extra_stages)
+        # None when a feature replaced a core stage: then every stage runs as a stage.
+        core = (authenticate, parse_body, resolve_model)
+        self._after_core = self.stages[len(core):] if self.stages[:len(core)] == core else None
 
     def stages_for(self, kind: EndpointKind) -> tuple[Stage, ...]:
         """Chat and embeddings run every stage; the model list only the token and key checks."""
@@ -204,8 +234,14 @@ class DecisionPipeline:
         """Returns the finished Check (call `.decision()`), or raises Denied."""
         check = Check(policy, raw_body, authorization, resolve_request_id(header_request_id), kind=kind,
                       path_model=path_model, dry_run=dry_run)
+        stages = self.stages_for(kind)
         try:
-            for stage in self.stages_for(kind):
+            if stages is self.stages and self._after_core is not None:
+                authenticate_now(check)
+                parse_body_now(check)
+                resolve_model_now(check)
+                stages = self._after_core
+            for stage in stages:
                 await stage(check)
         except GatewayError as error:
             await undo(check)
@@ -242,8 +278,9 @@ def resolve_request_id(header_value: str | None) -> str:
     """Envoy already put the client's X-Request-Id or a fresh `req_…` here; never trust it blindly."""
     if header_value and is_valid_request_id(header_value):
         return header_value
-    return new_request_id()
+    return "req_" + os.urandom(12).hex()  # new_request_id(), without its call
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    """`req_` + 24 hex digits (96 random bits; os.urandom is what secrets.token_hex reads)."""
+    return "req_" + os.urandom(12).hex()

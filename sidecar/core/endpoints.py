@@ -8,7 +8,9 @@ under the gateway's `/api/client/v1` prefix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Protocol
 
 from sidecar.core.types import JSONDict
@@ -32,10 +34,12 @@ class EndpointKind(StrEnum):
     @property
     def category(self) -> str | None:
         """The model category this endpoint serves; None: any (the model list)."""
-        return _CATEGORIES.get(self)
+        return CATEGORIES.get(self)
 
 
-_CATEGORIES = {EndpointKind.CHAT: LLM_CATEGORY, EndpointKind.EMBEDDINGS: EMBEDDING_CATEGORY}
+# The kinds that serve one model category (the hot path reads this map: a property is a call).
+CATEGORIES: Mapping[EndpointKind, str] = MappingProxyType(
+    {EndpointKind.CHAT: LLM_CATEGORY, EndpointKind.EMBEDDINGS: EMBEDDING_CATEGORY})
 
 
 class ClientRequest(Protocol):

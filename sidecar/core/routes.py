@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Literal
 
 from sidecar.core.credentials import Credential
@@ -81,6 +82,13 @@ class ModelRoute:
     key: str
     category: str
     deployments: tuple[Deployment, ...]
+
+    @cached_property
+    def _deployment_names(self) -> tuple[str, ...]:
+        """The deployments' names in policy order, computed once per route (so once per policy
+        snapshot) instead of per request (callout.pipeline). Cached in the instance, not a field:
+        ==, repr and asdict ignore it, and orjson too, which leaves out `_` names."""
+        return tuple(d.name for d in self.deployments)
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,11 @@ class DeploymentRouter:
         breakers: list[Breaker] = []
         usable: list[str] = []
         states: dict[str, str] = {}
-        for d in order_deployments(check.route.deployments, self._rng):
+        deployments = check.route.deployments
+        # One deployment has one order: no list, no random draw.
+        for d in deployments if len(deployments) == 1 else order_deployments(deployments, self._rng):
             breakers.append(breaker := board.get(d.name, d.breaker))
-            states[d.name] = breaker.state.value
+            states[d.name] = str(breaker.state)  # the value (a StrEnum), without enum's descriptor
             if breaker.available():
                 usable.append(d.name)
         check.trace["breaker"] = states  # what `explain` shows
