@@ -227,11 +227,9 @@ def _word_signals(normalised: str) -> list[tuple[str, float]]:
                  if _may_fire(name, literals) and rule.search(normalised)]
     if not fired or fired[0][0] != "instruction_override":  # the first rule: first when it fired
         # Letter-spaced with single spaces everywhere collapses into one blob.
-        # The normalised text is ASCII (word_spaced): dropping spaces from its bytes is one C loop,
-        # twice as cheap as str.replace, and the regex only runs when a verb is there.
-        squashed = normalised.encode("ascii").translate(None, b" ")
-        if (b"ignore" in squashed or b"disregard" in squashed or b"forget" in squashed) and _SQUASHED_OVERRIDE.search(
-                squashed.decode("ascii")):
+        squashed = normalised.replace(" ", "")
+        if ("ignore" in squashed or "disregard" in squashed or "forget" in squashed) and _SQUASHED_OVERRIDE.search(
+                squashed):
             fired.append(("instruction_override", 0.80))
     return fired
 

@@ -32,3 +32,4 @@ def test_prefilter_from_first_trigger_finds_what_a_full_scan_finds() -> None:
 def test_vendor_hints_are_held_by_their_prefixes() -> None:
     for prefix, hint in pii._PREFIX_HINTS.items():
         assert hint in prefix and prefix in pii._PLAIN_PREFIXES
+
