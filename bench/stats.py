@@ -125,14 +125,17 @@ class Verdict:
         return f"  [{mark}] {self.label}: {shown} (target {sign} {self.limit:g} {self.unit})"
 
 
-def growth(samples: Sequence[tuple[float, float]], warmup_fraction: float = 0.25) -> tuple[float, float]:
-    """(MB grown, MB per minute) from (seconds, MB) samples, ignoring the warm-up part.
+def growth(samples: Sequence[tuple[float, float]], warmup_fraction: float = 0.25,
+           warmup_seconds: float = 0.0) -> tuple[float, float]:
+    """(MB grown, MB per minute) from (seconds, MB) samples, ignoring the warm-up part: the first
+    `warmup_fraction` of the span, or the first `warmup_seconds` if that is longer.
 
     The slope is a least-squares fit, so one late spike does not read as a leak.
     """
     if len(samples) < 2:
         return 0.0, 0.0
-    start_at = samples[0][0] + (samples[-1][0] - samples[0][0]) * warmup_fraction
+    span = samples[-1][0] - samples[0][0]
+    start_at = samples[0][0] + max(span * warmup_fraction, warmup_seconds)
     kept = [s for s in samples if s[0] >= start_at]
     if len(kept) < 2:
         kept = list(samples[-2:])

@@ -108,3 +108,10 @@ def test_proc_parsers() -> None:
 def test_bench_body_is_one_kilobyte() -> None:
     assert len(chat_body()) == BODY_BYTES
     assert len(chat_body(stream=True)) == BODY_BYTES
+
+
+def test_growth_can_skip_a_warm_up_of_fixed_length() -> None:
+    # A table that fills for 60 s and then stays level is no leak once the warm-up covers its fill.
+    filling = [(float(t), 100.0 + min(t, 60) * 0.05) for t in range(0, 185, 5)]
+    assert growth(filling)[0] > 0  # the first quarter (45 s) alone does not cover the fill
+    assert growth(filling, warmup_seconds=65.0) == (0.0, 0.0)
