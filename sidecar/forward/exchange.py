@@ -79,7 +79,8 @@ CLIENT_CLOSED = 499
 # other back-off headers: the client never gets two values of one header.
 # On the wire one string, "limit-requests,reset-tokens,…": every byte of the signed header costs
 # ~100-150 instructions across encode, HMAC, decode and aiohttp's header writer, and the full names
-# (a list of six `x-ratelimit-…` strings) were a fifth of a 1 KB header.
+# (a list of six `x-ratelimit-…` strings) were a fifth of a 1 KB header. Callout and forward are
+# the same sidecar version (one pod, one image), so there is no older form to read.
 _RATE_LIMIT_PREFIX = "x-ratelimit-"
 _OTHER_NAME = "/"  # marks a name without the prefix ("/" is no token character of a header name)
 
@@ -89,10 +90,8 @@ def _encode_rate_limit_names(names: frozenset[str]) -> str:
                            else _OTHER_NAME + name for name in names))
 
 
-def _decode_rate_limit_names(value: object) -> frozenset[str]:
-    if isinstance(value, list):  # the list of full names an earlier sidecar wrote
-        return frozenset(str(name) for name in value)
-    if not isinstance(value, str) or not value:
+def _decode_rate_limit_names(value: str) -> frozenset[str]:
+    if not value:
         return frozenset()
     return frozenset(item[1:] if item.startswith(_OTHER_NAME) else _RATE_LIMIT_PREFIX + item
                      for item in value.split(","))

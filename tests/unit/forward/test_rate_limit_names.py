@@ -33,7 +33,3 @@ def test_a_name_without_the_prefix_and_no_names_round_trip() -> None:
     assert wire == "/retry-after,limit-requests"
     assert back == names
     assert _through_the_header(frozenset())[1] == frozenset()
-
-
-def test_the_earlier_list_form_still_decodes() -> None:
-    assert OWN_RATE_LIMIT_HEADERS.decode(sorted(SIX)) == SIX
