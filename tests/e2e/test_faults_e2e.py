@@ -13,7 +13,7 @@ import pytest
 
 from sidecar.devtools.launcher import Stack, free_port
 from tests.e2e.faults import FaultyProvider, chat, error_of, start_gateway, write_policies
-from tests.e2e.support import parse_sse
+from tests.e2e.support import log_entries, parse_sse
 
 DEPLOYMENT = "x-gateway-deployment"
 MODELS = ("errors", "ttfb", "hang", "stall", "reset", "garbage", "shape", "event", "keepalive", "down")
@@ -140,9 +140,7 @@ async def test_mid_stream_faults_are_logged_with_their_cause(gw: Stack, faulty: 
     status, headers, _ = await chat(gw, "stall", stream=True)
     assert status == 200
     request_id = headers["x-request-id"]
-    log = (gw.workdir / "stack.log").read_text(encoding="utf-8", errors="replace")
-    access = [json.loads(line) for line in log.splitlines()
-              if line.startswith("{") and f'"{request_id}"' in line and '"sidecar.access"' in line]
+    access = await log_entries(gw.workdir, f'"{request_id}"', '"sidecar.access"')
     assert [(a["status"], a["error"], a["deployment"]) for a in access] == [(200, "provider_timeout", "p/stall")]
 
 

@@ -13,7 +13,7 @@ import pytest
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
 from tests.e2e.stacks import REPO, stack_settings, start_stack
-from tests.e2e.support import DEMO_TOKEN, chat_body, parse_sse, post_chat, provider_requests
+from tests.e2e.support import DEMO_TOKEN, chat_body, log_entries, parse_sse, post_chat, provider_requests
 
 TOKENS = {name: f"cgt_test_{name}_" + "0" * 20 for name in
           ("masker", "logger", "outblock", "outmask", "outsidescope", "sized", "patternout", "outlog")}
@@ -179,11 +179,9 @@ async def test_log_lets_the_request_through_unchanged(guarded: Stack) -> None:
     status, _, _ = await send(guarded, chat_body("reach me at kim@example.org", request_id="log-1"), TOKENS["logger"])
     assert status == 200
     assert received(guarded, "log-1")["body"]["messages"][0]["content"] == "reach me at kim@example.org"
-    log = (guarded.workdir / "stack.log").read_text()
-    line = next(json.loads(entry) for entry in log.splitlines()
-                if '"log-1"' in entry and "guardrail finding" in entry)
+    (line,) = await log_entries(guarded.workdir, '"log-1"', "guardrail finding")
     assert line["guardrail"] == "pii-logger" and line["action"] == "log"
-    assert "kim@example.org" not in log
+    assert "kim@example.org" not in (guarded.workdir / "stack.log").read_text()
 
 
 async def test_out_of_scope_tokens_are_not_checked(guarded: Stack) -> None:
@@ -276,8 +274,6 @@ async def test_output_log_passes_and_logs_without_the_value(guarded: Stack) -> N
                                 TOKENS["outlog"])
     assert status == 200
     assert json.loads(raw)["choices"][0]["message"]["content"] == "write to ops@example.net"
-    log = (guarded.workdir / "stack.log").read_text()
-    line = next(json.loads(entry) for entry in log.splitlines()
-                if '"outlog-1"' in entry and "guardrail finding" in entry)
+    (line,) = await log_entries(guarded.workdir, '"outlog-1"', "guardrail finding")
     assert (line["guardrail"], line["direction"], line["categories"]) == ("output-logger", "output", ["email"])
-    assert "ops@example.net" not in log
+    assert "ops@example.net" not in (guarded.workdir / "stack.log").read_text()

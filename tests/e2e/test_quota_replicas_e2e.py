@@ -13,7 +13,7 @@ from sidecar.devtools.launcher import Stack
 from sidecar.features.quotas.memory_backend import STATE_FILE
 from tests.e2e.quota_support import call, estimate, write_quota_policies
 from tests.e2e.stacks import stack_settings, start_stack
-from tests.e2e.support import chat_body
+from tests.e2e.support import chat_body, log_entries
 from tests.redis_server import RedisServer
 
 
@@ -67,9 +67,8 @@ async def test_a_redis_outage_fails_open_or_closed_per_limit(tmp_path: Path, red
         assert body["error"]["type"] == "service_unavailable"
         assert headers["Retry-After"] == "1"
         assert (await call(stack.base_url, "free"))[0] == 200  # no limit applies: Redis is not asked
-        log = (tmp_path / "replica0" / "stack.log").read_text()
-        assert "quota store unavailable: failing open" in log
-        assert "quota store unavailable: failing closed" in log
+        assert await log_entries(tmp_path / "replica0", "quota store unavailable: failing open")
+        assert await log_entries(tmp_path / "replica0", "quota store unavailable: failing closed")
         redis.start()  # back on the same port: the sidecar reconnects by itself
         status, headers, _ = await call(stack.base_url, "closed")
         assert status == 200 and "x-gateway-quota-degraded" not in headers

@@ -25,7 +25,15 @@ from sidecar.devtools.launcher import Stack, envoy_binary, free_port
 from sidecar.envoy.config import render
 from tests.e2e.faults import FaultyProvider, start_gateway, write_policies
 from tests.e2e.stacks import REPO, stack_settings
-from tests.e2e.support import CHAT_PATH, DEMO_TOKEN, RESTRICTED_TOKEN, chat_body, parse_sse, provider_requests
+from tests.e2e.support import (
+    CHAT_PATH,
+    DEMO_TOKEN,
+    RESTRICTED_TOKEN,
+    chat_body,
+    log_entries,
+    parse_sse,
+    provider_requests,
+)
 
 AUTH = {"Authorization": f"Bearer {DEMO_TOKEN}", "Content-Type": "application/json"}
 
@@ -153,12 +161,7 @@ async def test_a_client_that_left_before_any_answer_is_logged_as_499(slow_gatewa
             async with session.post(slow_gateway.base_url + CHAT_PATH, json=chat_body(model="slow"), headers=AUTH,
                                     timeout=aiohttp.ClientTimeout(total=0.5)) as response:
                 await response.read()
-    for _ in range(50):
-        lines = [json.loads(line) for line in (slow_gateway.workdir / "stack.log").read_text(errors="replace")
-                 .splitlines() if line.startswith("{") and '"msg":"request"' in line]
-        if lines:
-            break
-        await asyncio.sleep(0.1)
+    lines = await log_entries(slow_gateway.workdir, '"msg":"request"')
     assert [(line["status"], line["error"]) for line in lines] == [(499, "client_disconnected")]
 
 
