@@ -16,7 +16,10 @@ from tests.e2e.stacks import REPO, stack_settings, start_stack
 from tests.e2e.support import DEMO_TOKEN, chat_body, log_entries, parse_sse, post_chat, provider_requests
 
 TOKENS = {name: f"cgt_test_{name}_" + "0" * 20 for name in
-          ("masker", "logger", "outblock", "outmask", "outsidescope", "sized", "patternout", "outlog")}
+          ("masker", "logger", "outblock", "outmask", "outsidescope", "sized", "patternout", "outlog",
+           "phraseblock")}
+# Deny values longer than the output window (64 characters): a stream holds back what one of them has begun.
+LONG_KEYWORD = "the northern facility launch codes are kept in the basement vault behind the third door on the left"
 
 GUARDRAILS = """
 guardrails:
@@ -66,9 +69,16 @@ guardrails:
   codename-out:
     type: pattern
     deny_regexes: ['falcon-\\d+']
+    deny_keywords: [the northern facility launch codes are kept in the basement vault behind the third door on the left]
     action: mask
     direction: output
     scope: {tokens: [patternout]}
+  phrase-block:
+    type: pattern
+    deny_regexes: ['operation nightfall.*?begins at dawn']
+    action: block
+    direction: output
+    scope: {tokens: [phraseblock]}
   output-logger:
     type: pii
     categories: [email]
@@ -267,6 +277,34 @@ async def test_pattern_guardrail_masks_a_streamed_output(guarded: Stack) -> None
                    if json.loads(p).get("choices"))
     assert text == preamble + "[PATTERN_1] and [PATTERN_2]"
     assert b"falcon" not in raw
+
+
+async def test_a_deny_keyword_longer_than_the_window_is_masked_whole_in_a_stream(guarded: Stack) -> None:
+    assert len(LONG_KEYWORD) > 64 + 32  # longer than the window and the released context a scan reads
+    assert LONG_KEYWORD in GUARDRAILS
+    preamble = "Asked where things are, the answer streams one character at a time: "
+    body = chat_body("chars: " + preamble + LONG_KEYWORD + ". Anything else?", stream=True)
+    status, _, raw = await send(guarded, body, TOKENS["patternout"])
+    assert status == 200
+    payloads = parse_sse(raw)
+    text = "".join(json.loads(p)["choices"][0]["delta"].get("content") or "" for p in payloads[:-1]
+                   if json.loads(p).get("choices"))
+    assert text == preamble + "[PATTERN_1]. Anything else?"
+    assert b"northern" not in raw and b"vault" not in raw
+
+
+async def test_an_unbounded_deny_regex_blocks_a_stream_before_any_of_its_match_leaves(guarded: Stack) -> None:
+    preamble = "A harmless preamble that is long enough to stream out before the value. "
+    value = "operation nightfall " + "waits and waits, " * 6 + "then begins at dawn"
+    status, _, raw = await send(guarded, chat_body("chars: " + preamble + value + ". Done.", stream=True),
+                                TOKENS["phraseblock"])
+    assert status == 200
+    payloads = parse_sse(raw)
+    assert payloads[-1] == "[DONE]"
+    assert json.loads(payloads[-2])["error"]["guardrail_key"] == "phrase-block"
+    assert b"nightfall" not in raw and b"operation" not in raw and b"waits" not in raw
+    text = "".join(json.loads(p)["choices"][0]["delta"].get("content") or "" for p in payloads[:-2])
+    assert text and preamble.startswith(text)
 
 
 async def test_output_log_passes_and_logs_without_the_value(guarded: Stack) -> None:

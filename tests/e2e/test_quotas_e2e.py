@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import openai
 import pytest
 
 from sidecar.devtools.launcher import Stack
@@ -102,7 +103,15 @@ async def test_a_request_larger_than_the_limit_itself(quota_gateway: Stack) -> N
     error = assert_denied(status, body, "rate_limit_exceeded", "tokens_per_minute")
     assert "larger than the limit itself" in error["message"]
     assert "Retry-After" not in headers  # waiting would not help
+    assert headers["x-should-retry"] == "false"  # nor would retrying at once
     assert await _limit_denials(quota_gateway, "tpm.tokens_per_minute") == before + 1  # counted like any denial
+    # The official SDK with its default retries (2) takes the header's word: one request, not three.
+    async with openai.AsyncOpenAI(base_url=quota_gateway.base_url + "/api/client/v1", api_key=token("tpm")) as sdk:
+        with pytest.raises(openai.RateLimitError) as raised:
+            await sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hello"}],
+                                              max_tokens=5000)
+    assert raised.value.code == "tokens_per_minute"
+    assert await _limit_denials(quota_gateway, "tpm.tokens_per_minute") == before + 2
 
 
 async def test_concurrent_requests_and_slots_always_released(quota_gateway: Stack) -> None:

@@ -32,6 +32,7 @@ class Finder:
         self._categories = categories
         self._only = kept[0].key if len(kept) == 1 else ""
         self._pii_only = all(guardrail.type is GuardrailType.PII for guardrail in kept)
+        self._matchers = tuple(g.matcher for g in kept if g.type is GuardrailType.PATTERN and g.matcher is not None)
         # A stream's windows overlap: each digit run is validated once per exchange, not per chunk.
         self._memo: NumericMemo = {}
 
@@ -44,6 +45,16 @@ class Finder:
         if not pii and self._pii_only:  # nothing found and no pattern guardrail to run: every chunk of prose
             return []
         return self.tagged(text, pii)
+
+    @property
+    def has_patterns(self) -> bool:
+        """Whether a pattern guardrail is among these (only its values can be longer than a window)."""
+        return bool(self._matchers)
+
+    def open_at(self, text: str) -> int:
+        """The earliest offset of `text` where a pattern guardrail's deny match may have begun that
+        more text could complete (`PatternMatcher.open_at`); `len(text)` when there is none."""
+        return min((matcher.open_at(text) for matcher in self._matchers), default=len(text))
 
     def source(self, entity: Entity) -> str:
         """The key of the guardrail an entity belongs to."""

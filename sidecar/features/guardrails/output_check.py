@@ -149,7 +149,8 @@ class OutputGuardrails:
             index, field, _ = key
             hold_back = max(g.hold_back for g in self._guardrails)
             scanner = StreamScanner(frozenset(), hold_back, numbering=self._numbering, finder=self._finder,
-                                    json=self._is_json(field), masks=lambda e: self._finder.source(e) in self._masking)
+                                    json=self._is_json(field), masks=lambda e: self._finder.source(e) in self._masking,
+                                    open_at=self._finder.open_at if self._finder.has_patterns else None)
             stream = self._streams[key] = FieldStream(scanner, lambda found: self._act(found, index, field))
         return stream
 

@@ -9,7 +9,10 @@ Semantics (documented for the policy loader):
   match anywhere, since those scripts have no word boundaries to respect;
 * a deny match is exempt when some allow-regex match *contains* it, so an
   allow regex can name either the exact value or a wider context;
-* invalid regexes raise ``re.error`` unchanged for the loader to report.
+* invalid regexes raise ``re.error`` unchanged for the loader to report;
+* streams: `PatternMatcher.open_at` says where a deny match may have begun that more text could
+  complete (a partial match, from the `regex` module: the stdlib's `re` has none), so an output
+  stream holds such text back however long the value is, not only `hold_back` characters.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+
+import regex
 
 from .entity import PATTERN, Entity
 from .pii import resolve_overlaps
@@ -55,8 +60,28 @@ def keyword_regex(keyword: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PatternMatcher:
+    """A pattern guardrail's compiled lists: `deny` and `allow` (stdlib `re`) find the values;
+    `partial` holds the deny patterns again, compiled by the `regex` module, for `open_at` only."""
+
     deny: tuple[re.Pattern[str], ...]
     allow: tuple[re.Pattern[str], ...]
+    partial: tuple[regex.Pattern[str], ...] = ()
+
+    def open_at(self, text: str) -> int:
+        """The earliest offset of `text` where a deny match may have begun that text after `text`
+        could complete (a partial match reaching its end); `len(text)` when there is none.
+
+        A match already complete is not open (`find` reports it; a stream holds a match that
+        touches the end of its window by itself). Case: keyword `project falcon` and a text ending in
+        `... project fal` -> the offset of `project`."""
+        start = len(text)
+        for pattern in self.partial:
+            for match in pattern.finditer(text, partial=True):
+                # Only the last match of a finditer can be partial; an empty one at the very end
+                # holds nothing back.
+                if match.partial and match.start() < start:
+                    start = match.start()
+        return start
 
     def find(self, text: str) -> list[Entity]:
         """Non-overlapping ``pattern`` entities, sorted by start."""
@@ -86,4 +111,18 @@ def compile_patterns(
         # single pass no matter how many keywords a policy lists.
         deny.append(re.compile("|".join(keyword_regex(k) for k in keywords), re.IGNORECASE))
     allow = tuple(re.compile(source) for source in allow_regexes)
-    return PatternMatcher(tuple(deny), allow)
+    return PatternMatcher(tuple(deny), allow, tuple(_partial(pattern) for pattern in deny))
+
+
+def _partial(pattern: re.Pattern[str]) -> regex.Pattern[str]:
+    """`pattern` for `regex` (VERSION0: `re`'s syntax and meaning), with the same flags; a source
+    `regex` reads differently or not at all gets a pattern that never matches partially, so the
+    stream falls back to the `hold_back` window for it."""
+    flags = regex.IGNORECASE if pattern.flags & re.IGNORECASE else 0
+    try:
+        return regex.compile(pattern.pattern, flags | regex.VERSION0)
+    except (regex.error, ValueError):  # ValueError: flags `regex` finds incompatible
+        return _NEVER
+
+
+_NEVER: Final = regex.compile(r"(?!)")

@@ -1,9 +1,10 @@
 """Incremental PII/secret scanning for model output streams.
 
 The scanner keeps a small un-emitted tail (``hold_back`` characters, moved
-further back when a candidate might still be growing) and only rescans that
-tail plus the new delta, so work per ``feed`` is bounded by the window size,
-not by the length of the whole response.
+further back when a candidate might still be growing: a token run reaching the
+end, an open PEM block, a deny pattern's match begun but not complete, see
+``open_at``) and only rescans that tail plus the new delta, so work per ``feed``
+is bounded by the window size, not by the length of the whole response.
 
 Detection reads the normalised view of the window (view.py: Unicode, and JSON escapes when
 `json`), and masks replace the raw characters behind each finding. With `json` the window is
@@ -22,7 +23,7 @@ from typing import Final
 from .entity import Entity
 from .masking import JsonState, MaskNumbering, Replacement, json_safe, replace_spans
 from .pii import find_entities, resolve_overlaps
-from .view import _IGNORABLE, view_of
+from .view import _IGNORABLE, View, view_of
 
 # The longest entity that contains spaces (a 34-char IBAN printed in groups
 # of four, 42 chars) must fit in the held window, so smaller values are
@@ -61,6 +62,7 @@ class StreamScanner:
         finder: Callable[[str], list[Entity]] | None = None,
         json: bool = False,
         masks: Callable[[Entity], bool] | None = None,
+        open_at: Callable[[str], int] | None = None,
     ) -> None:
         if finder is None:
             find_entities("", categories)  # validates category names up front
@@ -73,6 +75,9 @@ class StreamScanner:
         # Which findings are masked (the others are only reported); every one when `mask`.
         self._masks = masks if masks is not None else (lambda _: mask)
         self.json = json
+        # Where in a window's normalised text a value may have begun that more text could complete
+        # (a multi-word deny pattern longer than the window): text from there on is held back.
+        self._open_at = open_at
         self._json_state = JsonState()  # the lexer state where the pending text starts
         # Raw stream offsets of the masked values, for the caller's per-token bookkeeping.
         self.masked_spans: list[tuple[int, int]] = []
@@ -93,7 +98,7 @@ class StreamScanner:
         cut = self._growth_cut(len(self._pending) - self.hold_back)
         if cut <= 0:
             return ""  # nothing can be released yet: skip scanning entirely
-        return self._emit(cut)
+        return self._emit(cut, hold_open=self._open_at is not None)
 
     @property
     def released(self) -> int:
@@ -131,10 +136,29 @@ class StreamScanner:
             cut = begin
         return cut
 
-    def _emit(self, cut: int) -> str:
+    def _before_open_match(self, view: View, offset: int, cut: int) -> int:
+        """`cut`, moved back to where a value may have begun that more text could complete.
+
+        Not when it began in text already released (beyond repair; it can only be that old after
+        `MAX_HOLD`) or longer ago than `MAX_HOLD` characters: past that the text goes on, as an
+        unbroken token run does, to keep memory and work per feed bounded."""
+        assert self._open_at is not None
+        start = self._open_at(view.text)
+        if start >= len(view.text):
+            return cut
+        held = view.raw_span(start, start + 1)[0] - offset
+        if held < 0 or len(self._pending) - held > MAX_HOLD:
+            return cut
+        return min(cut, held)
+
+    def _emit(self, cut: int, *, hold_open: bool = False) -> str:
         offset = len(self._context)
         window = self._context + self._pending
         view = view_of(window, json=self.json)
+        if hold_open:
+            cut = self._before_open_match(view, offset, cut)
+            if cut <= 0:
+                return ""
         # Entities starting inside the already-emitted context were either
         # reported before or are beyond repair; ignoring them also keeps a
         # late-validating token from pinning ``cut`` at 0 forever.

@@ -70,6 +70,9 @@ def limit_error(level: Level, who: Identity, zone: ZoneInfo, levels: Sequence[Le
     headers = rate_limit_headers(levels)
     if too_large:
         message += " The request is larger than the limit itself; reduce max_tokens or the prompt."
+        # No Retry-After (waiting would not help), and the OpenAI SDKs' own word for "do not retry":
+        # without it they retry a 429 twice, each time to the same answer.
+        headers["x-should-retry"] = "false"
     else:
         wait = level.retry_after_seconds()
         headers["Retry-After"] = retry_after(wait)

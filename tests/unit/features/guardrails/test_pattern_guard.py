@@ -51,3 +51,19 @@ def test_empty_policy_and_empty_matches() -> None:
 
 def test_overlapping_deny_matches_resolve_to_longest() -> None:
     assert spans("alpha beta gamma", [r"alpha beta", r"beta gamma", r"alpha"], [], []) == ["alpha beta"]
+
+
+@pytest.mark.parametrize(("text", "deny", "keywords", "expected"), [
+    ("hello project falc", [], ["project falcon"], 6),  # a keyword begun: held from its first letter
+    ("hello PROJECT fal", [], ["project falcon"], 6),  # keywords fold case for the partial match too
+    ("hello project falcon", [], ["project falcon"], 20),  # complete: `find` reports it, nothing open
+    ("the falcon is near the", [r"falcon.*plan"], [], 4),  # an unbounded regex begun
+    ("the falcon plan is set", [r"falcon.*plan"], [], 22),
+    ("(?i) on: Falcon x", [r"(?i)falcon x y"], [], 9),  # inline flags carry over
+    ("nothing to see", [r"falcon"], ["secret"], 14),
+    ("ends with p", [r"falcon"], ["project falcon"], 10),  # the shortest start wins
+])
+def test_open_at_is_where_a_match_more_text_could_complete_begins(text: str, deny: list[str], keywords: list[str],
+                                                                 expected: int) -> None:
+    assert compile_patterns(deny, keywords, []).open_at(text) == expected
+

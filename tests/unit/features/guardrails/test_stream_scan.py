@@ -5,6 +5,7 @@ import random
 import pytest
 
 from sidecar.features.guardrails.masking import MaskNumbering, mask_text
+from sidecar.features.guardrails.pattern_guard import compile_patterns
 from sidecar.features.guardrails.pii import ALL_CATEGORIES, Entity, find_entities
 from sidecar.features.guardrails.stream_scan import MAX_HOLD, MIN_HOLD_BACK, StreamScanner
 
@@ -166,3 +167,44 @@ def test_long_obfuscated_value_is_held_back_whole(value: str, json: bool) -> Non
     text = "x" * 80 + " mail " + value + " thanks " + "y" * 80
     emitted = "".join(scanner.feed(char) for char in text) + scanner.finish()
     assert emitted.replace('"', "") == "x" * 80 + " mail [EMAIL_1] thanks " + "y" * 80
+
+
+PHRASE = "project falcon alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima"
+
+
+@pytest.mark.parametrize("sizes", [(1, 1), (1, 4), (6, 11), (90, 90)])
+@pytest.mark.parametrize(("deny", "keywords"), [
+    ([], [PHRASE]),  # a keyword longer than any window
+    ([r"project falcon(?: \w+){12}"], []),  # a bounded regex, as long
+    ([r"project falcon.*?lima"], []),  # an unbounded one
+])
+def test_a_deny_value_longer_than_the_window_is_masked_whole(sizes: tuple[int, int], deny: list[str],
+                                                             keywords: list[str]) -> None:
+    matcher = compile_patterns(deny, keywords, [])
+    scanner = StreamScanner(frozenset(), finder=matcher.find, mask=True, open_at=matcher.open_at)
+    text = "Sure. " + "filler words " * 8 + f"The plan: {PHRASE}, then again {PHRASE}." + " more" * 20
+    assert len(PHRASE) > scanner.hold_back
+    emitted = run(scanner, text, sizes)
+    assert emitted == text.replace(PHRASE, "[PATTERN_1]")  # one value, one placeholder; no word of it out
+    first = text.index(PHRASE)
+    second = text.index(PHRASE, first + 1)
+    assert [(f.start, f.end) for f in scanner.findings] == [(first, first + len(PHRASE)),
+                                                            (second, second + len(PHRASE))]
+
+
+def test_without_open_at_a_value_longer_than_the_window_would_leak() -> None:
+    # What open_at is for: the same stream, fed word by word, lets the phrase's first words out.
+    matcher = compile_patterns([], [PHRASE], [])
+    scanner = StreamScanner(frozenset(), finder=matcher.find, mask=True)
+    text = "filler words " * 8 + PHRASE + " and more words" * 8
+    emitted = "".join(scanner.feed(word + " ") for word in text.split(" ")) + scanner.finish()
+    assert "project falcon alpha" in emitted
+
+
+def test_a_begun_value_is_held_only_up_to_max_hold() -> None:
+    matcher = compile_patterns([r"falcon.*plan"], [], [])
+    scanner = StreamScanner(frozenset(), finder=matcher.find, mask=True, open_at=matcher.open_at)
+    emitted = scanner.feed("a falcon ")
+    emitted += "".join(scanner.feed("word ") for _ in range(MAX_HOLD // 5 + 100))
+    assert emitted.startswith("a falcon word")  # released once held for MAX_HOLD characters
+    assert len(scanner._pending) <= MAX_HOLD
