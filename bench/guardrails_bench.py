@@ -65,7 +65,7 @@ def median_ms(func: Any, runs: int = 5) -> float:
 
 
 def stream_cost_us(text: str, chunk: int) -> float:
-    from sidecar.features.guardrails.entity import ALL_CATEGORIES
+    from sidecar.core.entity import ALL_CATEGORIES
     from sidecar.features.guardrails.stream_scan import StreamScanner
 
     scanner = StreamScanner(ALL_CATEGORIES, mask=True)
@@ -79,9 +79,9 @@ def stream_cost_us(text: str, chunk: int) -> float:
 
 def output_chunk_cost_us(text: str, chunk: int) -> float:
     """The whole output path per content chunk with one PII mask guardrail (OutputGuardrails.on_chunk)."""
-    from sidecar.features.guardrails.entity import ALL_CATEGORIES
+    from sidecar.core.entity import ALL_CATEGORIES
     from sidecar.features.guardrails.output_check import OutputGuardrails
-    from sidecar.features.guardrails.policy import Action, Direction, Guardrail, GuardrailType
+    from sidecar.policy.guardrails import Action, Direction, Guardrail, GuardrailType
 
     guardrail = Guardrail(key="pii", type=GuardrailType.PII, action=Action.MASK, direction=Direction.OUTPUT,
                           categories=ALL_CATEGORIES)
@@ -98,7 +98,7 @@ def output_chunk_cost_us(text: str, chunk: int) -> float:
 
 def main() -> None:
     # Imported here, after the sys.path tweak above.
-    from sidecar.features.guardrails.entity import ALL_CATEGORIES
+    from sidecar.core.entity import ALL_CATEGORIES
     from sidecar.features.guardrails.pii import find_entities
     from sidecar.features.guardrails.quality import OVERALL, evaluate, evaluate_injection
 

@@ -31,9 +31,10 @@ def input_scan_ms(size: int = 1_000_000) -> dict[str, float] | None:
     detectors read (sidecar.core.walk + features/guardrails/view.py); `total` adds it.
     """
     try:
+        from sidecar.core.entity import ALL_CATEGORIES
         from sidecar.core.walk import request_texts
         from sidecar.features.guardrails.injection import score_injection
-        from sidecar.features.guardrails.pii import ALL_CATEGORIES, find_entities
+        from sidecar.features.guardrails.pii import find_entities
         from sidecar.features.guardrails.view import view_of
     except ImportError:
         return None

@@ -7,9 +7,9 @@ from aiohttp import ClientSession, web
 from sidecar.callout.pipeline import DecisionPipeline
 from sidecar.callout.recent import RecentDecisions
 from sidecar.extensions import Extensions
-from sidecar.features.breaker.breaker import BreakerBoard
 from sidecar.features.drain.drain import Drain
 from sidecar.features.observability.metrics import GatewayMetrics
+from sidecar.forward.breaker import BreakerBoard
 from sidecar.policy.store import PolicyStore
 from sidecar.settings import Settings
 

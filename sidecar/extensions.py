@@ -17,7 +17,9 @@ feature adds behaviour without rewiring the callout or the forwarding path:
   `exchange_observers` are the plain-function kind for what only records in memory (metrics,
   the status page): they run first, without a coroutine each;
 - `decision_observers` see each callout decision once it is made (the error for a denial, else
-  None); they only record (the status page), never change the decision.
+  None, and the seconds the callout took); they only record (metrics and the decision log line,
+  the status page), never change the decision. They run on the callout's hot path: plain
+  functions, called in order of installation.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ OutputGuardFactory = Callable[[Decision, Policy], OutputGuard | None]
 AsyncOutputGuardFactory = Callable[[Decision, Policy], AsyncOutputGuard | None]
 Finisher = Callable[[Exchange], Awaitable[None]]
 ExchangeObserver = Callable[[Exchange], None]
-DecisionObserver = Callable[[Check, GatewayError | None], None]
+DecisionObserver = Callable[[Check, GatewayError | None, float], None]  # (check, error or None, seconds)
 Arrival = Callable[[Decision], Awaitable[None]]
 Refusal = Callable[[Decision], Awaitable[None]]
 

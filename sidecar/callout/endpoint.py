@@ -7,6 +7,10 @@ category check and the stages; GET /models/{model} passes the key from the path.
 copies onto the routed request. Any 4xx is a denial Envoy relays to the client byte for byte.
 Envoy's decompressor has already decoded a gzip body; a body still encoded (another coding) is
 refused here, since the callout would decide on bytes that are not the JSON the provider reads.
+
+Each decision, allowed or denied, goes to the `decision_observers` features installed in
+`extensions` (observability's metrics and decision log line, the status page's history): plain
+functions called once each, with the seconds the decision took.
 """
 
 from __future__ import annotations
@@ -16,13 +20,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sidecar.appkeys import PIPELINE, POLICY_STORE
+from sidecar.appkeys import EXTENSIONS, PIPELINE, POLICY_STORE
 from sidecar.callout.handoff import DECISION_HEADER, DecisionSigner, encode
 from sidecar.callout.pipeline import Check, Denied, resolve_request_id
 from sidecar.callout.recent import RecentDecisions
 from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import InvalidRequest
-from sidecar.features.observability.install import record_callout
 from sidecar.responses import error_response
 from sidecar.settings import SENTINEL_503, Settings
 
@@ -43,7 +46,8 @@ def path_model(request: web.Request) -> str | None:
 
 class CalloutEndpoint:
     """One endpoint kind's callout, with what every request reuses: the decision's TTL, its
-    signer (the key's HMAC state, see DecisionSigner) and where signed decisions are remembered."""
+    signer (the key's HMAC state, see DecisionSigner), where signed decisions are remembered and
+    who observes them (`app[EXTENSIONS]`, set before the routes are added)."""
 
     def __init__(self, app: web.Application, kind: EndpointKind, settings: Settings,
                  recent: RecentDecisions) -> None:
@@ -54,6 +58,9 @@ class CalloutEndpoint:
         self.ttl_seconds = settings.decision_ttl_seconds
         self.signer = DecisionSigner(settings.decision_key)
         self.recent = recent
+        # The list itself, not the app key: one attribute read per request, and a feature
+        # installed later still appends to this same list.
+        self.observers = app[EXTENSIONS].decision_observers
 
     async def handle(self, request: web.Request) -> web.Response:
         """200 with the signed decision header, or the denial's JSON error (see the module doc)."""
@@ -76,8 +83,10 @@ class CalloutEndpoint:
                 path_model=path_model(request) if kind is EndpointKind.MODELS else None,
             )
         except Denied as denied:
-            return _denial(app, denied, started)
-        record_callout(app, check, None, started)
+            return self._denial(denied, started)
+        seconds = time.monotonic() - started
+        for observe in self.observers:
+            observe(check, None, seconds)
         now = time.time()
         decision = check.decision(self.ttl_seconds, now)
         header = encode(decision, self.signer)
@@ -87,16 +96,17 @@ class CalloutEndpoint:
             answer.update(check.client_headers)
         return web.Response(status=200, headers=answer)
 
-
-def _denial(app: web.Application, denied: Denied, started: float) -> web.Response:
-    error = denied.error
-    record_callout(app, denied.check, error, started)
-    # Envoy counts a 5xx from the callout as the callout failing; the sentinel status is
-    # turned back into 503 by Envoy's local_reply_config, body and Retry-After intact.
-    status = SENTINEL_503 if error.status == 503 else error.status
-    response = error_response(error, denied.check.request_id, status=status)
-    response.headers.update(denied.check.client_headers)
-    return response
+    def _denial(self, denied: Denied, started: float) -> web.Response:
+        error = denied.error
+        seconds = time.monotonic() - started
+        for observe in self.observers:
+            observe(denied.check, error, seconds)
+        # Envoy counts a 5xx from the callout as the callout failing; the sentinel status is
+        # turned back into 503 by Envoy's local_reply_config, body and Retry-After intact.
+        status = SENTINEL_503 if error.status == 503 else error.status
+        response = error_response(error, denied.check.request_id, status=status)
+        response.headers.update(denied.check.client_headers)
+        return response
 
 
 def _refuse_encoded(request: web.Request, raw_body: bytes, encoding: str) -> None:

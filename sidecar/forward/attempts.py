@@ -23,8 +23,7 @@ from sidecar.core.errors import GatewayError, ProviderError
 from sidecar.core.failure_table import Phase, breaker_outcome, status_outcome
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import Deployment
-from sidecar.features.breaker.breaker import Breaker, Permit
-from sidecar.features.breaker.stage import breaker_open
+from sidecar.forward.breaker import Breaker, Permit, breaker_open
 from sidecar.forward.exchange import Exchange
 from sidecar.forward.failures import as_gateway_error, exit_outcome
 from sidecar.providers.base import UpstreamRequest, build_upstream

@@ -8,10 +8,9 @@ from typing import TypedDict
 
 import yaml
 
+from sidecar.core.entity import ALL_CATEGORIES
 from sidecar.core.guardrail_webhook import WebhookConfig
-from sidecar.features.guardrails.entity import ALL_CATEGORIES
-from sidecar.features.guardrails.pattern_guard import PatternMatcher, compile_patterns
-from sidecar.features.guardrails.policy import (
+from sidecar.policy.guardrails import (
     ACTIONS,
     DIRECTIONS,
     GUARDRAIL_TYPES,
@@ -24,6 +23,7 @@ from sidecar.features.guardrails.policy import (
     MessageScope,
     Scope,
 )
+from sidecar.policy.patterns import PatternMatcher, compile_patterns
 from sidecar.policy.reader import Located, Mapping
 from sidecar.policy.webhook_schema import WEBHOOK_KEYS, parse_webhook
 

@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sidecar.core.routes import ModelRegistry
-from sidecar.core.tokens import TokenStore
-from sidecar.features.quotas.limits import (
+from sidecar.core.limits import (
     KINDS,
     MICRO_USD,
     PER_FIELDS,
@@ -21,6 +19,8 @@ from sidecar.features.quotas.limits import (
     Price,
     StoreConfig,
 )
+from sidecar.core.routes import ModelRegistry
+from sidecar.core.tokens import TokenStore
 from sidecar.policy.reader import Located
 
 BackendErrorMode = Literal["open", "closed"]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from sidecar.core.limits import LimitsPolicy
 from sidecar.core.routes import BreakerConfig, ModelRegistry
 from sidecar.core.tokens import TokenStore
-from sidecar.features.guardrails.policy import GuardrailSet
-from sidecar.features.quotas.limits import LimitsPolicy
 from sidecar.policy.breaker_schema import parse_breaker
+from sidecar.policy.guardrails import GuardrailSet
 from sidecar.policy.guardrails_schema import parse_guardrails
 from sidecar.policy.limits_schema import parse_limits
 from sidecar.policy.models_schema import parse_models, parse_providers

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sidecar.core.limits import LimitsPolicy
 from sidecar.core.routes import ModelRegistry
 from sidecar.core.tokens import TokenStore
-from sidecar.features.guardrails.policy import GuardrailSet
-from sidecar.features.quotas.limits import LimitsPolicy
+from sidecar.policy.guardrails import GuardrailSet
 
 
 @dataclass(frozen=True)

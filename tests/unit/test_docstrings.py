@@ -13,8 +13,8 @@ import pytest
 
 SIDECAR = Path(__file__).resolve().parents[2] / "sidecar"
 DOCUMENTED = ("core", "policy", "cli", "devtools", "envoy", "features/breaker", "features/drain",
-              "features/observability", "forward/attempts.py", "forward/relay.py", "forward/sse.py",
-              "forward/deadlines.py", "forward/failures.py", "features/guardrails/webhook")
+              "features/observability", "forward/attempts.py", "forward/breaker.py", "forward/relay.py",
+              "forward/sse.py", "forward/deadlines.py", "forward/failures.py", "features/guardrails/webhook")
 
 
 def files() -> list[Path]:

@@ -4,22 +4,22 @@ Deployments are ordered by `priority` (lower first); equal priorities share traf
 (a weighted random order, so the first choice follows the weights and the rest are fallbacks).
 Deployments whose breaker is open are left out; when none is left, the request is denied with
 503 `circuit_breaker_open` and `Retry-After` set to the shortest remaining cool-down.
+The breakers themselves (state machine, permits, `breaker_open`) are the forwarding path's:
+sidecar/forward/breaker.py.
 """
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from sidecar.appkeys import BREAKERS
 from sidecar.callout.pipeline import Check
-from sidecar.core.errors import BreakerOpen
 from sidecar.core.routes import Deployment
 from sidecar.extensions import Extensions
-from sidecar.features.breaker.breaker import Breaker, BreakerBoard
+from sidecar.forward.breaker import Breaker, BreakerBoard, breaker_open
 
 
 def install(app: web.Application, extensions: Extensions, *, rng: random.Random | None = None) -> BreakerBoard:
@@ -65,14 +65,3 @@ def order_deployments(deployments: Sequence[Deployment], rng: random.Random) -> 
     keyed = [(d.priority, -(rng.random() ** (1.0 / d.weight)), index, d) for index, d in enumerate(deployments)]
     return [d for *_, d in sorted(keyed, key=lambda k: k[:3])]
 
-
-def breaker_open(model_key: str, breakers: Iterable[Breaker]) -> BreakerOpen:
-    """The 503 for a model whose deployments are all open, with `Retry-After` (whole seconds, at least 1)."""
-    breakers = list(breakers)
-    names = ", ".join(b.name for b in breakers)
-    # Half-open breakers with every probe out report 0: a second is the honest minimum.
-    wait = max(1, math.ceil(min((b.retry_after() for b in breakers), default=1.0)))
-    return BreakerOpen(
-        f"Circuit breaker open for every deployment of model '{model_key}' ({names}); retry in {wait}s",
-        headers={"Retry-After": str(wait)},
-    )

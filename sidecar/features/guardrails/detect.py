@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sidecar.features.guardrails.entity import Entity
+from sidecar.core.entity import Entity
 from sidecar.features.guardrails.pii import NumericMemo, find_entities
-from sidecar.features.guardrails.policy import Guardrail, GuardrailType
+from sidecar.policy.guardrails import Guardrail, GuardrailType
 
 
 class Finder:

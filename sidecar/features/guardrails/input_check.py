@@ -21,16 +21,16 @@ import orjson
 
 from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.callout.pipeline import Check
+from sidecar.core.entity import Entity, resolve_overlaps
 from sidecar.core.errors import GuardrailBlocked, InvalidRequest
 from sidecar.core.walk import Edit, Text, request_texts, text_edits
 from sidecar.features.guardrails.decision_keys import MASKS, encode_edits
 from sidecar.features.guardrails.detect import entities_of
-from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.injection import score_injection
 from sidecar.features.guardrails.masking import MaskNumbering, Replacement, json_safe
-from sidecar.features.guardrails.pii import find_entities, resolve_overlaps
-from sidecar.features.guardrails.policy import FINDING_MESSAGES, Action, Guardrail, GuardrailType
+from sidecar.features.guardrails.pii import find_entities
 from sidecar.features.guardrails.view import View, view_of
+from sidecar.policy.guardrails import FINDING_MESSAGES, Action, Guardrail, GuardrailType
 
 log = logging.getLogger("sidecar.guardrails")
 # The edits travel base64-encoded (4/3 larger) in the decision header, beside the other fields.

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .entity import CREDIT_CARD, EMAIL, IBAN, PHONE, SSN, Entity
+from sidecar.core.entity import CREDIT_CARD, EMAIL, IBAN, PHONE, SSN, Entity
+
 from .view import View
 
 _SEPARATORS: Final = re.compile(r"[^0-9A-Za-z]")

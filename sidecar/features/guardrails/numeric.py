@@ -16,7 +16,8 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-from .entity import CREDIT_CARD, IP_ADDRESS, PHONE, SSN, Entity
+from sidecar.core.entity import CREDIT_CARD, IP_ADDRESS, PHONE, SSN, Entity
+
 from .validators import card_ok, ipv4_ok, ssn_ok
 
 _CARD_RES: Final = (

@@ -18,18 +18,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from sidecar.callout.handoff import Decision
+from sidecar.core.entity import Entity, resolve_overlaps
 from sidecar.core.errors import GuardrailBlocked
 from sidecar.core.types import JSONDict
 from sidecar.core.walk import Field, chunk_texts, completion_texts, set_at
 from sidecar.features.guardrails.decision_keys import JSON_ANSWER, REQUESTED_GUARDRAILS
 from sidecar.features.guardrails.detect import Finder
-from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.masking import MaskNumbering, json_safe, replace_spans, view_replacements
-from sidecar.features.guardrails.pii import resolve_overlaps
-from sidecar.features.guardrails.policy import FINDING_MESSAGES, Action, Guardrail
 from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, FieldStream, overlaps_any
 from sidecar.features.guardrails.stream_scan import StreamScanner
 from sidecar.features.guardrails.view import view_of
+from sidecar.policy.guardrails import FINDING_MESSAGES, Action, Guardrail
 from sidecar.policy.snapshot import Policy
 
 log = logging.getLogger("sidecar.guardrails")

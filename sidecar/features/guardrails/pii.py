@@ -22,15 +22,15 @@ from order numbers and timestamps.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Final
 
-from .entity import ALL_CATEGORIES, EMAIL, IBAN, IP_ADDRESS, SECRET, Entity
+from sidecar.core.entity import ALL_CATEGORIES, EMAIL, IBAN, IP_ADDRESS, SECRET, Entity, resolve_overlaps
+
 from .numeric import READS_AFTER, READS_BEFORE, bounded, is_word, scan_numeric_run
 from .secret_rules import MAX_TOKEN, secret_len
 from .validators import IBAN_LENGTHS, email_ok, iban_ok, ipv6_ok
 
-__all__ = ["ALL_CATEGORIES", "Entity", "NumericMemo", "find_entities", "resolve_overlaps"]
+__all__ = ["NumericMemo", "find_entities"]
 
 # Digit-run findings by what the run's detectors read (see `_numeric`), for a caller that scans
 # overlapping windows of one stream: a run is then validated once, not once per chunk. Owned by
@@ -241,18 +241,6 @@ def _candidates(text: str, memo: NumericMemo | None) -> list[Entity]:
             _pem(text, match, out)
     _vendor_tokens(text, out)
     return out
-
-
-def resolve_overlaps(entities: Iterable[Entity]) -> list[Entity]:
-    """Sort by start and drop overlaps, keeping the longer entity of a clash."""
-    kept: list[Entity] = []
-    for entity in sorted(entities, key=lambda e: (e.start, -e.length)):
-        if kept and entity.start < kept[-1].end:
-            if entity.length > kept[-1].length:
-                kept[-1] = entity
-            continue
-        kept.append(entity)
-    return kept
 
 
 def find_entities(text: str, categories: frozenset[str], memo: NumericMemo | None = None) -> list[Entity]:

@@ -10,7 +10,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from .entity import ALL_CATEGORIES
+from sidecar.core.entity import ALL_CATEGORIES
+
 from .injection import score_injection
 from .pii import find_entities
 

@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from sidecar.core.entity import Entity
 from sidecar.core.walk import Field
-from sidecar.features.guardrails.entity import Entity
 from sidecar.features.guardrails.stream_scan import StreamScanner
 
 LOGPROB_FIELDS = {Field.CONTENT: "content", Field.REFUSAL: "refusal"}

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final
 
-from .entity import Entity
+from sidecar.core.entity import Entity, resolve_overlaps
+
 from .masking import JsonState, MaskNumbering, Replacement, json_safe, replace_spans
-from .pii import find_entities, resolve_overlaps
+from .pii import find_entities
 from .view import _IGNORABLE, View, view_of
 
 # The longest entity that contains spaces (a 34-char IBAN printed in groups

@@ -12,10 +12,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sidecar.core.errors import QuotaExhausted, RateLimited
+from sidecar.core.limits import MICRO_USD, Identity, Limit, Price, Unit
 from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.estimate import Estimate
 from sidecar.features.quotas.headers import Level, rate_limit_headers, retry_after
-from sidecar.features.quotas.limits import MICRO_USD, Identity, Limit, Price, Unit
 from sidecar.features.quotas.windows import current_window
 
 MINUTE = 60.0

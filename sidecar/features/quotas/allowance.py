@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sidecar.core.chat import ChatRequest
+from sidecar.core.limits import Price
 from sidecar.features.quotas.applicable import COUNTED_UNITS, Rule
 from sidecar.features.quotas.estimate import Estimate
-from sidecar.features.quotas.limits import Price
 
 __all__ = ["COUNTED_UNITS", "Allowance", "choices", "fitted"]
 

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from sidecar.features.quotas.admission import MINUTE
-from sidecar.features.quotas.backend import Charge
-from sidecar.features.quotas.limits import (
+from sidecar.core.limits import (
     WIRE_CODES,
     Counter,
     Identity,
@@ -27,6 +25,8 @@ from sidecar.features.quotas.limits import (
     Price,
     Unit,
 )
+from sidecar.features.quotas.admission import MINUTE
+from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.windows import Window, current_window
 
 COUNTED_UNITS: tuple[Unit, ...] = ("tokens", "spend")

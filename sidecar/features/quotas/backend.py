@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from sidecar.features.quotas.limits import Counter
+from sidecar.core.limits import Counter
 
 
 class BackendUnavailable(Exception):

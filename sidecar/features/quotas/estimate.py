@@ -22,8 +22,8 @@ import orjson
 from sidecar.core.chat import ChatRequest
 from sidecar.core.embeddings import EmbeddingsRequest
 from sidecar.core.endpoints import ClientRequest
+from sidecar.core.limits import LimitsPolicy
 from sidecar.core.walk import request_texts
-from sidecar.features.quotas.limits import LimitsPolicy
 
 _PER_MESSAGE = 4
 _REPLY_PRIMING = 3

@@ -13,8 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sidecar.core.limits import Limit
 from sidecar.features.quotas.backend import Charge
-from sidecar.features.quotas.limits import Limit
 
 SHADOW_HEADER = "x-gateway-quota-shadow"
 DEGRADED_HEADER = "x-gateway-quota-degraded"

@@ -9,9 +9,9 @@ from pathlib import Path
 from aiohttp import web
 
 from sidecar.appkeys import METRICS
+from sidecar.core.limits import StoreConfig
 from sidecar.extensions import Extensions
 from sidecar.features.quotas.backend import QuotaBackend
-from sidecar.features.quotas.limits import StoreConfig
 from sidecar.features.quotas.memory_backend import MemoryBackend
 from sidecar.features.quotas.service import QuotaService
 from sidecar.features.quotas.settlement import cap_completion

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sidecar.callout.pipeline import Check
 from sidecar.core.chat import ChatRequest
+from sidecar.core.limits import Identity, Limit, Price
 from sidecar.core.routes import ModelRoute
 from sidecar.features.quotas.admission import MINUTE, amount, limit_error
 from sidecar.features.quotas.allowance import choices, fitted
@@ -21,7 +22,6 @@ from sidecar.features.quotas.applicable import Applicable, Rulebook, rulebook
 from sidecar.features.quotas.backend import Charge
 from sidecar.features.quotas.estimate import Estimate, estimate_for, estimate_request
 from sidecar.features.quotas.headers import Level
-from sidecar.features.quotas.limits import Identity, Limit, Price
 
 LEASE_MARGIN = 60.0
 

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 from sidecar.callout.handoff import Decision
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import PermissionDenied, ServiceUnavailable
+from sidecar.core.limits import Limit
 from sidecar.features.quotas.admission import denial
 from sidecar.features.quotas.backend import Adjustment, BackendUnavailable, QuotaBackend, Reserved
 from sidecar.features.quotas.estimate import Estimate
 from sidecar.features.quotas.headers import DEGRADED_HEADER, SHADOW_HEADER, Level, admitted_headers, rate_limit_headers
-from sidecar.features.quotas.limits import Limit
 from sidecar.features.quotas.planning import Plan, plan
 from sidecar.features.quotas.settlement import RESERVATION, Record, adjustments, refund
 from sidecar.forward.exchange import OWN_RATE_LIMIT_HEADERS

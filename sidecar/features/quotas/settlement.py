@@ -10,10 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sidecar.callout.handoff import Decision, DecisionKey
-from sidecar.features.quotas.applicable import Layout
-from sidecar.features.quotas.backend import Adjustment, Charge
-from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
-from sidecar.features.quotas.limits import (
+from sidecar.core.limits import (
     COUNTER_NAMES,
     KINDS,
     UNIT_NAMES,
@@ -24,6 +21,9 @@ from sidecar.features.quotas.limits import (
     counter_named,
     unit_named,
 )
+from sidecar.features.quotas.applicable import Layout
+from sidecar.features.quotas.backend import Adjustment, Charge
+from sidecar.features.quotas.estimate import Estimate, completion_tokens_from_chars
 
 if TYPE_CHECKING:
     from sidecar.forward.exchange import Exchange

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sidecar.features.quotas.limits import Period
+from sidecar.core.limits import Period
 
 
 @dataclass(frozen=True)

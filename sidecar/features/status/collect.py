@@ -12,10 +12,10 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sidecar.features.breaker.breaker import BreakerBoard, State
 from sidecar.features.quotas.service import QuotaService
 from sidecar.features.status.quota_view import LimitView, token_limits
 from sidecar.features.status.rings import MinutePoint, StatusBoard, percentile
+from sidecar.forward.breaker import BreakerBoard, State
 from sidecar.policy.snapshot import Policy
 from sidecar.policy.store import PolicyStore
 from sidecar.policy.watcher import PolicyWatcher

@@ -24,7 +24,7 @@ def install(app: web.Application, extensions: Extensions) -> StatusBoard:
     board = StatusBoard()
     app[STATUS_BOARD] = board
 
-    def observe(check: Check, error: GatewayError | None) -> None:
+    def observe(check: Check, error: GatewayError | None, seconds: float) -> None:
         for finding in check.trace.get("guardrails", ()):
             board.findings.add(str(finding["guardrail"]))
         if error is None:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from sidecar.core.limits import MICRO_USD, Identity, Limit
 from sidecar.core.tokens import TokenRecord
 from sidecar.features.quotas.admission import plan_charges
 from sidecar.features.quotas.backend import BackendUnavailable, Charge, QuotaBackend
 from sidecar.features.quotas.estimate import Estimate
-from sidecar.features.quotas.limits import MICRO_USD, Identity, Limit
 from sidecar.policy.snapshot import Policy
 
 _NOTHING = Estimate(0, 0)

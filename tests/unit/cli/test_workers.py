@@ -29,7 +29,7 @@ def test_worker_count(env: dict[str, str], expected: int) -> None:
 def test_several_workers_need_the_redis_quota_store() -> None:
     from dataclasses import replace
 
-    from sidecar.features.quotas.limits import StoreConfig
+    from sidecar.core.limits import StoreConfig
     from sidecar.policy.loader import load_policy
     from tests.e2e.stacks import REPO
 

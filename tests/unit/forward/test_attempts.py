@@ -26,8 +26,8 @@ from sidecar.core.routes import BreakerConfig, Deployment, ProviderType
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.faulty_control import COUNTS, FAULTS, Fault
 from sidecar.devtools.faulty_provider import init_faulty_provider
-from sidecar.features.breaker.breaker import BreakerBoard
 from sidecar.forward.attempts import Attempts
+from sidecar.forward.breaker import BreakerBoard
 from sidecar.forward.exchange import Exchange
 from sidecar.policy.loader import load_policy
 from sidecar.providers.registry import provider_for

@@ -8,7 +8,7 @@ import pytest
 
 from sidecar.core.credentials import Credential
 from sidecar.core.guardrail_webhook import DEFAULT_BREAKER, OnError
-from sidecar.features.guardrails.policy import Guardrail
+from sidecar.policy.guardrails import Guardrail
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 

@@ -2,7 +2,7 @@
 
 Each call is bounded by the webhook's `timeout` from end to end (waiting for one of its
 `max_connections`, connecting, sending, the detector's work and reading the answer). Failures are
-booked on the webhook's breaker (`sidecar.features.breaker`, the deployments' own class): after a
+booked on the webhook's breaker (`sidecar.forward.breaker`, the deployments' own class): after a
 few in a row it opens and calls fail at once with `breaker_open` until the cool-down ends, so a dead
 detector costs one timeout per cool-down, not one per request. A dry run (`explain`) calls the
 detector but moves no breaker.
@@ -22,7 +22,6 @@ import aiohttp
 
 from sidecar.core.guardrail_webhook import WebhookConfig
 from sidecar.core.kinds import Outcome
-from sidecar.features.breaker.breaker import Breaker, BreakerBoard, Permit
 from sidecar.features.guardrails.webhook.wire import (
     MAX_ANSWER_BYTES,
     CallContext,
@@ -33,6 +32,7 @@ from sidecar.features.guardrails.webhook.wire import (
     request_body,
 )
 from sidecar.features.observability.metrics import GatewayMetrics
+from sidecar.forward.breaker import Breaker, BreakerBoard, Permit
 
 log = logging.getLogger("sidecar.guardrails")
 # All detectors together never hold more connections than this (each webhook has its own bound too).

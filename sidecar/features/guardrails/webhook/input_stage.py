@@ -33,11 +33,11 @@ from sidecar.features.guardrails.decision_keys import MASKS, encode_edits
 from sidecar.features.guardrails.embeddings_input import INPUT_MASKS, InputMask
 from sidecar.features.guardrails.input_check import requested_guardrails
 from sidecar.features.guardrails.masking import MaskNumbering
-from sidecar.features.guardrails.policy import Guardrail, MessageScope
 from sidecar.features.guardrails.webhook.adapters import embeddings_texts, input_texts, mask_edits
 from sidecar.features.guardrails.webhook.client import CallError, CallResult, WebhookClient
 from sidecar.features.guardrails.webhook.verdict import Verdict, judge, replacements, unavailable
 from sidecar.features.guardrails.webhook.wire import CallContext, Direction, Finding, Text
+from sidecar.policy.guardrails import Guardrail, MessageScope
 
 log = logging.getLogger("sidecar.guardrails")
 # The edits travel base64-encoded (4/3 larger) in the decision header, as input_check's do.

@@ -43,13 +43,13 @@ from sidecar.features.guardrails.output_check import (
     put_text,
     take_logprobs,
 )
-from sidecar.features.guardrails.policy import Action, Guardrail
 from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, overlaps_any
 from sidecar.features.guardrails.webhook.adapters import completion_texts, stream_path
 from sidecar.features.guardrails.webhook.client import CallResult, WebhookClient
 from sidecar.features.guardrails.webhook.verdict import Verdict, judge, replacements, unavailable
 from sidecar.features.guardrails.webhook.wire import CallContext, Direction, Finding, Text
 from sidecar.features.observability.metrics import GatewayMetrics
+from sidecar.policy.guardrails import Action, Guardrail
 
 log = logging.getLogger("sidecar.guardrails")
 # A span that keeps touching the end of a growing window is released (masked) past this many characters.

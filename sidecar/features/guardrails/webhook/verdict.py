@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from sidecar.core.errors import GuardrailBlocked, GuardrailUnavailable
 from sidecar.features.guardrails.masking import MaskNumbering, Replacement
-from sidecar.features.guardrails.policy import Action
 from sidecar.features.guardrails.webhook.client import CallResult
 from sidecar.features.guardrails.webhook.wire import Finding
+from sidecar.policy.guardrails import Action
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from sidecar.core.errors import BreakerOpen
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import BreakerConfig, Deployment, ModelRegistry, ModelRoute, ProviderType
 from sidecar.core.tokens import TokenStore
-from sidecar.features.breaker.breaker import BreakerBoard
 from sidecar.features.breaker.stage import DeploymentRouter, order_deployments
+from sidecar.forward.breaker import BreakerBoard
 from sidecar.policy.snapshot import Policy
 
 

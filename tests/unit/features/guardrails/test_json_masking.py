@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sidecar.features.guardrails.entity import ALL_CATEGORIES
+from sidecar.core.entity import ALL_CATEGORIES
 from sidecar.features.guardrails.masking import JsonState, MaskNumbering, json_safe, replace_spans, view_replacements
 from sidecar.features.guardrails.pii import find_entities
 from sidecar.features.guardrails.view import view_of

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.core.entity import ALL_CATEGORIES, Entity
 from sidecar.features.guardrails.masking import MaskNumbering, mask_text
-from sidecar.features.guardrails.pii import ALL_CATEGORIES, Entity, find_entities
+from sidecar.features.guardrails.pii import find_entities
 
 
 def mask(text: str, numbering: MaskNumbering) -> str:

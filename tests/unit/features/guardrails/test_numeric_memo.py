@@ -6,8 +6,8 @@ import json
 import random
 from pathlib import Path
 
+from sidecar.core.entity import ALL_CATEGORIES
 from sidecar.features.guardrails import pii
-from sidecar.features.guardrails.entity import ALL_CATEGORIES
 from sidecar.features.guardrails.pii import NumericMemo, find_entities
 from sidecar.features.guardrails.stream_scan import StreamScanner
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from sidecar.core.entity import ALL_CATEGORIES
 from sidecar.core.errors import GuardrailBlocked
-from sidecar.features.guardrails.entity import ALL_CATEGORIES
 from sidecar.features.guardrails.output_check import OutputGuardrails
-from sidecar.features.guardrails.pattern_guard import compile_patterns
-from sidecar.features.guardrails.policy import Action, Direction, Guardrail, GuardrailType
+from sidecar.policy.guardrails import Action, Direction, Guardrail, GuardrailType
+from sidecar.policy.patterns import compile_patterns
 
 EMAIL, CARD = "pat.sample@example.com", "4111 1111 1111 1111"
 

@@ -7,8 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from sidecar.features.guardrails.entity import ALL_CATEGORIES, Entity
-from sidecar.features.guardrails.pii import find_entities, resolve_overlaps
+from sidecar.core.entity import ALL_CATEGORIES, Entity, resolve_overlaps
+from sidecar.features.guardrails.pii import find_entities
 
 
 def found(text: str, categories: frozenset[str] = ALL_CATEGORIES) -> list[tuple[str, str]]:

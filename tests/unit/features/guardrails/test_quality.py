@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.features.guardrails.entity import ALL_CATEGORIES
+from sidecar.core.entity import ALL_CATEGORIES
 from sidecar.features.guardrails.quality import OVERALL, evaluate, evaluate_injection, make_score
 from sidecar.features.guardrails.quality import mismatches as explain
 

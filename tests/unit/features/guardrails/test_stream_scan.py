@@ -4,10 +4,11 @@ import random
 
 import pytest
 
+from sidecar.core.entity import ALL_CATEGORIES, Entity
 from sidecar.features.guardrails.masking import MaskNumbering, mask_text
-from sidecar.features.guardrails.pattern_guard import compile_patterns
-from sidecar.features.guardrails.pii import ALL_CATEGORIES, Entity, find_entities
+from sidecar.features.guardrails.pii import find_entities
 from sidecar.features.guardrails.stream_scan import MAX_HOLD, MIN_HOLD_BACK, StreamScanner
+from sidecar.policy.patterns import compile_patterns
 
 TEXT = (
     "Hello! Contact me at john.doe@example.com or call (415) 555-0132. "

@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from sidecar.features.guardrails.entity import ALL_CATEGORIES
+from sidecar.core.entity import ALL_CATEGORIES
 from sidecar.features.guardrails.pii import find_entities
 from sidecar.features.guardrails.view import _IGNORABLE, view_of
 

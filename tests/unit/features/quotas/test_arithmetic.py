@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sidecar.core.chat import parse_chat_request
+from sidecar.core.limits import LimitsPolicy, ModelQuotaSettings
 from sidecar.features.quotas.estimate import estimate_request, prompt_tokens
 from sidecar.features.quotas.headers import openai_duration, retry_after
-from sidecar.features.quotas.limits import LimitsPolicy, ModelQuotaSettings
 from sidecar.features.quotas.windows import current_window
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -6,8 +6,8 @@ import orjson
 
 from sidecar.core.chat import parse_chat_request
 from sidecar.core.embeddings import parse_embeddings_request
+from sidecar.core.limits import LimitsPolicy, ModelQuotaSettings, Price
 from sidecar.features.quotas.estimate import Estimate, estimate_for
-from sidecar.features.quotas.limits import LimitsPolicy, ModelQuotaSettings, Price
 
 
 def embeddings(value: object) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.features.quotas.limits import Identity
+from sidecar.core.limits import Identity
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 
@@ -121,7 +121,7 @@ def test_redis_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_every_limit_kind_has_a_spec_and_counters_decode_strictly() -> None:
-    from sidecar.features.quotas.limits import COUNTERS, KINDS, UNITS, LimitKind, counter_named, unit_named
+    from sidecar.core.limits import COUNTERS, KINDS, UNITS, LimitKind, counter_named, unit_named
 
     assert set(KINDS) == set(LimitKind)
     assert {spec.counter for spec in KINDS.values()} == set(COUNTERS)

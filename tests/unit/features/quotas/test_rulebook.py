@@ -12,14 +12,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from sidecar.core.walk import request_texts
-from sidecar.features.quotas.admission import plan_charges
-from sidecar.features.quotas.allowance import fitted
-from sidecar.features.quotas.applicable import rulebook
-from sidecar.features.quotas.backend import Charge
-from sidecar.features.quotas.estimate import Estimate, prompt_tokens
-from sidecar.features.quotas.headers import Level, admitted_headers, rate_limit_headers
-from sidecar.features.quotas.limits import (
+from sidecar.core.limits import (
     WIRE_KINDS,
     Identity,
     Limit,
@@ -28,6 +21,13 @@ from sidecar.features.quotas.limits import (
     ModelQuotaSettings,
     Price,
 )
+from sidecar.core.walk import request_texts
+from sidecar.features.quotas.admission import plan_charges
+from sidecar.features.quotas.allowance import fitted
+from sidecar.features.quotas.applicable import rulebook
+from sidecar.features.quotas.backend import Charge
+from sidecar.features.quotas.estimate import Estimate, prompt_tokens
+from sidecar.features.quotas.headers import Level, admitted_headers, rate_limit_headers
 from sidecar.features.quotas.memory_backend import MemoryBackend
 from sidecar.features.quotas.planning import LEASE_MARGIN, charges, initial_allowance, route_lease
 from sidecar.features.quotas.service import QuotaService

@@ -12,10 +12,10 @@ import pytest
 from sidecar.callout.handoff import Decision
 from sidecar.core.errors import GuardrailBlocked, GuardrailUnavailable
 from sidecar.core.guardrail_webhook import OnError, WebhookConfig
-from sidecar.features.guardrails.policy import Action, Direction, Guardrail, GuardrailType
 from sidecar.features.guardrails.webhook.client import WebhookClient
 from sidecar.features.guardrails.webhook.output_guard import WebhookOutput
 from sidecar.features.observability.metrics import GatewayMetrics
+from sidecar.policy.guardrails import Action, Direction, Guardrail, GuardrailType
 from tests.detector_server import DetectorServer
 
 DECISION = Decision("req_out", "demo", "demo-team", "gpt-4", ("d",), True, False, "v1")

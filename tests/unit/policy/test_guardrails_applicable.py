@@ -6,11 +6,11 @@ import itertools
 from pathlib import Path
 
 from sidecar.core.guardrail_webhook import WebhookConfig
-from sidecar.features.guardrails import policy as guardrail_policy
-from sidecar.features.guardrails.policy import Action, Direction, Guardrail, GuardrailSet, GuardrailType, Scope
+from sidecar.policy import guardrails as guardrail_policy
+from sidecar.policy.guardrails import Action, Direction, Guardrail, GuardrailSet, GuardrailType, Scope
 from sidecar.policy.loader import load_policy
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def plain_filter(guardrails: GuardrailSet, model: str, token: str, team: str | None,

@@ -1,4 +1,9 @@
-"""Guardrail policy objects: what a guardrail checks, what it does, and for whom."""
+"""Guardrail policy objects: what a guardrail checks, what it does, and for whom.
+
+Built by the `guardrails:` schema (guardrails_schema.py) into each policy snapshot; the guardrails
+feature (sidecar/features/guardrails/) runs them. A pattern guardrail holds its compiled
+`PatternMatcher` (patterns.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from sidecar.core.guardrail_webhook import WebhookConfig
-from sidecar.features.guardrails.pattern_guard import PatternMatcher
+from sidecar.policy.patterns import PatternMatcher
 
 
 class GuardrailType(StrEnum):
@@ -73,6 +78,7 @@ class Scope:
     teams: frozenset[str] = frozenset()
 
     def matches(self, model: str, token: str, team: str | None) -> bool:
+        """Whether a request for `model` with `token` (of `team`, or None) is in this scope."""
         return (
             (not self.models or model in self.models)
             and (not self.tokens or token in self.tokens)
@@ -82,6 +88,9 @@ class Scope:
 
 @dataclass(frozen=True)
 class Guardrail:
+    """One entry of the `guardrails:` section. `categories`, `matcher`, `threshold`, `max_chars` and
+    `max_messages`, `webhook` are one type's each (pii, pattern, prompt_injection, size, webhook)."""
+
     key: str
     type: GuardrailType
     action: Action
@@ -115,9 +124,11 @@ class Guardrail:
 
     @property
     def checks_output(self) -> bool:
+        """A built-in guardrail the output guard runs on answers (pii and pattern, output or both)."""
         return self.direction in _READS_OUTPUT and self.type in _OUTPUT_TYPES
 
     def reads_role(self, role: str) -> bool:
+        """Whether an input guardrail reads a message of `role` (`messages: user` reads the user's only)."""
         return self.messages is _EVERY_ROLE or role == "user"
 
 
@@ -146,6 +157,8 @@ MAX_CACHED_SCOPES = 4096
 
 @dataclass(frozen=True)
 class GuardrailSet:
+    """The `guardrails:` section of one policy snapshot, in policy order, with its per-request answers cached."""
+
     guardrails: tuple[Guardrail, ...] = ()
     # Answers of `for_request`, built once per policy snapshot (a reload builds a new set): the
     # callout and the forwarding path each ask on every request.
@@ -158,6 +171,7 @@ class GuardrailSet:
 
     def applicable(self, model: str, token: str, team: str | None,
                    requested: frozenset[str] = frozenset()) -> tuple[Guardrail, ...]:
+        """Every guardrail that applies (see `for_request`), in policy order."""
         return self.for_request(model, token, team, requested).all
 
     def for_request(self, model: str, token: str, team: str | None,
@@ -173,4 +187,5 @@ class GuardrailSet:
         return found
 
     def keys(self) -> frozenset[str]:
+        """Every guardrail key the policy defines (what a request's `guardrails` field may name)."""
         return self._keys

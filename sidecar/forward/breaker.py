@@ -4,31 +4,35 @@ closed --(N consecutive failures, or error rate over a window)--> open
 open --(cool-down over)--> half_open: a bounded number of probe requests go through
 half_open --(a probe succeeds)--> closed;  --(a probe fails)--> open again (a fresh cool-down)
 
-The callout peeks (`available`) to order and skip deployments; the forwarding path takes a
-`Permit` for each attempt it makes and reports that attempt's outcome. Only the forwarding path
-reserves probe slots, because only it is sure to report back (a request denied by a later callout
-stage, or lost between Envoy and the sidecar, would otherwise hold a probe slot forever).
+The callout's breaker stage (sidecar/features/breaker/stage.py) peeks (`available`) to order and
+skip deployments; the forwarding path takes a `Permit` for each attempt it makes and reports that
+attempt's outcome. Only the forwarding path reserves probe slots, because only it is sure to report
+back (a request denied by a later callout stage, or lost between Envoy and the sidecar, would
+otherwise hold a probe slot forever). So the mechanism lives here, with its one writer; a webhook
+guardrail's client books its calls on a breaker of its own the same way.
 
-State lives on a `BreakerBoard` built by the app factory, keyed by deployment name, so a policy
-reload changes thresholds without forgetting which deployments are failing.
+State lives on a `BreakerBoard` built by the app factory (`install` of the breaker feature), keyed
+by deployment name, so a policy reload changes thresholds without forgetting which deployments are
+failing. `breaker_open` is the 503 both the stage and the attempts answer when none is left.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sidecar.core.errors import BreakerOpen
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import BreakerConfig
 
 log = logging.getLogger("sidecar.breaker")
 
 Clock = Callable[[], float]
-
 
 
 class State(StrEnum):
@@ -172,3 +176,15 @@ class BreakerBoard:
     def breaker_states(self) -> dict[str, str]:
         """Deployment name -> `closed` / `open` / `half_open`, for metrics and health pages."""
         return {name: breaker.state.value for name, breaker in self._breakers.items()}
+
+
+def breaker_open(model_key: str, breakers: Iterable[Breaker]) -> BreakerOpen:
+    """The 503 for a model whose deployments are all open, with `Retry-After` (whole seconds, at least 1)."""
+    breakers = list(breakers)
+    names = ", ".join(b.name for b in breakers)
+    # Half-open breakers with every probe out report 0: a second is the honest minimum.
+    wait = max(1, math.ceil(min((b.retry_after() for b in breakers), default=1.0)))
+    return BreakerOpen(
+        f"Circuit breaker open for every deployment of model '{model_key}' ({names}); retry in {wait}s",
+        headers={"Retry-After": str(wait)},
+    )

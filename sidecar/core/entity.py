@@ -1,11 +1,13 @@
-"""Shared value types for the guardrail detectors.
+"""What a guardrail detector finds: the PII categories, and `Entity`, a categorised span of text.
 
-Kept in its own module so detectors, masking and the stream scanner can all
-import it without circular imports.
+Plain values (stdlib only), so the policy (a guardrail's `categories:`, a compiled pattern's
+finds) and every detector, the masking and the stream scanner share them; `resolve_overlaps`
+is the one rule for spans that clash.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 EMAIL = "email"
@@ -15,7 +17,7 @@ SSN = "ssn"
 IBAN = "iban"
 IP_ADDRESS = "ip_address"
 SECRET = "secret"
-# Category used by the deny-pattern guardrail (see pattern_guard.py).
+# Category used by the deny-pattern guardrail (see sidecar/policy/patterns.py).
 PATTERN = "pattern"
 
 ALL_CATEGORIES: frozenset[str] = frozenset(
@@ -38,8 +40,21 @@ class Entity(NamedTuple):
 
     @property
     def length(self) -> int:
+        """Characters covered: `end - start`."""
         return self.end - self.start
 
     def shifted(self, offset: int) -> Entity:
         """Same entity moved by ``offset`` (used for window -> stream coordinates)."""
         return Entity(self.category, self.start + offset, self.end + offset, self.source)
+
+
+def resolve_overlaps(entities: Iterable[Entity]) -> list[Entity]:
+    """Sort by start and drop overlaps, keeping the longer entity of a clash."""
+    kept: list[Entity] = []
+    for entity in sorted(entities, key=lambda e: (e.start, -e.length)):
+        if kept and entity.start < kept[-1].end:
+            if entity.length > kept[-1].length:
+                kept[-1] = entity
+            continue
+        kept.append(entity)
+    return kept

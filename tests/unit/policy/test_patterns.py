@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from sidecar.features.guardrails.pattern_guard import compile_patterns
+from sidecar.policy.patterns import compile_patterns
 
 
 def spans(text: str, deny: list[str], keywords: list[str], allow: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 
 from sidecar.core.kinds import Outcome
 from sidecar.core.routes import BreakerConfig
-from sidecar.features.breaker.breaker import Breaker, BreakerBoard, Permit, State
+from sidecar.forward.breaker import Breaker, BreakerBoard, Permit, State
 
 CONNECT, TIMEOUT, SERVER_ERROR = Outcome.CONNECT, Outcome.TIMEOUT, Outcome.SERVER_ERROR
 RATE_LIMITED, SUCCESS, NEUTRAL = Outcome.RATE_LIMITED, Outcome.SUCCESS, Outcome.NEUTRAL

@@ -1,4 +1,8 @@
-"""Deny-pattern guardrail helper: ``compile_patterns`` -> ``PatternMatcher``.
+"""A pattern guardrail's compiled lists: ``compile_patterns`` -> ``PatternMatcher``.
+
+The `guardrails:` schema compiles them once per policy snapshot (a `Guardrail`'s `matcher`);
+the guardrails feature's detectors call `find` and `open_at`. In policy/, not core/: the partial
+matches need the third-party `regex` module.
 
 Semantics (documented for the policy loader):
 
@@ -24,8 +28,7 @@ from typing import Final
 
 import regex
 
-from .entity import PATTERN, Entity
-from .pii import resolve_overlaps
+from sidecar.core.entity import PATTERN, Entity, resolve_overlaps
 
 _SPACELESS_RANGES: Final = "\u0e00-\u0eff\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
 # A word character of a script that separates words with spaces; CJK glued

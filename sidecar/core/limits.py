@@ -3,6 +3,10 @@
 A rule names one or more limit kinds; each (rule, kind) pair is one `Limit`. A limit counts
 separately per the identities in `per` (token, team, model), so "60 requests per minute per
 token" and "1M tokens per month for the whole team" are the same object with different fields.
+
+The `limits:` schema (sidecar/policy/limits_schema.py) builds them into each policy snapshot and
+the quotas feature (sidecar/features/quotas/) counts them; plain values (stdlib only), so they sit
+in core with the tokens and routes the snapshot also holds.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class Identity:
     model: str
 
     def value(self, name: PerField) -> str | None:
+        """This identity's `token`, `team` (None when the token has none) or `model`."""
         return {"token": self.token, "team": self.team, "model": self.model}[name]
 
 
@@ -122,13 +127,16 @@ class Limit:
 
     @property
     def spec(self) -> KindSpec:
+        """How this limit's kind counts (unit, counter, period) and how its denial reads."""
         return KINDS[self.kind]
 
     @property
     def name(self) -> str:
+        """`rule.kind`, e.g. `team-budget.spend_per_day`: what metrics, logs and headers name."""
         return f"{self.rule}.{self.kind}"
 
     def matches(self, who: Identity) -> bool:
+        """Whether this limit applies to `who`: every filter set matches, and every `per` identity is known."""
         return ((self.tokens is None or who.token in self.tokens)
                 and (self.teams is None or (who.team is not None and who.team in self.teams))
                 and (self.models is None or who.model in self.models)
@@ -139,6 +147,7 @@ class Limit:
         return ",".join(f"{name}={who.value(name)}" for name in self.per) or "*"
 
     def describe_scope(self, who: Identity) -> str:
+        """The partition in words for a denial's message, e.g. `for token 'demo' and model 'gpt-4'`."""
         parts = [f"{name} '{who.value(name)}'" for name in self.per]
         return "for " + " and ".join(parts) if parts else "shared by all matching requests"
 
@@ -151,18 +160,23 @@ class Price:
     completion: float = 0.0
 
     def micro_usd(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """What the tokens cost, in integer micro-USD (rounded)."""
         # USD per 1M tokens equals micro-USD per token.
         return round(prompt_tokens * self.prompt + completion_tokens * self.completion)
 
 
 @dataclass(frozen=True)
 class ModelQuotaSettings:
+    """One model's entry under `limits.models`: its completion reservation and its price."""
+
     completion_tokens: int | None = None  # reserved when the request sets no max_tokens
     price: Price | None = None
 
 
 @dataclass(frozen=True)
 class StoreConfig:
+    """`limits.store`: where counters live (this process's memory, or Redis shared by replicas)."""
+
     backend: StoreBackend = "memory"
     state_dir: Path | None = None  # memory: None means $GATEWAY_STATE_DIR or ./.gateway-state
     flush_interval: float = 1.0
@@ -173,6 +187,8 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class LimitsPolicy:
+    """The whole `limits:` section of one policy snapshot (empty: nothing is limited)."""
+
     limits: tuple[Limit, ...] = ()
     timezone: str = "UTC"
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -181,13 +197,16 @@ class LimitsPolicy:
     models: Mapping[str, ModelQuotaSettings] = field(default_factory=dict)
 
     def applicable(self, who: Identity) -> list[Limit]:
+        """The limits that apply to `who`, in policy order."""
         return [limit for limit in self.limits if limit.matches(who)]
 
     def price(self, model: str) -> Price | None:
+        """The model's price, or None when the policy gives it none (its spend is not counted)."""
         settings = self.models.get(model)
         return settings.price if settings else None
 
     def default_completion_tokens(self, model: str) -> int:
+        """Completion tokens reserved for a request that sets no `max_tokens`: the model's, else the section's."""
         settings = self.models.get(model)
         if settings is not None and settings.completion_tokens is not None:
             return settings.completion_tokens
