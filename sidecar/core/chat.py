@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from sidecar.core.chat_options import check_options, token_cap
 from sidecar.core.errors import InvalidRequest
 from sidecar.core.json_depth import MAX_JSON_DEPTH, check_depth
 
@@ -53,15 +54,14 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         return ChatRequest(body=body, model=model, stream=False, include_usage=False, max_tokens=None,
                            request_id=None)
     _check_sampling(body)
-    max_tokens = _positive_int(body, "max_tokens")
-    max_completion = _positive_int(body, "max_completion_tokens")
+    check_options(body)
     stream = _optional_bool(body, "stream") or False
     return ChatRequest(
         body=body,
         model=model,
         stream=stream,
         include_usage=_include_usage(body),
-        max_tokens=max_completion if max_completion is not None else max_tokens,
+        max_tokens=token_cap(body),
         request_id=_request_id(body),
     )
 
@@ -227,15 +227,6 @@ def _check_sampling(body: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise InvalidRequest(f"'{name}' must be a number between {low:g} and {high:g}", param=name,
                                  code="invalid_value")
-
-
-def _positive_int(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest(f"'{name}' must be a positive integer", param=name, code="invalid_value")
-    return value
 
 
 def _optional_bool(body: dict[str, Any], name: str) -> bool | None:

@@ -186,6 +186,10 @@ class GuardrailSet:
                 self._cache[key] = found
         return found
 
+    def out_of_scope(self, model: str, token: str, team: str | None, requested: frozenset[str]) -> list[str]:
+        """The keys of `requested` (sorted) whose guardrail's scope leaves this model, token and team out."""
+        return sorted(g.key for g in self.guardrails if g.key in requested and not g.scope.matches(model, token, team))
+
     def keys(self) -> frozenset[str]:
         """Every guardrail key the policy defines (what a request's `guardrails` field may name)."""
         return self._keys

@@ -36,6 +36,8 @@ _TYPE_KEYS: MappingProxyType[GuardrailType, frozenset[str]] = MappingProxyType({
 })
 # Guardrails that flag a whole text (no span): there is nothing to mask.
 _CANNOT_MASK = frozenset({GuardrailType.PROMPT_INJECTION, GuardrailType.SIZE})
+# Read the request only (the output guard runs pii, pattern and webhook guardrails).
+_INPUT_ONLY = frozenset({GuardrailType.PROMPT_INJECTION, GuardrailType.SIZE})
 
 
 class _TypeSpecific(TypedDict, total=False):
@@ -80,6 +82,10 @@ def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
         return None
     if action is Action.MASK and kind in _CANNOT_MASK:
         where.error(f"a {kind} guardrail cannot mask; use block or log")
+        return None
+    if direction != "input" and kind in _INPUT_ONLY:
+        # Its output half would never run: an operator reading `both` must not believe answers are checked.
+        where.error(f"a {kind} guardrail reads requests only: direction {direction} does not apply (use input)")
         return None
     return Guardrail(key=key, type=kind, action=action, direction=Direction(direction),
                      messages=MessageScope(messages),

@@ -7,7 +7,8 @@ matches need the third-party `regex` module.
 Semantics (documented for the policy loader):
 
 * deny regexes are used exactly as written (add ``(?i)`` for case-folding);
-* deny keywords are literal, case-insensitive and whole-word: a keyword edge
+* deny keywords are literal but for whitespace (a space in a keyword matches any run of
+  whitespace, newlines included), case-insensitive and whole-word: a keyword edge
   that is an ASCII/Latin word character must not touch another word
   character; edges in scripts written without spaces (CJK, kana, hangul)
   match anywhere, since those scripts have no word boundaries to respect;
@@ -52,8 +53,11 @@ def _needs_boundary(char: str) -> bool:
 
 
 def keyword_regex(keyword: str) -> str:
-    """Regex source for one literal keyword with the boundary rules above."""
-    body = re.escape(keyword)
+    """Regex source for one literal keyword with the boundary rules above; a space in it stands
+    for any run of whitespace (`project falcon` also matches `Project\nFalcon` and two spaces: a
+    model reflowing text, or a writer adding a space, must not get past a keyword)."""
+    keyword = keyword.strip()
+    body = r"\s+".join(re.escape(word) for word in keyword.split())
     if keyword and _needs_boundary(keyword[0]):
         body = f"(?<!{_SPACED_WORD_CHAR})" + body
     if keyword and _needs_boundary(keyword[-1]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from sidecar.core.tokens import TokenRecord, TokenStore
 from sidecar.policy.reader import Located
@@ -64,6 +64,8 @@ def _expiry(where: Located) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        # A date names the last day the token works (`expires: 2027-01-31` works all that day, UTC),
+        # as a card's or a certificate's date does: it expires when the next day begins.
+        return datetime(value.year, value.month, value.day, tzinfo=UTC) + timedelta(days=1)
     where.error("must be a date or timestamp such as 2027-01-31 or 2027-01-31T12:00:00Z")
     return None

@@ -60,6 +60,12 @@ guardrails:
     deny_keywords: [project falcon]
     action: block
     default_on: false
+  scoped-opt-in:
+    type: pattern
+    deny_keywords: [zephyr]
+    action: block
+    default_on: false
+    scope: {tokens: [masker]}
   size-cap:
     type: size
     max_chars: 40
@@ -210,6 +216,25 @@ async def test_opt_in_guardrail_runs_only_when_requested(guarded: Stack) -> None
     assert json.loads(raw)["error"]["guardrail_key"] == "codename"
     status, _, raw = await send(guarded, chat_body("hi", guardrails=["nope"]), TOKENS["outsidescope"])
     assert (status, json.loads(raw)["error"]["param"]) == (400, "guardrails")
+    # A keyword's space matches any whitespace: a reflowed or double-spaced keyword is still found.
+    for spelled in ("Project\nFalcon", "project  falcon", "Project \t\n Falcon"):
+        status, _, raw = await send(guarded, chat_body(f"echo: about {spelled}", guardrails=["codename"]),
+                                    TOKENS["outsidescope"])
+        assert (status, json.loads(raw)["error"]["guardrail_key"]) == (400, "codename"), spelled
+
+
+async def test_an_opt_in_guardrail_outside_the_tokens_scope_is_refused_not_skipped(guarded: Stack) -> None:
+    body = chat_body("echo: the zephyr plan", guardrails=["scoped-opt-in"], request_id="opt-scope-1")
+    status, _, raw = await send(guarded, body, TOKENS["outsidescope"])
+    assert status == 400
+    assert json.loads(raw) == {"error": {
+        "message": "Guardrail scoped-opt-in does not apply to this request: its scope leaves out this token, team "
+                   "or model, so it would not run",
+        "type": "invalid_request_error", "param": "guardrails", "code": "guardrail_not_applicable"}}
+    assert not any(r["headers"]["x-request-id"] == "opt-scope-1" for r in provider_requests(guarded.demo_provider_url))
+    status, _, raw = await send(guarded, chat_body("echo: the zephyr plan", guardrails=["scoped-opt-in"]),
+                                TOKENS["masker"])
+    assert (status, json.loads(raw)["error"]["guardrail_key"]) == (400, "scoped-opt-in")  # in scope: it runs
 
 
 async def test_output_block_non_streamed(guarded: Stack) -> None:

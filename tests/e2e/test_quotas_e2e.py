@@ -101,7 +101,8 @@ async def test_a_request_larger_than_the_limit_itself(quota_gateway: Stack) -> N
     before = await _limit_denials(quota_gateway, "tpm.tokens_per_minute")
     status, headers, body = await call(quota_gateway.base_url, "tpm", chat_body(max_tokens=5000))
     error = assert_denied(status, body, "rate_limit_exceeded", "tokens_per_minute")
-    assert "larger than the limit itself" in error["message"]
+    assert error["message"].endswith(" The request is larger than the limit itself; reduce max_tokens or the prompt.")
+    assert ", used " not in error["message"]  # refused before the store is asked: what is used is not known
     assert "Retry-After" not in headers  # waiting would not help
     assert headers["x-should-retry"] == "false"  # nor would retrying at once
     assert await _limit_denials(quota_gateway, "tpm.tokens_per_minute") == before + 1  # counted like any denial

@@ -26,7 +26,7 @@ from sidecar.core.embeddings import EmbeddingsRequest
 from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import GuardrailBlocked, InvalidRequest
 from sidecar.features.guardrails.decision_keys import MASKS
-from sidecar.features.guardrails.input_check import REQUEST_FIELD, check_input, requested_guardrails
+from sidecar.features.guardrails.input_check import REQUEST_FIELD, check_input, requested_in_scope
 from sidecar.policy.snapshot import Policy
 
 log = logging.getLogger("sidecar.guardrails")
@@ -83,7 +83,7 @@ async def check_embeddings_input(check: Check) -> None:
 def _check_token_ids(check: Check, request: EmbeddingsRequest) -> None:
     assert check.token is not None and check.route is not None
     guardrails = check.policy.guardrails
-    requested = requested_guardrails(request.body, guardrails.keys())
+    requested = requested_in_scope(check, request.body)
     for guardrail in guardrails.applicable(check.route.key, check.token.name, check.token.team, requested):
         if not guardrail.reads_input:  # built-in and webhook guardrails alike: neither can read token ids
             continue

@@ -52,10 +52,27 @@ def requested_guardrails(body: dict[str, Any], known: frozenset[str]) -> frozens
     return frozenset(value)
 
 
+def requested_in_scope(check: Check, body: dict[str, Any]) -> frozenset[str]:
+    """The opt-in guardrails `body` names (`guardrails`), each known and applying to this request's
+    model, token and team; raises InvalidRequest (400, param `guardrails`): `unknown_guardrail`, or
+    `guardrail_not_applicable` for one whose scope leaves this request out. A client that asked for
+    a check is told it cannot have it, rather than answered as if it had run."""
+    assert check.token is not None and check.route is not None
+    guardrail_set = check.policy.guardrails
+    requested = requested_guardrails(body, guardrail_set.keys())
+    if requested:
+        outside = guardrail_set.out_of_scope(check.route.key, check.token.name, check.token.team, requested)
+        if outside:
+            raise InvalidRequest(f"Guardrail {', '.join(outside)} does not apply to this request: its scope leaves "
+                                 "out this token, team or model, so it would not run", param=REQUEST_FIELD,
+                                 code="guardrail_not_applicable")
+    return requested
+
+
 async def check_input(check: Check) -> None:
     assert check.request is not None and check.token is not None and check.route is not None
     guardrail_set = check.policy.guardrails
-    requested = requested_guardrails(check.request.body, guardrail_set.keys())
+    requested = requested_in_scope(check, check.request.body)
     applicable = guardrail_set.for_request(check.route.key, check.token.name, check.token.team, requested).checks_input
     if not applicable:
         return

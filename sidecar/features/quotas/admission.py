@@ -64,9 +64,10 @@ def limit_error(level: Level, who: Identity, zone: ZoneInfo, levels: Sequence[Le
     limit, charge = level.limit, level.charge
     spec = limit.spec
     head = "Quota exceeded" if spec.quota else "Rate limit reached"
+    # A request larger than the limit is refused before the store is asked: what is used is not known.
+    used = "" if too_large else f"used {_show(spec.unit, level.used)}, "
     message = (f"{head}: {spec.label} {limit.describe_scope(who)} (limit '{limit.rule}'): "
-               f"limit {_show(spec.unit, charge.cap)}, used {_show(spec.unit, level.used)}, "
-               f"requested {_show(spec.unit, charge.amount)}.")
+               f"limit {_show(spec.unit, charge.cap)}, {used}requested {_show(spec.unit, charge.amount)}.")
     headers = rate_limit_headers(levels)
     if too_large:
         message += " The request is larger than the limit itself; reduce max_tokens or the prompt."

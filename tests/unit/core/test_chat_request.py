@@ -343,9 +343,15 @@ def test_token_limit_of_one_accepted(name: str) -> None:
     assert parse(body(**{name: 1})).max_tokens == 1
 
 
-def test_max_completion_tokens_wins_over_max_tokens() -> None:
-    assert parse(body(max_tokens=100, max_completion_tokens=50)).max_tokens == 50
-    assert parse(body(max_tokens=50, max_completion_tokens=100)).max_tokens == 100
+def test_both_token_caps_only_with_the_same_value() -> None:
+    # A provider may honour either name: with two different caps the reservation could cover the
+    # smaller while the provider writes up to the larger.
+    assert parse(body(max_tokens=100, max_completion_tokens=100)).max_tokens == 100
+    for max_tokens, max_completion in ((100000, 1), (50, 100)):
+        error = rejected_body(body(max_tokens=max_tokens, max_completion_tokens=max_completion))
+        assert (error.param, error.code) == ("max_completion_tokens", "invalid_value")
+        assert error.message == (f"'max_tokens' ({max_tokens}) and 'max_completion_tokens' ({max_completion}) "
+                                 "differ; send one of them (max_completion_tokens is the current name)")
 
 
 def test_max_tokens_used_when_alone() -> None:

@@ -68,3 +68,11 @@ def test_the_cache_is_bounded() -> None:
         assert guardrails.for_request("a", f"t{number}", None).all == plain_filter(
             guardrails, "a", f"t{number}", None, frozenset())
     assert len(guardrails._cache) == limit
+
+
+def test_out_of_scope_names_the_requested_guardrails_whose_scope_leaves_the_request_out() -> None:
+    guardrails = guardrail_set()
+    everything = frozenset({"in", "out", "both", "opt", "hook"})
+    assert guardrails.out_of_scope("b", "t2", None, everything) == ["both", "in", "out"]
+    assert guardrails.out_of_scope("a", "t1", "x", everything) == []
+    assert guardrails.out_of_scope("b", "t2", None, frozenset({"opt"})) == []  # no scope: applies everywhere

@@ -67,3 +67,13 @@ def test_open_at_is_where_a_match_more_text_could_complete_begins(text: str, den
                                                                  expected: int) -> None:
     assert compile_patterns(deny, keywords, []).open_at(text) == expected
 
+
+
+@pytest.mark.parametrize("text", ["Project\nFalcon", "project  falcon", "PROJECT\t \nfalcon", "project\u00a0falcon"])
+def test_a_space_in_a_keyword_matches_any_run_of_whitespace(text: str) -> None:
+    assert spans(f"about {text}.", [], ["project falcon"], []) == [text]
+    assert spans(f"about {text}.", [], ["  project falcon "], []) == [text]  # the keyword's own edges trimmed
+
+
+def test_a_keyword_without_its_space_is_another_word() -> None:
+    assert spans("projectfalcon and project-falcon", [], ["project falcon"], []) == []

