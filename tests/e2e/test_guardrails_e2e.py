@@ -270,6 +270,15 @@ async def test_output_mask_streamed_catches_a_value_split_across_chunks(guarded:
     assert text == "contact me: [EMAIL_1] thanks"
 
 
+async def test_look_alike_letters_do_not_hide_a_value(guarded: Stack, demo_gateway: Stack) -> None:
+    spoofed = "j\u0430ne@ex\u0430mple.com"  # Cyrillic а (U+0430) for the Latin a
+    status, _, raw = await send(demo_gateway, chat_body(f"My email is {spoofed}"))
+    assert (status, json.loads(raw)["error"]["guardrail_key"]) == (400, "pii-checker")
+    status, _, raw = await send(guarded, chat_body(f"echo: write to {spoofed} today"), TOKENS["outmask"])
+    assert status == 200
+    assert json.loads(raw)["choices"][0]["message"]["content"] == "write to [EMAIL_1] today"
+
+
 async def test_output_mask_non_streamed(guarded: Stack) -> None:
     status, _, raw = await send(guarded, chat_body("echo: a@example.com and b@example.com"), TOKENS["outmask"])
     assert status == 200

@@ -24,7 +24,7 @@ from sidecar.core.entity import Entity, resolve_overlaps
 
 from .masking import JsonState, MaskNumbering, Replacement, json_safe, replace_spans
 from .pii import find_entities
-from .view import _IGNORABLE, View, view_of
+from .view import _CONFUSABLES, _IGNORABLE, View, view_of
 
 # The longest entity that contains spaces (a 34-char IBAN printed in groups
 # of four, 42 chars) must fit in the held window, so smaller values are
@@ -45,9 +45,10 @@ MAX_HOLD: Final = 16384
 _TOKEN_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=_.@:%-\\\ufe6b"
 )
-# The same as a regex, with the full-width forms (U+FF01-U+FF5E), every Unicode digit and the
-# invisible characters; `\d` here is any Unicode decimal digit.
-_NOT_TOKEN_CHAR: Final = re.compile(f"[^A-Za-z0-9+/=_.@:%\\\\\\-\ufe6b\uff01-\uff5e\\d{_IGNORABLE}]")
+# The same as a regex, with the full-width forms (U+FF01-U+FF5E), every Unicode digit, the
+# invisible characters and the letters drawn like Latin ones; `\d` here is any Unicode decimal digit.
+_NOT_TOKEN_CHAR: Final = re.compile(
+    f"[^A-Za-z0-9+/=_.@:%\\\\\\-\ufe6b\uff01-\uff5e\\d{_IGNORABLE}{''.join(_CONFUSABLES)}]")
 
 
 class StreamScanner:

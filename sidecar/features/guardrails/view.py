@@ -9,7 +9,11 @@
    and format characters removed (U+200B-U+200F, U+202A-U+202E, U+2060-U+206F, U+00AD, U+FEFF,
    U+034F, variation selectors, tags, the Hangul fillers, every category-Cf character); every
    Unicode decimal digit read as its ASCII digit (`٤` and `４` read `4`); the small and
-   full-width commercial at (U+FE6B, U+FF20) read `@` (NFKC already does this).
+   full-width commercial at (U+FE6B, U+FF20) read `@` (NFKC already does this); the Cyrillic,
+   Greek and Armenian letters drawn like Latin ones (Unicode's confusables: `а` U+0430 reads `a`,
+   `О` U+041E reads `O`) read as those, so `jаne@exаmple.com` and `ignоre previоus instructions`
+   spelled with look-alikes are found. Text in those scripts is never changed, only read so:
+   prose in them yields no Latin words that detectors look for.
 
 `View.raw_span(start, end)` gives the original characters behind a view span, so a mask
 replaces exactly what the client wrote (removed characters inside the span go with it).
@@ -37,7 +41,18 @@ _IGNORABLE: Final = (
 _IGNORABLE_RE: Final = re.compile(f"[{_IGNORABLE}]")
 # A non-ASCII character that the view changes even when its run is NFKC-normalised already
 # (searched in non-ASCII text only, so `\d` there is a non-ASCII decimal digit).
-_SPECIAL_RE: Final = re.compile(f"[{_IGNORABLE}\\d]")
+# Letters drawn like ASCII ones (Unicode confusables.txt, single letters whose prototype is one
+# ASCII letter): Cyrillic, Greek, Armenian and a few Latin variants NFKC keeps. One-for-one, so
+# they cost no offset map entry.
+_CONFUSABLES: Final = {
+    **dict(zip("аеіјорсѕухһԁԛԝӏ", "aeijopcsyxhdqwl", strict=True)),  # Cyrillic small
+    **dict(zip("АВЕЅІЈКМНОРСТХУҮԚԜҺ", "ABESIJKMHOPCTXYYQWH", strict=True)),  # Cyrillic capital
+    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX", strict=True)),  # Greek capital
+    **dict(zip("αικνορυ", "aikvopu", strict=True)),  # Greek small
+    **dict(zip("օսհ", "ouh", strict=True)),  # Armenian small
+    **dict(zip("ıɑɡ", "iag", strict=True)),  # Latin dotless i, alpha, script g
+}
+_SPECIAL_RE: Final = re.compile(f"[{_IGNORABLE}\\d{''.join(_CONFUSABLES)}]")
 _NON_ASCII_RUN: Final = re.compile(r"[^\x00-\x7f]+")
 _ESCAPE: Final = re.compile(r'\\(?:u([0-9a-fA-F]{4})(?:\\u([0-9a-fA-F]{4}))?|(["\\/bfnrt]))')
 _SIMPLE_ESCAPES: Final = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -104,6 +119,8 @@ def _char_view(char: str) -> str:
         return ""
     if char in _AT_SIGNS:
         return "@"
+    if char in _CONFUSABLES:
+        return _CONFUSABLES[char]
     if char.isdecimal():
         return str(unicodedata.decimal(char))
     folded = unicodedata.normalize("NFKC", char)

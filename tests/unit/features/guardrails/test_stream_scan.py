@@ -162,6 +162,7 @@ def test_random_compositions_stream_equals_batch() -> None:
     ("a" * 60 + "\\u0040example.com", True),
     ("b" * 60 + "\uff20\u200bexample.com", False),
     ("c" * 60 + "@example.com", False),
+    ("d" * 59 + "\u0430@ex\u0430mple.com", False),  # Cyrillic а in a token continues it
 ])
 def test_long_obfuscated_value_is_held_back_whole(value: str, json: bool) -> None:
     scanner = StreamScanner(frozenset({"email"}), mask=True, json=json)

@@ -24,6 +24,9 @@ FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
     ("ssn 123\u00ad-45\u2060-6789\ufeff", "ssn 123-45-6789"),
     ("\u0664\u0661\u0661\u0661 \u096a\u0967", "4111 41"),  # Arabic-Indic and Devanagari digits
     ("\ufb01le", "file"),  # NFKC compatibility ligature
+    ("mail j\u0430ne@ex\u0430mple.com", "mail jane@example.com"),  # Cyrillic а drawn like a
+    ("Ign\u043ere previ\u03bfus", "Ignore previous"),  # Cyrillic and Greek o
+    ("\u0410\u0412\u0415 \u0391\u0392\u0395", "ABE ABE"),  # capitals of both scripts
     ("café 中文", "café 中文"),  # nothing to normalise: the text itself
 ])
 def test_view_text(raw: str, seen: str) -> None:
@@ -86,3 +89,20 @@ def test_values_across_the_scan_blocks_of_a_long_text(at: int) -> None:
     spans = [view.raw_span(e.start, e.end) for e in found]
     assert raw[spans[0][0]:spans[0][1]] == email
     assert raw[spans[1][0]:spans[1][1]] == "４１１１ １１１１ １１１１ １１１１"
+
+
+def test_look_alike_letters_map_back_to_the_raw_value() -> None:
+    raw = "write to j\u0430ne@ex\u0430mple.com today"
+    view = view_of(raw)
+    (found,) = find_entities(view.text, ALL_CATEGORIES)
+    start, end = view.raw_span(found.start, found.end)
+    assert (found.category, raw[start:end]) == ("email", "j\u0430ne@ex\u0430mple.com")
+
+
+@pytest.mark.parametrize("prose", [
+    "Привет! Как дела? Встретимся завтра в офисе на Тверской, позвоните мне.",
+    "Καλημέρα, τι κάνεις; Θα τα πούμε αύριο στο γραφείο.",
+    "Բարև, ինչպես ես։ Կհանդիպենք վաղը գրասենյակում։",
+])
+def test_prose_in_those_scripts_yields_no_finding(prose: str) -> None:
+    assert find_entities(view_of(prose).text, ALL_CATEGORIES) == []
