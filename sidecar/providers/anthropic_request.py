@@ -139,6 +139,11 @@ def _convert_messages(messages: Any) -> tuple[str, list[JSONDict]]:
         blocks = _legacy_blocks(role, message, legacy_call) or _message_blocks(role, message)
         if blocks:
             _append_merged(converted, "user" if role in ("user", "tool", "function") else "assistant", blocks)
+    if system and not converted:
+        # Anthropic refuses an empty `messages` (the chat parser already refuses an empty list, so
+        # only system prompts are left here); saying so names the field and costs no call.
+        raise invalid("This model's provider needs a user or assistant message besides the system prompt",
+                      param="messages")
     return _SYSTEM_JOINER.join(text for text in system if text), converted
 
 

@@ -385,3 +385,12 @@ def test_function_message_without_a_function_call_is_refused() -> None:
     with pytest.raises(ProviderError) as caught:
         translate({"model": "m", "messages": [user("hi"), {"role": "function", "name": "f", "content": "x"}]})
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("messages", [[{"role": "system", "content": "Be brief."}], [{"role": "developer", "content": "x"}]])
+def test_a_conversation_of_system_prompts_only_is_refused_by_name(messages: list[dict[str, Any]]) -> None:
+    with pytest.raises(ProviderError) as caught:
+        translate({"messages": messages})
+    assert (caught.value.status, caught.value.param, caught.value.code, caught.value.message) == (
+        400, "messages", "unsupported_for_provider",
+        "This model's provider needs a user or assistant message besides the system prompt")
