@@ -16,6 +16,7 @@ from sidecar.extensions import Extensions
 from sidecar.features.breaker import stage as breaker
 from sidecar.features.drain import stage as drain
 from sidecar.features.guardrails import install as guardrails
+from sidecar.features.observability.breaker_refresh import install_breaker_refresh
 from sidecar.features.observability.install import install_observability
 from sidecar.features.quotas.install import install as install_quotas
 from sidecar.features.status import install as status
@@ -69,6 +70,7 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     drain.install(app, extensions, settings.drain_seconds)
     guardrails.install(app, extensions)
     breaker.install(app, extensions)
+    install_breaker_refresh(app)  # several workers only: each records its breakers' states every second
     install_quotas(app, extensions, app[POLICY_STORE].current.limits.store, settings.decision_ttl_seconds,
                    settings.arrival_lease_seconds)
     # The status page's history; its listener is started by `serve` (sidecar/features/status/server.py).

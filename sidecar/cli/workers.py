@@ -8,6 +8,10 @@ workers sign with one key, the parent's (GATEWAY_DECISION_KEY, or the one it mad
 parent writes to each child's stdin (not its environment, which other local users' tools can
 read). A child that gets no valid key refuses to start and says why. State that must be exact across requests
 (quotas) then needs a shared backend such as Redis: each worker keeps its own memory.
+
+Metrics are the exception: every worker records into one directory of prometheus_client files
+(`share_metrics`, made before prometheus_client is imported), so whichever worker answers
+GET /metrics answers for all of them (sidecar/features/observability/multiprocess.py).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from pathlib import Path
 from typing import IO
 
 from sidecar.cli.unix_socket import INHERITED_FD_ENV
@@ -25,6 +31,8 @@ from sidecar.policy.snapshot import Policy
 
 WORKERS_ENV = "GATEWAY_SIDECAR_WORKERS"
 _CHILD_ENV = "GATEWAY_SIDECAR_WORKER_CHILD"
+# prometheus_client's switch to multiprocess mode, read when it is imported (its values module).
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _PR_SET_PDEATHSIG = 1
 _KEY_BYTES = 32
 
@@ -44,6 +52,28 @@ def worker_count(env: Mapping[str, str] | None = None) -> int:
 def is_child(env: Mapping[str, str] | None = None) -> bool:
     """Whether this process is a worker started by `serve_workers`."""
     return bool((os.environ if env is None else env).get(_CHILD_ENV))
+
+
+def share_metrics(argv: Sequence[str], env: MutableMapping[str, str]) -> Path | None:
+    """Prepares `python -m sidecar <argv>`'s metrics before prometheus_client is imported
+    (sidecar/__main__.py): for `serve` with N > 1 workers, a fresh private directory (mode 0700,
+    under TMPDIR or /tmp) becomes PROMETHEUS_MULTIPROC_DIR in `env`; this process and the workers
+    it starts (they inherit the variable) record their metrics into files there. Otherwise the
+    variable is removed, so one process keeps prometheus_client's in-memory values whatever the
+    environment said; a worker child keeps its parent's. Returns the directory it made (the
+    caller removes it at exit), or None. A malformed worker count is left to `serve` to report.
+    """
+    if list(argv[:1]) != ["serve"] or is_child(env):
+        return None
+    env.pop(METRICS_DIR_ENV, None)
+    try:
+        if worker_count(env) <= 1:
+            return None
+    except ValueError:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+    env[METRICS_DIR_ENV] = str(path)
+    return path
 
 
 def unsupported(count: int, policy: Policy) -> str | None:
@@ -99,6 +129,16 @@ def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+            _forget_worker_gauges(child.pid)
+
+
+def _forget_worker_gauges(pid: int) -> None:
+    """A stopped worker's live gauges no longer count in /metrics (with several workers only)."""
+    path = os.environ.get(METRICS_DIR_ENV)
+    if path:  # imported here: this module is imported before prometheus_client (share_metrics)
+        from sidecar.features.observability.multiprocess import forget_worker
+
+        forget_worker(pid, Path(path))
 
 
 def _start_child(decision_key: bytes, shared_fd: int | None) -> subprocess.Popen[bytes]:

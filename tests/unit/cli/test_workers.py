@@ -6,11 +6,20 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from sidecar.cli.workers import WORKERS_ENV, KeyHandoverError, read_handed_key, unsupported, worker_count
+from sidecar.cli.workers import (
+    METRICS_DIR_ENV,
+    WORKERS_ENV,
+    KeyHandoverError,
+    read_handed_key,
+    share_metrics,
+    unsupported,
+    worker_count,
+)
 from sidecar.devtools.launcher import free_port
 from tests.e2e.stacks import REPO
 
@@ -64,3 +73,37 @@ def test_a_worker_child_started_without_a_key_refuses_to_start(tmp_path: Path) -
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 1
     assert "needs the decision key" in result.stderr
+
+
+# ---- one metrics directory for every worker --------------------------------------------------
+
+def test_serve_with_several_workers_makes_a_fresh_private_metrics_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp makes it
+    env = {WORKERS_ENV: "2", METRICS_DIR_ENV: "/somewhere/else"}
+    made = share_metrics(["serve"], env)
+    assert made is not None and made.parent == tmp_path and made.is_dir() and not any(made.iterdir())
+    assert env[METRICS_DIR_ENV] == str(made)
+    assert made.stat().st_mode & 0o777 == 0o700
+    assert share_metrics(["serve"], {WORKERS_ENV: "2"}) not in (None, made)  # each start its own
+
+
+@pytest.mark.parametrize(("argv", "env", "left"), [
+    (["serve"], {}, None),  # one process: in-memory values, whatever the environment said
+    (["serve"], {WORKERS_ENV: "1", METRICS_DIR_ENV: "/x"}, None),
+    (["serve"], {WORKERS_ENV: "two"}, None),  # `serve` reports the bad number
+    (["serve"], {WORKERS_ENV: "2", "GATEWAY_SIDECAR_WORKER_CHILD": "1", METRICS_DIR_ENV: "/x"}, "/x"),  # inherited
+    (["run"], {WORKERS_ENV: "2"}, None),  # `run` starts `serve`, which makes the directory
+    ([], {WORKERS_ENV: "2"}, None),
+])
+def test_other_processes_make_no_metrics_directory(argv: list[str], env: dict[str, str], left: str | None) -> None:
+    assert share_metrics(argv, env) is None
+    assert env.get(METRICS_DIR_ENV) == left
+
+
+def test_the_workers_module_comes_before_prometheus_client() -> None:
+    # sidecar/__main__.py sets PROMETHEUS_MULTIPROC_DIR after importing it; prometheus_client reads
+    # the variable once, when it is imported.
+    probe = "import sys, sidecar.cli.workers; print('prometheus_client' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert (result.returncode, result.stdout) == (0, "False\n")
