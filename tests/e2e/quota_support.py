@@ -52,6 +52,8 @@ ZONE = midday_zone()
 
 
 def write_quota_policies(folder: Path, store: str) -> Path:
+    """The quota test policies with `store` as `limits.store` (Redis stores carry `timeout: 5s`: the
+    tests count exactly, and the 0.25 s default would fail open on a slow call of a loaded CI machine)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "models.yaml").write_text(f"""
 providers:

@@ -18,7 +18,7 @@ from tests.redis_server import RedisServer
 
 
 def redis_gateway(workdir: Path, redis: RedisServer, replicas: int) -> list[Stack]:
-    policies = write_quota_policies(workdir / "policies", f"{{backend: redis, redis_url: '{redis.url}'}}")
+    policies = write_quota_policies(workdir / "policies", f"{{backend: redis, redis_url: '{redis.url}', timeout: 5s}}")
     stacks: list[Stack] = []
     try:
         for index in range(replicas):

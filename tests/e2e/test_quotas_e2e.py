@@ -37,7 +37,7 @@ def quota_gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     if request.param == "redis":
         redis = RedisServer(workdir / "redis")
         redis.start()
-        store = f"{{backend: redis, redis_url: '{redis.url}'}}"
+        store = f"{{backend: redis, redis_url: '{redis.url}', timeout: 5s}}"
     else:
         store = f"{{backend: memory, state_dir: '{workdir / 'state'}', flush_interval: 1h}}"  # only the SIGTERM flush counts
     stack = start_stack(workdir, stack_settings(write_quota_policies(workdir / "policies", store)))

@@ -100,7 +100,7 @@ def redis_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     redis = RedisServer(workdir / "redis")
     redis.start()
     try:
-        policies = write_quota_policies(workdir / "policies", f"{{backend: redis, redis_url: '{redis.url}'}}")
+        policies = write_quota_policies(workdir / "policies", f"{{backend: redis, redis_url: '{redis.url}', timeout: 5s}}")
         stack = start_stack(workdir, stack_settings(policies), extra_env={WORKERS_ENV: "2"})
         try:
             yield stack

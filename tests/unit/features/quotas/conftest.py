@@ -23,6 +23,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+# These tests check arithmetic and atomicity, not timeouts (test_durability sets its own): the
+# production default (0.25 s) turned a slow connect on a loaded 2-core CI machine into a failure.
+LOADED_MACHINE_TIMEOUT = 5.0
+
+
 @dataclass
 class Store:
     """One backend, plus `replica()`: another sidecar's view of the same counters."""
@@ -37,7 +42,7 @@ class Store:
     async def replica(self) -> QuotaBackend:
         if self.url is None:
             return self.backend  # the embedded store is one process's own
-        other = RedisBackend(self.url, key_prefix=self.marker_prefix)
+        other = RedisBackend(self.url, timeout=LOADED_MACHINE_TIMEOUT, key_prefix=self.marker_prefix)
         await other.start()
         self.opened.append(other)
         return other
@@ -53,7 +58,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         prefix = secrets.token_hex(4)
-        store = Store("redis", RedisBackend(server.url, key_prefix=prefix), server.url, marker_prefix=prefix)
+        store = Store("redis", RedisBackend(server.url, timeout=LOADED_MACHINE_TIMEOUT, key_prefix=prefix), server.url,
+                      marker_prefix=prefix)
     await store.backend.start()
     yield store
     for backend in [store.backend, *store.opened]:
