@@ -16,13 +16,14 @@ import orjson
 from aiohttp import web
 
 MODES = ("ok", "status", "slow", "silence", "drip", "reset", "garbage", "hang", "error_event", "no_finish",
-         "bad_shape", "two_choices", "long")
+         "bad_shape", "two_choices", "long", "sse_error", "null_choices", "json_answer", "json_error")
 
 
 @dataclass
 class Fault:
     """A failure to play for one model: `mode` (see MODES), HTTP `status`, `delay` seconds, after `after` words,
-    `times` times (None: always).
+    `times` times (None: always); `usage`: the usage object to report instead of the true one, in the
+    wire's own fields (OpenAI's prompt/completion/total_tokens, Anthropic's input/output_tokens), with any mode.
     """
 
     mode: str = "ok"
@@ -30,6 +31,7 @@ class Fault:
     delay: float = 0.0
     after: int = 2
     times: int | None = None
+    usage: dict[str, Any] | None = None
 
 
 FAULTS = web.AppKey("faults", dict)

@@ -16,8 +16,12 @@ event after `after` words); `no_finish` (an OpenAI stream whose chunks never car
 as some compatible servers send them); `bad_shape` (after `after` words, an event that is JSON but not a
 chunk); `two_choices` (an OpenAI stream of two interleaved choices whose deltas carry no role).
 `long` (a whole answer whose usage reports 3,000 completion tokens, or the request's max_tokens /
-max_completion_tokens when smaller: a provider that writes as much as it is allowed).
-`times` makes a mode apply to that many requests only.
+max_completion_tokens when smaller: a provider that writes as much as it is allowed);
+`sse_error` (after `after` words an `event: error` event with a bare `{"message"}`, then the rest);
+`null_choices` (after `after` words a chunk with `choices: null`, then the rest); `json_answer` /
+`json_error` (a stream request answered 200 with a whole JSON answer / an error object of `status`).
+`times` makes a mode apply to that many requests only; `usage` (any mode) is reported instead of
+the true usage, in the wire's own fields.
 
 Like the real APIs: a 429 carries `Retry-After` and rate-limit headers; Azure api-versions before
 2024-09-01 refuse `stream_options` and `max_completion_tokens` with a 400; an Anthropic request
@@ -159,8 +163,14 @@ async def _serve(request: web.Request, wire: str, model: str, body: dict[str, An
         if fault.mode == "long":
             return web.json_response(completion(wire, model, prompt_tokens, completion_tokens=_allowed(body)))
         return await _whole(request, wire, model, prompt_tokens, fault, forced)
+    if fault.mode == "json_answer":
+        return web.json_response(completion(wire, model, prompt_tokens, tool=forced, usage=fault.usage))
+    if fault.mode == "json_error":  # the error object, but with a 200
+        return web.Response(body=error_body(wire, fault.status, f"Injected failure {fault.status} for {model}"),
+                            content_type="application/json")
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return await _stream(request, StreamEvents(wire, model, prompt_tokens, include_usage, forced), fault)
+    events = StreamEvents(wire, model, prompt_tokens, include_usage, forced, usage=fault.usage)
+    return await _stream(request, events, fault)
 
 
 def _forced_tool(wire: str, body: dict[str, Any]) -> str | None:
@@ -187,7 +197,7 @@ async def _whole(request: web.Request, wire: str, model: str, prompt_tokens: int
         await response.prepare(request)
         await asyncio.sleep(HANG_SECONDS)
         return response
-    return web.json_response(completion(wire, model, prompt_tokens, tool=forced))
+    return web.json_response(completion(wire, model, prompt_tokens, tool=forced, usage=fault.usage))
 
 
 async def _stream(request: web.Request, events: StreamEvents, fault: Fault) -> web.StreamResponse:
@@ -226,6 +236,12 @@ async def _strike(request: web.Request, response: web.StreamResponse, events: St
         return True
     if fault.mode == "bad_shape":
         await response.write(b'data: {"object": "chat.completion.chunk", "choices": ["oops"]}\n\n')
+        return False
+    if fault.mode == "sse_error":
+        await response.write(events.sse_error("Injected SSE error event"))
+        return False  # the gateway must stop at the error event whatever follows
+    if fault.mode == "null_choices":
+        await response.write(events.null_choices())
         return False
     if fault.mode == "error_event":
         await response.write(events.error_event(fault.status, "Injected mid-stream failure"))

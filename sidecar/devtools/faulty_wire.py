@@ -32,8 +32,17 @@ def words(model: str) -> list[str]:
 
 
 def completion(wire: str, model: str, prompt_tokens: int, *, tool: str | None = None,
-               completion_tokens: int | None = None) -> dict[str, Any]:
-    """A whole answer; `tool`: the Anthropic tool the request forced (answered as its tool_use)."""
+               completion_tokens: int | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A whole answer; `tool`: the Anthropic tool the request forced (answered as its tool_use);
+    `usage`: reported instead of the true usage (the wire's own fields)."""
+    answer = _completion(wire, model, prompt_tokens, tool, completion_tokens)
+    if usage is not None:
+        answer["usage"] = usage
+    return answer
+
+
+def _completion(wire: str, model: str, prompt_tokens: int, tool: str | None,
+                completion_tokens: int | None) -> dict[str, Any]:
     text = "".join(words(model))
     used = len(words(model)) if completion_tokens is None else completion_tokens
     if wire == ANTHROPIC:
@@ -63,9 +72,10 @@ class StreamEvents:
     """The events of one streamed answer, split where a fault may strike: `head`, one per word, `tail`."""
 
     def __init__(self, wire: str, model: str, prompt_tokens: int, include_usage: bool,
-                 tool: str | None = None) -> None:
+                 tool: str | None = None, usage: dict[str, Any] | None = None) -> None:
         self.wire, self.model = wire, model
         self._tool = tool  # Anthropic: the forced tool, whose input is streamed as input_json_delta
+        self._usage = usage  # reported instead of the true usage (the wire's own fields)
         self._prompt_tokens, self._include_usage = prompt_tokens, include_usage
         self._id = ("msg_" if wire == ANTHROPIC else "chatcmpl-") + uuid.uuid4().hex[:20]
 
@@ -74,7 +84,8 @@ class StreamEvents:
         if self.wire == ANTHROPIC:
             message: dict[str, Any] = {"id": self._id, "type": "message", "role": "assistant",
                                        "model": self.model, "content": [], "stop_reason": None,
-                                       "usage": {"input_tokens": self._prompt_tokens, "output_tokens": 1}}
+                                       "usage": self._usage or {"input_tokens": self._prompt_tokens,
+                                                                "output_tokens": 1}}
             block: dict[str, Any] = {"type": "text", "text": ""}
             if self._tool is not None:
                 block = {"type": "tool_use", "id": "toolu_1", "name": self._tool, "input": {}}
@@ -111,12 +122,12 @@ class StreamEvents:
             return [*close, _named("content_block_stop", {"type": "content_block_stop", "index": 0}),
                     _named("message_delta", {"type": "message_delta", "delta": {
                         "stop_reason": "tool_use" if self._tool else "end_turn",
-                        "stop_sequence": None}, "usage": {"output_tokens": count}}),
+                        "stop_sequence": None}, "usage": self._usage or {"output_tokens": count}}),
                     _named("message_stop", {"type": "message_stop"})]
         tail = [self._chunk({}, finish_reason="stop")] if finish else []
         if self._include_usage:
-            usage = {"prompt_tokens": self._prompt_tokens, "completion_tokens": count,
-                     "total_tokens": self._prompt_tokens + count}
+            usage = self._usage or {"prompt_tokens": self._prompt_tokens, "completion_tokens": count,
+                                    "total_tokens": self._prompt_tokens + count}
             tail.append(_data({**self._envelope(), "choices": [], "usage": usage}))
         return [*tail, b"data: [DONE]\n\n"]
 
@@ -134,6 +145,14 @@ class StreamEvents:
         if self.wire == ANTHROPIC:
             return b"event: error\ndata: " + error_body(self.wire, status, message) + b"\n\n"
         return b"data: " + error_body(self.wire, status, message) + b"\n\n"
+
+    def sse_error(self, message: str) -> bytes:
+        """An SSE `event: error` whose data is a bare `{"message": …}`, not a chunk (some servers send it)."""
+        return b"event: error\ndata: " + orjson.dumps({"message": message}) + b"\n\n"
+
+    def null_choices(self) -> bytes:
+        """A chunk whose `choices` is null (a client reading chunk.choices[0] fails on it)."""
+        return _data({**self._envelope(), "choices": None})
 
     def _envelope(self) -> dict[str, Any]:
         return {"id": self._id, "object": "chat.completion.chunk", "created": int(time.time()), "model": self.model}

@@ -28,6 +28,7 @@ from sidecar.forward.exchange import Exchange
 from sidecar.forward.failures import as_gateway_error, exit_outcome
 from sidecar.providers.base import UpstreamRequest, build_upstream
 from sidecar.providers.registry import provider_for
+from sidecar.responses import JSON_CONTENT_TYPE
 
 log = logging.getLogger("sidecar.attempts")
 _STREAM_BODY_OVER = 1024 * 1024
@@ -144,8 +145,10 @@ class Attempts:
                 upstream.url, data=io.BytesIO(body) if len(body) > _STREAM_BODY_OVER else body,
                 headers=upstream.headers, timeout=timeout,
             ), watch.first_byte_deadline())
-            if response.status != 200 or not self._exchange.decision.stream:
-                # Whole answers and error bodies are read here, so a stall is still a fallback.
+            if response.status != 200 or not self._exchange.decision.stream \
+                    or response.content_type == JSON_CONTENT_TYPE:
+                # Whole answers and error bodies (a stream request answered with JSON is one) are
+                # read here, so a stall is still a fallback.
                 await watch.run(response.read(), watch.idle_deadline())
         except BaseException as exc:
             if response is not None:

@@ -24,6 +24,7 @@ from sidecar.forward.exchange import Exchange
 from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
 from sidecar.forward.json_splice import member_span
 from sidecar.forward.relay import whole_answer
+from sidecar.forward.usage import ProviderUsage
 from sidecar.responses import JSON_CONTENT_TYPE
 
 SPLICE_OVER = 256 * 1024  # bytes; below it a whole parse costs well under a millisecond
@@ -36,28 +37,32 @@ async def relay_embeddings(
     error answer or a failure is a JSON error with its status (a 429 keeps its back-off headers)."""
     try:
         async with whole_answer(send, exchange) as payload:
+            reports = ProviderUsage(exchange.decision.request_id, exchange.deployment.name)
             body, exchange.usage = stamped_answer(payload, exchange.decision.model_key,
-                                                  exchange.decision.request_id)
+                                                  exchange.decision.request_id, reports)
     except PROVIDER_FAILURES as exc:
         return exchange.fail(provider_failure(exc, Phase.ANSWER))
     exchange.status = 200
     return web.Response(body=body, content_type=JSON_CONTENT_TYPE, headers=exchange.headers())
 
 
-def stamped_answer(payload: bytes, model_key: str, request_id: str) -> tuple[bytes, Usage | None]:
-    """The client's answer (its `model` the client's key, with `request_id`) and the usage it reports;
-    raises ProviderError (502 `bad_provider_response`) for an answer that is not an embeddings list."""
+def stamped_answer(payload: bytes, model_key: str, request_id: str,
+                   reports: ProviderUsage) -> tuple[bytes, Usage | None]:
+    """The client's answer (its `model` the client's key, with `request_id`) and the usage it reports
+    (`usage.prompt_tokens`, read by `reports`: None when absent or refused); raises ProviderError
+    (502 `bad_provider_response`) for an answer that is not an embeddings list."""
     if len(payload) > SPLICE_OVER:
-        spliced = _spliced(payload, model_key, request_id)
+        spliced = _spliced(payload, model_key, request_id, reports)
         if spliced is not None:
             return spliced
     answer = embeddings_answer(payload)
     answer["model"] = model_key
     answer["request_id"] = request_id
-    return orjson.dumps(answer), embeddings_usage(answer.get("usage"))
+    return orjson.dumps(answer), reports.read(answer.get("usage"), completion=False)
 
 
-def _spliced(payload: bytes, model_key: str, request_id: str) -> tuple[bytes, Usage | None] | None:
+def _spliced(payload: bytes, model_key: str, request_id: str,
+             reports: ProviderUsage) -> tuple[bytes, Usage | None] | None:
     """Parse all but the `data` array, stamp, and put the array's own bytes back; None when the
     answer is not shaped for that (the whole parse then decides)."""
     span = member_span(payload, "data")
@@ -78,7 +83,7 @@ def _spliced(payload: bytes, model_key: str, request_id: str) -> tuple[bytes, Us
     stamped, quoted = orjson.dumps(head), orjson.dumps(marker)
     at = stamped.index(quoted)
     body = b"".join((stamped[:at], memoryview(payload)[start:end], stamped[at + len(quoted):]))
-    return body, embeddings_usage(head.get("usage"))
+    return body, reports.read(head.get("usage"), completion=False)
 
 
 def embeddings_answer(payload: bytes) -> JSONDict:
@@ -95,10 +100,3 @@ def embeddings_answer(payload: bytes) -> JSONDict:
     assert isinstance(answer, dict)
     return answer
 
-
-def embeddings_usage(value: Any) -> Usage | None:
-    """OpenAI's embeddings usage (`prompt_tokens`, `total_tokens`); None when it has no count."""
-    prompt = value.get("prompt_tokens") if isinstance(value, dict) else None
-    if not isinstance(prompt, int) or isinstance(prompt, bool) or prompt < 0:
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=0)

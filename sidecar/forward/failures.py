@@ -2,7 +2,8 @@
 
 `sidecar.core.failure_table.TRANSPORT_FAILURES` says what each kind becomes (an error per phase, a
 breaker outcome); this module only says which kind an aiohttp/asyncio exception is, so core
-never imports aiohttp.
+never imports aiohttp. Every failure a relay answers the client with passes `provider_failure`,
+which also adds the retry hint (`NOT_RETRYABLE`) the official OpenAI SDKs obey.
 """
 
 from __future__ import annotations
@@ -14,6 +15,20 @@ import aiohttp
 from sidecar.core.errors import GatewayError
 from sidecar.core.failure_table import Phase, Transport, breaker_outcome, transport_error, transport_outcome
 from sidecar.core.kinds import Outcome
+
+NOT_STREAMED = "bad_provider_stream"
+"""The code of a stream request the provider answered with a whole JSON answer (no event stream)."""
+
+# The OpenAI SDKs' own header for "do not retry" (they read it before the status; without it they
+# retry 408, 409, 429 and 5xx twice). Sent where the same request would fail the same way again:
+# the provider refused the gateway's own key, permissions, billing or model name (its 401, 403, 402,
+# 404: a fallback deployment was tried first), the deployment cannot be built or serve the
+# endpoint, or the provider does not stream. Only on answers with a status: in a stream the error
+# event follows a 200.
+SHOULD_RETRY_HEADER = "x-should-retry"
+NOT_RETRYABLE: frozenset[str] = frozenset({
+    "provider_authentication_failed", "provider_permission_denied", "provider_billing_error",
+    "provider_not_found", "provider_misconfigured", "endpoint_not_supported", NOT_STREAMED})
 
 PROVIDER_FAILURES: tuple[type[Exception], ...] = (GatewayError, TimeoutError, aiohttp.ClientError)
 """What a relay catches as the exchange failing: gateway errors and the provider's transport (aiohttp's
@@ -49,10 +64,12 @@ def as_gateway_error(exc: BaseException, phase: Phase) -> GatewayError | None:
 
 def provider_failure(exc: BaseException, phase: Phase) -> GatewayError:
     """A failure caught as one of PROVIDER_FAILURES, in the gateway's terms (re-raised if the table
-    does not know it)."""
+    does not know it), with `x-should-retry: false` when its code is in NOT_RETRYABLE."""
     error = as_gateway_error(exc, phase)
     if error is None:
         raise exc
+    if error.code in NOT_RETRYABLE and phase is not Phase.STREAM:
+        error.headers[SHOULD_RETRY_HEADER] = "false"
     return error
 
 

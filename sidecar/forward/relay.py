@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import aiohttp
@@ -23,7 +24,7 @@ from sidecar.core.failure_table import Phase
 from sidecar.core.types import JSONDict
 from sidecar.core.walk import completion_texts
 from sidecar.forward.exchange import Exchange, OutputGuard, guard_chunks, release_chunks
-from sidecar.forward.failures import PROVIDER_FAILURES, provider_failure
+from sidecar.forward.failures import NOT_STREAMED, PROVIDER_FAILURES, provider_failure
 from sidecar.forward.sse import (
     DONE_EVENT,
     BufferedLines,
@@ -33,9 +34,11 @@ from sidecar.forward.sse import (
     error_event,
     oversized_line,
 )
-from sidecar.forward.stamping import ChunkStamper, flushed, guarded, usage_of
+from sidecar.forward.stamping import ChunkStamper, flushed, guarded
+from sidecar.forward.usage import ProviderUsage
 from sidecar.responses import JSON_CONTENT_TYPE
 
+log = logging.getLogger("sidecar.forwarding")
 # Whole answers larger than this are checked by the output guardrails in a worker thread.
 OFF_LOOP_COMPLETION_BYTES = 64 * 1024
 
@@ -63,7 +66,8 @@ async def relay_completion(
     try:
         async with whole_answer(send, exchange) as payload:
             completion = _well_formed(exchange.provider.translate_response(_json_object(payload)))
-        exchange.usage = usage_of(completion.get("usage"))
+        reports = ProviderUsage(exchange.decision.request_id, exchange.deployment.name)
+        exchange.usage = reports.read(completion.get("usage"))
         exchange.completion_chars = _content_chars(completion)
         if exchange.guards and len(payload) > OFF_LOOP_COMPLETION_BYTES:
             # A large answer's output scan must not stall every other request on this loop.
@@ -95,6 +99,9 @@ async def relay_stream(
         async with send as upstream:
             if upstream.status != 200:
                 raise exchange.answer_error(upstream.status, await upstream.read(), upstream.headers)
+            if upstream.content_type == JSON_CONTENT_TYPE:
+                # Read whole by the attempt (forward.attempts): the client has no byte yet.
+                raise _not_streamed(exchange, await upstream.read(), upstream.headers)
             response = EventStreamResponse(exchange.headers())
             await response.prepare(request)
             exchange.status = 200
@@ -136,7 +143,10 @@ async def _pump(upstream: aiohttp.ClientResponse, response: EventStreamResponse,
     except PROVIDER_FAILURES as exc:
         error = provider_failure(exc, Phase.STREAM)
         exchange.error, exchange.fault = error.code or error.error_type, error
-        await _end_with_error(response, error, pending.take())
+        before = pending.take()
+        if isinstance(error, ProviderError):  # not a guard's own block: what the guards hold is clean so far
+            before += await _released(exchange)
+        await _end_with_error(response, error, before)
     except asyncio.CancelledError:
         exchange.error = "client_disconnected"
         raise
@@ -219,6 +229,33 @@ class _Pending:
             await self._response.write_eof(self.take())
         except ConnectionResetError as exc:
             raise _ClientGone() from exc
+
+
+async def _released(exchange: Exchange) -> bytes:
+    """The provider failed mid-stream: the text the output guards still hold back is final, so
+    they finish their windows (scanned and masked like any end of stream) and it goes out before
+    the error event. A guard that blocks it, or whose detector fails, releases nothing."""
+    try:
+        chunks = await release_chunks(exchange.async_guards, flushed(exchange.guards))
+    except PROVIDER_FAILURES as exc:
+        log.info("held-back text dropped at a provider error", extra={"fields": {
+            "request_id": exchange.decision.request_id, "reason": type(exc).__name__}})
+        return b""
+    return data_events(chunks)
+
+
+def _not_streamed(exchange: Exchange, payload: bytes, headers: Mapping[str, str]) -> ProviderError:
+    """A stream request the provider answered 200 with a JSON body: an error object is the
+    provider's error (mapped as its error answers are, as a 502); anything else (a whole
+    completion) is a provider that did not stream."""
+    try:
+        answer = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and "error" in answer:
+        return exchange.answer_error(502, payload, headers)
+    return ProviderError("Provider answered the stream request with a whole JSON answer, not an event stream",
+                         code=NOT_STREAMED)
 
 
 async def _end_with_error(response: EventStreamResponse, error: GatewayError, before: bytes = b"") -> None:

@@ -6,11 +6,10 @@ Synchronous and per chunk: the relay (sidecar.forward.relay) does the I/O around
 
 from __future__ import annotations
 
-from typing import Any
-
 from sidecar.core.types import JSONDict, Usage
 from sidecar.core.walk import ANSWER_STRING_FIELDS, chunk_texts
 from sidecar.forward.exchange import Exchange, OutputGuard
+from sidecar.forward.usage import ProviderUsage
 
 # The delta members whose string values are answer text (core.walk's), for counting it.
 _TEXT_FIELDS = frozenset(field.value for field in ANSWER_STRING_FIELDS)
@@ -23,6 +22,8 @@ class ChunkStamper:
         self._model = exchange.decision.model_key
         self._wants_usage = exchange.decision.client_wants_usage
         self._roles_sent: set[int] = set()  # choice indexes (n > 1 streams interleave choices)
+        self._reports = ProviderUsage(exchange.decision.request_id, exchange.deployment.name)
+        # The last usage the provider reported, None when it reported none or it was refused.
         self.usage: Usage | None = None
         self.completion_chars = 0
 
@@ -33,7 +34,7 @@ class ChunkStamper:
         chunk.setdefault("object", "chat.completion.chunk")
         if "usage" in chunk:
             if chunk["usage"]:
-                self.usage = usage_of(chunk["usage"])
+                self.usage = self._reports.read(chunk["usage"])
                 if not self._wants_usage:
                     if not chunk.get("choices"):
                         return []
@@ -86,12 +87,3 @@ def flushed(guards: list[OutputGuard]) -> list[JSONDict]:
         pending = [out for chunk in pending for out in guard.on_chunk(chunk)] + guard.on_end()
     return pending
 
-
-def usage_of(value: Any) -> Usage | None:
-    """A provider's `usage` object as Usage, or None when it lacks integer prompt/completion tokens."""
-    if not isinstance(value, dict):
-        return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)

@@ -12,6 +12,7 @@ import orjson
 
 from sidecar.core.errors import ProviderError
 from sidecar.core.types import JSONDict
+from sidecar.core.usage import is_token_count
 from sidecar.providers.base import REJECTION_PREFIX, is_provider_rejection, rejection_code
 
 
@@ -37,16 +38,24 @@ def json_finish_reason(stop_reason: Any) -> str | None:
 
 
 def usage(anthropic_usage: Any) -> JSONDict:
-    """Anthropic usage -> OpenAI usage; cache reads and writes are prompt tokens too."""
+    """Anthropic usage -> OpenAI usage; cache reads and writes are prompt tokens too (a count
+    Anthropic leaves out is 0). A count that is not a token count (`core.usage.is_token_count`)
+    is not summed: it stands in the field it would have gone into, and `total_tokens` is None,
+    so the relay refuses this usage as it refuses any provider's and settles by estimate."""
     fields = anthropic_usage if isinstance(anthropic_usage, dict) else {}
+    bad = {key: value for key in _COUNTS if (value := fields.get(key)) is not None and not is_token_count(value)}
 
     def count(key: str) -> int:
         value = fields.get(key)
-        return value if isinstance(value, int) else 0
+        return value if is_token_count(value) else 0
 
     cached = count("cache_read_input_tokens")
     prompt = count("input_tokens") + count("cache_creation_input_tokens") + cached
     completion = count("output_tokens")
+    wrong_prompt = next((bad[key] for key in _PROMPT_COUNTS if key in bad), None)
+    if bad:
+        return {"prompt_tokens": prompt if wrong_prompt is None else wrong_prompt,
+                "completion_tokens": bad.get("output_tokens", completion), "total_tokens": None}
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -55,6 +64,10 @@ def usage(anthropic_usage: Any) -> JSONDict:
         # are billed as (more expensive) fresh input.
         "prompt_tokens_details": {"cached_tokens": cached},
     }
+
+
+_PROMPT_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+_COUNTS = (*_PROMPT_COUNTS, "output_tokens")
 
 
 def tool_call(block: JSONDict) -> JSONDict:

@@ -109,8 +109,9 @@ class AnthropicStreamTranslator:
     def _remember_usage(self, fields: Any) -> None:
         # message_start carries the input counts and message_delta the (cumulative) output count;
         # newer API versions may repeat input counts in message_delta, so later values win.
+        # A null leaves the earlier value; any other value is kept as sent, for `usage` to judge.
         if isinstance(fields, dict):
-            self._usage.update({key: value for key, value in fields.items() if isinstance(value, int)})
+            self._usage.update({key: value for key, value in fields.items() if value is not None})
 
     def _envelope(self) -> JSONDict:
         return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model}

@@ -76,22 +76,52 @@ class OpenAIStreamTranslator:
         return self._done
 
     def feed(self, event: SSEEvent) -> list[JSONDict]:
+        """The event's chunk; raises ProviderError for the provider's error (`data: {"error": …}`,
+        or an `event: error` event whatever its data) and, as 502 `bad_provider_stream`, for an
+        event that is not a chunk whose `choices` is a list of objects (a client reads
+        `chunk.choices[0]`). A usage chunk without `choices` gets `choices: []`, OpenAI's shape."""
+        if event.event == "error":
+            raise stream_error(event.data)
         if event.data == "[DONE]":
             self._done = True
             return []
         try:
             chunk = orjson.loads(event.data)
         except orjson.JSONDecodeError as exc:
-            raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream") from exc
+            raise _malformed("an event that is not JSON") from exc
         if not isinstance(chunk, dict):
-            raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream")
+            raise _malformed("an event that is not a JSON object")
         if "error" in chunk:
-            raise error_from_openai_payload(502, event.data.encode())
+            raise stream_error(event.data)
         choices = chunk.get("choices")
-        if choices is not None and not _chunk_shaped(choices):
+        if choices is None:
+            if not isinstance(chunk.get("usage"), dict):
+                raise _malformed("a chunk without a choices list")
+            chunk["choices"] = []
+        elif not _chunk_shaped(choices):
             # The relay and the output guards read choices and deltas as objects.
-            raise ProviderError("Provider sent a malformed stream event", code="bad_provider_stream")
+            raise _malformed("a chunk whose choices are not a list of objects")
         return [chunk]
+
+
+def _malformed(what: str) -> ProviderError:
+    return ProviderError(f"Provider sent a malformed stream event: {what}", code="bad_provider_stream")
+
+
+def stream_error(data: str) -> ProviderError:
+    """A provider's error in its stream (the data of `data: {"error": …}` or of an `event: error`
+    event): its message, type and code as for an error answer, with status 502; a bare
+    `{"message": …}` keeps its message, and anything else says the provider reported an error."""
+    payload = data.encode()
+    if _error_fields(payload)[0] is None:
+        try:
+            parsed: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            parsed = None
+        message = parsed.get("message") if isinstance(parsed, dict) else None
+        text = message if isinstance(message, str) and message else "Provider reported an error in the stream"
+        payload = orjson.dumps({"error": {"message": text}})
+    return error_from_openai_payload(502, payload)
 
 
 def _chunk_shaped(choices: Any) -> bool:

@@ -12,8 +12,9 @@ from sidecar.core.endpoints import EndpointKind
 from sidecar.core.errors import ModelNotFound, ProviderError
 from sidecar.core.tokens import hash_token
 from sidecar.core.types import Usage
-from sidecar.forward.embeddings import embeddings_answer, embeddings_usage
+from sidecar.forward.embeddings import embeddings_answer
 from sidecar.forward.models import model_answer
+from sidecar.forward.usage import ProviderUsage
 from sidecar.policy.loader import load_policy
 from sidecar.policy.snapshot import Policy
 
@@ -35,7 +36,7 @@ def test_float_and_base64_answers_pass() -> None:
     ({"prompt_tokens": 7, "total_tokens": 7}, Usage(7, 0)), ({"total_tokens": 7}, None), (None, None),
     ({"prompt_tokens": True}, None), ({"prompt_tokens": -1}, None)])
 def test_usage_is_prompt_tokens(usage: object, expected: Usage | None) -> None:
-    assert embeddings_usage(usage) == expected
+    assert ProviderUsage("req_1", "d").read(usage, completion=False) == expected
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from sidecar.core.errors import (
 )
 from sidecar.core.failure_table import TRANSPORT_FAILURES, Phase, Transport, breaker_outcome, status_outcome
 from sidecar.core.kinds import Outcome
-from sidecar.forward.failures import as_gateway_error, exit_outcome, transport_kind
+from sidecar.forward.failures import NOT_RETRYABLE, as_gateway_error, exit_outcome, provider_failure, transport_kind
+from sidecar.providers.base import provider_rejection
 
 CONNECTOR = aiohttp.ClientConnectorError(aiohttp.client_reqrep.ConnectionKey(
     "h", 1, False, True, None, None, None), OSError(111, "refused"))
@@ -123,3 +124,35 @@ def test_status_outcome() -> None:
     assert [status_outcome(s) for s in (200, 400, 404, 429, 500, 503)] == [
         Outcome.SUCCESS, Outcome.SUCCESS, Outcome.SUCCESS, Outcome.RATE_LIMITED, Outcome.SERVER_ERROR,
         Outcome.SERVER_ERROR]
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    (401, "provider_authentication_failed"), (402, "provider_billing_error"), (403, "provider_permission_denied"),
+    (404, "provider_not_found"),
+])
+def test_a_provider_rejecting_the_gateways_deployment_says_do_not_retry(status: int, code: str) -> None:
+    # The official OpenAI SDKs retry a 502 twice unless told not to: each retry hits the same bad key.
+    error = provider_failure(provider_rejection(status, "nope"), Phase.ANSWER)
+    assert (error.status, error.code, error.headers) == (502, code, {"x-should-retry": "false"})
+    assert code in NOT_RETRYABLE
+
+
+@pytest.mark.parametrize("error", [
+    ProviderError("x", code="endpoint_not_supported"), ProviderError("x", code="provider_misconfigured"),
+    ProviderError("x", code="bad_provider_stream"),
+])
+def test_configuration_faults_say_do_not_retry(error: ProviderError) -> None:
+    assert provider_failure(error, Phase.ANSWER).headers == {"x-should-retry": "false"}
+
+
+@pytest.mark.parametrize("exc", [
+    ProviderError("busy", status=502, code="upstream_500", retryable=True), UpstreamTimeout(), UpstreamUnreachable(),
+    ProviderError("slow down", status=429, code="rate_limit_exceeded"), TimeoutError(), CONNECTOR,
+    InvalidRequest("bad", code="invalid_value"),
+])
+def test_failures_a_retry_may_fix_carry_no_hint(exc: Exception) -> None:
+    assert "x-should-retry" not in provider_failure(exc, Phase.ANSWER).headers
+
+
+def test_no_hint_in_a_stream_where_there_are_no_headers() -> None:
+    assert provider_failure(provider_rejection(401, "nope"), Phase.STREAM).headers == {}

@@ -13,6 +13,7 @@ from sidecar.core.errors import ProviderError
 from sidecar.forward import embeddings
 from sidecar.forward.embeddings import stamped_answer
 from sidecar.forward.json_splice import member_span
+from sidecar.forward.usage import ProviderUsage
 
 
 def span_text(payload: bytes, key: str = "data") -> bytes | None:
@@ -62,7 +63,7 @@ def test_a_big_answer_is_spliced_and_equals_the_whole_parse(encoding: str, monke
         return orjson.loads(raw)
 
     monkeypatch.setattr(embeddings, "embeddings_answer", counted)
-    body, usage = stamped_answer(payload, "client-key", "req_1")
+    body, usage = stamped_answer(payload, "client-key", "req_1", ProviderUsage("req_1", "d"))
     assert calls == []  # the vectors were not parsed
     expected = orjson.loads(payload)
     expected.update(model="client-key", request_id="req_1")
@@ -72,7 +73,7 @@ def test_a_big_answer_is_spliced_and_equals_the_whole_parse(encoding: str, monke
 
 def test_small_answers_take_the_whole_parse() -> None:
     payload = answer("float", count=2, dimensions=4)
-    body, usage = stamped_answer(payload, "k", "r")
+    body, usage = stamped_answer(payload, "k", "r", ProviderUsage("r", "d"))
     assert orjson.loads(body)["model"] == "k" and usage is not None
 
 
@@ -83,11 +84,11 @@ def test_small_answers_take_the_whole_parse() -> None:
 def test_big_answers_that_do_not_fit_fall_back_to_the_whole_parse(payload: bytes) -> None:
     assert len(payload) > embeddings.SPLICE_OVER
     with pytest.raises(ProviderError) as caught:
-        stamped_answer(payload, "k", "r")
+        stamped_answer(payload, "k", "r", ProviderUsage("r", "d"))
     assert caught.value.code == "bad_provider_response"
 
 
 def test_a_member_given_twice_is_decided_by_the_whole_parse() -> None:
     payload = b'{"data": [' + b'1,' * 200000 + b'1], "data": [{"embedding": [0.5]}]}'
-    body, _ = stamped_answer(payload, "k", "r")
+    body, _ = stamped_answer(payload, "k", "r", ProviderUsage("r", "d"))
     assert orjson.loads(body) == {"data": [{"embedding": [0.5]}], "model": "k", "request_id": "r"}  # JSON: the last wins

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import threading
 import time
 from typing import Any
@@ -24,7 +25,7 @@ from sidecar.forward.relay import (
     _pump,
     relay_completion,
 )
-from sidecar.forward.stamping import ChunkStamper, usage_of
+from sidecar.forward.stamping import ChunkStamper
 from sidecar.policy.snapshot import Policy
 from sidecar.providers.openai_compat import OpenAICompatible
 
@@ -163,11 +164,51 @@ def test_no_usage_recorded_without_a_usage_chunk() -> None:
     ({"prompt_tokens": 3, "completion_tokens": 4}, Usage(3, 4)),
     ({"prompt_tokens": 3}, None),
     ({"prompt_tokens": "3", "completion_tokens": 4}, None),
-    (None, None),
+    ({"prompt_tokens": -1_000_000, "completion_tokens": -1_000_000}, None),
+    ({"prompt_tokens": True, "completion_tokens": 4}, None),
+    ({"prompt_tokens": 2**31, "completion_tokens": 4}, None),
     ([3, 4], None),
 ])
-def test_usage_of(value: object, expected: Usage | None) -> None:
-    assert usage_of(value) == expected
+def test_stream_usage_is_kept_only_when_believable(value: object, expected: Usage | None) -> None:
+    stamper = ChunkStamper(exchange(wants_usage=True))
+    (out,) = stamp_all(stamper, [{**usage_chunk(), "usage": value}])
+    assert stamper.usage == expected
+    assert out["usage"] == value  # the client gets what the provider said; the gateway counts none of it
+
+
+def test_a_refused_usage_is_logged_once_per_exchange(caplog: pytest.LogCaptureFixture) -> None:
+    # Some providers repeat usage on every chunk: one warning, with the request id and the reason.
+    stamper = ChunkStamper(exchange())
+    bad = {"prompt_tokens": 5, "completion_tokens": -3}
+    with caplog.at_level(logging.WARNING, logger="sidecar.usage"):
+        stamp_all(stamper, [chunk("a", role="assistant", usage=bad), chunk("b", usage=bad), {**usage_chunk(),
+                                                                                             "usage": bad}])
+    assert stamper.usage is None
+    records = [r for r in caplog.records if r.name == "sidecar.usage"]
+    assert [(r.levelname, r.getMessage()) for r in records] == [
+        ("WARNING", "provider usage refused; settled by estimate")]
+    assert records[0].fields == {"request_id": "req_1", "deployment": "p/up",  # type: ignore[attr-defined]
+                                 "reason": "usage.completion_tokens is not a token count: -3"}
+
+
+def test_a_later_believable_usage_wins() -> None:
+    stamper = ChunkStamper(exchange())
+    stamp_all(stamper, [chunk("a", role="assistant", usage={"prompt_tokens": -1, "completion_tokens": 1}),
+                        usage_chunk()])
+    assert stamper.usage == Usage(prompt_tokens=5, completion_tokens=7)
+
+
+async def test_a_whole_answer_with_negative_usage_is_settled_by_estimate(caplog: pytest.LogCaptureFixture) -> None:
+    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "up",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "abcd"}, "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": -5, "completion_tokens": 3, "total_tokens": -2}}
+    ex = exchange()
+    with caplog.at_level(logging.WARNING, logger="sidecar.usage"):
+        response = await relay_completion(_Answer(orjson.dumps(completion)), ex)  # type: ignore[arg-type]
+    assert response.status == 200
+    assert (ex.usage, ex.completion_chars) == (None, 4)
+    assert [r.getMessage() for r in caplog.records if r.name == "sidecar.usage"] == [
+        "provider usage refused; settled by estimate"]
 
 
 def test_json_object_accepts_an_object() -> None:

@@ -112,22 +112,57 @@ def test_error_event_and_done() -> None:
     assert DONE_EVENT == b"data: [DONE]\n\n"
 
 
-@pytest.mark.parametrize("data", [
-    '{"choices": ["oops"]}', '{"choices": "oops"}', '{"choices": [{"index": 0, "delta": "x"}]}',
-    '{"choices": [{"index": 0, "delta": null}]}',
+@pytest.mark.parametrize(("data", "what"), [
+    ('{"choices": ["oops"]}', "a chunk whose choices are not a list of objects"),
+    ('{"choices": "oops"}', "a chunk whose choices are not a list of objects"),
+    ('{"choices": [{"index": 0, "delta": "x"}]}', "a chunk whose choices are not a list of objects"),
+    ('{"choices": [{"index": 0, "delta": null}]}', "a chunk whose choices are not a list of objects"),
+    # A client reads chunk.choices[0]: null or missing choices break it (finding 20).
+    ('{"id": "x", "object": "chat.completion.chunk", "choices": null}', "a chunk without a choices list"),
+    ('{"id": "x"}', "a chunk without a choices list"),
+    ('{"choices": null, "usage": null}', "a chunk without a choices list"),
+    ("[1, 2]", "an event that is not a JSON object"),
+    ("{oops", "an event that is not JSON"),
 ])
-def test_openai_event_that_is_not_a_chunk_is_a_provider_error(data: str) -> None:
+def test_openai_event_that_is_not_a_chunk_is_a_provider_error(data: str, what: str) -> None:
     with pytest.raises(ProviderError) as caught:
         OpenAIStreamTranslator().feed(SSEEvent(data))
-    assert (caught.value.status, caught.value.code) == (502, "bad_provider_stream")
+    assert (caught.value.status, caught.value.code, caught.value.message) == (
+        502, "bad_provider_stream", "Provider sent a malformed stream event: " + what)
 
 
 @pytest.mark.parametrize("data", [
-    '{"choices": []}', '{"id": "x"}', '{"choices": null}',
+    '{"choices": []}', '{"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}',
     '{"choices": [{"index": 0, "finish_reason": null, "content_filter_results": {}}]}',
 ])
 def test_openai_chunks_of_every_known_shape_pass(data: str) -> None:
     assert OpenAIStreamTranslator().feed(SSEEvent(data)) == [orjson.loads(data)]
+
+
+@pytest.mark.parametrize("choices", ["", ', "choices": null'])
+def test_a_usage_chunk_without_choices_gets_openais_empty_list(choices: str) -> None:
+    data = '{"id": "x", "usage": {"prompt_tokens": 1, "completion_tokens": 2}' + choices + "}"
+    assert OpenAIStreamTranslator().feed(SSEEvent(data)) == [
+        {"id": "x", "usage": {"prompt_tokens": 1, "completion_tokens": 2}, "choices": []}]
+
+
+@pytest.mark.parametrize(("event", "data", "message", "error_type", "code"), [
+    # OpenAI's own shape, with or without the SSE event name.
+    (None, '{"error": {"message": "boom", "type": "server_error", "code": "overloaded"}}', "boom", "server_error",
+     "overloaded"),
+    ("error", '{"error": {"message": "boom", "type": "server_error"}}', "boom", "server_error", None),
+    # `event: error` with a bare object used to be relayed as a chunk, re-stamped.
+    ("error", '{"message": "x"}', "x", "provider_error", None),
+    ("error", "overloaded", "Provider reported an error in the stream", "provider_error", None),
+    ("error", "", "Provider reported an error in the stream", "provider_error", None),
+    ("error", '{"choices": []}', "Provider reported an error in the stream", "provider_error", None),
+])
+def test_a_provider_error_event_is_a_provider_error(event: str | None, data: str, message: str, error_type: str,
+                                                    code: str | None) -> None:
+    with pytest.raises(ProviderError) as caught:
+        OpenAIStreamTranslator().feed(SSEEvent(data, event))
+    error = caught.value
+    assert (error.status, error.message, error.error_type, error.code) == (502, message, error_type, code)
 
 
 async def test_event_stream_response_sends_what_event_source_response_sent(

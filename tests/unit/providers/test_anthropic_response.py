@@ -100,3 +100,18 @@ def test_empty_text_response_keeps_empty_string_content() -> None:
     payload = {**fixture_json("anthropic_message_text.json"), "content": [], "stop_reason": "max_tokens"}
     choice = provider().translate_response(payload)["choices"][0]
     assert choice == {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "length"}
+
+
+@pytest.mark.parametrize(("usage", "expected"), [
+    ({"input_tokens": 5, "output_tokens": 3, "cache_read_input_tokens": 2},
+     {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10, "prompt_tokens_details": {"cached_tokens": 2}}),
+    ({"input_tokens": 5, "output_tokens": -3}, {"prompt_tokens": 5, "completion_tokens": -3, "total_tokens": None}),
+    ({"input_tokens": 5, "cache_creation_input_tokens": 2.5, "output_tokens": 3},
+     {"prompt_tokens": 2.5, "completion_tokens": 3, "total_tokens": None}),
+])
+def test_whole_answer_usage_keeps_a_bad_count_for_the_relay_to_refuse(usage: dict[str, Any],
+                                                                      expected: dict[str, Any]) -> None:
+    payload: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "model": MODEL,
+                               "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+                               "stop_sequence": None, "usage": usage}
+    assert provider().translate_response(payload)["usage"] == expected

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from sidecar.core.errors import ProviderError
 from sidecar.core.routes import Deployment, ProviderType
 from sidecar.core.types import SSEEvent
+from sidecar.core.usage import UsageRefused, checked_usage
 from sidecar.providers.anthropic import AnthropicProvider
 from sidecar.providers.anthropic_stream import AnthropicStreamTranslator
 from tests.unit.providers.support import NOW, feed_all, fixed_clock, sse_events
@@ -145,3 +147,34 @@ def test_each_translator_is_fresh() -> None:
     feed_all(first, sse_events("anthropic_stream_text_and_tools.sse"))
     assert first.done
     assert not provider.stream_translator().done
+
+
+def _usage_at_stop(start_usage: dict[str, Any], delta_usage: dict[str, Any]) -> Any:
+    stream = translator()
+    stream.feed(SSEEvent(data='{"type":"message_start","message":{"id":"m","model":"c","usage":'
+                         + orjson.dumps(start_usage).decode() + "}}", event="message_start"))
+    stream.feed(SSEEvent(data='{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":'
+                         + orjson.dumps(delta_usage).decode() + "}", event="message_delta"))
+    (stop,) = stream.feed(SSEEvent(data='{"type":"message_stop"}', event="message_stop"))
+    return stop["usage"]
+
+
+def test_later_usage_wins_and_a_null_keeps_the_earlier_count() -> None:
+    usage = _usage_at_stop({"input_tokens": 10, "output_tokens": 1}, {"input_tokens": None, "output_tokens": 7})
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (10, 7, 17)
+
+
+@pytest.mark.parametrize(("start", "delta", "prompt", "completion"), [
+    # A count Anthropic's translation used to sum or drop silently stays visible, so the relay refuses it.
+    ({"input_tokens": -1_000_000, "output_tokens": 1}, {"output_tokens": 5}, -1_000_000, 5),
+    ({"input_tokens": 10, "output_tokens": 1}, {"output_tokens": -5}, 10, -5),
+    ({"input_tokens": 10, "cache_read_input_tokens": -9, "output_tokens": 1}, {"output_tokens": 5}, -9, 5),
+    ({"input_tokens": "10", "output_tokens": 1}, {"output_tokens": 5}, "10", 5),
+    ({"input_tokens": True, "output_tokens": 1}, {"output_tokens": 5}, True, 5),
+])
+def test_a_count_that_is_not_a_token_count_is_refused_downstream(
+        start: dict[str, Any], delta: dict[str, Any], prompt: Any, completion: Any) -> None:
+    usage = _usage_at_stop(start, delta)
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (prompt, completion, None)
+    with pytest.raises(UsageRefused):
+        checked_usage(usage)
