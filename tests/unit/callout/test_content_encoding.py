@@ -6,6 +6,7 @@ Envoy could not decode, and a second coding, are said as such (in-process app, p
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import zlib
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aioresponses import aioresponses
 
+from sidecar.appkeys import SETTINGS
 from sidecar.callout.encoding import SENT_ENCODING_HEADER, decoded_coding, encoding_refusal, undecodable
 from sidecar.callout.endpoint import AUTHZ_PREFIX
 from sidecar.callout.handoff import DECISION_HEADER
@@ -154,3 +156,11 @@ def test_undecodable_keeps_other_errors_and_explains_invalid_json() -> None:
     cut = undecodable(InvalidRequest("The request body is not valid JSON: x", code="invalid_json"), b'{"mo', "br")
     assert cut.code == "invalid_json"
     assert cut.message.startswith("The request body is not valid JSON: x (after decoding the body as br")
+
+
+async def test_the_refusal_comes_before_the_body_is_read(client: TestClient[Any, Any]) -> None:
+    # Larger than the sidecar reads (max_body_bytes + 1 KiB): reading it would be a 413.
+    oversized = b"x" * (client.app[SETTINGS].max_body_bytes + 4096)
+    response = await client.post(AUTHZ_PREFIX + EMBEDDINGS_PATH, data=io.BytesIO(oversized),
+                                 headers=_headers(**{"Content-Encoding": "deflate"}))
+    assert (await error_of(response, 400))["code"] == "unsupported_content_encoding"
