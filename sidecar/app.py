@@ -60,7 +60,10 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes + 1024, middlewares=[unexpected_errors])
+    # auto_decompress off: the sidecar never decodes a request body itself (Envoy decodes gzip and br
+    # before the callout; callout/encoding.py refuses any coding left, from the header).
+    app = web.Application(client_max_size=settings.max_body_bytes + 1024, middlewares=[unexpected_errors],
+                          handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[POLICY_STORE] = store if store is not None else PolicyStore(load_policy(settings.policies_dir))
     extensions = Extensions()

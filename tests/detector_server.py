@@ -7,7 +7,10 @@ It runs its own event loop in a thread, so unit tests (one loop per test) and en
 - `/check`: the example detector's findings (sidecar.devtools.example_detector), plus `BANANA-<n>`
   as category `codeword` with a span (placeholder numbering), `zebra` with the replacement
   `[ANIMAL]`, a run of 16 digits as `card` with a span (a bare JSON number in arguments), and
-  "maybe ignore" as `injection` with score 0.3;
+  "maybe ignore" as `injection` with score 0.3; `ostrich` and `kiwi` with replacements that are
+  not JSON-safe as they stand (`x"}, "evil": "1`, `C:\\redacted`), and `SECRET…END` as `across`
+  (a span that may cover JSON structure), the digits after `770` as `tail` (a span that starts
+  inside a number);
 - `/slow`: answers clean after `SLOW_SECONDS` (or `?seconds=`);  `/fail`: 500;  `/garbage`: not JSON;
   `/badspan`: a span past the end of its text;  `/wrongversion`: another contract version.
 """
@@ -29,6 +32,13 @@ SLOW_SECONDS = 2.0
 CALLS = web.AppKey("calls", list[dict[str, Any]])
 _CODEWORD = re.compile(r"BANANA-\d+")
 _CARD = re.compile(r"(?<!\d)\d{16}(?!\d)")
+# Replacements that are not JSON-safe as they stand: a quote that would end a string and add a key,
+# a backslash that would start an escape (`\r`).
+_HOSTILE = {"ostrich": 'x"}, "evil": "1', "kiwi": "C:\\redacted"}
+# A span from `SECRET` to `END`, across whatever lies between (quotes, keys, commas in JSON).
+_ACROSS = re.compile(r"SECRET.*?END", re.DOTALL)
+# The digits after `770` (a span that starts inside a number: its token is masked whole).
+_TAIL = re.compile(r"(?<=770)\d+")
 
 
 def _findings(texts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,6 +52,16 @@ def _findings(texts: list[dict[str, Any]]) -> list[dict[str, Any]]:
                              "span": {"path": text["path"], "start": match.start(), "end": match.end()}})
         for match in re.finditer("zebra", text["text"]):
             findings.append({"category": "animal", "message": "Animal", "replacement": "[ANIMAL]",
+                             "span": {"path": text["path"], "start": match.start(), "end": match.end()}})
+        for word, replacement in _HOSTILE.items():
+            for match in re.finditer(word, text["text"]):
+                findings.append({"category": "hostile", "message": "Replaced", "replacement": replacement,
+                                 "span": {"path": text["path"], "start": match.start(), "end": match.end()}})
+        for match in _TAIL.finditer(text["text"]):
+            findings.append({"category": "tail", "message": "Account number",
+                             "span": {"path": text["path"], "start": match.start(), "end": match.end()}})
+        for match in _ACROSS.finditer(text["text"]):
+            findings.append({"category": "across", "message": "Across JSON values",
                              "span": {"path": text["path"], "start": match.start(), "end": match.end()}})
         if "maybe ignore" in text["text"]:
             findings.append({"category": "injection", "message": "Weak signal", "score": 0.3})

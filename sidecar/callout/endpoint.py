@@ -5,8 +5,9 @@ category check and the stages; GET /models/{model} passes the key from the path.
 
 200 means allowed: the signed decision and the final request id go back as headers that Envoy
 copies onto the routed request. Any 4xx is a denial Envoy relays to the client byte for byte.
-Envoy's decompressor has already decoded a gzip body; a body still encoded (another coding) is
-refused here, since the callout would decide on bytes that are not the JSON the provider reads.
+Envoy's decompressors have already decoded a gzip or br body; a body still encoded (another
+coding, or a second one) is refused from its headers before it is read (callout/encoding.py),
+since the callout would decide on bytes that are not the JSON the provider reads.
 
 Each decision, allowed or denied, goes to the `decision_observers` features installed in
 `extensions` (observability's metrics and decision log line, the status page's history): plain
@@ -21,11 +22,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from sidecar.appkeys import EXTENSIONS, PIPELINE, POLICY_STORE
+from sidecar.callout.encoding import SENT_ENCODING_HEADER, decoded_coding, encoding_refusal, undecodable
 from sidecar.callout.handoff import DECISION_HEADER, DecisionSigner, encode
 from sidecar.callout.pipeline import Check, Denied, resolve_request_id
 from sidecar.callout.recent import RecentDecisions
 from sidecar.core.endpoints import EndpointKind
-from sidecar.core.errors import InvalidRequest
 from sidecar.responses import error_response
 from sidecar.settings import SENTINEL_503, Settings
 
@@ -66,13 +67,18 @@ class CalloutEndpoint:
         """200 with the signed decision header, or the denial's JSON error (see the module doc)."""
         app = self.app
         started = time.monotonic()
-        raw_body = await request.read()
         kind = self.kind
         headers = request.headers
+        if "Content-Encoding" in headers:
+            # Decided from the header, before a byte of the body is read (callout/encoding.py).
+            refusal = encoding_refusal(headers)
+            if refusal is not None:
+                return self._denial(Denied(refusal, Check(app[POLICY_STORE].current, b"",
+                                                          headers.get("Authorization"),
+                                                          resolve_request_id(headers.get("X-Request-Id")))),
+                                    started)
+        raw_body = await request.read()
         try:
-            encoding = headers.get("Content-Encoding")
-            if encoding is not None:
-                _refuse_encoded(request, raw_body, encoding)
             check = await app[PIPELINE].decide(
                 app[POLICY_STORE].current,
                 raw_body,
@@ -83,6 +89,10 @@ class CalloutEndpoint:
                 path_model=path_model(request) if kind is EndpointKind.MODELS else None,
             )
         except Denied as denied:
+            if SENT_ENCODING_HEADER in headers:
+                coding = decoded_coding(headers)
+                if coding is not None:
+                    denied = Denied(undecodable(denied.error, raw_body, coding), denied.check)
             return self._denial(denied, started)
         seconds = time.monotonic() - started
         for observe in self.observers:
@@ -108,15 +118,3 @@ class CalloutEndpoint:
         response.headers.update(denied.check.client_headers)
         return response
 
-
-def _refuse_encoded(request: web.Request, raw_body: bytes, encoding: str) -> None:
-    """Raises Denied (400 `unsupported_content_encoding`) for a body with a Content-Encoding
-    other than `identity`."""
-    encoding = encoding.strip().lower()
-    if encoding == "identity":
-        return
-    error = InvalidRequest(f"Content-Encoding '{encoding}' is not supported; send the body uncompressed, gzip or br",
-                           code="unsupported_content_encoding")
-    check = Check(request.app[POLICY_STORE].current, raw_body, request.headers.get("Authorization"),
-                  resolve_request_id(request.headers.get("X-Request-Id")))
-    raise Denied(error, check)

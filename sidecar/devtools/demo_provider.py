@@ -70,11 +70,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
     if body.get("stream"):
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
-            response = await _stream(request, body, text, usage, completion_id)
-        except (ConnectionResetError, asyncio.CancelledError):
+            await _stream(request, response, body, text, usage, completion_id)
+        except asyncio.CancelledError:
             entry["outcome"] = "disconnected"
             raise
+        except ConnectionResetError:  # the gateway ended the exchange (a client left, a drain): not an error here
+            entry["outcome"] = "disconnected"
+            return response
         entry["outcome"] = "completed"
         return response
     entry["outcome"] = "completed"
@@ -85,9 +89,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     })
 
 
-async def _stream(request: web.Request, body: dict[str, Any], text: str, usage: dict[str, int],
-                  completion_id: str) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+async def _stream(request: web.Request, response: web.StreamResponse, body: dict[str, Any], text: str,
+                  usage: dict[str, int], completion_id: str) -> None:
     await response.prepare(request)
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
             "model": body.get("model")}
@@ -108,7 +111,6 @@ async def _stream(request: web.Request, body: dict[str, Any], text: str, usage: 
         await send([], usage=usage)
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
-    return response
 
 
 def _pieces(text: str, by_chars: bool) -> list[str]:

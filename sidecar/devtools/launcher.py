@@ -1,12 +1,15 @@
 """Starts the whole gateway on this machine: demo provider, sidecar and Envoy, as processes.
 
 Used by `make run`, the end-to-end test fixtures and the benchmark, so all three run the same
-programs the same way.
+programs the same way, and stop them the way the pod does (`Stack.drain`): requests in flight end
+as in production instead of being cut.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -22,6 +26,12 @@ from sidecar.envoy.config import render
 from sidecar.settings import Settings
 
 DEMO_PROVIDER_URL_ENV = "GATEWAY_DEMO_PROVIDER_URL"
+# Stopping (Stack.stop): beyond the sidecar's drain period, the time its stragglers get to write their
+# last events (features/drain: 2 s) plus a margin; then how long Envoy may take to pass the last bytes on.
+SIDECAR_EXIT_MARGIN_SECONDS = 5.0
+ENVOY_FLUSH_SECONDS = 2.0
+_ACTIVE_REQUESTS = re.compile(rb"http\.gateway\.downstream_rq_active: (\d+)")
+_PR_SET_PDEATHSIG = 1
 
 
 def envoy_binary() -> str:
@@ -162,7 +172,10 @@ class Stack:
         wait_http(f"http://127.0.0.1:{self.settings.admin_port}/ready", process=proc)
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT)
+        # Each process in its own process group: a terminal's Ctrl-C (SIGINT to the foreground group)
+        # reaches only the launcher, which stops them in order (stop); Envoy would exit on it at once.
+        proc = subprocess.Popen(cmd, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT,
+                                process_group=0, preexec_fn=_die_with_parent())
         self.processes[name] = proc
         return proc
 
@@ -179,9 +192,81 @@ class Stack:
             proc.wait()
 
     def stop(self) -> None:
-        # Envoy first, so no new traffic reaches a sidecar that is going away.
-        """Stops Envoy first, then the sidecar and the demo provider."""
-        for name in ("envoy", "sidecar", "demo-provider"):
-            self.stop_process(name)
-        if self.log is not None:
-            self.log.close()
+        """Stops the stack in the pod's order (`drain`), then whatever is left at once: Envoy, the
+        sidecar, the demo provider. An interrupt during the drain (a second Ctrl-C) skips to that."""
+        try:
+            self.drain()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for name in ("envoy", "sidecar", "demo-provider"):
+                self.stop_process(name)
+            if self.log is not None:
+                self.log.close()
+
+    def drain(self) -> None:
+        """What the pod does on shutdown (deploy/base/envoy/drain.sh, then the sidecar's SIGTERM), so
+        streams in flight end as they would in production, never cut:
+
+        1. Envoy drains its listeners gracefully (`/drain_listeners?graceful`: `Connection: close` on
+           answers) and keeps relaying what is in flight;
+        2. the sidecar gets SIGTERM: new requests get 503 `gateway_shutting_down`, exchanges in flight
+           run on for its drain period (`GATEWAY_DRAIN_SECONDS`) and are then ended cleanly (a stream
+           with an error event and `data: [DONE]`); it exits when none is left;
+        3. Envoy gets at most ENVOY_FLUSH_SECONDS to pass the last bytes on (no request active).
+
+        Bounded: the sidecar gets its drain period + SIDECAR_EXIT_MARGIN_SECONDS (then `stop`
+        kills it); with nothing in flight each step ends at once. Envoy itself is stopped by `stop`.
+        """
+        envoy, sidecar = self._running("envoy"), self._running("sidecar")
+        if sidecar is None:
+            return
+        if envoy is not None:
+            self._admin("POST", "/drain_listeners?graceful")
+        if self.log is None:  # `make run` in a terminal
+            print(f"stopping: requests in flight get up to {self.settings.drain_seconds} s "
+                  "(GATEWAY_DRAIN_SECONDS); Ctrl-C again stops at once", file=sys.stderr, flush=True)
+        self.stop_process("sidecar", timeout=self.settings.drain_seconds + SIDECAR_EXIT_MARGIN_SECONDS)
+        if envoy is not None:
+            _wait_until(lambda: self._envoy_active_requests() in (0, None), ENVOY_FLUSH_SECONDS)
+
+    def _running(self, name: str) -> subprocess.Popen[bytes] | None:
+        proc = self.processes.get(name)
+        return proc if proc is not None and proc.poll() is None else None
+
+    def _admin(self, method: str, path: str) -> bytes | None:
+        """Envoy's admin API answer (loopback), or None when Envoy does not answer."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.settings.admin_port}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                answer: bytes = response.read()
+                return answer
+        except OSError:
+            return None
+
+    def _envoy_active_requests(self) -> int | None:
+        """Requests in flight on Envoy's client listener (None: Envoy did not say)."""
+        stats = self._admin("GET", "/stats?filter=http.gateway.downstream_rq_active$")
+        found = _ACTIVE_REQUESTS.search(stats or b"")
+        return int(found.group(1)) if found else None
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A child's pre-exec step on Linux: SIGTERM when the launcher dies (PR_SET_PDEATHSIG), since its
+    own process group no longer gets the terminal's signals. Looked up before the fork: the child
+    only makes the call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return set_death_signal

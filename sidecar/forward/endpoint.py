@@ -22,9 +22,10 @@ import orjson
 from aiohttp import web
 
 from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, RECENT_DECISIONS, SETTINGS
+from sidecar.callout.encoding import encoding_refusal
 from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, RejectedDecision, verify
 from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, EndpointKind
-from sidecar.core.errors import GatewayError, InvalidRequest, PermissionDenied, ServiceUnavailable
+from sidecar.core.errors import GatewayError, PermissionDenied, ServiceUnavailable
 from sidecar.core.routes import Deployment
 from sidecar.extensions import Extensions
 from sidecar.forward.attempts import Attempts
@@ -150,11 +151,9 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
 
 async def _admitted_body(request: web.Request, decision: Decision) -> bytes:
     """The body bytes, if the decision was made for exactly them; raises GatewayError if not."""
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding != "identity":
-        # aiohttp would decompress it, so the provider would get bytes the callout never saw.
-        raise InvalidRequest(f"Content-Encoding '{encoding}' is not accepted on this path",
-                             code="unsupported_content_encoding")
+    refusal = encoding_refusal(request.headers)  # from the header, before the body is read
+    if refusal is not None:
+        raise refusal
     raw = await request.read()
     verify_admitted(decision, raw)
     return raw

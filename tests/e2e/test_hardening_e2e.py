@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import json
 import shutil
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import aiohttp
 import pytest
 
 from sidecar.cli.workers import WORKERS_ENV
+from sidecar.core.endpoints import EMBEDDINGS_PATH
 from sidecar.core.json_depth import MAX_JSON_DEPTH
 from sidecar.core.tokens import hash_token
 from sidecar.devtools.launcher import Stack
@@ -151,6 +154,60 @@ async def test_an_unknown_encoding_is_a_clear_400(hardened: Stack) -> None:
                                           headers={"Content-Encoding": "x-custom"})
     assert status == 400
     assert json.loads(body)["error"]["code"] == "unsupported_content_encoding"
+
+
+ACCEPTED = "send the body uncompressed, or compressed once with gzip or br"
+
+
+async def post_encoded(session: aiohttp.ClientSession, url: str, data: bytes, coding: str) -> tuple[int, str, Any]:
+    async with session.post(url, data=io.BytesIO(data), headers={"Authorization": f"Bearer {DEMO_TOKEN}",
+                                                                "Content-Encoding": coding}) as response:
+        return response.status, response.content_type, await response.json(content_type=None)
+
+
+@pytest.mark.parametrize(("coding", "data"), [
+    # aiohttp inflated it while reading the body: 503 policy_service_unavailable and a traceback.
+    pytest.param("deflate", json.dumps(chat_body()).encode(), id="deflate-plain-body"),
+    pytest.param("deflate", zlib.compress(json.dumps(chat_body()).encode()), id="deflate-body"),
+    pytest.param("zstd", json.dumps(chat_body()).encode(), id="zstd"),  # was aiohttp's own text/plain 400
+    pytest.param("compress", json.dumps(chat_body()).encode(), id="compress"),
+])
+async def test_any_other_coding_is_a_json_400_without_a_traceback(hardened: Stack, coding: str, data: bytes) -> None:
+    errors_before = _error_lines(hardened)
+    async with aiohttp.ClientSession() as session:
+        for path in (CHAT_PATH, EMBEDDINGS_PATH):
+            status, content_type, body = await post_encoded(session, hardened.base_url + path, data, coding)
+            assert (status, content_type) == (400, "application/json"), body
+            assert body["error"] == {"message": f"Content-Encoding '{coding}' is not supported; {ACCEPTED}",
+                                     "type": "invalid_request_error", "code": "unsupported_content_encoding",
+                                     "param": None}
+    assert _error_lines(hardened) == errors_before
+
+
+def _error_lines(stack: Stack) -> int:
+    text = (stack.workdir / "stack.log").read_text(encoding="utf-8", errors="replace")
+    return text.count("Traceback") + text.count('"level":"error"')
+
+
+async def test_two_codings_are_refused_as_two(hardened: Stack) -> None:
+    # Envoy decodes one layer of `gzip, gzip` and passes the other on with `gzip`.
+    twice = gzip.compress(gzip.compress(json.dumps(chat_body()).encode()))
+    async with aiohttp.ClientSession() as session:
+        status, _, body = await post_encoded(session, hardened.base_url + CHAT_PATH, twice, "gzip, gzip")
+    assert status == 400
+    assert body["error"]["code"] == "unsupported_content_encoding"
+    assert body["error"]["message"] == f"Content-Encoding 'gzip, gzip' lists several codings; only a single coding is accepted: {ACCEPTED}"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br"])
+async def test_a_body_that_is_not_its_coding_is_said_so(hardened: Stack, coding: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        status, _, body = await post_encoded(session, hardened.base_url + CHAT_PATH, json.dumps(chat_body()).encode(),
+                                             coding)
+    assert status == 400
+    assert body["error"] == {"message": f"The request body could not be decoded as {coding} (its Content-Encoding): "
+                                        f"decoding gave nothing; {ACCEPTED}",
+                             "type": "invalid_request_error", "code": "content_decoding_failed", "param": None}
 
 
 async def test_the_forwarding_path_refuses_an_encoded_body(hardened: Stack) -> None:

@@ -34,7 +34,14 @@ from sidecar.callout.handoff import Decision
 from sidecar.core.guardrail_webhook import OnError, WebhookConfig
 from sidecar.core.types import JSONDict
 from sidecar.core.walk import Field, chunk_texts, set_at
-from sidecar.features.guardrails.masking import JsonState, MaskNumbering, Replacement, json_safe, replace_spans
+from sidecar.features.guardrails.masking import (
+    JsonState,
+    MaskNumbering,
+    Replacement,
+    bare_token_cut,
+    json_safe,
+    replace_spans,
+)
 from sidecar.features.guardrails.output_check import (
     carries_nothing,
     choice_index,
@@ -211,7 +218,14 @@ class WebhookOutput:
         cut = len(held) if final else max(0, len(held) - self._hold_back)
         spans = [f for g, r in zip(self._guardrails, results, strict=True) if r.ok
                  for f in judge(r.findings, g.action, _config(g).threshold).replacements().get(sent.path, [])]
-        cut = _cut_before_spans(cut, spans)
+        json = self._is_json(key[1])
+        moved = True
+        while moved:  # both only move the cut back
+            before = cut
+            cut = _cut_before_spans(cut, spans)
+            if json and not final:
+                cut = bare_token_cut(held, cut, window.json_state)  # a number is masked whole or not at all
+            moved = cut != before
         if spans:
             self._numbering.reserve(held)  # the built-in output masks' placeholders in this window
         if cut == 0 and len(held) >= MAX_HELD:
@@ -223,7 +237,6 @@ class WebhookOutput:
                         if f.span is not None and f.span.end <= cut]
             chosen.extend(replacements(held, released, self._numbering, chosen))
         raw = held[:cut]
-        json = self._is_json(key[1])
         if chosen and json:
             chosen = json_safe(raw, chosen, window.json_state)
         window.masked.extend((window.base + start, window.base + end) for start, end, _ in chosen)

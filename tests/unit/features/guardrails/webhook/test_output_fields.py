@@ -4,6 +4,7 @@ stream), mask JSON texts so they stay valid JSON, and keep logprobs in step with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -121,3 +122,24 @@ async def test_placeholders_already_in_the_answer_are_not_reused(detector: Detec
     async with guard(guardrail(detector, "mask")) as output:
         await output.check_completion(completion)
     assert completion["choices"][0]["message"]["content"] == "[CODEWORD_1] and [CODEWORD_2]"
+
+
+HOSTILE_ARGUMENTS = '{"animal": "ostrich", "card": 4111111111111111, "path": "kiwi", "acct": 7701234567, "n": [1, 22]}'
+
+
+async def test_stream_masks_keep_arguments_json_wherever_the_windows_cut(detector: DetectorServer) -> None:
+    # Detector replacements that are not JSON-safe as they stand (`x"}, "evil": "1`, `C:\redacted`)
+    # and bare numbers (one flagged from inside: `770` is not in the span), with windows cut
+    # everywhere: inside strings, escapes and numbers (a cut never splits a number).
+    for piece in (1, 4):
+        for stream_chars in (3, 5, 8):
+            for hold_back in (16, 19):
+                pieces = [HOSTILE_ARGUMENTS[i:i + piece] for i in range(0, len(HOSTILE_ARGUMENTS), piece)]
+                chunks = [tool_chunk(p) for p in pieces] + [tool_chunk("", finish="tool_calls")]
+                masker = dataclasses.replace(guardrail(detector, "mask", stream_chars=stream_chars), hold_back=hold_back)
+                async with guard(masker) as output:
+                    out = await run(output, chunks)
+                arguments = "".join(call["function"].get("arguments", "") for chunk in out
+                                    for call in chunk["choices"][0]["delta"].get("tool_calls") or ())
+                assert json.loads(arguments) == {"animal": 'x"}, "evil": "1', "card": "[CARD_1]", "path": "C:\\redacted",
+                                                 "acct": "[TAIL_1]", "n": [1, 22]}, (piece, stream_chars, hold_back)
