@@ -33,6 +33,7 @@ from sidecar.cli.workers import (
 from sidecar.core.tokens import hash_token, mint_token
 from sidecar.envoy.config import render
 from sidecar.features.observability.logs import setup_logging
+from sidecar.features.quotas.install import STATE_DIR_ENV
 from sidecar.policy.loader import load_policy
 from sidecar.policy.reader import PolicyError
 from sidecar.policy.snapshot import Policy
@@ -258,9 +259,14 @@ def _print_banner(stack: Stack, settings: Settings, policy: Policy, demo_token: 
     print(f"  demo provider: {stack.demo_provider_url}/v1   sidecar: {stack.sidecar_url}")
     if settings.status_port:
         print(f"  status page: {stack.status_url}/   metrics: {stack.metrics_url}/metrics, /stats/prometheus")
-    if settings.demo_provider_port != Settings().demo_provider_port:
-        print(f"  explain with the same ports: GATEWAY_DEMO_PROVIDER_PORT={settings.demo_provider_port} "
-              "python -m sidecar explain …")
+    # `explain` runs in a process of its own: it reaches this gateway's provider and quota counters
+    # only through the same settings (its breakers are its own; the status page shows these).
+    same = [f"GATEWAY_DEMO_PROVIDER_PORT={settings.demo_provider_port}"] \
+        if settings.demo_provider_port != Settings().demo_provider_port else []
+    if os.environ.get(STATE_DIR_ENV):
+        same.append(f"{STATE_DIR_ENV}={os.environ[STATE_DIR_ENV]}")
+    if same:
+        print(f"  explain against this gateway: {' '.join(same)} python -m sidecar explain …")
     print("Ctrl-C stops everything.\n", flush=True)
 
 
