@@ -34,8 +34,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-PathItem = str | int
-Path = tuple[PathItem, ...]
+from sidecar.core.walk_leaves import Path as Path  # re-exported: the walker's path types
+from sidecar.core.walk_leaves import PathItem as PathItem
+from sidecar.core.walk_leaves import other_strings, schema_strings
 
 
 class Field(StrEnum):
@@ -48,6 +49,20 @@ class Field(StrEnum):
     TOOL_ARGUMENTS = "tool_calls.function.arguments"
     FUNCTION_ARGUMENTS = "function_call.arguments"
     NAME = "name"  # message and function names: only when asked for (the quota estimate reads them)
+    # Request definitions the model reads (role `tools`, `response_format` or `prediction`).
+    TOOL_DEFINITION = "tools"  # tools[].function / functions[]: description, parameters' schema strings
+    RESPONSE_SCHEMA = "response_format"  # response_format.json_schema: description, schema strings
+    PREDICTION = "prediction"  # prediction.content (a string or text parts)
+    # Answer fields beyond OpenAI's core ones.
+    AUDIO_TRANSCRIPT = "audio.transcript"  # OpenAI audio-output models
+    CONTENT_TEXT = "content.text"  # a text part of a `content` array (or object), e.g. Mistral's
+    CONTENT_THINKING = "content.thinking"  # the text of a Mistral `thinking` content part
+    REASONING_TEXT = "reasoning_details.text"  # OpenRouter `reasoning_details[].text`
+    REASONING_SUMMARY = "reasoning_details.summary"  # OpenRouter `reasoning_details[].summary`
+    THINKING = "thinking_blocks.thinking"  # LiteLLM `thinking_blocks[].thinking`
+    # Whole values, read in each chunk on their own (no stream window): a stream sends them whole.
+    ANNOTATION = "annotations"  # annotations[].url_citation.url / .title (OpenAI web search)
+    OTHER = "other"  # a string leaf of an answer field the walker does not know (walk_leaves.other_strings)
 
     @property
     def is_json(self) -> bool:
@@ -61,6 +76,10 @@ _CONTENT = Field.CONTENT  # a module constant: cheaper than the enum's attribute
 # Plain-string fields of an answer's message (or delta), in the order they are read.
 ANSWER_STRING_FIELDS = (Field.CONTENT, Field.REASONING_CONTENT, Field.REASONING, Field.REFUSAL)
 _STRING_FIELDS = {field.value: field for field in ANSWER_STRING_FIELDS}
+# Message (delta) members that are not answer text, or are read by `_answer_calls`.
+_NOT_TEXT = frozenset({"role", "tool_calls", "function_call"})
+# Fields whose texts are whole values: never a stream window, and no stream `key`.
+WHOLE_VALUE_FIELDS = frozenset({Field.ANNOTATION, Field.OTHER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +164,9 @@ def _single(path: Path, field: Field, role: str, index: int, text: str,
     return Text(path, field, role, index, text, (), key)
 
 
-def _content(path: Path, role: str, index: int, content: object) -> Iterator[Text]:
+def _content(path: Path, role: str, index: int, content: object, field: Field = _CONTENT) -> Iterator[Text]:
     if isinstance(content, str):
-        yield _single(path, Field.CONTENT, role, index, content)
+        yield _single(path, field, role, index, content)
         return
     if not isinstance(content, list):
         return
@@ -164,7 +183,7 @@ def _content(path: Path, role: str, index: int, content: object) -> Iterator[Tex
             segments.append(Segment((*path, part_index, name), offset, offset + len(value)))
             offset += len(value)
     if segments:
-        yield Text(path, Field.CONTENT, role, index, "".join(pieces), tuple(segments))
+        yield Text(path, field, role, index, "".join(pieces), tuple(segments))
 
 
 def _function_texts(base: Path, function: object, field: Field, role: str, index: int,
@@ -177,15 +196,25 @@ def _function_texts(base: Path, function: object, field: Field, role: str, index
         yield _single((*base, "arguments"), field, role, index, function["arguments"], key)
 
 
-def request_texts(body: dict[str, Any], *, names: bool = False) -> list[Text]:
-    """Every text of a request's `messages`, in reading order (see the module docstring).
+def request_texts(body: dict[str, Any], *, names: bool = False, definitions: bool = True) -> list[Text]:
+    """Every text of a request's `messages`, then of its definitions (`tools`, `functions`,
+    `response_format`, `prediction`; unless `definitions` is False), in reading order (see the
+    module docstring).
 
     A list built in one loop: cheaper than a generator for the usual two or three messages.
     """
     messages = body.get("messages")
     out: list[Text] = []
-    if not isinstance(messages, list):
-        return out
+    if isinstance(messages, list):
+        _message_texts(messages, names, out)
+    # Four lookups when none is present: a plain chat request costs nothing more.
+    if definitions and ("tools" in body or "functions" in body or "response_format" in body
+                        or "prediction" in body):
+        _definition_texts(body, out)
+    return out
+
+
+def _message_texts(messages: list[Any], names: bool, out: list[Text]) -> None:
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             continue
@@ -198,7 +227,37 @@ def request_texts(body: dict[str, Any], *, names: bool = False) -> list[Text]:
         # Any key beyond role and content: refusal, name, tool or function calls.
         if len(message) > ("role" in message) + ("content" in message):
             out.extend(_message_extras(message, index, role, names))
-    return out
+
+
+def _definition_texts(body: dict[str, Any], out: list[Text]) -> None:
+    """The strings of tool and function definitions, the response schema and the prediction.
+
+    Role and field are the member's name (`tools`, `response_format`, `prediction`; legacy
+    `functions` read as `tools`), `owner_index` is -1 (not a message). Each schema string is
+    one text stored whole at its path, so a mask replaces the JSON value in place.
+    """
+    for member in ("tools", "functions"):
+        items = body.get(member)
+        for position, item in enumerate(items if isinstance(items, list) else ()):
+            if not isinstance(item, dict):
+                continue
+            if member == "functions":
+                _schema_texts(item, (member, position), Field.TOOL_DEFINITION, out)
+                continue
+            for kind in ("function", "custom"):  # custom tools (free-form input) have a description too
+                if isinstance(item.get(kind), dict):
+                    _schema_texts(item[kind], (member, position, kind), Field.TOOL_DEFINITION, out)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and isinstance(response_format.get("json_schema"), dict):
+        _schema_texts(response_format["json_schema"], ("response_format", "json_schema"), Field.RESPONSE_SCHEMA, out)
+    prediction = body.get("prediction")
+    if isinstance(prediction, dict) and prediction.get("content") is not None:
+        out.extend(_content(("prediction", "content"), "prediction", -1, prediction["content"], Field.PREDICTION))
+
+
+def _schema_texts(schema: dict[str, Any], path: Path, field: Field, out: list[Text]) -> None:
+    role = field.value
+    out.extend(Text(where, field, role, -1, value) for where, value in schema_strings(schema, path))
 
 
 def _message_extras(message: dict[str, Any], index: int, role: str, names: bool) -> Iterator[Text]:
@@ -217,8 +276,9 @@ def _message_extras(message: dict[str, Any], index: int, role: str, names: bool)
                                Field.FUNCTION_ARGUMENTS, role, index, names)
 
 
-def _answer_texts(choices: object, member: str, stream: bool) -> list[Text]:
+def _answer_texts(choices: object, member: str, stream: bool, values: list[Text] | None = None) -> list[Text]:
     out: list[Text] = []
+    whole = values if stream else out  # whole values (annotations, unknown fields): a stream's only when asked
     for position, choice in enumerate(choices if isinstance(choices, list) else ()):
         if not isinstance(choice, dict) or not isinstance(choice.get(member), dict):
             continue
@@ -231,9 +291,71 @@ def _answer_texts(choices: object, member: str, stream: bool) -> list[Text]:
             if field is not None and isinstance(value, str):
                 out.append(Text(("choices", position, member, name), field, "assistant", number, value, (),
                                 (number, field, 0) if stream else None))
+            elif value is not None and name not in _NOT_TEXT:
+                _answer_extra(("choices", position, member, name), value, number, stream, out, whole)
         if "tool_calls" in message or "function_call" in message:
             out.extend(_answer_calls(message, ("choices", position, member), number, stream))
     return out
+
+
+def _answer_text(path: Path, field: Field, number: int, value: str, stream: bool, sub: int = 0) -> Text:
+    return Text(path, field, "assistant", number, value, (), (number, field, sub) if stream else None)
+
+
+def _answer_extra(path: Path, value: object, number: int, stream: bool, out: list[Text],
+                  whole: list[Text] | None) -> None:
+    """An answer member beyond the plain string fields: read exactly when known, else its string
+    leaves as whole values (`walk_leaves.other_strings`)."""
+    name = path[-1]
+    if name == "content":
+        _content_parts(path, value, number, stream, out, whole)
+    elif name == "audio" and isinstance(value, dict):
+        if isinstance(value.get("transcript"), str):
+            out.append(_answer_text((*path, "transcript"), Field.AUDIO_TRANSCRIPT, number, value["transcript"], stream))
+    elif name == "reasoning_details" and isinstance(value, list):
+        for position, item in enumerate(value):
+            if isinstance(item, dict):
+                # Stream pieces of one item share its `index`; pieces without one continue item 0.
+                sub = item.get("index", 0)
+                sub = sub if isinstance(sub, int) else 0
+                for key, field in (("text", Field.REASONING_TEXT), ("summary", Field.REASONING_SUMMARY)):
+                    if isinstance(item.get(key), str):
+                        out.append(_answer_text((*path, position, key), field, number, item[key], stream, sub))
+    elif name == "thinking_blocks" and isinstance(value, list):
+        for position, item in enumerate(value):
+            if isinstance(item, dict) and isinstance(item.get("thinking"), str):
+                out.append(_answer_text((*path, position, "thinking"), Field.THINKING, number, item["thinking"],
+                                        stream))
+    elif whole is not None:
+        field = Field.ANNOTATION if name == "annotations" else Field.OTHER
+        whole.extend(Text(where, field, "assistant", number, text) for where, text in other_strings(value, path))
+
+
+def _content_parts(path: Path, value: object, number: int, stream: bool, out: list[Text],
+                   whole: list[Text] | None) -> None:
+    """`content` as an array of parts (or, in a delta, one part object): each text part, and the
+    text of each Mistral `thinking` part. In a stream all text parts of a choice form one field
+    stream, and all thinking text another, whatever their positions in their chunks."""
+    parts = enumerate(value) if isinstance(value, list) else [(None, value)]
+    for position, part in parts:
+        where = path if position is None else (*path, position)
+        if isinstance(part, str):
+            out.append(_answer_text(where, Field.CONTENT_TEXT, number, part, stream))
+            continue
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in (None, "text") and isinstance(part.get("text"), str):
+            out.append(_answer_text((*where, "text"), Field.CONTENT_TEXT, number, part["text"], stream))
+        elif kind == "thinking" and isinstance(part.get("thinking"), str):
+            out.append(_answer_text((*where, "thinking"), Field.CONTENT_THINKING, number, part["thinking"], stream))
+        elif kind == "thinking" and isinstance(part.get("thinking"), list):
+            for inner, piece in enumerate(part["thinking"]):
+                if isinstance(piece, dict) and isinstance(piece.get("text"), str):
+                    out.append(_answer_text((*where, "thinking", inner, "text"), Field.CONTENT_THINKING, number,
+                                            piece["text"], stream))
+        elif whole is not None:
+            whole.extend(Text(at, Field.OTHER, "assistant", number, text) for at, text in other_strings(part, where))
 
 
 def _answer_calls(message: dict[str, Any], base: Path, number: int, stream: bool) -> Iterator[Text]:
@@ -257,9 +379,13 @@ def completion_texts(completion: dict[str, Any]) -> list[Text]:
     return _answer_texts(completion.get("choices"), "message", stream=False)
 
 
-def chunk_texts(chunk: dict[str, Any]) -> list[Text]:
-    """Every text of a stream chunk's `choices[].delta`, each with its stream `key`."""
-    return _answer_texts(chunk.get("choices"), "delta", stream=True)
+def chunk_texts(chunk: dict[str, Any], values: list[Text] | None = None) -> list[Text]:
+    """Every stream text of a chunk's `choices[].delta`, each with its stream `key`.
+
+    Whole values (`annotations`, string leaves of fields the walker does not know: keyless,
+    read in each chunk on their own) are appended to `values` when it is given, else skipped.
+    """
+    return _answer_texts(chunk.get("choices"), "delta", stream=True, values=values)
 
 
 def apply_edits(root: Any, edits: list[Edit]) -> None:

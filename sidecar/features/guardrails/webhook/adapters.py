@@ -55,13 +55,18 @@ def completion_texts(completion: dict[str, Any]) -> list[Sent]:
 
 def stream_path(key: tuple[int, Field, int]) -> str:
     """The path of one field stream, from its walker key (choice index, field, tool call index):
-    `choices[0].delta.content`, `choices[0].delta.tool_calls[1].function.arguments`."""
+    `choices[0].delta.content`, `choices[0].delta.tool_calls[1].function.arguments`,
+    `choices[0].delta.audio.transcript`, `choices[0].delta.content.text` (the text parts of
+    `content`, whatever their positions), `choices[0].delta.reasoning_details[1].text` (the
+    item's `index`)."""
     index, field, call = key
     suffix: Path = (field.value,)
     if field is Field.TOOL_ARGUMENTS:
         suffix = ("tool_calls", call, "function", "arguments")
     elif field is Field.FUNCTION_ARGUMENTS:
         suffix = ("function_call", "arguments")
+    elif field in (Field.REASONING_TEXT, Field.REASONING_SUMMARY):
+        suffix = ("reasoning_details", call, field.value.rpartition(".")[2])
     return path_text(("choices", index, "delta", *suffix))
 
 
