@@ -40,8 +40,9 @@ def schema_strings(schema: object, path: Path) -> Iterator[tuple[Path, str]]:
         node, where, values = stack.pop()
         if isinstance(node, str):
             yield where, node
-        elif isinstance(node, list):
-            stack.extend((item, (*where, index), values) for index, item in reversed(list(enumerate(node))))
+        elif isinstance(node, list):  # a list of schemas (anyOf, items, ...) or of values (enum, examples)
+            stack.extend((item, (*where, index), values) for index, item in reversed(list(enumerate(node)))
+                         if values or not isinstance(item, str))  # `required`, `type` lists are names
         elif isinstance(node, dict):
             stack.extend(reversed(list(_schema_children(node, where, values))))
 
