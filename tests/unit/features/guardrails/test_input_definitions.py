@@ -12,7 +12,6 @@ import pytest
 from sidecar.callout.handoff import Decision
 from sidecar.callout.pipeline import Check, DecisionPipeline
 from sidecar.core.errors import GuardrailBlocked
-from sidecar.features.guardrails.decision_keys import MASKS
 from sidecar.features.guardrails.input_check import check_input
 from sidecar.features.guardrails.request_masking import apply_masks
 from sidecar.policy.snapshot import Policy
@@ -113,9 +112,13 @@ async def test_pattern_reads_tool_definitions(policy: Policy) -> None:
         await decide(policy, "words", tools=[tool(parameters=param(enum=["Project Falcon"]))])
 
 
-async def test_clean_definitions_pass_and_names_types_and_formats_are_not_read(policy: Policy) -> None:
-    # An e-mail-like format, a name and a regex pattern are not prose a detector should flag.
-    schema = param(format="email", pattern="^[a-z]+@example\\.com$", title="Recipient")
-    check = await decide(policy, "block", tools=[tool(parameters=schema)],
-                         response_format={"type": "json_schema", "json_schema": {"name": "pat.sample@example.com"}})
-    assert MASKS.name not in check.extra
+async def test_only_prose_is_read_names_types_formats_and_patterns_are_not(policy: Policy) -> None:
+    # An e-mail format, an e-mail-like regex pattern and a schema name are not prose: never flagged,
+    # never changed; the description beside them is read and masked.
+    schema = param(format="email", pattern="^pat\\.sample@example\\.com$", description=f"like {EMAIL}")
+    members = {"tools": [tool(parameters=schema)],
+               "response_format": {"type": "json_schema", "json_schema": {"name": EMAIL, "strict": True}}}
+    body = masked(policy, await decide(policy, "mask", **members))
+    assert body["tools"][0]["function"]["parameters"]["properties"]["to"] == {
+        "type": "string", "format": "email", "pattern": "^pat\\.sample@example\\.com$", "description": "like [EMAIL_1]"}
+    assert body["response_format"]["json_schema"]["name"] == EMAIL

@@ -149,11 +149,11 @@ def test_stream_block_in_each_new_field(make: Callable[[str], Delta], read: Call
         run_stream(guard, [chunk(make(piece)) for piece in pieces(TEXT, 4)] + [chunk({}, finish="stop")])
 
 
-def test_held_text_of_every_field_is_released_at_the_end_without_a_finish_reason() -> None:
-    out = run_stream(guards(), [chunk({"content": [{"type": "text", "text": "short"}],
-                                       "audio": {"transcript": "said"},
-                                       "thinking_blocks": [{"type": "thinking", "thinking": "mm"}]})])
+def test_held_text_of_every_field_is_released_masked_at_the_end_without_a_finish_reason() -> None:
+    out = run_stream(guards(), [chunk({"content": [{"type": "text", "text": f"to {EMAIL}"}],
+                                       "audio": {"transcript": f"said {EMAIL}"},
+                                       "thinking_blocks": [{"type": "thinking", "thinking": EMAIL}]})])
     [last] = [c for c in out if c["choices"][0]["delta"]]
-    assert last["choices"][0]["delta"] == {"audio": {"transcript": "said"},
-                                           "content": [{"type": "text", "text": "short"}],
-                                           "thinking_blocks": [{"type": "thinking", "thinking": "mm"}]}
+    assert last["choices"][0]["delta"] == {"audio": {"transcript": "said [EMAIL_1]"},
+                                           "content": [{"type": "text", "text": "to [EMAIL_1]"}],
+                                           "thinking_blocks": [{"type": "thinking", "thinking": "[EMAIL_1]"}]}
