@@ -172,3 +172,14 @@ def test_a_deeply_nested_unknown_field_is_walked_without_recursion() -> None:
         deep = {"x": deep}
     (text,) = completion_texts({"choices": [{"message": {"role": "assistant", "odd": deep}}]})
     assert text.field is Field.OTHER and len(text.path) == 3004 and text.text == "pat.sample@example.com"
+
+
+def test_request_reads_reasoning_items_a_client_sends_back() -> None:
+    body = {"messages": [{"role": "assistant", "content": "done", "reasoning_details": [
+        {"type": "reasoning.text", "text": "step", "signature": "c2ln"}, {"type": "reasoning.summary", "summary": "s"}],
+        "thinking_blocks": [{"type": "thinking", "thinking": "mm", "signature": "c2ln"}]}]}
+    assert seen(request_texts(body)) == [
+        ("messages[0].content", Field.CONTENT, "assistant", 0, "done"),
+        ("messages[0].reasoning_details[0].text", Field.REASONING_TEXT, "assistant", 0, "step"),
+        ("messages[0].reasoning_details[1].summary", Field.REASONING_SUMMARY, "assistant", 0, "s"),
+        ("messages[0].thinking_blocks[0].thinking", Field.THINKING, "assistant", 0, "mm")]
