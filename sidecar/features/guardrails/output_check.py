@@ -1,14 +1,18 @@
 """Output guardrails: whole completions before they reach the client, and streams as they pass.
 
 Every text of the answer that `sidecar.core.walk` yields is read (content, refusal,
-reasoning_content/reasoning, every tool call's arguments, function_call arguments, for every
-choice), through the normalised view (view.py). Tool-call arguments, and the content when the
-request asked for a JSON answer (`response_format` json_object/json_schema), are read as JSON
-and masked so they stay valid JSON.
+reasoning_content/reasoning, every tool call's arguments, function_call arguments, the audio
+transcript, content parts, reasoning_details, thinking_blocks, annotations and the string
+leaves of unknown fields, for every choice), through the normalised view (view.py). Tool-call
+arguments, and the content when the request asked for a JSON answer (`response_format`
+json_object/json_schema), are read as JSON and masked so they stay valid JSON.
 
 Streams are scanned with a bounded hold-back window per field, per choice and per tool call
-(stream_fields.py), so a value split across chunks is still caught; a chunk whose text is held
-back keeps its other fields (ids, names, finish_reason), and its logprobs leave with its text.
+(or reasoning_details item) (stream_fields.py), so a value split across chunks is still caught;
+a chunk whose text is held back keeps its other fields (ids, names, finish_reason), and its
+logprobs leave with its text; held text is released in its field's shape (stream_shapes.py).
+Annotations and unknown fields arrive whole in one chunk: they are read whole there, with no
+window.
 """
 
 from __future__ import annotations
