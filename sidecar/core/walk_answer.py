@@ -150,4 +150,4 @@ def chunk_texts(chunk: dict[str, Any], values: list[Text] | None = None) -> list
     Whole values (`annotations`, string leaves of fields the walker does not know: keyless,
     read in each chunk on their own) are appended to `values` when it is given, else skipped.
     """
-    return _answer_texts(chunk.get("choices"), "delta", stream=True, values=values)
+    return _answer_texts(chunk.get("choices"), "delta", True, values)  # positional: once per chunk

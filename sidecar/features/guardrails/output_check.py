@@ -113,8 +113,9 @@ class OutputGuardrails:
             if entries is not None:
                 logprobs_fed.add((text.key[0], text.field))
                 put_logprobs(choice, text.field, released)
-        for text in whole:  # annotations, unknown fields: sent whole, so read whole in their chunk
-            self._check_whole(chunk, text)
+        if whole:  # annotations, unknown fields: sent whole, so read whole in their chunk
+            for text in whole:
+                self._check_whole(chunk, text)
         for position, choice in enumerate(choices):
             if isinstance(choice, dict):
                 if choice.get("logprobs"):
