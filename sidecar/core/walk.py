@@ -17,8 +17,8 @@ detector see). `get_at`/`set_at` read and replace the string a path names, in pl
 Request (`request_texts`): for every message of every role, a string `content`, or the text
 parts of a `content` array read *joined with no separator* as one `Text` (so a value split
 across two parts is one value; each part is one `Segment`), `refusal`, `reasoning_content`,
-`reasoning`, `reasoning_details[].text`/`.summary` and `thinking_blocks[].thinking` (reasoning
-sent back), assistant `tool_calls[].function.arguments` and the legacy
+`reasoning`, `reasoning_details[].text`/`.summary`, `thinking_blocks[].thinking` and the text
+of Mistral `thinking` content parts (reasoning sent back), assistant `tool_calls[].function.arguments` and the legacy
 `function_call.arguments` (JSON texts). Tool and function results are the `content` of
 `tool`/`function` messages (string or parts); `Text.is_json` says whether a text is read as JSON
 (arguments always; a tool or function result when it parses as a JSON object or array).
@@ -72,9 +72,12 @@ def _content(path: Path, role: str, index: int, content: object, field: Field = 
         return
     pieces: list[str] = []
     segments: list[Segment] = []
+    thinking: list[Text] = []
     offset = 0
     for part_index, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+            if isinstance(part, dict) and part.get("type") == "thinking":  # a Mistral answer sent back
+                thinking.extend(_thinking_part((*path, part_index), part, role, index))
             continue
         name = "text" if part.get("type") == "text" else "refusal"
         value = part.get(name)
@@ -84,6 +87,17 @@ def _content(path: Path, role: str, index: int, content: object, field: Field = 
             offset += len(value)
     if segments:
         yield Text(path, field, role, index, "".join(pieces), tuple(segments))
+    yield from thinking
+
+
+def _thinking_part(path: Path, part: dict[str, Any], role: str, index: int) -> Iterator[Text]:
+    """The text of a Mistral `thinking` part: `thinking` a string, or text parts (each on its own)."""
+    value = part.get("thinking")
+    if isinstance(value, str):
+        yield single((*path, "thinking"), Field.CONTENT_THINKING, role, index, value)
+    for inner, piece in enumerate(value if isinstance(value, list) else ()):
+        if isinstance(piece, dict) and isinstance(piece.get("text"), str):
+            yield single((*path, "thinking", inner, "text"), Field.CONTENT_THINKING, role, index, piece["text"])
 
 
 def request_texts(body: dict[str, Any], *, names: bool = False, definitions: bool = True) -> list[Text]:

@@ -175,11 +175,15 @@ def test_a_deeply_nested_unknown_field_is_walked_without_recursion() -> None:
 
 
 def test_request_reads_reasoning_items_a_client_sends_back() -> None:
-    body = {"messages": [{"role": "assistant", "content": "done", "reasoning_details": [
+    body = {"messages": [{"role": "assistant", "content": [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "first"}]}, {"type": "text", "text": "done"},
+        {"type": "thinking", "thinking": "plain"}], "reasoning_details": [
         {"type": "reasoning.text", "text": "step", "signature": "c2ln"}, {"type": "reasoning.summary", "summary": "s"}],
         "thinking_blocks": [{"type": "thinking", "thinking": "mm", "signature": "c2ln"}]}]}
     assert seen(request_texts(body)) == [
         ("messages[0].content", Field.CONTENT, "assistant", 0, "done"),
+        ("messages[0].content[0].thinking[0].text", Field.CONTENT_THINKING, "assistant", 0, "first"),
+        ("messages[0].content[2].thinking", Field.CONTENT_THINKING, "assistant", 0, "plain"),
         ("messages[0].reasoning_details[0].text", Field.REASONING_TEXT, "assistant", 0, "step"),
         ("messages[0].reasoning_details[1].summary", Field.REASONING_SUMMARY, "assistant", 0, "s"),
         ("messages[0].thinking_blocks[0].thinking", Field.THINKING, "assistant", 0, "mm")]
