@@ -2,7 +2,8 @@
 
 The last user message is `script: {JSON}` with `message` (the assistant message to answer with:
 content, refusal, reasoning_content, reasoning, tool_calls, function_call) and optionally
-`piece` (characters per streamed delta, default 4). Streams send every string field in pieces,
+`piece` (characters per streamed delta, default 4), or `deltas` (the stream's deltas after the
+role chunk, sent as they are: any field in any shape). Streams send every string field in pieces,
 tool-call arguments as deltas keyed by the call's index (parallel calls interleaved), and, when the
 request sets `logprobs`, one `logprobs.content` entry per content piece. `GET /_requests` lists
 the bodies received, so tests can check what reached the provider.
@@ -81,7 +82,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
     await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    for choice in deltas(message, int(script.get("piece", 4)), bool(body.get("logprobs"))):
+    scripted = [{"index": 0, "delta": delta, "finish_reason": None} for delta in script.get("deltas") or ()]
+    for choice in scripted or deltas(message, int(script.get("piece", 4)), bool(body.get("logprobs"))):
         await send([choice])
     await send([{"index": 0, "delta": {}, "finish_reason": finish}])
     if (body.get("stream_options") or {}).get("include_usage"):

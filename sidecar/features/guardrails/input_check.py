@@ -1,7 +1,9 @@
-"""Input guardrails in the callout: one scan of the messages, then block, mask or log.
+"""Input guardrails in the callout: one scan of the request's texts, then block, mask or log.
 
 Every text of the request that `sidecar.core.walk.request_texts` yields is read (content and
-text parts of every role, refusal, tool-call and function-call arguments, tool results),
+text parts of every role, refusal, tool-call and function-call arguments, tool results; the
+strings of tool and function definitions, of the response schema and the prediction, whose
+findings name their `path` and role `tools`/`response_format`/`prediction` instead of a message),
 through its normalised view (view.py; arguments read as JSON). PII detection runs once per
 text with the union of every applicable guardrail's categories, and each guardrail keeps the
 findings in its own categories. Masks are not applied here (the callout cannot change the
@@ -23,7 +25,7 @@ from sidecar.callout.handoff import MAX_DECISION_HEADER_BYTES
 from sidecar.callout.pipeline import Check
 from sidecar.core.entity import Entity, resolve_overlaps
 from sidecar.core.errors import GuardrailBlocked, InvalidRequest
-from sidecar.core.walk import Edit, Text, request_texts, text_edits
+from sidecar.core.walk import Edit, Text, path_text, request_texts, text_edits
 from sidecar.features.guardrails.decision_keys import MASKS, encode_edits
 from sidecar.features.guardrails.detect import entities_of
 from sidecar.features.guardrails.injection import score_injection
@@ -169,22 +171,28 @@ class _Scan:
 
     def _size(self, guardrail: Guardrail, read: list[int]) -> list[tuple[int, list[_Found]]]:
         total = sum(len(self.texts[i].text) for i in read)
-        messages = {self.texts[i].owner_index for i in read}
+        messages = {self.texts[i].owner_index for i in read if self.texts[i].owner_index >= 0}
         too_many = guardrail.max_messages is not None and len(messages) > guardrail.max_messages
         too_long = guardrail.max_chars is not None and total > guardrail.max_chars
         if not read or not (too_many or too_long):
             return []
-        return [(read[-1], [(Entity("size", 0, 0), "")])]
+        # Named by the last message read (definitions, read after the messages, are not messages).
+        last = next((i for i in reversed(read) if self.texts[i].owner_index >= 0), read[-1])
+        return [(last, [(Entity("size", 0, 0), "")])]
 
 
 def _findings(guardrail: Guardrail, hits: list[tuple[Text, list[_Found]]]) -> list[dict[str, Any]]:
     """One finding per category and message; never the matched value."""
-    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    seen: dict[tuple[str, int | str], dict[str, Any]] = {}
     for text, found in hits:
         for entity, _ in found:
-            key = (entity.category, text.owner_index)
-            seen.setdefault(key, {"category": entity.category, "message": FINDING_MESSAGES[guardrail.type],
-                                  "message_index": text.owner_index, "role": text.role})
+            if text.owner_index >= 0:
+                key: tuple[str, int | str] = (entity.category, text.owner_index)
+                where: dict[str, Any] = {"message_index": text.owner_index, "role": text.role}
+            else:  # a definition (tools, response_format, prediction): named by its path, not a message
+                key = (entity.category, path_text(text.path))
+                where = {"role": text.role, "path": key[1]}
+            seen.setdefault(key, {"category": entity.category, "message": FINDING_MESSAGES[guardrail.type], **where})
     return list(seen.values())
 
 

@@ -1,14 +1,18 @@
 """Output guardrails: whole completions before they reach the client, and streams as they pass.
 
 Every text of the answer that `sidecar.core.walk` yields is read (content, refusal,
-reasoning_content/reasoning, every tool call's arguments, function_call arguments, for every
-choice), through the normalised view (view.py). Tool-call arguments, and the content when the
-request asked for a JSON answer (`response_format` json_object/json_schema), are read as JSON
-and masked so they stay valid JSON.
+reasoning_content/reasoning, every tool call's arguments, function_call arguments, the audio
+transcript, content parts, reasoning_details, thinking_blocks, annotations and the string
+leaves of unknown fields, for every choice), through the normalised view (view.py). Tool-call
+arguments, and the content when the request asked for a JSON answer (`response_format`
+json_object/json_schema), are read as JSON and masked so they stay valid JSON.
 
 Streams are scanned with a bounded hold-back window per field, per choice and per tool call
-(stream_fields.py), so a value split across chunks is still caught; a chunk whose text is held
-back keeps its other fields (ids, names, finish_reason), and its logprobs leave with its text.
+(or reasoning_details item) (stream_fields.py), so a value split across chunks is still caught;
+a chunk whose text is held back keeps its other fields (ids, names, finish_reason), and its
+logprobs leave with its text; held text is released in its field's shape (stream_shapes.py).
+Annotations and unknown fields arrive whole in one chunk: they are read whole there, with no
+window.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from sidecar.callout.handoff import Decision
 from sidecar.core.entity import Entity, resolve_overlaps
 from sidecar.core.errors import GuardrailBlocked
 from sidecar.core.types import JSONDict
-from sidecar.core.walk import Field, chunk_texts, completion_texts, set_at
+from sidecar.core.walk import Field, Text, chunk_texts, completion_texts, set_at
 from sidecar.features.guardrails.decision_keys import JSON_ANSWER, REQUESTED_GUARDRAILS
 from sidecar.features.guardrails.detect import Finder
 from sidecar.features.guardrails.masking import MaskNumbering, json_safe, replace_spans, view_replacements
 from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, FieldStream, overlaps_any
 from sidecar.features.guardrails.stream_scan import StreamScanner
+from sidecar.features.guardrails.stream_shapes import carries_nothing as carries_nothing  # re-exported
+from sidecar.features.guardrails.stream_shapes import put_text as put_text
 from sidecar.features.guardrails.view import view_of
 from sidecar.policy.guardrails import FINDING_MESSAGES, Action, Guardrail
 from sidecar.policy.snapshot import Policy
@@ -71,20 +77,24 @@ class OutputGuardrails:
 
     def on_completion(self, completion: JSONDict) -> None:
         for text in completion_texts(completion):
-            json = self._is_json(text.field)
-            view = view_of(text.text, json=json)
-            entities = self._finder(view.text)
-            if not entities:
-                continue
-            self._act(entities, text.owner_index, text.field)
-            masked = resolve_overlaps(e for e in entities if self._finder.source(e) in self._masking)
-            if masked:
-                spans = view_replacements(view, masked, self._numbering)
-                spans = json_safe(text.text, spans) if json else spans
-                set_at(completion, text.path, replace_spans(text.text, spans))
-                if text.field in LOGPROB_FIELDS:
-                    drop_masked_logprobs(completion["choices"][text.path[1]], text.field,
-                                          [(start, end) for start, end, _ in spans])
+            self._check_whole(completion, text)
+
+    def _check_whole(self, root: JSONDict, text: Text) -> None:
+        """Scan one text read whole (a completion's, or a chunk's whole value) and mask it in place."""
+        json = self._is_json(text.field)
+        view = view_of(text.text, json=json)
+        entities = self._finder(view.text)
+        if not entities:
+            return
+        self._act(entities, text.owner_index, text.field)
+        masked = resolve_overlaps(e for e in entities if self._finder.source(e) in self._masking)
+        if masked:
+            spans = view_replacements(view, masked, self._numbering)
+            spans = json_safe(text.text, spans) if json else spans
+            set_at(root, text.path, replace_spans(text.text, spans))
+            if text.field in LOGPROB_FIELDS and text.key is None:
+                drop_masked_logprobs(root["choices"][text.path[1]], text.field,
+                                     [(start, end) for start, end, _ in spans])
 
     def on_chunk(self, chunk: JSONDict) -> list[JSONDict]:
         self._envelope = _envelope(chunk)
@@ -93,7 +103,8 @@ class OutputGuardrails:
             # The usage chunk ends the answer: text held back for want of a finish_reason goes first.
             return [*self.on_end(), chunk]
         logprobs_fed: set[tuple[int, Field]] = set()
-        for text in chunk_texts(chunk):
+        whole: list[Text] = []
+        for text in chunk_texts(chunk, whole):
             assert text.key is not None
             choice = chunk["choices"][text.path[1]]
             entries = take_logprobs(choice, text.field) if choice.get("logprobs") else None
@@ -102,6 +113,9 @@ class OutputGuardrails:
             if entries is not None:
                 logprobs_fed.add((text.key[0], text.field))
                 put_logprobs(choice, text.field, released)
+        if whole:  # annotations, unknown fields: sent whole, so read whole in their chunk
+            for text in whole:
+                self._check_whole(chunk, text)
         for position, choice in enumerate(choices):
             if isinstance(choice, dict):
                 if choice.get("logprobs"):
@@ -228,41 +242,3 @@ def put_logprobs(choice: dict[str, Any], field: Field, entries: list[Any]) -> No
         logprobs[LOGPROB_FIELDS[field]] = entries
     elif entries:
         choice["logprobs"] = {LOGPROB_FIELDS[field]: entries}
-
-
-def put_text(delta: dict[str, Any], field: Field, call_index: int, text: str) -> None:
-    """Append released text to a delta, at the field (and tool call) it belongs to."""
-    if field is Field.TOOL_ARGUMENTS:
-        calls = delta.setdefault("tool_calls", [])
-        call = next((c for c in calls if isinstance(c, dict) and c.get("index") == call_index), None)
-        if call is None:
-            call = {"index": call_index, "function": {}}
-            calls.append(call)
-        function = call.setdefault("function", {})
-        function["arguments"] = (function.get("arguments") or "") + text
-    elif field is Field.FUNCTION_ARGUMENTS:
-        function = delta.setdefault("function_call", {})
-        function["arguments"] = (function.get("arguments") or "") + text
-    else:
-        delta[field.value] = (delta.get(field.value) or "") + text
-
-
-def carries_nothing(choice: dict[str, Any]) -> bool:
-    """A choice with no finish_reason, no logprobs entries and only empty text in its delta."""
-    delta = choice.get("delta") or {}
-    if delta.get("content") or choice.get("finish_reason") is not None:
-        return False  # the common case, decided first
-    logprobs = choice.get("logprobs")
-    if isinstance(logprobs, dict) and any(logprobs.values()):
-        return False
-    return all(_empty_value(name, value) for name, value in delta.items())
-
-
-def _empty_value(name: str, value: Any) -> bool:
-    if name == "tool_calls" and isinstance(value, list):
-        return all(isinstance(c, dict) and set(c) <= {"index", "function"}
-                   and set(c.get("function") or {}) <= {"arguments"} and not (c.get("function") or {}).get("arguments")
-                   for c in value)
-    if name == "function_call" and isinstance(value, dict):
-        return set(value) <= {"arguments"} and not value.get("arguments")
-    return value is None or value == ""

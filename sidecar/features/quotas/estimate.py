@@ -3,7 +3,8 @@
 No tokenizer: the prompt estimate is characters / `chars_per_token` (4 by default, OpenAI's
 rule of thumb for English) over the text the model reads (every text `sidecar.core.walk`
 yields for a request, names included: contents and text parts, refusals, tool call and function
-call arguments and names, tool results; plus the tool definitions), plus 4 tokens of framing
+call arguments and names, tool results; plus the tool and legacy function definitions and a
+`response_format` JSON schema as JSON, and the `prediction` text), plus 4 tokens of framing
 per message and 3 for the reply's priming, plus a flat 85 per image part (a low-detail
 image's cost). The completion allowance is the
 request's `max_completion_tokens`/`max_tokens`, else the per-model default in `limits.models`,
@@ -70,11 +71,13 @@ def prompt_tokens(body: dict[str, Any], chars_per_token: float) -> int:
     chars = _plain_chars(messages)
     images = 0
     if chars is None:
-        chars = sum(len(text.text) for text in request_texts(body, names=True))
+        chars = sum(len(text.text) for text in request_texts(body, names=True, definitions=False))
         images = sum(_images(message) for message in messages if isinstance(message, dict))
     tools = body.get("tools")
     if tools:
         chars += len(orjson.dumps(tools))
+    if "functions" in body or "response_format" in body or "prediction" in body:
+        chars += _definition_chars(body)
     return math.ceil(chars / chars_per_token) + _PER_MESSAGE * len(messages) + _REPLY_PRIMING + _PER_IMAGE * images
 
 
@@ -92,6 +95,20 @@ def _plain_chars(messages: object) -> int | None:
         if not isinstance(content, str) or len(message) != 1 + ("role" in message):
             return None
         chars += len(content)
+    return chars
+
+
+def _definition_chars(body: dict[str, Any]) -> int:
+    """Legacy `functions` and a `response_format` JSON schema as the JSON a provider renders into
+    the prompt (their keys and types are tokens too, as for `tools`); the `prediction` text."""
+    chars = 0
+    response_format = body.get("response_format")
+    schema = response_format.get("json_schema") if isinstance(response_format, dict) else None
+    for value in (body.get("functions"), schema):
+        if value:
+            chars += len(orjson.dumps(value))
+    if "prediction" in body:
+        chars += sum(len(text.text) for text in request_texts({"prediction": body["prediction"]}))
     return chars
 
 

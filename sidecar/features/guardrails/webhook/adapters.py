@@ -8,11 +8,22 @@ Every text the walker yields is sent, addressed by the walker's path spelled by 
   `messages[I].tool_calls[J].function.arguments`, `messages[I].function_call.arguments`; tool and
   function results are the `content` of `tool`/`function` messages;
 - embeddings request: each string of `input` as `input[I]` (role `user`);
-- whole completion: for every choice, `choices[I].message.content`, `.refusal`,
+- chat request definitions: `tools[I].function.description` and the schema strings of
+  `tools[I].function.parameters` (descriptions, titles, enums, consts, defaults, examples),
+  `functions[I]...` likewise, `response_format.json_schema.description` and its schema's
+  strings, `prediction.content` (roles `tools`, `response_format`, `prediction`);
+- whole completion: for every choice, `choices[I].message.content` (or each text part
+  `content[K].text`, thinking part `content[K].thinking[L].text`), `.refusal`,
   `.reasoning_content`, `.reasoning`, `.tool_calls[J].function.arguments`,
-  `.function_call.arguments`;
+  `.function_call.arguments`, `.audio.transcript`, `.reasoning_details[K].text` / `.summary`,
+  `.thinking_blocks[K].thinking`, `.annotations[K].url_citation.url` / `.title`, and the string
+  leaves of unknown members by their paths;
 - stream: the same fields of `choices[I].delta`, one text per field stream (choice `index`, and
-  the tool call's `index` for arguments), whatever position a delta had in its chunk.
+  the tool call's `index` for arguments), whatever position a delta had in its chunk; content
+  parts as `choices[I].delta.content.text` (all text parts of the choice) and
+  `.content.thinking`, reasoning items as `choices[I].delta.reasoning_details[N].text` (the
+  item's `index`). Annotations and unknown members of a delta are not sent by the stream guard
+  (output_guard.py reads `chunk_texts` without whole values).
 
 Texts are sent as the client or the provider wrote them (not the normalised view the built-in
 detectors read): a detector's spans then index exactly the characters a mask replaces.
@@ -55,13 +66,18 @@ def completion_texts(completion: dict[str, Any]) -> list[Sent]:
 
 def stream_path(key: tuple[int, Field, int]) -> str:
     """The path of one field stream, from its walker key (choice index, field, tool call index):
-    `choices[0].delta.content`, `choices[0].delta.tool_calls[1].function.arguments`."""
+    `choices[0].delta.content`, `choices[0].delta.tool_calls[1].function.arguments`,
+    `choices[0].delta.audio.transcript`, `choices[0].delta.content.text` (the text parts of
+    `content`, whatever their positions), `choices[0].delta.reasoning_details[1].text` (the
+    item's `index`)."""
     index, field, call = key
     suffix: Path = (field.value,)
     if field is Field.TOOL_ARGUMENTS:
         suffix = ("tool_calls", call, "function", "arguments")
     elif field is Field.FUNCTION_ARGUMENTS:
         suffix = ("function_call", "arguments")
+    elif field in (Field.REASONING_TEXT, Field.REASONING_SUMMARY):
+        suffix = ("reasoning_details", call, field.value.rpartition(".")[2])
     return path_text(("choices", index, "delta", *suffix))
 
 

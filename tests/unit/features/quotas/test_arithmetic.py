@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from sidecar.core.chat import parse_chat_request
@@ -28,6 +29,19 @@ def test_tool_calls_and_tool_definitions_count() -> None:
                                                  "function": {"name": "abcd", "arguments": "{}" * 6}}]}
     assert prompt_tokens({"messages": [call]}, 4.0) == 4 + 4 + 3
     assert prompt_tokens({"messages": [], "tools": [{"type": "function"}]}, 4.0) == 6 + 3
+
+
+def test_functions_response_schema_and_prediction_count_and_tool_texts_only_once() -> None:
+    functions = [{"name": "f", "description": "d" * 9}]  # 40 characters of JSON
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "description": "x" * 11}}  # its json_schema: 40
+    prediction = {"type": "content", "content": [{"type": "text", "text": "p" * 8}]}
+    assert prompt_tokens({"messages": [], "functions": functions}, 4.0) == 10 + 3
+    assert prompt_tokens({"messages": [], "response_format": schema}, 4.0) == 10 + 3
+    assert prompt_tokens({"messages": [], "prediction": prediction}, 4.0) == 2 + 3
+    # A tool's description is in its JSON already: the walker's definition texts do not count it twice.
+    tools = [{"type": "function", "function": {"name": "f", "description": "d" * 40}}]
+    parts = {"role": "user", "content": [{"type": "text", "text": "abcd"}]}
+    assert prompt_tokens({"messages": [parts], "tools": tools}, 1.0) == 4 + len(orjson.dumps(tools)) + 4 + 3
 
 
 def test_every_text_the_walker_yields_counts() -> None:

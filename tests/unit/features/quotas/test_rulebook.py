@@ -182,7 +182,7 @@ def test_plain_messages_are_estimated_as_the_walker_reads_them(body: dict[str, A
 
 def _walked(body: dict[str, Any], chars_per_token: float) -> int:
     """The estimate as defined (estimate.py's docstring), every text read by the walker."""
-    chars = sum(len(text.text) for text in request_texts(body, names=True))
+    chars = sum(len(text.text) for text in request_texts(body, names=True, definitions=False))
     messages = body.get("messages") or []
     images = sum(1 for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list)
                  for part in m["content"] if isinstance(part, dict) and part.get("type") == "image_url")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 from sidecar.features.guardrails.webhook.output_guard import WebhookOutput
@@ -143,3 +144,57 @@ async def test_stream_masks_keep_arguments_json_wherever_the_windows_cut(detecto
                                     for call in chunk["choices"][0]["delta"].get("tool_calls") or ())
                 assert json.loads(arguments) == {"animal": 'x"}, "evil": "1', "card": "[CARD_1]", "path": "C:\\redacted",
                                                  "acct": "[TAIL_1]", "n": [1, 22]}, (piece, stream_chars, hold_back)
+
+
+async def test_new_answer_fields_are_sent_with_their_paths_and_masked_in_place(detector: DetectorServer) -> None:
+    message = {"role": "assistant",
+               "content": [{"type": "thinking", "thinking": [{"type": "text", "text": "BANANA-1 hm"}]},
+                           {"type": "text", "text": "say BANANA-2"}],
+               "audio": {"id": "audio_1", "data": "UklGRg==", "transcript": "heard BANANA-3"},
+               "annotations": [{"type": "url_citation", "url_citation": {"url": "https://x/BANANA-4", "title": "t"}}],
+               "reasoning_details": [{"type": "reasoning.summary", "summary": "a zebra", "index": 0}],
+               "thinking_blocks": [{"type": "thinking", "thinking": "BANANA-5", "signature": "c2ln"}]}
+    completion: dict[str, Any] = {"choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
+    async with guard(guardrail(detector, "mask")) as output:
+        await output.check_completion(completion)
+    [call] = detector.calls
+    base = "choices[0].message"
+    assert [t["path"] for t in call["body"]["texts"]] == [
+        f"{base}.content[0].thinking[0].text", f"{base}.content[1].text", f"{base}.audio.transcript",
+        f"{base}.annotations[0].url_citation.url", f"{base}.annotations[0].url_citation.title",
+        f"{base}.reasoning_details[0].summary", f"{base}.thinking_blocks[0].thinking"]
+    seen = json.dumps(completion["choices"][0]["message"])
+    assert "BANANA" not in seen and "zebra" not in seen
+    # Placeholders are numbered in the order of the paths; the shapes around them are untouched.
+    shape = re.sub(r"CODEWORD_\d", "CODEWORD_N", seen)
+    assert json.loads(shape) == {
+        "role": "assistant",
+        "content": [{"type": "thinking", "thinking": [{"type": "text", "text": "[CODEWORD_N] hm"}]},
+                    {"type": "text", "text": "say [CODEWORD_N]"}],
+        "audio": {"id": "audio_1", "data": "UklGRg==", "transcript": "heard [CODEWORD_N]"},
+        "annotations": [{"type": "url_citation", "url_citation": {"url": "https://x/[CODEWORD_N]", "title": "t"}}],
+        "reasoning_details": [{"type": "reasoning.summary", "summary": "a [ANIMAL]", "index": 0}],
+        "thinking_blocks": [{"type": "thinking", "thinking": "[CODEWORD_N]", "signature": "c2ln"}]}
+
+
+async def test_stream_new_fields_each_have_a_window_and_a_path(detector: DetectorServer) -> None:
+    def delta(**fields: Any) -> dict[str, Any]:
+        return {"id": "c1", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": fields, "finish_reason": None}]}
+
+    chunks = [delta(audio={"id": "audio_1", "transcript": "heard BAN"}), delta(audio={"transcript": "ANA-3 ok"}),
+              delta(content=[{"type": "text", "text": "say BANA"}]), delta(content={"type": "text", "text": "NA-2"}),
+              delta(reasoning_details=[{"type": "reasoning.text", "text": "a ze", "index": 1}]),
+              delta(reasoning_details=[{"type": "reasoning.text", "text": "bra", "index": 1}])]
+    async with guard(guardrail(detector, "mask", stream_chars=1000)) as output:
+        out = await run(output, chunks)
+    transcript = "".join((c["choices"][0]["delta"].get("audio") or {}).get("transcript") or "" for c in out)
+    parts = [p for c in out for p in (c["choices"][0]["delta"].get("content") or [])]
+    details = [d for c in out for d in (c["choices"][0]["delta"].get("reasoning_details") or [])]
+    assert transcript == "heard [CODEWORD_1] ok"
+    assert "".join(p["text"] for p in parts) == "say [CODEWORD_2]"
+    assert "".join(d["text"] for d in details) == "a [ANIMAL]" and {d["index"] for d in details} == {1}
+    assert out[0]["choices"][0]["delta"]["audio"]["id"] == "audio_1"
+    paths = {text["path"] for call in detector.calls for text in call["body"]["texts"]}
+    assert paths == {"choices[0].delta.audio.transcript", "choices[0].delta.content.text",
+                     "choices[0].delta.reasoning_details[1].text"}
