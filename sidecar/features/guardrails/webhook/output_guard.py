@@ -34,6 +34,7 @@ from sidecar.callout.handoff import Decision
 from sidecar.core.guardrail_webhook import OnError, WebhookConfig
 from sidecar.core.types import JSONDict
 from sidecar.core.walk import Field, chunk_texts, set_at
+from sidecar.core.walk import Text as WalkText
 from sidecar.features.guardrails.masking import (
     JsonState,
     MaskNumbering,
@@ -51,7 +52,8 @@ from sidecar.features.guardrails.output_check import (
     take_logprobs,
 )
 from sidecar.features.guardrails.stream_fields import LOGPROB_FIELDS, overlaps_any
-from sidecar.features.guardrails.webhook.adapters import completion_texts, stream_path
+from sidecar.features.guardrails.webhook.adapters import Sent, completion_texts, stream_path
+from sidecar.features.guardrails.webhook.adapters import sent as wire_text
 from sidecar.features.guardrails.webhook.client import CallResult, WebhookClient
 from sidecar.features.guardrails.webhook.verdict import Verdict, judge, replacements, unavailable
 from sidecar.features.guardrails.webhook.wire import CallContext, Direction, Finding, Text
@@ -112,7 +114,11 @@ class WebhookOutput:
     async def check_completion(self, completion: JSONDict) -> None:
         """Checks every text of every choice in one call per guardrail; masks in place; raises
         GuardrailBlocked (400) or GuardrailUnavailable (503, `on_error: closed`)."""
-        found = completion_texts(completion)
+        await self._check_whole(completion, completion_texts(completion))
+
+    async def _check_whole(self, root: JSONDict, found: list[Sent]) -> None:
+        """Checks texts read whole (a completion's, or a chunk's whole values) in one call per
+        guardrail and masks them in place in `root`; raises as `check_completion`."""
         if not found:
             return
         results = await self._call_all([text for text, _ in found], partial=False)
@@ -130,9 +136,9 @@ class WebhookOutput:
             if not spans:
                 continue
             spans = json_safe(source.text, spans) if self._is_json(source.field) else spans
-            set_at(completion, source.path, replace_spans(source.text, spans))
+            set_at(root, source.path, replace_spans(source.text, spans))
             if source.field in LOGPROB_FIELDS:
-                drop_masked_logprobs(completion["choices"][source.path[1]], source.field,
+                drop_masked_logprobs(root["choices"][source.path[1]], source.field,
                                      [(start, end) for start, end, _ in spans])
 
     # ---- streams ------------------------------------------------------------------------------
@@ -159,7 +165,8 @@ class WebhookOutput:
         if not choices and chunk.get("usage"):
             return [*await self.release(), chunk]  # the usage chunk ends the answer: held text goes first
         fed: set[tuple[int, Field]] = set()
-        for text in chunk_texts(chunk):
+        whole: list[WalkText] = []
+        for text in chunk_texts(chunk, whole):
             assert text.key is not None
             choice = chunk["choices"][text.path[1]]
             entries = take_logprobs(choice, text.field) if choice.get("logprobs") else None
@@ -168,6 +175,8 @@ class WebhookOutput:
             if entries is not None:
                 fed.add((text.key[0], text.field))
                 put_logprobs(choice, text.field, released)
+        if whole:  # annotations, unknown fields: they arrive whole in one chunk, so read whole there
+            await self._check_whole(chunk, [(wire_text(text), text) for text in whole])
         for position, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue

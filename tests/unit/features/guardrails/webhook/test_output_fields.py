@@ -198,3 +198,22 @@ async def test_stream_new_fields_each_have_a_window_and_a_path(detector: Detecto
     paths = {text["path"] for call in detector.calls for text in call["body"]["texts"]}
     assert paths == {"choices[0].delta.audio.transcript", "choices[0].delta.content.text",
                      "choices[0].delta.reasoning_details[1].text"}
+
+
+async def test_stream_annotations_and_unknown_fields_are_read_whole_in_their_chunk(detector: DetectorServer) -> None:
+    def delta(**fields: Any) -> dict[str, Any]:
+        return {"id": "c1", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": fields, "finish_reason": None}]}
+
+    citation = {"type": "url_citation", "url_citation": {"url": "https://x/BANANA-4", "title": "a zebra"}}
+    chunks = [delta(content="see "), delta(annotations=[citation]), delta(vendor_note="about BANANA-9")]
+    async with guard(guardrail(detector, "mask", stream_chars=1000)) as output:
+        out = await run(output, chunks)
+    seen = json.dumps(out)
+    assert "BANANA" not in seen and "zebra" not in seen
+    (annotations,) = [c["choices"][0]["delta"]["annotations"] for c in out if "annotations" in c["choices"][0]["delta"]]
+    assert annotations[0]["url_citation"]["title"] == "a [ANIMAL]"
+    assert annotations[0]["url_citation"]["url"].startswith("https://x/[CODEWORD_")
+    paths = {text["path"] for call in detector.calls for text in call["body"]["texts"]}
+    assert {"choices[0].delta.annotations[0].url_citation.url", "choices[0].delta.annotations[0].url_citation.title",
+            "choices[0].delta.vendor_note"} <= paths
