@@ -45,7 +45,7 @@ class ChunkStamper:
         if not choices:
             return [chunk]
         out = []
-        chars, calls = 0, False
+        chars, structured = 0, False
         for choice in choices:
             delta = choice.get("delta") or {}
             index = choice.get("index", 0)
@@ -54,12 +54,16 @@ class ChunkStamper:
                 if "role" not in delta:
                     out.append(self._role_chunk(chunk, index))
             if isinstance(delta, dict):
-                # What core.walk.chunk_texts yields, counted without building its Texts (every chunk).
+                # What core.walk.chunk_texts yields, counted without building its Texts (every chunk);
+                # a member that is not a string (tool calls, content parts, audio, reasoning items)
+                # sends the chunk through the walker.
                 for name, value in delta.items():
-                    if name in _TEXT_FIELDS and isinstance(value, str):
-                        chars += len(value)
-                calls = calls or "tool_calls" in delta or "function_call" in delta
-        if calls or not isinstance(choices, list):
+                    if isinstance(value, str):
+                        if name in _TEXT_FIELDS:
+                            chars += len(value)
+                    elif value is not None:
+                        structured = True
+        if structured or not isinstance(choices, list):
             chars = sum(len(text.text) for text in chunk_texts(chunk))
         self.completion_chars += chars
         out.append(chunk)

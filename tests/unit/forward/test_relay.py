@@ -370,6 +370,10 @@ async def test_events_read_together_go_out_in_one_write_and_none_waits_for_the_n
     {"reasoning_content": "think", "reasoning": "more", "content": 5},
     {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"a":'}}], "content": "x"},
     {"function_call": {"name": "f", "arguments": "{}"}}, {}, {"content": ""},
+    # Answer fields that are not plain strings: audio transcripts, content parts, reasoning items.
+    {"audio": {"id": "a1", "transcript": "heard it"}}, {"content": [{"type": "text", "text": "part"}]},
+    {"content": {"type": "text", "text": "one part"}},
+    {"reasoning_details": [{"type": "reasoning.text", "text": "why", "index": 0}]},
 ])
 def test_completion_chars_are_what_the_walker_yields(delta: dict[str, Any]) -> None:
     from sidecar.core.walk import chunk_texts
