@@ -9,13 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from sidecar.callout.handoff import Decision
 from sidecar.callout.pipeline import Check, DecisionPipeline
 from sidecar.core.errors import GuardrailBlocked
 from sidecar.features.guardrails.input_check import check_input
-from sidecar.features.guardrails.request_masking import apply_masks
 from sidecar.policy.snapshot import Policy
-from tests.unit.features.guardrails.test_input_check import EMAIL, TOKEN, policy
+from tests.unit.features.guardrails.test_input_check import EMAIL, TOKEN, masked, policy
 
 __all__ = ["policy"]  # the module's fixture, shared
 
@@ -37,15 +35,6 @@ async def decide(policy: Policy, model: str, **members: Any) -> Check:
     for stage in DecisionPipeline([check_input]).stages:
         await stage(check)
     return check
-
-
-def masked(policy: Policy, check: Check) -> dict[str, Any]:
-    assert check.request is not None
-    body: dict[str, Any] = json.loads(json.dumps(check.request.body))
-    decision = Decision("req_1", "t", None, "mask", ("demo",), False, False, policy.version,
-                        extra=json.loads(json.dumps(check.extra)))
-    apply_masks(body, decision, policy)
-    return body
 
 
 HIDDEN = [
