@@ -11,7 +11,7 @@ It runs its own event loop in a thread, so unit tests (one loop per test) and en
   not JSON-safe as they stand (`x"}, "evil": "1`, `C:\\redacted`), and `SECRET…END` as `across`
   (a span that may cover JSON structure), the digits after `770` as `tail` (a span that starts
   inside a number);
-- `/slow`: answers clean after `SLOW_SECONDS` (or `?seconds=`);  `/fail`: 500;  `/garbage`: not JSON;
+- `/slow`: answers clean after `SLOW_SECONDS` (or `?seconds=`);  `/fail`: 500;  `/toolarge`: 413;  `/garbage`: not JSON;
   `/badspan`: a span past the end of its text;  `/wrongversion`: another contract version.
 """
 
@@ -78,6 +78,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         return web.json_response({"version": VERSION, "findings": []})
     if mode == "fail":
         return web.json_response({"error": "boom"}, status=500)
+    if mode == "toolarge":
+        return web.json_response({"error": "texts too large"}, status=413)
     if mode == "garbage":
         return web.Response(text="<html>not json</html>", content_type="text/html")
     if mode == "badspan":

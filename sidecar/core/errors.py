@@ -169,14 +169,23 @@ class GuardrailUnavailable(ServiceUnavailable):
 
     `reason` is the call's error kind (`timeout`, `connect`, `http_error`, `invalid_answer`,
     `breaker_open`); `retry_after` is whole seconds for `Retry-After`; `what` is `request` or
-    `answer`. The error object adds `guardrail_key`.
+    `answer`; `retryable` False (the detector refused this very request with a 4xx) sends
+    `x-should-retry: false` instead of `Retry-After`. The error object adds `guardrail_key`.
     """
 
     default_code = "guardrail_unavailable"
 
-    def __init__(self, guardrail_key: str, reason: str, retry_after: int, what: str = "request") -> None:
-        super().__init__(f"Guardrail '{guardrail_key}' could not check the {what} ({reason}); retry later",
-                         headers={"Retry-After": str(retry_after)})
+    def __init__(self, guardrail_key: str, reason: str, retry_after: int, what: str = "request", *,
+                 retryable: bool = True) -> None:
+        # A detector that refused this very request (a 4xx) would refuse it again: no Retry-After,
+        # and `x-should-retry: false`, which the OpenAI SDKs obey instead of retrying twice.
+        if retryable:
+            message, headers = f"Guardrail '{guardrail_key}' could not check the {what} ({reason}); retry later", \
+                {"Retry-After": str(retry_after)}
+        else:
+            message, headers = f"Guardrail '{guardrail_key}' could not check the {what} ({reason}): its " \
+                "detector refused it", {"x-should-retry": "false"}
+        super().__init__(message, headers=headers)
         self.guardrail_key = guardrail_key
 
     def error_object(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 from sidecar.core.endpoints import EMBEDDINGS_PATH
@@ -20,7 +21,7 @@ from tests.detector_server import DetectorServer
 from tests.e2e.stacks import REPO, stack_settings, start_stack
 from tests.e2e.support import chat_body, log_entries, parse_sse, post_chat, provider_requests
 
-NAMES = ("block", "mask", "log", "open", "closed", "outblock", "outmask", "outlog", "outopen", "outclosed")
+NAMES = ("block", "mask", "log", "open", "closed", "outblock", "outmask", "outlog", "outopen", "outclosed", "refused")
 TOKENS = {name: f"cgt_test_wh_{name}_" + "0" * 20 for name in NAMES}
 
 GUARDRAILS = """
@@ -37,6 +38,8 @@ guardrails:
     on_error: closed
     breaker: {consecutive_failures: 2, cooldown: 60s}
     scope: {tokens: [closed]}
+  wh-refused: {type: webhook, url: 'DETECTOR/toolarge', action: block, on_error: closed, breaker: {enabled: false},
+               scope: {tokens: [refused]}}
   wh-out-block: {type: webhook, url: 'DETECTOR/check', action: block, direction: output, stream_chars: 32,
                  scope: {tokens: [outblock]}}
   wh-out-mask: {type: webhook, url: 'DETECTOR/check', action: mask, direction: output, stream_chars: 32,
@@ -154,6 +157,21 @@ async def test_on_error_closed_is_a_503_and_the_breaker_spares_the_timeouts(stac
     assert answers[0][1] == "1" and 55 <= int(answers[2][1]) <= 60
     assert answers[2][3] < 0.3 <= answers[0][3]
     assert len([c for c in detector.calls if c["path"] == "/slow"]) == 2
+
+
+async def test_a_detector_refusing_the_request_is_a_503_no_sdk_retries(stack: Stack, detector: DetectorServer) -> None:
+    status, headers, raw = await send(stack, "refused", "hello")
+    assert (status, headers.get("x-should-retry"), headers.get("retry-after")) == (503, "false", None)
+    assert json.loads(raw)["error"] == {
+        "message": "Guardrail 'wh-refused' could not check the request (http_error): its detector refused it",
+        "type": "service_unavailable", "param": None, "code": "guardrail_unavailable", "guardrail_key": "wh-refused"}
+    # The official SDK with its default retries (2) sends it once: the detector would refuse it again.
+    before = len([c for c in detector.calls if c["path"] == "/toolarge"])
+    async with openai.AsyncOpenAI(base_url=stack.base_url + "/api/client/v1", api_key=TOKENS["refused"]) as sdk:
+        with pytest.raises(openai.InternalServerError) as raised:
+            await sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hello"}])
+    assert raised.value.status_code == 503
+    assert len([c for c in detector.calls if c["path"] == "/toolarge"]) == before + 1
 
 
 @pytest.mark.parametrize("stream", [False, True])

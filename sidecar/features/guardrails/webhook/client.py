@@ -62,6 +62,13 @@ class CallResult:
     detail: str = ""  # for logs and `explain`: a status or a contract breach, never the texts
     seconds: float = 0.0
     retry_after: float = 1.0  # seconds, for the 503 of `on_error: closed`
+    status: int | None = None  # the detector's HTTP status, when it answered with another than 200
+
+    @property
+    def refused_for_good(self) -> bool:
+        """The detector refused this very request (a 4xx other than 408 and 429: too large, bad
+        credentials): sent again, it would be refused again."""
+        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
 
     @property
     def ok(self) -> bool:
@@ -74,10 +81,11 @@ class CallResult:
 
 
 class _Failed(Exception):
-    def __init__(self, error: CallError, detail: str) -> None:
+    def __init__(self, error: CallError, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
         self.error = error
         self.detail = detail
+        self.status = status
 
 
 class WebhookClient:
@@ -121,7 +129,8 @@ class WebhookClient:
             return self._booked(context, CallResult(tuple(findings), seconds=self._clock() - started))
         except _Failed as failed:
             outcome = _BREAKER_OUTCOMES[failed.error]
-            result = CallResult(error=failed.error, detail=failed.detail, seconds=self._clock() - started)
+            result = CallResult(error=failed.error, detail=failed.detail, seconds=self._clock() - started,
+                                status=failed.status)
             return self._booked(context, result)
         finally:
             if permit is not None:
@@ -140,7 +149,7 @@ class WebhookClient:
                         session.post(config.url, data=body, headers=headers, timeout=timeout,
                                      allow_redirects=False) as response):
                 if response.status != 200:
-                    raise _Failed(CallError.HTTP_STATUS, f"status {response.status}")
+                    raise _Failed(CallError.HTTP_STATUS, f"status {response.status}", response.status)
                 raw = await _bounded_body(response)
         except TimeoutError:
             raise _Failed(CallError.TIMEOUT, f"no answer within {config.timeout:g}s") from None

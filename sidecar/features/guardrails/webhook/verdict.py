@@ -75,7 +75,8 @@ def replacements(text: str, findings: Sequence[Finding], numbering: MaskNumberin
 def unavailable(guardrail: str, result: CallResult, what: str = "request") -> GuardrailUnavailable:
     """`on_error: closed`: the 503 naming the guardrail, with the breaker's (or 1 s) Retry-After."""
     reason = result.error.value if result.error else "error"
-    return GuardrailUnavailable(guardrail, reason, result.retry_after_seconds(), what)
+    return GuardrailUnavailable(guardrail, reason, result.retry_after_seconds(), what,
+                                retryable=not result.refused_for_good)
 
 
 def _path(finding: Finding) -> str:

@@ -13,7 +13,7 @@ import pytest
 from sidecar.core.credentials import Credential
 from sidecar.core.guardrail_webhook import WebhookConfig
 from sidecar.core.routes import BreakerConfig
-from sidecar.features.guardrails.webhook.client import CallError, WebhookClient
+from sidecar.features.guardrails.webhook.client import CallError, CallResult, WebhookClient
 from sidecar.features.guardrails.webhook.wire import CallContext, Direction, Span, Text
 from sidecar.features.observability.metrics import GatewayMetrics
 from tests.detector_server import DetectorServer
@@ -82,6 +82,20 @@ async def test_detector_faults_are_results_not_exceptions(detector: DetectorServ
     assert detail in result.detail
     assert sample(metrics, "gateway_guardrail_webhook_calls_total", guardrail="detector", outcome=error.value) == 1
     assert "jane@example.com" not in caplog.text  # logs never hold the texts
+
+
+@pytest.mark.parametrize(("mode", "status", "for_good"), [("fail", 500, False), ("toolarge", 413, True),
+                                                         ("garbage", None, False)])
+async def test_a_detector_that_refuses_the_request_refuses_it_for_good(detector: DetectorServer, mode: str,
+                                                                      status: int | None, for_good: bool) -> None:
+    async with running() as client:
+        result = await client.inspect(config(detector, mode), context(), TEXTS)
+    assert (result.status, result.refused_for_good) == (status, for_good)
+
+
+def test_only_a_4xx_but_408_and_429_is_for_good() -> None:
+    assert [CallResult(error=CallError.HTTP_STATUS, status=s).refused_for_good for s in (400, 401, 408, 413, 429, 503)] \
+        == [True, True, False, True, False, False]
 
 
 async def test_a_slow_detector_costs_the_timeout_and_no_more(detector: DetectorServer) -> None:
