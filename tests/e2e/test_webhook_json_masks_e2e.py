@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
-import aiohttp
 import pytest
 
 from sidecar.devtools.launcher import Stack
 from tests.detector_server import DetectorServer
 from tests.e2e.faults import start_gateway, write_policies
-from tests.e2e.support import post_chat
-from tests.e2e.test_guardrail_fields_e2e import ScriptedProvider, answer, scripted, tool_call
+from tests.e2e.scripted_support import ScriptedProvider, answer, scripted, send, tool_call
 
 HOSTILE = 'x"}, "evil": "1'  # what the detector replaces `ostrich` with
 PATH = "C:\\redacted"  # and `kiwi`
@@ -57,12 +54,6 @@ guardrails:
     gateway = start_gateway(workdir, policies)
     yield gateway
     gateway.stop()
-
-
-async def send(stack: Stack, body: dict[str, Any]) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session:
-        status, _, raw = await post_chat(session, stack.base_url, body)
-        return status, raw
 
 
 async def test_input_masks_keep_arguments_and_tool_results_valid_json(stack: Stack,
