@@ -9,11 +9,13 @@
    and format characters removed (U+200B-U+200F, U+202A-U+202E, U+2060-U+206F, U+00AD, U+FEFF,
    U+034F, variation selectors, tags, the Hangul fillers, every category-Cf character); every
    Unicode decimal digit read as its ASCII digit (`٤` and `４` read `4`); the small and
-   full-width commercial at (U+FE6B, U+FF20) read `@` (NFKC already does this); the Cyrillic,
-   Greek and Armenian letters drawn like Latin ones (Unicode's confusables: `а` U+0430 reads `a`,
-   `О` U+041E reads `O`) read as those, so `jаne@exаmple.com` and `ignоre previоus instructions`
-   spelled with look-alikes are found. Text in those scripts is never changed, only read so:
-   prose in them yields no Latin words that detectors look for.
+   full-width commercial at (U+FE6B, U+FF20) read `@` (NFKC already does this).
+3. Look-alikes: in a whitespace-delimited token that also holds an ASCII letter, the Cyrillic,
+   Greek and Armenian letters drawn like Latin ones (Unicode's confusables: `а` U+0430 reads
+   `a`, `О` U+041E reads `O`) read as those, so `jаne@exаmple.com` and `ignоre previоus`
+   spelled with a few look-alikes are found (mixed-script tokens, as Unicode TS #39 flags them).
+   A token written in one of those scripts alone is left as it is: Russian or Greek prose, and
+   the policy's own keywords in those scripts, read as written.
 
 `View.raw_span(start, end)` gives the original characters behind a view span, so a mask
 replaces exactly what the client wrote (removed characters inside the span go with it).
@@ -39,8 +41,6 @@ _IGNORABLE: Final = (
     "\U000e0000-\U000e0fff"
 )
 _IGNORABLE_RE: Final = re.compile(f"[{_IGNORABLE}]")
-# A non-ASCII character that the view changes even when its run is NFKC-normalised already
-# (searched in non-ASCII text only, so `\d` there is a non-ASCII decimal digit).
 # Letters drawn like ASCII ones (Unicode confusables.txt, single letters whose prototype is one
 # ASCII letter): Cyrillic, Greek, Armenian and a few Latin variants NFKC keeps. One-for-one, so
 # they cost no offset map entry.
@@ -52,7 +52,13 @@ _CONFUSABLES: Final = {
     **dict(zip("օսհ", "ouh", strict=True)),  # Armenian small
     **dict(zip("ıɑɡ", "iag", strict=True)),  # Latin dotless i, alpha, script g
 }
-_SPECIAL_RE: Final = re.compile(f"[{_IGNORABLE}\\d{''.join(_CONFUSABLES)}]")
+# A non-ASCII character that the view changes even when its run is NFKC-normalised already
+# (searched in non-ASCII text only, so `\d` there is a non-ASCII decimal digit).
+_SPECIAL_RE: Final = re.compile(f"[{_IGNORABLE}\\d]")
+_LOOK_ALIKES: Final = str.maketrans(_CONFUSABLES)
+# A whitespace-delimited token holding a look-alike letter; it is folded only if it also holds an ASCII letter.
+_TOKEN_WITH_LOOK_ALIKE: Final = re.compile(f"\\S*[{''.join(_CONFUSABLES)}]\\S*")
+_ASCII_LETTER: Final = re.compile("[A-Za-z]")
 _NON_ASCII_RUN: Final = re.compile(r"[^\x00-\x7f]+")
 _ESCAPE: Final = re.compile(r'\\(?:u([0-9a-fA-F]{4})(?:\\u([0-9a-fA-F]{4}))?|(["\\/bfnrt]))')
 _SIMPLE_ESCAPES: Final = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -119,8 +125,6 @@ def _char_view(char: str) -> str:
         return ""
     if char in _AT_SIGNS:
         return "@"
-    if char in _CONFUSABLES:
-        return _CONFUSABLES[char]
     if char.isdecimal():
         return str(unicodedata.decimal(char))
     folded = unicodedata.normalize("NFKC", char)
@@ -187,6 +191,15 @@ def _normalise(text: str) -> tuple[str, PieceMap] | None:
     return "".join(blocks), piece_map
 
 
+def _fold_look_alikes(text: str) -> str:
+    """`text` with the look-alike letters of its mixed-script tokens read as Latin (layer 3 of the
+    module docstring); one for one, so offsets do not move and no map is needed."""
+    def fold(token: re.Match[str]) -> str:
+        word = token.group()
+        return word.translate(_LOOK_ALIKES) if _ASCII_LETTER.search(word) else word
+    return _TOKEN_WITH_LOOK_ALIKE.sub(fold, text)
+
+
 def view_of(raw: str, *, json: bool = False) -> View:
     """The normalised view of `raw` (JSON escapes decoded first when `json`)."""
     escaped = json and "\\" in raw
@@ -202,4 +215,5 @@ def view_of(raw: str, *, json: bool = False) -> View:
         if normalised is not None:
             text, unicode_map = normalised
             maps = (*maps, unicode_map)
+        text = _fold_look_alikes(text)
     return View(raw, text, maps) if text != raw else View(raw, raw)

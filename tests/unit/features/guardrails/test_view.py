@@ -11,6 +11,7 @@ import pytest
 from sidecar.core.entity import ALL_CATEGORIES
 from sidecar.features.guardrails.pii import find_entities
 from sidecar.features.guardrails.view import _IGNORABLE, view_of
+from sidecar.policy.patterns import compile_patterns
 
 FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 
@@ -26,7 +27,8 @@ FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
     ("\ufb01le", "file"),  # NFKC compatibility ligature
     ("mail j\u0430ne@ex\u0430mple.com", "mail jane@example.com"),  # Cyrillic а drawn like a
     ("Ign\u043ere previ\u03bfus", "Ignore previous"),  # Cyrillic and Greek o
-    ("\u0410\u0412\u0415 \u0391\u0392\u0395", "ABE ABE"),  # capitals of both scripts
+    ("\u0410BC x\u0391\u0392", "ABC xAB"),  # capitals of both scripts, in a token with ASCII letters
+    ("\u0410\u0412\u0415 \u0441\u043e\u0440", "\u0410\u0412\u0415 \u0441\u043e\u0440"),  # a token of one script alone: as written
     ("café 中文", "café 中文"),  # nothing to normalise: the text itself
 ])
 def test_view_text(raw: str, seen: str) -> None:
@@ -106,3 +108,12 @@ def test_look_alike_letters_map_back_to_the_raw_value() -> None:
 ])
 def test_prose_in_those_scripts_yields_no_finding(prose: str) -> None:
     assert find_entities(view_of(prose).text, ALL_CATEGORIES) == []
+
+
+def test_keywords_written_in_those_scripts_still_match_their_prose() -> None:
+    # The fold touches mixed-script tokens only, so a policy's Russian or Greek deny values and
+    # allow-regexes read the text as written (a fold of every look-alike turned секрет into ceкpeт).
+    matcher = compile_patterns([r"код \d{4}", "Αθήνα"], ["секрет", "пароль"], [])
+    text = "Это секрет, пароль и код 1234, встреча в Αθήνα."
+    view = view_of(text)
+    assert [view.text[e.start:e.end] for e in matcher.find(view.text)] == ["секрет", "пароль", "код 1234", "Αθήνα"]
