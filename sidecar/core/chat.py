@@ -20,7 +20,8 @@ from sidecar.core.json_depth import MAX_JSON_DEPTH, check_depth
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Roles whose message needs nothing besides `content` (tool and function results need their ids).
 _PLAIN_ROLES = ROLES - {"tool", "function"}
-_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
+# `thinking`: a Mistral reasoning model's part, which a client sends back with the assistant turn.
+_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal", "thinking"})
 _MAX_REQUEST_ID_LENGTH = 128
 
 
@@ -152,9 +153,10 @@ def _check_message(index: int, message: object) -> None:
             f"'{where}.role' must be one of {', '.join(sorted(ROLES))}", param=f"{where}.role", code="invalid_role"
         )
     content = message.get("content")
-    # An assistant turn may be only tool calls, a legacy function call, or a refusal.
+    # An assistant turn may be only tool calls, a legacy function call, a refusal, or (audio-output
+    # models, the next turn) the `audio: {"id": ...}` of its earlier answer.
     may_omit_content = role == "assistant" and any(
-        message.get(name) is not None for name in ("tool_calls", "function_call", "refusal"))
+        message.get(name) is not None for name in ("tool_calls", "function_call", "refusal", "audio"))
     if content is None and not may_omit_content:
         raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content", code="missing_content")
     if content is not None:
@@ -196,11 +198,22 @@ def _check_tool_calls(where: str, tool_calls: object) -> None:
                              code="invalid_type")
     for index, call in enumerate(tool_calls):
         call_where = f"{where}.tool_calls[{index}]"
+        if isinstance(call, dict) and call.get("type") == "custom":
+            # A custom tool's call: `{"id", "type": "custom", "custom": {"name", "input"}}`, input free text.
+            _check_custom_call(f"{call_where}.custom", call.get("custom"))
+            continue
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequest(f"'{call_where}.function.name' is required", param=call_where,
                                  code="invalid_tool_call")
         _check_function(f"{call_where}.function", function, code="invalid_tool_call")
+
+
+def _check_custom_call(where: str, custom: object) -> None:
+    if not isinstance(custom, dict) or not isinstance(custom.get("name"), str):
+        raise InvalidRequest(f"'{where}.name' is required", param=where, code="invalid_tool_call")
+    if custom.get("input") is not None and not isinstance(custom["input"], str):
+        raise InvalidRequest(f"'{where}.input' must be a string", param=f"{where}.input", code="invalid_type")
 
 
 def _check_function(where: str, function: object, *, code: str) -> None:

@@ -18,7 +18,8 @@ Request (`request_texts`): for every message of every role, a string `content`, 
 parts of a `content` array read *joined with no separator* as one `Text` (so a value split
 across two parts is one value; each part is one `Segment`), `refusal`, `reasoning_content`,
 `reasoning`, `reasoning_details[].text`/`.summary`, `thinking_blocks[].thinking` and the text
-of Mistral `thinking` content parts (reasoning sent back), assistant `tool_calls[].function.arguments` and the legacy
+of Mistral `thinking` content parts (reasoning sent back), assistant `tool_calls[].function.arguments`
+(a custom tool's `tool_calls[].custom.input`, free text) and the legacy
 `function_call.arguments` (JSON texts). Tool and function results are the `content` of
 `tool`/`function` messages (string or parts); `Text.is_json` says whether a text is read as JSON
 (arguments always; a tool or function result when it parses as a JSON object or array).
@@ -52,7 +53,7 @@ from sidecar.core.walk_types import Field as Field
 from sidecar.core.walk_types import Segment as Segment
 from sidecar.core.walk_types import Text as Text
 from sidecar.core.walk_types import apply_edits as apply_edits
-from sidecar.core.walk_types import function_texts, single
+from sidecar.core.walk_types import custom_texts, function_texts, single
 from sidecar.core.walk_types import get_at as get_at
 from sidecar.core.walk_types import path_text as path_text
 from sidecar.core.walk_types import set_at as set_at
@@ -182,5 +183,7 @@ def _message_extras(message: dict[str, Any], index: int, role: str, names: bool)
         if isinstance(call, dict):
             yield from function_texts((*base, "tool_calls", call_index, "function"), call.get("function"),
                                        Field.TOOL_ARGUMENTS, role, index, names)
+            yield from custom_texts((*base, "tool_calls", call_index, "custom"), call.get("custom"), role, index,
+                                    names)
     yield from function_texts((*base, "function_call"), message.get("function_call"),
                                Field.FUNCTION_ARGUMENTS, role, index, names)

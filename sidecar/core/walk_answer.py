@@ -4,7 +4,8 @@ For every choice of `choices[].message` (`completion_texts`) or `choices[].delta
 (`chunk_texts`), read by name:
 
 - `content`, `refusal`, `reasoning_content`, `reasoning` (strings);
-- every `tool_calls[].function.arguments` and `function_call.arguments` (JSON texts);
+- every `tool_calls[].function.arguments` and `function_call.arguments` (JSON texts), and a custom
+  tool's `tool_calls[].custom.input` (free text);
 - `audio.transcript` (OpenAI audio-output models);
 - `content` given as parts (an array, or in a delta one part object): each `text` part, and the
   text of each Mistral `thinking` part (`{"type": "thinking", "thinking": [{"type": "text", ...}]}`);
@@ -30,7 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sidecar.core.walk_leaves import Path, other_strings
-from sidecar.core.walk_types import Field, Text, function_texts
+from sidecar.core.walk_types import Field, Text, custom_texts, function_texts
 
 # Plain-string fields of an answer's message (or delta), in the order they are read.
 ANSWER_STRING_FIELDS = (Field.CONTENT, Field.REASONING_CONTENT, Field.REASONING, Field.REFUSAL)
@@ -133,6 +134,9 @@ def _answer_calls(message: dict[str, Any], base: Path, number: int, stream: bool
         key = (number, Field.TOOL_ARGUMENTS, call_number) if stream else None
         yield from function_texts((*base, "tool_calls", call_position, "function"), call.get("function"),
                                    Field.TOOL_ARGUMENTS, "assistant", number, False, key)
+        key = (number, Field.CUSTOM_INPUT, call_number) if stream else None
+        yield from custom_texts((*base, "tool_calls", call_position, "custom"), call.get("custom"), "assistant",
+                                number, False, key)
     if "function_call" in message:
         key = (number, Field.FUNCTION_ARGUMENTS, 0) if stream else None
         yield from function_texts((*base, "function_call"), message["function_call"],

@@ -26,6 +26,7 @@ class Field(StrEnum):
     REASONING = "reasoning"
     TOOL_ARGUMENTS = "tool_calls.function.arguments"
     FUNCTION_ARGUMENTS = "function_call.arguments"
+    CUSTOM_INPUT = "tool_calls.custom.input"  # a custom tool's call: free text (a grammar's), not JSON
     NAME = "name"  # message and function names: only when asked for (the quota estimate reads them)
     # Request definitions the model reads (role `tools`, `response_format` or `prediction`).
     TOOL_DEFINITION = "tools"  # tools[].function / functions[]: description, parameters' schema strings
@@ -145,6 +146,18 @@ def function_texts(base: Path, function: object, field: Field, role: str, index:
         yield single((*base, "name"), Field.NAME, role, index, function["name"])
     if isinstance(function.get("arguments"), str):
         yield single((*base, "arguments"), field, role, index, function["arguments"], key)
+
+
+def custom_texts(base: Path, custom: object, role: str, index: int, names: bool,
+                 key: tuple[int, Field, int] | None = None) -> Iterator[Text]:
+    """The `input` of a custom tool's call (`tool_calls[].custom` at `base`; and its `name` when
+    `names`): free text, such as a grammar-constrained program."""
+    if not isinstance(custom, dict):
+        return
+    if names and isinstance(custom.get("name"), str):
+        yield single((*base, "name"), Field.NAME, role, index, custom["name"])
+    if isinstance(custom.get("input"), str):
+        yield single((*base, "input"), Field.CUSTOM_INPUT, role, index, custom["input"], key)
 
 
 def apply_edits(root: Any, edits: list[Edit]) -> None:

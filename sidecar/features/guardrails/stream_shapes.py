@@ -33,6 +33,14 @@ def put_text(delta: dict[str, Any], field: Field, call_index: int, text: str) ->
             calls.append(call)
         function = call.setdefault("function", {})
         function["arguments"] = (function.get("arguments") or "") + text
+    elif field is Field.CUSTOM_INPUT:
+        calls = delta.setdefault("tool_calls", [])
+        call = next((c for c in calls if isinstance(c, dict) and c.get("index") == call_index), None)
+        if call is None:
+            call = {"index": call_index, "type": "custom", "custom": {}}
+            calls.append(call)
+        custom = call.setdefault("custom", {})
+        custom["input"] = (custom.get("input") or "") + text
     elif field is Field.FUNCTION_ARGUMENTS:
         function = delta.setdefault("function_call", {})
         function["arguments"] = (function.get("arguments") or "") + text

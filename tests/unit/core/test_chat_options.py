@@ -71,3 +71,34 @@ def test_tools_and_functions_of_the_documented_shapes_pass() -> None:
 ])
 def test_malformed_definitions_are_named(fields: dict[str, Any], expected: tuple[str, str, str]) -> None:
     assert rejected(**fields) == expected
+
+
+def test_turns_that_official_features_send_back_are_accepted() -> None:
+    messages = [
+        {"role": "user", "content": "hi"},
+        # An audio-output model's earlier answer, referred to by its id (no content).
+        {"role": "assistant", "audio": {"id": "audio_abc"}},
+        # A custom tool's call (free-text input) and its result.
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "custom", "custom": {"name": "grammar", "input": "SELECT 1"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "1"},
+        # A Mistral reasoning model's answer, its thinking part sent back.
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": [{"type": "text", "text": "hm"}]},
+                                          {"type": "text", "text": "ok"}]},
+        {"role": "user", "content": "thanks"},
+    ]
+    assert parse_chat_request(orjson.dumps({"model": "gpt-4", "messages": messages})).body["messages"] == messages
+
+
+@pytest.mark.parametrize(("call", "param", "message"), [
+    ({"id": "c", "type": "custom", "custom": {"input": "x"}}, "messages[1].tool_calls[0].custom",
+     "'messages[1].tool_calls[0].custom.name' is required"),
+    ({"id": "c", "type": "custom", "custom": {"name": "g", "input": 5}}, "messages[1].tool_calls[0].custom.input",
+     "'messages[1].tool_calls[0].custom.input' must be a string"),
+])
+def test_a_malformed_custom_tool_call_is_named(call: dict[str, Any], param: str, message: str) -> None:
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"},
+                                           {"role": "assistant", "content": None, "tool_calls": [call]}]}
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(orjson.dumps(body))
+    assert (caught.value.param, caught.value.message) == (param, message)

@@ -187,3 +187,16 @@ def test_request_reads_reasoning_items_a_client_sends_back() -> None:
         ("messages[0].reasoning_details[0].text", Field.REASONING_TEXT, "assistant", 0, "step"),
         ("messages[0].reasoning_details[1].summary", Field.REASONING_SUMMARY, "assistant", 0, "s"),
         ("messages[0].thinking_blocks[0].thinking", Field.THINKING, "assistant", 0, "mm")]
+
+
+def test_a_custom_tool_calls_input_is_read_in_requests_answers_and_streams() -> None:
+    call = {"id": "c", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}
+    body = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [call]}]}
+    assert [(path_text(t.path), t.field, t.text) for t in request_texts(body) if t.field is Field.CUSTOM_INPUT] == [
+        ("messages[1].tool_calls[0].custom.input", Field.CUSTOM_INPUT, "SELECT 1")]
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [call]}}]}
+    assert [(path_text(t.path), t.text) for t in completion_texts(answer)] == [
+        ("choices[0].message.tool_calls[0].custom.input", "SELECT 1")]
+    streamed = {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 2, "custom": {"input": "SEL"}}]}}]}
+    assert [(t.key, t.text, t.field.is_json) for t in chunk_texts(streamed)] == [((0, Field.CUSTOM_INPUT, 2), "SEL",
+                                                                                   False)]

@@ -74,6 +74,8 @@ def stream_path(key: tuple[int, Field, int]) -> str:
     suffix: Path = (field.value,)
     if field is Field.TOOL_ARGUMENTS:
         suffix = ("tool_calls", call, "function", "arguments")
+    elif field is Field.CUSTOM_INPUT:
+        suffix = ("tool_calls", call, "custom", "input")
     elif field is Field.FUNCTION_ARGUMENTS:
         suffix = ("function_call", "arguments")
     elif field in (Field.REASONING_TEXT, Field.REASONING_SUMMARY):

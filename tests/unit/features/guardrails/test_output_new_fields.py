@@ -157,3 +157,28 @@ def test_held_text_of_every_field_is_released_masked_at_the_end_without_a_finish
     assert last["choices"][0]["delta"] == {"audio": {"transcript": "said [EMAIL_1]"},
                                            "content": [{"type": "text", "text": "to [EMAIL_1]"}],
                                            "thinking_blocks": [{"type": "thinking", "thinking": "[EMAIL_1]"}]}
+
+
+# ---- custom tools: `tool_calls[].custom.input`, free text -------------------------------------
+
+def test_completion_masks_a_custom_tool_calls_input() -> None:
+    call = {"id": "call_1", "type": "custom", "custom": {"name": "sql", "input": f"SELECT * WHERE mail='{EMAIL}'"}}
+    body = completion({"content": None, "tool_calls": [call]})
+    guards().on_completion(body)
+    assert body["choices"][0]["message"]["tool_calls"] == [
+        {"id": "call_1", "type": "custom", "custom": {"name": "sql", "input": "SELECT * WHERE mail='[EMAIL_1]'"}}]
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_stream_masks_a_custom_tool_calls_input_split_across_chunks(size: int) -> None:
+    text = f"SELECT * WHERE mail='{EMAIL}' AND 1"
+    first = {"index": 0, "id": "call_1", "type": "custom", "custom": {"name": "sql", "input": ""}}
+    chunks = [chunk({"role": "assistant", "tool_calls": [first]})]
+    chunks += [chunk({"tool_calls": [{"index": 0, "custom": {"input": piece}}]}) for piece in pieces(text, size)]
+    chunks.append(chunk({}, finish="tool_calls"))
+    out = run_stream(guards(), chunks)
+    sent = "".join((call.get("custom") or {}).get("input") or "" for c in out
+                   for call in c["choices"][0]["delta"].get("tool_calls") or [])
+    assert sent == "SELECT * WHERE mail='[EMAIL_1]' AND 1"
+    assert EMAIL not in json.dumps(out)
+    assert out[0]["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_1"  # the call's id leaves at once
