@@ -152,6 +152,12 @@ def _matcher(fields: Mapping) -> PatternMatcher | None:
                 assert at is not None and isinstance(at.node, yaml.SequenceNode)
                 at.child(at.node.value[index], index).error(f"not a valid regular expression: {exc}")  # its own line
                 ok = False
+    at, keywords = lists["deny_keywords"]
+    for index, keyword in enumerate(keywords):
+        if not keyword.strip():  # it would never match: a policy must not look stricter than it is
+            assert at is not None and isinstance(at.node, yaml.SequenceNode)
+            at.child(at.node.value[index], index).error("an empty keyword matches nothing")
+            ok = False
     if not lists["deny_regexes"][1] and not lists["deny_keywords"][1]:
         fields.where.error("a pattern guardrail needs deny_regexes or deny_keywords")
         ok = False
