@@ -61,6 +61,9 @@ def _parse_token(name: str, where: Located, known_models: Collection[str]) -> To
 
 def _expiry(where: Located) -> datetime | None:
     value = where.scalar()
+    if isinstance(value, str):
+        # Quoted, or from `${VAR}`: YAML left it a string; read it as the unquoted form would be.
+        value = _iso_moment(value.strip())
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
@@ -69,3 +72,12 @@ def _expiry(where: Located) -> datetime | None:
         return datetime(value.year, value.month, value.day, tzinfo=UTC) + timedelta(days=1)
     where.error("must be a date or timestamp such as 2027-01-31 or 2027-01-31T12:00:00Z")
     return None
+
+
+def _iso_moment(text: str) -> date | datetime | str:
+    """`2027-01-31` as a date, `2027-01-31T12:00:00Z` (or with a space, or an offset) as a
+    datetime; anything else unchanged, for the caller's error."""
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text

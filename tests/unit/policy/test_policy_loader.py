@@ -252,6 +252,9 @@ def test_store_swap_back_to_an_old_version_refreshes_it() -> None:
     ("2027-12-31", datetime(2028, 1, 1, tzinfo=UTC)),
     ("2027-01-31T12:00:00Z", datetime(2027, 1, 31, 12, tzinfo=UTC)),  # a timestamp is the exact moment
     ("2027-01-31 12:00:00", datetime(2027, 1, 31, 12, tzinfo=UTC)),  # without a zone: UTC
+    ('"2027-01-31"', datetime(2027, 2, 1, tzinfo=UTC)),  # quoted (or from ${VAR}): read alike
+    ("'2027-01-31T12:00:00Z'", datetime(2027, 1, 31, 12, tzinfo=UTC)),
+    ('"2027-01-31T14:00:00+02:00"', datetime(2027, 1, 31, 12, tzinfo=UTC)),
 ])
 def test_token_expiry_of_a_date_and_of_a_timestamp(tmp_path: Path, written: str, expires: datetime) -> None:
     (tmp_path / "tokens.yaml").write_text(f"tokens:\n  t:\n    sha256: {DEMO_HASH}\n    expires: {written}\n")
