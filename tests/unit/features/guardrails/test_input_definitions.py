@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from sidecar.callout.pipeline import Check, DecisionPipeline
-from sidecar.core.errors import GuardrailBlocked
-from sidecar.features.guardrails.input_check import check_input
+from sidecar.core.errors import GuardrailBlocked, InvalidRequest
+from sidecar.features.guardrails.input_check import MAX_DEFINITION_STRINGS, check_input
 from sidecar.policy.snapshot import Policy
 from tests.unit.features.guardrails.test_input_check import EMAIL, TOKEN, masked, policy
 
@@ -131,3 +131,14 @@ async def test_everyday_tool_language_is_not_an_injection_in_a_definition(policy
     assert check.request is not None
     with pytest.raises(GuardrailBlocked):  # the same words in a message still count
         await decide(policy, "inject", messages=[{"role": "user", "content": description}])
+
+
+async def test_definitions_holding_more_strings_than_guardrails_read_are_refused(policy: Policy) -> None:
+    # The tool's description is one string: the enum makes up the rest.
+    await decide(policy, "inject", tools=[tool(parameters=param(enum=[f"v{i}" for i in range(MAX_DEFINITION_STRINGS - 1)]))])
+    with pytest.raises(InvalidRequest) as caught:
+        await decide(policy, "inject", tools=[tool(parameters=param(enum=[f"v{i}" for i in range(MAX_DEFINITION_STRINGS)]))])
+    assert (caught.value.status, caught.value.param, caught.value.code, caught.value.message) == (
+        400, "tools", "too_many_definition_strings",
+        f"The tool definitions and schemas hold {MAX_DEFINITION_STRINGS + 1} strings; with guardrails on, at most "
+        f"{MAX_DEFINITION_STRINGS} are read")
