@@ -7,8 +7,18 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from sidecar.appkeys import DRAIN, EXTENSIONS, HTTP_CLIENT, PIPELINE, POLICY_STORE, RECENT_DECISIONS, SETTINGS
+from sidecar.appkeys import (
+    DECISION_SIGNER,
+    DRAIN,
+    EXTENSIONS,
+    HTTP_CLIENT,
+    PIPELINE,
+    POLICY_STORE,
+    RECENT_DECISIONS,
+    SETTINGS,
+)
 from sidecar.callout.endpoint import AUTHZ_PREFIX, callout_handler
+from sidecar.callout.handoff import DecisionSigner
 from sidecar.callout.pipeline import DecisionPipeline
 from sidecar.callout.recent import RecentDecisions
 from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, MODELS_PATH, EndpointKind
@@ -81,6 +91,7 @@ def init_app(settings: Settings, store: PolicyStore | None = None) -> web.Applic
     app[EXTENSIONS] = extensions
     app[PIPELINE] = DecisionPipeline(extensions.stages)
     app[RECENT_DECISIONS] = recent = RecentDecisions()
+    app[DECISION_SIGNER] = DecisionSigner(settings.decision_key)
     app.cleanup_ctx.append(_http_client)
     for method, path, kind in CLIENT_ROUTES:
         app.router.add_route(method, AUTHZ_PREFIX + path, callout_handler(app, kind, settings, recent))

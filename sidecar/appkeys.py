@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import ClientSession, web
 
+from sidecar.callout.handoff import DecisionSigner
 from sidecar.callout.pipeline import DecisionPipeline
 from sidecar.callout.recent import RecentDecisions
 from sidecar.extensions import Extensions
@@ -23,3 +24,5 @@ BREAKERS = web.AppKey("breakers", BreakerBoard)
 DRAIN = web.AppKey("drain", Drain)
 # Decisions this process signed, until their forward takes them (callout/recent.py).
 RECENT_DECISIONS = web.AppKey("recent_decisions", RecentDecisions)
+# The decision key's HMAC state, built once: the callout signs with it, the forward checks with it.
+DECISION_SIGNER = web.AppKey("decision_signer", DecisionSigner)

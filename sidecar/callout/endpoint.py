@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sidecar.appkeys import EXTENSIONS, PIPELINE, POLICY_STORE
+from sidecar.appkeys import DECISION_SIGNER, EXTENSIONS, PIPELINE, POLICY_STORE
 from sidecar.callout.encoding import SENT_ENCODING_HEADER, decoded_coding, encoding_refusal, undecodable
-from sidecar.callout.handoff import DECISION_HEADER, DecisionSigner, encode
+from sidecar.callout.handoff import DECISION_HEADER, encode
 from sidecar.callout.pipeline import Check, Denied, resolve_request_id
 from sidecar.callout.recent import RecentDecisions
 from sidecar.core.endpoints import EndpointKind
@@ -57,7 +57,7 @@ class CalloutEndpoint:
         self.app = app
         self.kind = kind
         self.ttl_seconds = settings.decision_ttl_seconds
-        self.signer = DecisionSigner(settings.decision_key)
+        self.signer = app[DECISION_SIGNER]  # one HMAC state for every route and the forwarding path
         self.recent = recent
         # The list itself, not the app key: one attribute read per request, and a feature
         # installed later still appends to this same list.

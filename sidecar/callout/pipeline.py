@@ -221,7 +221,7 @@ class DecisionPipeline:
         else:
             self.stages = ordered_stages({}) + tuple(extra_stages)
         # None when a feature replaced a core stage: then every stage runs as a stage.
-        core = (authenticate, parse_body, resolve_model)
+        core = tuple(CORE_STAGES.values())
         self._after_core = self.stages[len(core):] if self.stages[:len(core)] == core else None
 
     def stages_for(self, kind: EndpointKind) -> tuple[Stage, ...]:
@@ -278,7 +278,7 @@ def resolve_request_id(header_value: str | None) -> str:
     """Envoy already put the client's X-Request-Id or a fresh `req_…` here; never trust it blindly."""
     if header_value and is_valid_request_id(header_value):
         return header_value
-    return "req_" + os.urandom(12).hex()  # new_request_id(), without its call
+    return new_request_id()
 
 
 def new_request_id() -> str:

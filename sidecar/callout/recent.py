@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from sidecar.callout.handoff import Decision, InvalidDecision, decode
+from sidecar.callout.handoff import Decision, DecisionSigner, decode
 
 DEFAULT_CAPACITY = 4096
 
@@ -43,10 +43,8 @@ class RecentDecisions:
                 break
             del entries[oldest]
 
-    def take(self, header: str | None, key: bytes) -> Decision:
+    def take(self, header: str | None, key: bytes | DecisionSigner) -> Decision:
         """The decision in `header`: this process's own (removed, so a replay decodes and meets the
         single-claim check), else decoded; raises InvalidDecision if missing or not signed by `key`."""
-        if not header:
-            raise InvalidDecision("missing decision")
-        decision = self._by_header.pop(header, None)
+        decision = self._by_header.pop(header, None) if header else None
         return decision if decision is not None else decode(header, key)

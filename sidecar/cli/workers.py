@@ -16,7 +16,6 @@ GET /metrics answers for all of them (sidecar/features/observability/multiproces
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -27,13 +26,13 @@ from pathlib import Path
 from typing import IO
 
 from sidecar.cli.unix_socket import INHERITED_FD_ENV
+from sidecar.devtools.launcher import death_signal_setter
 from sidecar.policy.snapshot import Policy
 
 WORKERS_ENV = "GATEWAY_SIDECAR_WORKERS"
 _CHILD_ENV = "GATEWAY_SIDECAR_WORKER_CHILD"
 # prometheus_client's switch to multiprocess mode, read when it is imported (its values module).
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_PR_SET_PDEATHSIG = 1
 _KEY_BYTES = 32
 
 
@@ -86,11 +85,11 @@ def unsupported(count: int, policy: Policy) -> str | None:
 
 
 def die_with_parent() -> None:
-    """A worker must not outlive the process that started it (Linux: PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the parent's finally still stops workers
-        return
+    """A worker must not outlive the process that started it (Linux: PR_SET_PDEATHSIG; elsewhere
+    the parent's finally still stops workers)."""
+    set_death_signal = death_signal_setter()
+    if set_death_signal is not None:
+        set_death_signal()
 
 
 def read_handed_key(stream: IO[str]) -> bytes:
@@ -129,16 +128,8 @@ def serve_workers(count: int, serve: Callable[[bool], None], stop_timeout: float
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-            _forget_worker_gauges(child.pid)
-
-
-def _forget_worker_gauges(pid: int) -> None:
-    """A stopped worker's live gauges no longer count in /metrics (with several workers only)."""
-    path = os.environ.get(METRICS_DIR_ENV)
-    if path:  # imported here: this module is imported before prometheus_client (share_metrics)
-        from sidecar.features.observability.multiprocess import forget_worker
-
-        forget_worker(pid, Path(path))
+        # Their metric files go with the directory, which `python -m sidecar` removes now; a worker
+        # that dies earlier is forgotten at the next scrape (observability/multiprocess.py).
 
 
 def _start_child(decision_key: bytes, shared_fd: int | None) -> subprocess.Popen[bytes]:

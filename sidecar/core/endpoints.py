@@ -31,11 +31,6 @@ class EndpointKind(StrEnum):
     EMBEDDINGS = "embeddings"
     MODELS = "models"  # the list (`GET /models`) and one model (`GET /models/{model}`)
 
-    @property
-    def category(self) -> str | None:
-        """The model category this endpoint serves; None: any (the model list)."""
-        return CATEGORIES.get(self)
-
 
 # The kinds that serve one model category (the hot path reads this map: a property is a call).
 CATEGORIES: Mapping[EndpointKind, str] = MappingProxyType(

@@ -42,18 +42,24 @@ from collections.abc import Iterator
 from typing import Any
 
 from sidecar.core.walk_answer import ANSWER_STRING_FIELDS as ANSWER_STRING_FIELDS  # re-exported
-from sidecar.core.walk_answer import WHOLE_VALUE_FIELDS as WHOLE_VALUE_FIELDS
 from sidecar.core.walk_answer import chunk_texts as chunk_texts
 from sidecar.core.walk_answer import completion_texts as completion_texts
 from sidecar.core.walk_leaves import Path as Path
 from sidecar.core.walk_leaves import PathItem as PathItem
 from sidecar.core.walk_leaves import schema_strings
+from sidecar.core.walk_types import (
+    REASONING_READINGS,
+    THINKING_READINGS,
+    custom_texts,
+    function_texts,
+    single,
+    thinking_strings,
+)
 from sidecar.core.walk_types import Edit as Edit
 from sidecar.core.walk_types import Field as Field
 from sidecar.core.walk_types import Segment as Segment
 from sidecar.core.walk_types import Text as Text
 from sidecar.core.walk_types import apply_edits as apply_edits
-from sidecar.core.walk_types import custom_texts, function_texts, single
 from sidecar.core.walk_types import get_at as get_at
 from sidecar.core.walk_types import path_text as path_text
 from sidecar.core.walk_types import set_at as set_at
@@ -61,8 +67,7 @@ from sidecar.core.walk_types import text_edits as text_edits
 
 _CONTENT = Field.CONTENT  # a module constant: cheaper than the enum's attribute lookup per message
 # Item lists of an answer a client may send back in its messages: (member, ((key, field), ...)).
-_ECHOED_ITEMS = (("reasoning_details", (("text", Field.REASONING_TEXT), ("summary", Field.REASONING_SUMMARY))),
-                 ("thinking_blocks", (("thinking", Field.THINKING),)))
+_ECHOED_ITEMS = (("reasoning_details", REASONING_READINGS), ("thinking_blocks", THINKING_READINGS))
 
 
 def _content(path: Path, role: str, index: int, content: object, field: Field = _CONTENT) -> Iterator[Text]:
@@ -93,12 +98,8 @@ def _content(path: Path, role: str, index: int, content: object, field: Field = 
 
 def _thinking_part(path: Path, part: dict[str, Any], role: str, index: int) -> Iterator[Text]:
     """The text of a Mistral `thinking` part: `thinking` a string, or text parts (each on its own)."""
-    value = part.get("thinking")
-    if isinstance(value, str):
-        yield single((*path, "thinking"), Field.CONTENT_THINKING, role, index, value)
-    for inner, piece in enumerate(value if isinstance(value, list) else ()):
-        if isinstance(piece, dict) and isinstance(piece.get("text"), str):
-            yield single((*path, "thinking", inner, "text"), Field.CONTENT_THINKING, role, index, piece["text"])
+    for where, value in thinking_strings(part, path):
+        yield single(where, Field.CONTENT_THINKING, role, index, value)
 
 
 def request_texts(body: dict[str, Any], *, names: bool = False, definitions: bool = True) -> list[Text]:

@@ -31,15 +31,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from sidecar.core.walk_leaves import Path, other_strings
-from sidecar.core.walk_types import Field, Text, custom_texts, function_texts
+from sidecar.core.walk_types import REASONING_READINGS, Field, Text, custom_texts, function_texts, thinking_strings
 
 # Plain-string fields of an answer's message (or delta), in the order they are read.
 ANSWER_STRING_FIELDS = (Field.CONTENT, Field.REASONING_CONTENT, Field.REASONING, Field.REFUSAL)
 _STRING_FIELDS = {field.value: field for field in ANSWER_STRING_FIELDS}
 # Message (delta) members that are not answer text, or are read by `_answer_calls`.
 _NOT_TEXT = frozenset({"role", "tool_calls", "function_call"})
-# Fields whose texts are whole values: never a stream window, and no stream `key`.
-WHOLE_VALUE_FIELDS = frozenset({Field.ANNOTATION, Field.OTHER})
 
 
 def _answer_texts(choices: object, member: str, stream: bool, values: list[Text] | None = None) -> list[Text]:
@@ -84,7 +82,7 @@ def _answer_extra(path: Path, value: object, number: int, stream: bool, out: lis
                 # Stream pieces of one item share its `index`; pieces without one continue item 0.
                 sub = item.get("index", 0)
                 sub = sub if isinstance(sub, int) else 0
-                for key, field in (("text", Field.REASONING_TEXT), ("summary", Field.REASONING_SUMMARY)):
+                for key, field in REASONING_READINGS:
                     if isinstance(item.get(key), str):
                         out.append(_answer_text((*path, position, key), field, number, item[key], stream, sub))
     elif name == "thinking_blocks" and isinstance(value, list):
@@ -113,13 +111,9 @@ def _content_parts(path: Path, value: object, number: int, stream: bool, out: li
         kind = part.get("type")
         if kind in (None, "text") and isinstance(part.get("text"), str):
             out.append(_answer_text((*where, "text"), Field.CONTENT_TEXT, number, part["text"], stream))
-        elif kind == "thinking" and isinstance(part.get("thinking"), str):
-            out.append(_answer_text((*where, "thinking"), Field.CONTENT_THINKING, number, part["thinking"], stream))
-        elif kind == "thinking" and isinstance(part.get("thinking"), list):
-            for inner, piece in enumerate(part["thinking"]):
-                if isinstance(piece, dict) and isinstance(piece.get("text"), str):
-                    out.append(_answer_text((*where, "thinking", inner, "text"), Field.CONTENT_THINKING, number,
-                                            piece["text"], stream))
+        elif kind == "thinking" and isinstance(part.get("thinking"), str | list):
+            out.extend(_answer_text(at, Field.CONTENT_THINKING, number, text, stream)
+                       for at, text in thinking_strings(part, where))
         elif whole is not None:
             whole.extend(Text(at, Field.OTHER, "assistant", number, text) for at, text in other_strings(part, where))
 

@@ -148,6 +148,23 @@ def function_texts(base: Path, function: object, field: Field, role: str, index:
         yield single((*base, "arguments"), field, role, index, function["arguments"], key)
 
 
+# The strings of an OpenRouter `reasoning_details[]` item, by key; LiteLLM `thinking_blocks[]`'s.
+REASONING_READINGS: tuple[tuple[str, Field], ...] = (
+    ("text", Field.REASONING_TEXT), ("summary", Field.REASONING_SUMMARY))
+THINKING_READINGS: tuple[tuple[str, Field], ...] = (("thinking", Field.THINKING),)
+
+
+def thinking_strings(part: dict[str, Any], path: Path) -> Iterator[tuple[Path, str]]:
+    """The texts of a Mistral `thinking` content part at `path`: `thinking` a string, or a list of
+    text parts (each on its own), with their paths."""
+    value = part.get("thinking")
+    if isinstance(value, str):
+        yield (*path, "thinking"), value
+    for inner, piece in enumerate(value if isinstance(value, list) else ()):
+        if isinstance(piece, dict) and isinstance(piece.get("text"), str):
+            yield (*path, "thinking", inner, "text"), piece["text"]
+
+
 def custom_texts(base: Path, custom: object, role: str, index: int, names: bool,
                  key: tuple[int, Field, int] | None = None) -> Iterator[Text]:
     """The `input` of a custom tool's call (`tool_calls[].custom` at `base`; and its `name` when

@@ -175,7 +175,7 @@ class Stack:
         # Each process in its own process group: a terminal's Ctrl-C (SIGINT to the foreground group)
         # reaches only the launcher, which stops them in order (stop); Envoy would exit on it at once.
         proc = subprocess.Popen(cmd, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT,
-                                process_group=0, preexec_fn=_die_with_parent())
+                                process_group=0, preexec_fn=death_signal_setter())
         self.processes[name] = proc
         return proc
 
@@ -257,10 +257,11 @@ def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
         time.sleep(0.05)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A child's pre-exec step on Linux: SIGTERM when the launcher dies (PR_SET_PDEATHSIG), since its
-    own process group no longer gets the terminal's signals. Looked up before the fork: the child
-    only makes the call."""
+def death_signal_setter() -> Callable[[], None] | None:
+    """On Linux, a call that has the calling process get SIGTERM when its parent dies
+    (PR_SET_PDEATHSIG); None elsewhere. Looked up here, so a pre-exec step (the launcher's
+    children, in their own process groups, no longer get the terminal's signals) only makes the
+    call; sidecar workers (cli/workers.py) make it at start."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux

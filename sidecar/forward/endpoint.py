@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sidecar.appkeys import DRAIN, EXTENSIONS, POLICY_STORE, RECENT_DECISIONS, SETTINGS
+from sidecar.appkeys import DECISION_SIGNER, DRAIN, EXTENSIONS, POLICY_STORE, RECENT_DECISIONS
 from sidecar.callout.encoding import encoding_refusal
 from sidecar.callout.handoff import DECISION_HEADER, Decision, InvalidDecision, RejectedDecision, verify
 from sidecar.core.endpoints import CHAT_PATH, EMBEDDINGS_PATH, EndpointKind
@@ -72,7 +72,7 @@ def routed_decision(request: web.Request, kind: EndpointKind) -> Decision:
     `missing_decision`) without one, or with one decided for another endpoint."""
     try:
         decision = request.app[RECENT_DECISIONS].take(request.headers.get(DECISION_HEADER),
-                                                      request.app[SETTINGS].decision_key)
+                                                      request.app[DECISION_SIGNER])
     except InvalidDecision:
         raise _missing_decision() from None
     if decision.endpoint is not kind:
@@ -101,7 +101,7 @@ async def handle_forward(request: web.Request) -> web.StreamResponse:
     """Chat completions and embeddings: the provider call with fallbacks, then the relay."""
     app = request.app
     try:
-        decision = app[RECENT_DECISIONS].take(request.headers.get(DECISION_HEADER), app[SETTINGS].decision_key)
+        decision = app[RECENT_DECISIONS].take(request.headers.get(DECISION_HEADER), app[DECISION_SIGNER])
     except InvalidDecision:
         # Nothing in an unsigned header can be trusted, not even which reservation it names.
         return error_response(_missing_decision(), request.headers.get("X-Request-Id", ""))

@@ -75,7 +75,7 @@ def _parse_guardrail(key: str, where: Located) -> Guardrail | None:
     hold_back = fields.read("hold_back", lambda w: w.as_int(minimum=1), 64)
     scope_at = fields.get("scope")
     scope = _scope(scope_at) if scope_at else Scope()
-    specific = _type_specific(kind, fields, action) if kind else {}
+    specific = _type_specific(kind, fields, action, direction) if kind else {}
     _reject_foreign_keys(kind, fields)
     fields.finish()
     if kind is None or action is None or specific is None:
@@ -97,14 +97,15 @@ def _required_choice(fields: Mapping, key: str, choices: tuple[str, ...]) -> str
     return at.as_choice(choices) if at else None
 
 
-def _type_specific(kind: GuardrailType, fields: Mapping, action: Action | None) -> _TypeSpecific | None:
+def _type_specific(kind: GuardrailType, fields: Mapping, action: Action | None,
+                   direction: str) -> _TypeSpecific | None:
     if kind is GuardrailType.WEBHOOK:
         webhook = parse_webhook(fields, action)
         return None if webhook is None else {"webhook": webhook}
     if kind is GuardrailType.PII:
         return {"categories": _categories(fields)}
     if kind is GuardrailType.PATTERN:
-        matcher = _matcher(fields)
+        matcher = _matcher(fields, streams=direction != "input")
         return None if matcher is None else {"matcher": matcher}
     if kind is GuardrailType.PROMPT_INJECTION:
         return {"threshold": fields.read("threshold", lambda w: w.as_number(0.0, 1.0), 0.5)}
@@ -138,7 +139,7 @@ def _categories(fields: Mapping) -> frozenset[str]:
     return frozenset(names) & ALL_CATEGORIES
 
 
-def _matcher(fields: Mapping) -> PatternMatcher | None:
+def _matcher(fields: Mapping, *, streams: bool) -> PatternMatcher | None:
     no_strings: tuple[str, ...] = ()
     lists = {name: (fields.get(name), fields.read(name, Located.str_list, no_strings)) for name in
              ("deny_regexes", "deny_keywords", "allow_regexes")}
@@ -163,7 +164,8 @@ def _matcher(fields: Mapping) -> PatternMatcher | None:
         ok = False
     if not ok:
         return None
-    return compile_patterns(lists["deny_regexes"][1], lists["deny_keywords"][1], lists["allow_regexes"][1])
+    return compile_patterns(lists["deny_regexes"][1], lists["deny_keywords"][1], lists["allow_regexes"][1],
+                            partial=streams)
 
 
 def _scope(where: Located) -> Scope:

@@ -109,8 +109,11 @@ def compile_patterns(
     deny_regexes: Iterable[str],
     deny_keywords: Iterable[str],
     allow_regexes: Iterable[str],
+    *,
+    partial: bool = True,
 ) -> PatternMatcher:
-    """Compile policy patterns once; ``re.error`` propagates unchanged."""
+    """Compile policy patterns once; ``re.error`` propagates unchanged. `partial`: also for
+    `open_at` (output streams only read it; an input-only guardrail skips the second compile)."""
     deny = [re.compile(source) for source in deny_regexes]
     keywords = sorted({k for k in deny_keywords if k.strip()}, key=len, reverse=True)
     if keywords:
@@ -118,7 +121,7 @@ def compile_patterns(
         # single pass no matter how many keywords a policy lists.
         deny.append(re.compile("|".join(keyword_regex(k) for k in keywords), re.IGNORECASE))
     allow = tuple(re.compile(source) for source in allow_regexes)
-    return PatternMatcher(tuple(deny), allow, tuple(_partial(pattern) for pattern in deny))
+    return PatternMatcher(tuple(deny), allow, tuple(_partial(pattern) for pattern in deny) if partial else ())
 
 
 def _partial(pattern: re.Pattern[str]) -> regex.Pattern[str]:

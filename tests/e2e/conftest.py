@@ -7,7 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.devtools.launcher import Stack
+from tests.detector_server import DetectorServer
 from tests.e2e.faults import FaultyProvider
+from tests.e2e.scripted_support import ScriptedProvider
 from tests.e2e.stacks import REPO, stack_settings, start_stack, write_test_policies
 
 
@@ -32,6 +34,22 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyProvider]:
     """A provider that fails on demand (sidecar.devtools.faulty_provider), one per test module."""
     provider = FaultyProvider(tmp_path_factory.mktemp("faulty"))
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def detector() -> Iterator[DetectorServer]:
+    """A webhook detector (tests/detector_server.py) on a free port, one per test module."""
+    server = DetectorServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedProvider]:
+    """A provider that answers what a request's `script:` message asks for, one per test module."""
+    provider = ScriptedProvider(tmp_path_factory.mktemp("scripted"))
     yield provider
     provider.stop()
 

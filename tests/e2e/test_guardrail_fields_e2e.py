@@ -20,20 +20,13 @@ FULL_WIDTH = str.maketrans("0123456789@", "０１２３４５６７８９＠")
 
 
 @pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedProvider]:
-    scripted = ScriptedProvider(tmp_path_factory.mktemp("scripted"))
-    yield scripted
-    scripted.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, provider: ScriptedProvider) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, scripted_provider: ScriptedProvider) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("fields")
     models = "".join(f"  {name}: {{deployments: [{{provider: scripted, model: m}}]}}\n"
                      for name in ("out-mask", "in-block", "in-mask", "in-guard"))
     policies = write_policies(workdir / "policies", f"""
 providers:
-  scripted: {{type: openai, base_url: "{provider.url}/v1"}}
+  scripted: {{type: openai, base_url: "{scripted_provider.url}/v1"}}
 models:
 {models}
 guardrails:
@@ -67,9 +60,9 @@ HIDDEN_INPUT = [
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("message", HIDDEN_INPUT)
-async def test_input_block_reads_every_field(stack: Stack, provider: ScriptedProvider, message: dict[str, Any],
+async def test_input_block_reads_every_field(stack: Stack, scripted_provider: ScriptedProvider, message: dict[str, Any],
                                              stream: bool) -> None:
-    before = len(provider.received())
+    before = len(scripted_provider.received())
     body = {"model": "in-block", "stream": stream, "messages": [
         {"role": "user", "content": "go"}, message, {"role": "function", "name": "pay", "content": "done"},
         {"role": "user", "content": "thanks"}]}
@@ -77,7 +70,7 @@ async def test_input_block_reads_every_field(stack: Stack, provider: ScriptedPro
     assert status == 400, raw
     assert json.loads(raw)["error"]["guardrail_key"] == "pii-in"
     assert b"pat.sample" not in raw and b"4111" not in raw
-    assert len(provider.received()) == before
+    assert len(scripted_provider.received()) == before
 
 
 async def test_legacy_messages_pass_when_clean(stack: Stack) -> None:
@@ -91,7 +84,7 @@ async def test_legacy_messages_pass_when_clean(stack: Stack) -> None:
     assert status == 200, raw
 
 
-async def test_input_mask_keeps_arguments_valid_json(stack: Stack, provider: ScriptedProvider) -> None:
+async def test_input_mask_keeps_arguments_valid_json(stack: Stack, scripted_provider: ScriptedProvider) -> None:
     body = {"model": "in-mask", "messages": [
         {"role": "user", "content": "send it"},
         {"role": "assistant", "content": None, "tool_calls": [
@@ -100,7 +93,7 @@ async def test_input_mask_keeps_arguments_valid_json(stack: Stack, provider: Scr
         {"role": "user", "content": "thanks"}]}
     status, raw = await send(stack, body)
     assert status == 200, raw
-    seen = provider.received()[-1]["messages"]
+    seen = scripted_provider.received()[-1]["messages"]
     assert json.loads(seen[1]["tool_calls"][0]["function"]["arguments"]) == {"to": "[EMAIL_1]",
                                                                              "card": "[CREDIT_CARD_1]"}
     assert seen[2]["content"] == "sent to [EMAIL_1]"
@@ -184,25 +177,25 @@ POISONED_TOOLS = [
 
 
 @pytest.mark.parametrize("members", POISONED_TOOLS)
-async def test_a_poisoned_tool_definition_is_blocked(stack: Stack, provider: ScriptedProvider,
+async def test_a_poisoned_tool_definition_is_blocked(stack: Stack, scripted_provider: ScriptedProvider,
                                                      members: dict[str, Any]) -> None:
-    before = len(provider.received())
+    before = len(scripted_provider.received())
     status, raw = await send(stack, {"model": "in-guard", "messages": [{"role": "user", "content": "add 2 and 3"}],
                                      **members})
     assert status == 400, raw
     error = json.loads(raw)["error"]
     assert error["guardrail_key"] == "injection" and error["findings"][0]["role"] == "tools"
-    assert len(provider.received()) == before
+    assert len(scripted_provider.received()) == before
 
 
-async def test_a_masked_tool_description_reaches_the_provider_in_place(stack: Stack, provider: ScriptedProvider) -> None:
+async def test_a_masked_tool_description_reaches_the_provider_in_place(stack: Stack, scripted_provider: ScriptedProvider) -> None:
     tools = [{"type": "function", "function": {"name": "mail", "description": f"Mails {EMAIL} only",
                                                "parameters": {"type": "object", "properties": {
                                                    "to": {"type": "string", "enum": [EMAIL, "desk"]}}}}}]
     status, raw = await send(stack, {"model": "in-mask", "messages": [{"role": "user", "content": "hi"}],
                                      "tools": tools})
     assert status == 200, raw
-    function = provider.received()[-1]["tools"][0]["function"]
+    function = scripted_provider.received()[-1]["tools"][0]["function"]
     assert function == {"name": "mail", "description": "Mails [EMAIL_1] only", "parameters": {
         "type": "object", "properties": {"to": {"type": "string", "enum": ["[EMAIL_1]", "desk"]}}}}
 

@@ -53,13 +53,6 @@ guardrails:
 
 
 @pytest.fixture(scope="module")
-def detector() -> Iterator[DetectorServer]:
-    server = DetectorServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, detector: DetectorServer) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("webhooks")
     policies = workdir / "policies"

@@ -23,26 +23,12 @@ MASKED = {"animal": HOSTILE, "path": PATH, "n": 1, "note": "[ACROSS_1]", "[ACROS
 
 
 @pytest.fixture(scope="module")
-def detector() -> Iterator[DetectorServer]:
-    server = DetectorServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedProvider]:
-    scripted_provider = ScriptedProvider(tmp_path_factory.mktemp("scripted-json"))
-    yield scripted_provider
-    scripted_provider.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, provider: ScriptedProvider,
+def stack(tmp_path_factory: pytest.TempPathFactory, scripted_provider: ScriptedProvider,
           detector: DetectorServer) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("webhook-json")
     policies = write_policies(workdir / "policies", f"""
 providers:
-  scripted: {{type: openai, base_url: "{provider.url}/v1"}}
+  scripted: {{type: openai, base_url: "{scripted_provider.url}/v1"}}
 models:
   in-mask: {{deployments: [{{provider: scripted, model: m}}]}}
   out-mask: {{deployments: [{{provider: scripted, model: m}}]}}
@@ -57,7 +43,7 @@ guardrails:
 
 
 async def test_input_masks_keep_arguments_and_tool_results_valid_json(stack: Stack,
-                                                                     provider: ScriptedProvider) -> None:
+                                                                     scripted_provider: ScriptedProvider) -> None:
     messages = [
         {"role": "user", "content": "look it up"},
         {"role": "assistant", "content": None, "tool_calls": [tool_call(ARGUMENTS)]},
@@ -66,7 +52,7 @@ async def test_input_masks_keep_arguments_and_tool_results_valid_json(stack: Sta
     ]
     status, raw = await send(stack, {"model": "in-mask", "messages": messages, "request_id": "wh-json-in"})
     assert status == 200, raw
-    sent = provider.received()[-1]["messages"]
+    sent = scripted_provider.received()[-1]["messages"]
     assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == MASKED
     assert json.loads(sent[2]["content"]) == {"found": f"{HOSTILE} at {PATH}"}
     assert sent[3]["content"] == f"thanks, an {HOSTILE}"  # plain text: the replacement as it is

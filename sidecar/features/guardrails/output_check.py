@@ -92,7 +92,7 @@ class OutputGuardrails:
             spans = view_replacements(view, masked, self._numbering)
             spans = json_safe(text.text, spans) if json else spans
             set_at(root, text.path, replace_spans(text.text, spans))
-            if text.field in LOGPROB_FIELDS and text.key is None:
+            if text.field in LOGPROB_FIELDS:
                 drop_masked_logprobs(root["choices"][text.path[1]], text.field,
                                      [(start, end) for start, end, _ in spans])
 

@@ -26,20 +26,10 @@ _BARE_PART_KEYS = frozenset({"type", "index", "text", "summary", "thinking"})
 def put_text(delta: dict[str, Any], field: Field, call_index: int, text: str) -> None:
     """Append released text to a delta, at the field (and tool call or item) it belongs to."""
     if field is Field.TOOL_ARGUMENTS:
-        calls = delta.setdefault("tool_calls", [])
-        call = next((c for c in calls if isinstance(c, dict) and c.get("index") == call_index), None)
-        if call is None:
-            call = {"index": call_index, "function": {}}
-            calls.append(call)
-        function = call.setdefault("function", {})
+        function = _call_member(delta, call_index, "function", {})
         function["arguments"] = (function.get("arguments") or "") + text
     elif field is Field.CUSTOM_INPUT:
-        calls = delta.setdefault("tool_calls", [])
-        call = next((c for c in calls if isinstance(c, dict) and c.get("index") == call_index), None)
-        if call is None:
-            call = {"index": call_index, "type": "custom", "custom": {}}
-            calls.append(call)
-        custom = call.setdefault("custom", {})
+        custom = _call_member(delta, call_index, "custom", {"type": "custom"})
         custom["input"] = (custom.get("input") or "") + text
     elif field is Field.FUNCTION_ARGUMENTS:
         function = delta.setdefault("function_call", {})
@@ -61,6 +51,18 @@ def put_text(delta: dict[str, Any], field: Field, call_index: int, text: str) ->
         _append_item(delta, "thinking_blocks", {"type": "thinking", "thinking": text})
     else:
         delta[field.value] = (delta.get(field.value) or "") + text
+
+
+def _call_member(delta: dict[str, Any], call_index: int, member: str, new: dict[str, Any]) -> dict[str, Any]:
+    """The `member` (`function` or `custom`) of the delta's tool call `call_index`, the call made
+    (with the fields of `new`) when the delta has none yet."""
+    calls = delta.setdefault("tool_calls", [])
+    call = next((c for c in calls if isinstance(c, dict) and c.get("index") == call_index), None)
+    if call is None:
+        call = {"index": call_index, **new, member: {}}
+        calls.append(call)
+    found: dict[str, Any] = call.setdefault(member, {})
+    return found
 
 
 def _append_part(delta: dict[str, Any], part: dict[str, Any]) -> None:

@@ -15,11 +15,12 @@ from functools import partial
 
 from aiohttp import web
 
-from sidecar.appkeys import BREAKERS, METRICS, POLICY_STORE
+from sidecar.appkeys import METRICS, POLICY_STORE
 from sidecar.callout.pipeline import Check
 from sidecar.core.errors import GatewayError
 from sidecar.core.limits import MICRO_USD
 from sidecar.extensions import Extensions
+from sidecar.features.observability.breaker_refresh import record_breakers
 from sidecar.features.observability.metrics import GatewayMetrics
 from sidecar.forward.exchange import CLIENT_CLOSED, Exchange
 
@@ -43,10 +44,7 @@ def install_observability(app: web.Application, extensions: Extensions) -> Gatew
 
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    breakers = request.app.get(BREAKERS)
-    if breakers is not None:  # read at scrape time: a breaker's cool-down ends without an event
-        for deployment, state in breakers.breaker_states().items():
-            metrics.breaker_state(deployment, state)
+    record_breakers(request.app)  # read at scrape time: a breaker's cool-down ends without an event
     return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
 
 

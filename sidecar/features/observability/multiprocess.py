@@ -71,15 +71,11 @@ def forget_dead_workers(path: Path) -> list[int]:
     for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
         pid = Path(name).stem.rsplit("_", 1)[-1]
         if pid.isdigit() and not _running(int(pid)) and int(pid) not in dead:
-            forget_worker(int(pid), path)
+            # Its live gauges (breaker states, policy version, quota ratios, reload errors) no
+            # longer count; its counters and histograms do (prometheus_client's mark_process_dead).
+            mark_process_dead(int(pid), str(path))  # type: ignore[no-untyped-call]
             dead.append(int(pid))
     return dead
-
-
-def forget_worker(pid: int, path: Path) -> None:
-    """Worker `pid` has exited: its live gauges (breaker states, policy version, quota ratios, reload
-    errors) no longer count; its counters and histograms do (prometheus_client's `mark_process_dead`)."""
-    mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
 
 
 def _running(pid: int) -> bool:

@@ -34,7 +34,6 @@ from sidecar.features.quotas.settlement import RESERVATION, Record, adjustments,
 from sidecar.forward.exchange import OWN_RATE_LIMIT_HEADERS
 
 if TYPE_CHECKING:
-    from prometheus_client import Gauge
 
     from sidecar.features.observability.metrics import GatewayMetrics
     from sidecar.forward.exchange import Exchange
@@ -65,8 +64,6 @@ class QuotaService:
     decision_ttl: float = 60.0
     # Seconds an unclaimed slot is held (Settings.arrival_lease_seconds).
     arrival_lease: float = 10.0
-    # The quota gauges' children by (limit, kind, scope), as metrics.quota_level finds them.
-    _gauges: dict[tuple[str, str, str], Gauge] = field(default_factory=dict, init=False, repr=False)
 
     async def check(self, check: Check) -> None:
         """The callout stage: reserve this request's charges on every applicable limit, or raise
@@ -143,16 +140,10 @@ class QuotaService:
     def _report_levels(self, found: Plan, used: tuple[float, ...]) -> None:
         # Calendar quotas only: alerts warn before a day's or month's quota runs out.
         assert self.metrics is not None
-        gauges, rules = self._gauges, found.applied.rules
+        rules = found.applied.rules
         for index in found.applied.windows:
             rule = rules[index]
-            labels = (rule.name, rule.limit.kind, rule.scope)
-            gauge = gauges.get(labels)
-            if gauge is None:
-                # As metrics.quota_level, whose child this is (children are never removed): kept
-                # here, the gauge is set without two calls in between.
-                gauge = gauges[labels] = self.metrics.quota_used.labels(*labels)
-            gauge.set(used[index] / rule.cap)
+            self.metrics.quota_level(rule.name, rule.limit.kind, rule.scope, used[index] / rule.cap)
 
     def _error(self, mode: str) -> None:
         if self.metrics is not None:

@@ -22,8 +22,8 @@ Every text the walker yields is sent, addressed by the walker's path spelled by 
   the tool call's `index` for arguments), whatever position a delta had in its chunk; content
   parts as `choices[I].delta.content.text` (all text parts of the choice) and
   `.content.thinking`, reasoning items as `choices[I].delta.reasoning_details[N].text` (the
-  item's `index`). Annotations and unknown members of a delta are not sent by the stream guard
-  (output_guard.py reads `chunk_texts` without whole values).
+  item's `index`). Annotations and unknown members of a delta arrive whole in one chunk: the
+  stream guard sends them whole, at their paths, in one call for that chunk (output_guard.py).
 
 Texts are sent as the client or the provider wrote them (not the normalised view the built-in
 detectors read): a detector's spans then index exactly the characters a mask replaces.

@@ -1,7 +1,8 @@
 """Webhook guardrails on the answer: whole completions once, streams at a bounded cadence.
 
-Every text the exchange walker yields is read (adapters.py): for every choice `content`,
-`refusal`, `reasoning_content`, `reasoning`, each tool call's and the `function_call`'s arguments.
+Every text the exchange walker yields is read (adapters.py): for every choice `content` (string or
+parts), `refusal`, the reasoning fields, `audio.transcript`, each tool call's arguments (or a custom
+tool's input) and the `function_call`'s; annotations and unknown members whole, in their chunk.
 The exchange's webhook guardrails are called concurrently with the same texts (after the built-in
 output guardrails, on what they let through) and act in policy order: a closed failure or a block
 raises; masks are joined, a span overlapping an earlier guardrail's is dropped. Arguments, and the
@@ -13,7 +14,8 @@ window, shared by the exchange's webhook guardrails. Each time `stream_chars` ne
 held (the smallest of the guardrails'), the held text goes to every detector (one call each,
 concurrently, `partial: true`); what they passed is released except the last `hold_back`
 characters (the largest), sent again with the next window so a value split at a window edge is
-still seen whole; the cut moves before any masked span it would split. At the choice's
+still seen whole; the cut moves before any masked span it would split, and never splits a bare
+JSON number or literal (`bare_token_cut`: a span found later in it could not mask it). At the choice's
 `finish_reason`, the usage chunk or the end, the rest goes in one final call. So a stream of N
 characters costs about N / stream_chars calls per guardrail and its text lags by at most
 stream_chars + hold_back characters plus one call, never per chunk. Logprobs entries (`content`,

@@ -73,7 +73,8 @@ def replacements(text: str, findings: Sequence[Finding], numbering: MaskNumberin
 
 
 def unavailable(guardrail: str, result: CallResult, what: str = "request") -> GuardrailUnavailable:
-    """`on_error: closed`: the 503 naming the guardrail, with the breaker's (or 1 s) Retry-After."""
+    """`on_error: closed`: the 503 naming the guardrail, with the breaker's (or 1 s) Retry-After, or
+    `x-should-retry: false` when the detector refused this very request (a 4xx, `refused_for_good`)."""
     reason = result.error.value if result.error else "error"
     return GuardrailUnavailable(guardrail, reason, result.retry_after_seconds(), what,
                                 retryable=not result.refused_for_good)
